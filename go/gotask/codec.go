@@ -1,0 +1,175 @@
+package gotask
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// encBuf is a pooled buffer holding one outgoing frame, with the encoder bound to it.
+// The first four bytes are reserved for the length prefix.
+type encBuf struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+// maxPooledBuf is the largest buffer returned to the pool; bigger ones are dropped
+// so that one huge reply does not pin its memory forever.
+const maxPooledBuf = 1 << 20
+
+var encPool = sync.Pool{New: func() any {
+	e := new(encBuf)
+	e.enc = msgpack.NewEncoder(&e.buf)
+	e.enc.UseCompactInts(true) // smallest encoding for every integer
+	return e
+}}
+
+func getEncBuf() *encBuf {
+	e := encPool.Get().(*encBuf)
+	e.buf.Reset()
+	e.buf.Write([]byte{0, 0, 0, 0})
+	return e
+}
+
+func putEncBuf(e *encBuf) {
+	if e.buf.Cap() <= maxPooledBuf {
+		encPool.Put(e)
+	}
+}
+
+// frame fills in the length prefix and returns the whole frame.
+func (e *encBuf) frame() ([]byte, error) {
+	b := e.buf.Bytes()
+	n := len(b) - 4
+	if n > math.MaxUint32 {
+		return nil, fmt.Errorf("frame of %d bytes is too large for the wire", n)
+	}
+	binary.BigEndian.PutUint32(b, uint32(n))
+	return b, nil
+}
+
+type decBuf struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+var decPool = sync.Pool{New: func() any {
+	d := new(decBuf)
+	d.dec = msgpack.NewDecoder(&d.r)
+	d.dec.SetMapDecoder(decodeMap)
+	return d
+}}
+
+// decodeValue decodes one msgpack object into v, which must be a non-nil pointer.
+func decodeValue(data []byte, v any) error {
+	d := decPool.Get().(*decBuf)
+	d.r.Reset(data)
+	d.dec.ResetReader(&d.r) // keeps the map decoder
+	err := d.dec.Decode(v)
+	d.r.Reset(nil)
+	decPool.Put(d)
+	return err
+}
+
+// decodeMap decodes a map into an interface value: map[string]any when every key
+// is a string, map[any]any otherwise (int-keyed maps).
+func decodeMap(d *msgpack.Decoder) (any, error) {
+	n, err := d.DecodeMapLen()
+	if err != nil {
+		return nil, err
+	}
+	if n == -1 {
+		return nil, nil
+	}
+	sm := make(map[string]any, min(n, 64))
+	var am map[any]any
+	for i := 0; i < n; i++ {
+		k, err := d.DecodeInterface()
+		if err != nil {
+			return nil, err
+		}
+		v, err := d.DecodeInterface()
+		if err != nil {
+			return nil, err
+		}
+		if am == nil {
+			if s, ok := k.(string); ok {
+				sm[s] = v
+				continue
+			}
+			am = make(map[any]any, len(sm)+1)
+			for ks, vs := range sm {
+				am[ks] = vs
+			}
+		}
+		if !hashable(k) {
+			return nil, fmt.Errorf("msgpack: map key of type %T cannot be a Go map key", k)
+		}
+		am[k] = v
+	}
+	if am != nil {
+		return am, nil
+	}
+	return sm, nil
+}
+
+func hashable(k any) bool {
+	switch k.(type) {
+	case nil, bool, string, float32, float64, time.Time,
+		int8, int16, int32, int64, uint8, uint16, uint32, uint64:
+		return true
+	}
+	return false
+}
+
+// strictKind checks the two cases where the library would mix str and bin: a
+// string argument given bin and a []byte argument given str.
+func strictKind(t reflect.Type, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	c := data[0]
+	isStr := (c >= 0xa0 && c <= 0xbf) || (c >= 0xd9 && c <= 0xdb)
+	isBin := c >= 0xc4 && c <= 0xc6
+	switch {
+	case t.Kind() == reflect.String && isBin:
+		return fmt.Errorf("cannot decode bin into %s", t)
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 && isStr:
+		return fmt.Errorf("cannot decode str into %s", t)
+	}
+	return nil
+}
+
+// appendResponse encodes [1, msgid, error, result] into e.
+func (e *encBuf) appendResponse(msgid uint32, werr *wireError, result any) error {
+	enc := e.enc
+	if err := enc.EncodeArrayLen(4); err != nil {
+		return err
+	}
+	enc.EncodeUint(typeResponse)
+	enc.EncodeUint(uint64(msgid))
+	if werr == nil {
+		enc.EncodeNil()
+		return enc.Encode(result)
+	}
+	n := 2
+	if werr.Stack != "" {
+		n = 3
+	}
+	enc.EncodeMapLen(n)
+	enc.EncodeString("type")
+	enc.EncodeString(werr.Type)
+	enc.EncodeString("message")
+	enc.EncodeString(werr.Message)
+	if werr.Stack != "" {
+		enc.EncodeString("stack")
+		enc.EncodeString(werr.Stack)
+	}
+	return enc.EncodeNil()
+}

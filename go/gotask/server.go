@@ -1,0 +1,577 @@
+package gotask
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"reflect"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("gotask: server closed")
+
+// Server serves registered services over any number of connections.
+// Create one with NewServer; set its fields before serving.
+type Server struct {
+	// MaxFrameSize is the largest frame accepted, in bytes; a longer frame
+	// closes its connection. Zero means DefaultMaxFrameSize.
+	MaxFrameSize uint32
+	// MaxInflight bounds the calls running at once on one connection; at the
+	// bound the server stops reading from that connection until a call
+	// finishes. Zero means DefaultMaxInflight.
+	MaxInflight int
+	// ErrorLog receives one line per connection closed for a protocol error.
+	// Nil means standard error with the prefix "gotask: ".
+	ErrorLog *log.Logger
+
+	services sync.Map // name -> *service
+
+	baseCtx    context.Context
+	baseCancel context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	shutting  bool          // Shutdown began: new requests get shutting_down
+	closed    bool          // Shutdown closed the connections: new ones are refused
+	active    int           // calls started and not yet answered, all connections
+	idle      chan struct{} // closed when active drops to 0 during Shutdown
+}
+
+// NewServer returns a new Server with no services.
+func NewServer() *Server {
+	s := &Server{
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+	}
+	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
+	return s
+}
+
+// DefaultServer is the Server used by Register, RegisterName and Run.
+var DefaultServer = NewServer()
+
+// Register publishes the methods of rcvr on DefaultServer; see Server.Register.
+func Register(rcvr any) error { return DefaultServer.Register(rcvr) }
+
+// RegisterName is like Register but names the service.
+func RegisterName(name string, rcvr any) error { return DefaultServer.RegisterName(name, rcvr) }
+
+// Register publishes the exported methods of rcvr of the forms
+//
+//	func (t *T) Method(args A, reply *R) error
+//	func (t *T) Method(ctx context.Context, args A, reply *R) error
+//
+// under the service name of rcvr's concrete type, to be called as "T.Method".
+// Exported methods that return an error but have another shape are reported as
+// an error rather than skipped; other methods (not returning an error) are
+// ignored. It is an error if rcvr has no suitable methods.
+func (s *Server) Register(rcvr any) error { return s.register(rcvr, "", false) }
+
+// RegisterName is like Register but uses name as the service name.
+func (s *Server) RegisterName(name string, rcvr any) error { return s.register(rcvr, name, true) }
+
+func (s *Server) register(rcvr any, name string, useName bool) error {
+	svc, err := newService(rcvr, name, useName)
+	if err != nil {
+		return err
+	}
+	if _, dup := s.services.LoadOrStore(svc.name, svc); dup {
+		return fmt.Errorf("gotask.Register: service already defined: %s", svc.name)
+	}
+	return nil
+}
+
+func (s *Server) lookup(name string) (*service, *methodType, error) {
+	dot := strings.LastIndexByte(name, '.')
+	if dot < 0 {
+		return nil, nil, fmt.Errorf("method name %q is not of the form Service.Method", name)
+	}
+	v, ok := s.services.Load(name[:dot])
+	if !ok {
+		return nil, nil, fmt.Errorf("no service %q (method %q)", name[:dot], name)
+	}
+	svc := v.(*service)
+	mt := svc.method[name[dot+1:]]
+	if mt == nil {
+		return nil, nil, fmt.Errorf("service %q has no method %q", svc.name, name[dot+1:])
+	}
+	return svc, mt, nil
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.ErrorLog != nil {
+		s.ErrorLog.Printf(format, args...)
+		return
+	}
+	stderrLog.Printf(format, args...)
+}
+
+var stderrLog = log.New(os.Stderr, "gotask: ", log.LstdFlags)
+
+// Serve accepts connections on l and serves each in its own goroutine. It
+// returns ErrServerClosed after Shutdown, or the listener's error.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.shutting {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		rwc, err := l.Accept()
+		if err != nil {
+			if s.isShutting() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Probably out of file descriptors: back off, like net/http.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.logf("accept: %v; retrying in %v", err, delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		go s.ServeConn(rwc)
+	}
+}
+
+func (s *Server) isShutting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutting
+}
+
+// ServeConn serves one connection and blocks until it is done: the peer closed
+// it, a protocol error closed it, or Shutdown did. When the peer stops sending,
+// the contexts of its calls still running are cancelled; ServeConn returns once
+// they have returned. It closes rwc.
+func (s *Server) ServeConn(rwc io.ReadWriteCloser) {
+	c := s.newConn(rwc)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		rwc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+
+	go c.writeLoop()
+	err := c.readLoop()
+	if errorCode(err) != "" {
+		s.logf("closing connection%s: %v", c.describe(), err)
+		c.closeRWC()
+	}
+	c.cancel()
+	c.handlers.Wait()
+	c.stopWriter()
+	<-c.writerDone
+	c.closeRWC()
+}
+
+// Shutdown shuts the server down gracefully: it closes the listeners, answers
+// new requests with shutting_down, and waits for the calls in flight to finish
+// until ctx is done, then cancels their contexts. It then flushes and closes
+// every connection. It returns ctx.Err() if the calls did not finish in time.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutting = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	if s.active > 0 && s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	idle := s.idle
+	s.mu.Unlock()
+
+	var err error
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			err = ctx.Err()
+			s.baseCancel()
+			// Give the cancelled calls a moment to send their cancelled replies.
+			t := time.NewTimer(100 * time.Millisecond)
+			select {
+			case <-idle:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.stopWriter()
+	}
+	flushDeadline := time.NewTimer(time.Second)
+	defer flushDeadline.Stop()
+	for _, c := range conns {
+		select {
+		case <-c.writerDone:
+		case <-flushDeadline.C:
+		}
+		c.closeRWC()
+	}
+	s.baseCancel()
+	return err
+}
+
+// startCall counts a new call, or reports false once Shutdown began.
+func (s *Server) startCall() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting {
+		return false
+	}
+	s.active++
+	return true
+}
+
+func (s *Server) endCall() {
+	s.mu.Lock()
+	s.active--
+	if s.active == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+	s.mu.Unlock()
+}
+
+// conn is one served connection. One goroutine reads (ServeConn's), one
+// writes (writeLoop), and each call runs in its own goroutine.
+type conn struct {
+	srv      *Server
+	rwc      io.ReadWriteCloser
+	maxFrame uint32
+
+	ctx    context.Context // cancelled when the connection ends
+	cancel context.CancelFunc
+
+	out        chan *encBuf  // encoded frames for the writer
+	sem        chan struct{} // one token per running call
+	quit       chan struct{} // closed to make the writer flush and stop
+	quitOnce   sync.Once
+	writerDone chan struct{}
+	closeOnce  sync.Once
+
+	handlers sync.WaitGroup
+
+	mu      sync.Mutex
+	pending map[uint32]*call
+}
+
+type call struct{ cancel context.CancelFunc }
+
+func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
+	maxFrame := s.MaxFrameSize
+	if maxFrame == 0 {
+		maxFrame = DefaultMaxFrameSize
+	}
+	inflight := s.MaxInflight
+	if inflight <= 0 {
+		inflight = DefaultMaxInflight
+	}
+	c := &conn{
+		srv:        s,
+		rwc:        rwc,
+		maxFrame:   maxFrame,
+		out:        make(chan *encBuf, inflight+16),
+		sem:        make(chan struct{}, inflight),
+		quit:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+		pending:    make(map[uint32]*call),
+	}
+	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
+	return c
+}
+
+func (c *conn) describe() string {
+	if nc, ok := c.rwc.(net.Conn); ok && nc.RemoteAddr() != nil {
+		if a := nc.RemoteAddr().String(); a != "" && a != "@" {
+			return " from " + a
+		}
+		return " on " + nc.LocalAddr().String()
+	}
+	return ""
+}
+
+func (c *conn) closeRWC() { c.closeOnce.Do(func() { c.rwc.Close() }) }
+
+func (c *conn) stopWriter() { c.quitOnce.Do(func() { close(c.quit) }) }
+
+// readLoop reads messages until the stream ends (nil), fails, or is malformed
+// (a protocol error).
+func (c *conn) readLoop() error {
+	br := bufio.NewReaderSize(c.rwc, 64<<10)
+	for {
+		payload, err := readFrame(br, c.maxFrame)
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+		m, err := parseMessage(payload)
+		if err != nil {
+			return err
+		}
+		switch m.typ {
+		case typeRequest:
+			c.request(m)
+		case typeNotification:
+			c.notification(m)
+		default:
+			return protoErr(codeBadMessage, "a sidecar does not accept responses")
+		}
+	}
+}
+
+func (c *conn) notification(m *message) {
+	if m.method != "$cancel" {
+		return // unknown notifications are ignored
+	}
+	cur := cursor{b: m.params}
+	id, ok := cur.uint()
+	if !ok || id > 1<<32-1 {
+		return
+	}
+	c.mu.Lock()
+	cl := c.pending[uint32(id)]
+	c.mu.Unlock()
+	if cl != nil {
+		cl.cancel()
+	}
+}
+
+func (c *conn) request(m *message) {
+	s := c.srv
+	if !s.startCall() {
+		c.reply(m.msgid, &wireError{Type: "shutting_down", Message: "the sidecar is shutting down"}, nil)
+		return
+	}
+	svc, mt, err := s.lookup(m.method)
+	if err != nil {
+		c.reply(m.msgid, &wireError{Type: "not_found", Message: err.Error()}, nil)
+		s.endCall()
+		return
+	}
+	c.sem <- struct{}{} // at the bound, stop reading until a call finishes
+
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if m.hasTimeout {
+		ctx, cancel = context.WithTimeout(c.ctx, timeoutDuration(m.timeout))
+	} else {
+		ctx, cancel = context.WithCancel(c.ctx)
+	}
+	cl := &call{cancel: cancel}
+	c.mu.Lock()
+	c.pending[m.msgid] = cl
+	c.mu.Unlock()
+	c.handlers.Add(1)
+	go func() {
+		defer func() {
+			cancel()
+			c.mu.Lock()
+			if c.pending[m.msgid] == cl {
+				delete(c.pending, m.msgid)
+			}
+			c.mu.Unlock()
+			<-c.sem
+			c.handlers.Done()
+			s.endCall()
+		}()
+		result, werr := invoke(ctx, svc, mt, m.params)
+		c.reply(m.msgid, werr, result)
+	}()
+}
+
+// timeoutDuration converts meta.timeout seconds to a duration, saturating.
+func timeoutDuration(sec float64) time.Duration {
+	if sec <= 0 {
+		return 0
+	}
+	const maxSec = float64(1<<63-1) / float64(time.Second)
+	if sec >= maxSec/2 { // far enough in the future to be no deadline at all
+		return time.Duration(1<<63 - 1)
+	}
+	return time.Duration(sec * float64(time.Second))
+}
+
+// invoke decodes the params, calls the method and returns its reply value or
+// the wire error to send instead.
+func invoke(ctx context.Context, svc *service, mt *methodType, params []byte) (result any, werr *wireError) {
+	var argv reflect.Value
+	var target any
+	base := mt.argType
+	if base.Kind() == reflect.Pointer {
+		argv = reflect.New(base.Elem())
+		target = argv.Interface()
+		base = base.Elem()
+	} else {
+		p := reflect.New(base)
+		target = p.Interface()
+		argv = p.Elem()
+	}
+	err := strictKind(base, params)
+	if err == nil {
+		err = decodeValue(params, target)
+	}
+	if err != nil {
+		return nil, &wireError{Type: "bad_params", Message: fmt.Sprintf("cannot decode params of %s.%s into %s: %v", svc.name, mt.method.Name, mt.argType, err)}
+	}
+	replyv := reflect.New(mt.replyType.Elem())
+
+	defer func() {
+		if r := recover(); r != nil {
+			result, werr = nil, &wireError{Type: "panic", Message: fmt.Sprint(r), Stack: panicStack()}
+		}
+	}()
+	var in []reflect.Value
+	if mt.withCtx {
+		in = []reflect.Value{svc.rcvr, reflect.ValueOf(ctx), argv, replyv}
+	} else {
+		in = []reflect.Value{svc.rcvr, argv, replyv}
+	}
+	out := mt.method.Func.Call(in)
+	if e, _ := out[0].Interface().(error); e != nil {
+		return nil, callError(e)
+	}
+	return replyv.Elem().Interface(), nil
+}
+
+// panicStack returns a few frames of the panicking goroutine, starting at the
+// function that panicked and stopping before reflect's call machinery.
+func panicStack() string {
+	pcs := make([]uintptr, 64)
+	n := runtime.Callers(3, pcs)
+	frames := runtime.CallersFrames(pcs[:n])
+	var b strings.Builder
+	started, count := false, 0
+	for {
+		f, more := frames.Next()
+		switch {
+		case !started:
+			started = f.Function == "runtime.gopanic"
+		case strings.HasPrefix(f.Function, "reflect."):
+			more = false
+		case strings.HasPrefix(f.Function, "runtime."):
+		default:
+			fmt.Fprintf(&b, "%s\n\t%s:%d\n", f.Function, f.File, f.Line)
+			count++
+		}
+		if !more || count == 5 {
+			break
+		}
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// reply encodes a response and queues it for the writer.
+func (c *conn) reply(msgid uint32, werr *wireError, result any) {
+	e := getEncBuf()
+	if err := encodeResponse(e, msgid, werr, result); err != nil {
+		e.buf.Truncate(4)
+		msg := "gotask: cannot encode reply: " + err.Error()
+		if err := encodeResponse(e, msgid, &wireError{Type: "error", Message: msg}, nil); err != nil {
+			putEncBuf(e)
+			return
+		}
+	}
+	select {
+	case c.out <- e:
+	case <-c.writerDone:
+		putEncBuf(e)
+	}
+}
+
+func encodeResponse(e *encBuf, msgid uint32, werr *wireError, result any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	if err := e.appendResponse(msgid, werr, result); err != nil {
+		return err
+	}
+	_, err = e.frame()
+	return err
+}
+
+// writeLoop writes queued frames through one buffer and flushes only when
+// nothing more is queued, so replies finishing together share a write.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	bw := bufio.NewWriterSize(c.rwc, 64<<10)
+	dead := false
+	write := func(e *encBuf) {
+		if !dead {
+			if _, err := bw.Write(e.buf.Bytes()); err != nil {
+				dead = true
+				c.closeRWC()
+			}
+		}
+		putEncBuf(e)
+	}
+	flush := func() {
+		if !dead && bw.Buffered() > 0 {
+			if err := bw.Flush(); err != nil {
+				dead = true
+				c.closeRWC()
+			}
+		}
+	}
+	for {
+		select {
+		case e := <-c.out:
+			write(e)
+			if len(c.out) == 0 {
+				flush()
+			}
+		case <-c.quit:
+			for {
+				select {
+				case e := <-c.out:
+					write(e)
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
+}

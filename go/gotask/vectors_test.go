@@ -1,0 +1,385 @@
+package gotask
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+const vectorDir = "../../tests/vectors"
+
+type valueVector struct {
+	Name      string          `json:"name"`
+	Hex       string          `json:"hex"`
+	Value     json.RawMessage `json:"value"`
+	Message   json.RawMessage `json:"message"`
+	Canonical bool            `json:"canonical"`
+	Error     string          `json:"error"`
+	MaxFrame  uint32          `json:"max_frame_size"`
+}
+
+func loadVectors(t testing.TB, name string) []valueVector {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(vectorDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []valueVector
+	if err := json.Unmarshal(data, &vs); err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) == 0 {
+		t.Fatalf("%s: no vectors", name)
+	}
+	return vs
+}
+
+func mustHex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// fromJSON turns a tagged JSON value (protocol.md section 6) into the Go value
+// the codec should produce or accept.
+func fromJSON(t testing.TB, raw json.RawMessage) any {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	// Objects must keep their key order for $map, so re-read those with a token walk.
+	return convertJSON(t, raw, v)
+}
+
+func convertJSON(t testing.TB, raw json.RawMessage, v any) any {
+	switch x := v.(type) {
+	case nil, bool, string:
+		return x
+	case json.Number:
+		s := x.String()
+		if strings.ContainsAny(s, ".eE") {
+			f, err := x.Float64()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		var u uint64
+		if _, err := fmt.Sscan(s, &u); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	case []any:
+		var raws []json.RawMessage
+		if err := json.Unmarshal(raw, &raws); err != nil {
+			t.Fatal(err)
+		}
+		out := make([]any, len(x))
+		for i := range x {
+			out[i] = convertJSON(t, raws[i], x[i])
+		}
+		return out
+	case map[string]any:
+		var raws map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &raws); err != nil {
+			t.Fatal(err)
+		}
+		if len(x) == 1 {
+			for k, inner := range x {
+				switch k {
+				case "$float":
+					return math.Inf(map[string]int{"inf": 1, "-inf": -1}[inner.(string)])
+				case "$f32":
+					f, _ := inner.(json.Number).Float64()
+					return float32(f)
+				case "$bin":
+					b, err := hex.DecodeString(inner.(string))
+					if err != nil {
+						t.Fatal(err)
+					}
+					return b
+				case "$ts":
+					p := inner.([]any)
+					s, _ := p[0].(json.Number).Int64()
+					ns, _ := p[1].(json.Number).Int64()
+					return time.Unix(s, ns).UTC()
+				case "$map":
+					var pairs [][]json.RawMessage
+					if err := json.Unmarshal(raws[k], &pairs); err != nil {
+						t.Fatal(err)
+					}
+					m := map[any]any{}
+					for _, p := range pairs {
+						m[fromJSON(t, p[0])] = fromJSON(t, p[1])
+					}
+					return m
+				}
+			}
+		}
+		out := make(map[string]any, len(x))
+		for k, inner := range x {
+			out[k] = convertJSON(t, raws[k], inner)
+		}
+		return out
+	}
+	t.Fatalf("unexpected JSON value %T", v)
+	return nil
+}
+
+// normalize maps every integer to int64 (or uint64 above MaxInt64) and every
+// time to UTC, so that values decoded as sized types compare with the JSON ones.
+func normalize(v any) any {
+	rv := reflect.ValueOf(v)
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case time.Time:
+		return x.UTC()
+	case []byte:
+		return x
+	case []any:
+		out := make([]any, len(x))
+		for i := range x {
+			out[i] = normalize(x[i])
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = normalize(e)
+		}
+		return out
+	case map[any]any:
+		out := make(map[any]any, len(x))
+		for k, e := range x {
+			out[normalize(k)] = normalize(e)
+		}
+		return out
+	}
+	switch rv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return rv.Int()
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if u := rv.Uint(); u > math.MaxInt64 {
+			return u
+		}
+		return int64(rv.Uint())
+	}
+	return v
+}
+
+func encodeValue(t testing.TB, v any) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.UseCompactInts(true)
+	enc.SetSortMapKeys(true)
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestVectorValues(t *testing.T) {
+	for _, v := range loadVectors(t, "values.json") {
+		t.Run(v.Name, func(t *testing.T) {
+			want := fromJSON(t, v.Value)
+			data := mustHex(t, v.Hex)
+			var got any
+			if err := decodeValue(data, &got); err != nil {
+				t.Fatalf("decode %s: %v", v.Hex, err)
+			}
+			if !reflect.DeepEqual(normalize(got), normalize(want)) {
+				t.Fatalf("decoded %#v, want %#v", got, want)
+			}
+			if _, isBin := want.([]byte); isBin {
+				if _, ok := got.([]byte); !ok {
+					t.Fatalf("bin decoded as %T", got)
+				}
+			}
+			if v.Canonical {
+				if enc := encodeValue(t, want); !bytes.Equal(enc, data) {
+					t.Fatalf("encoded %x, want %s", enc, v.Hex)
+				}
+				// What Echo sends back must be the same bytes too.
+				if enc := encodeValue(t, got); !bytes.Equal(enc, data) {
+					t.Fatalf("re-encoded %x, want %s", enc, v.Hex)
+				}
+			}
+		})
+	}
+}
+
+// encodeMessage encodes a message given as a JSON-shaped []any, the way a
+// client does: compact ints, the value's own types.
+func encodeFrame(t testing.TB, msg []any) []byte {
+	t.Helper()
+	payload := encodeValue(t, msg)
+	return append([]byte{byte(len(payload) >> 24), byte(len(payload) >> 16), byte(len(payload) >> 8), byte(len(payload))}, payload...)
+}
+
+func TestVectorMessages(t *testing.T) {
+	for _, v := range loadVectors(t, "messages.json") {
+		t.Run(v.Name, func(t *testing.T) {
+			want := fromJSON(t, v.Message).([]any)
+			data := mustHex(t, v.Hex)
+			payload, err := readFrame(bytes.NewReader(data), DefaultMaxFrameSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := parseMessage(payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := []any{int64(m.typ)}
+			raw := func(b []byte) any {
+				var x any
+				if err := decodeValue(b, &x); err != nil {
+					t.Fatal(err)
+				}
+				return x
+			}
+			switch m.typ {
+			case typeRequest:
+				got = append(got, int64(m.msgid), m.method, raw(m.params))
+				if len(want) == 5 {
+					var meta any
+					if m.meta != nil {
+						meta = raw(m.meta)
+					}
+					got = append(got, meta)
+				}
+				if mm, ok := want[len(want)-1].(map[string]any); ok && len(want) == 5 {
+					if to, ok := mm["timeout"]; ok && (!m.hasTimeout || m.timeout != to.(float64)) {
+						t.Fatalf("timeout %v (%v), want %v", m.timeout, m.hasTimeout, to)
+					}
+				}
+			case typeResponse:
+				var e any
+				if m.errMap != nil {
+					em := map[string]any{"type": m.errMap.Type, "message": m.errMap.Message}
+					if m.errMap.Stack != "" {
+						em["stack"] = m.errMap.Stack
+					}
+					e = em
+				}
+				got = append(got, int64(m.msgid), e, raw(m.result))
+			case typeNotification:
+				got = append(got, m.method, raw(m.params))
+			}
+			if !reflect.DeepEqual(normalize(got), normalize(want)) {
+				t.Fatalf("decoded %#v, want %#v", got, want)
+			}
+			if !v.Canonical {
+				return
+			}
+			if enc := encodeFrame(t, want); !bytes.Equal(enc, data) {
+				t.Fatalf("encoded %x, want %s", enc, v.Hex)
+			}
+			if m.typ == typeResponse {
+				// The server's own response encoder must give the same bytes.
+				e := getEncBuf()
+				var werr *wireError
+				if m.errMap != nil {
+					werr = m.errMap
+				}
+				if err := encodeResponse(e, m.msgid, werr, raw(m.result)); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(e.buf.Bytes(), data) {
+					t.Fatalf("server encoded %x, want %s", e.buf.Bytes(), v.Hex)
+				}
+			}
+		})
+	}
+}
+
+// readOne reads one frame and parses it, as the server's reader does.
+func readOne(data []byte, max uint32) error {
+	payload, err := readFrame(bytes.NewReader(data), max)
+	if err != nil {
+		return err
+	}
+	_, err = parseMessage(payload)
+	return err
+}
+
+func TestVectorMalformed(t *testing.T) {
+	for _, v := range loadVectors(t, "malformed.json") {
+		t.Run(v.Name, func(t *testing.T) {
+			max := uint32(DefaultMaxFrameSize)
+			if v.MaxFrame != 0 {
+				max = v.MaxFrame
+			}
+			err := readOne(mustHex(t, v.Hex), max)
+			if got := errorCode(err); got != v.Error {
+				t.Fatalf("got %v (code %q), want %q", err, got, v.Error)
+			}
+		})
+	}
+}
+
+func TestReadFrameCleanEOF(t *testing.T) {
+	if _, err := readFrame(bytes.NewReader(nil), DefaultMaxFrameSize); err.Error() != "EOF" {
+		t.Fatalf("empty stream: %v, want EOF", err)
+	}
+}
+
+func TestNestingLimit(t *testing.T) {
+	deep := bytes.Repeat([]byte{0x91}, maxNesting+10)
+	deep = append(deep, 0xc0)
+	if _, err := skipObject(deep, 0); errorCode(err) != codeBadMsgpack {
+		t.Fatalf("deep nesting: %v", err)
+	}
+	ok := append(bytes.Repeat([]byte{0x91}, 100), 0xc0)
+	if end, err := skipObject(ok, 0); err != nil || end != len(ok) {
+		t.Fatalf("moderate nesting: %d, %v", end, err)
+	}
+	// A huge declared length in a tiny payload fails fast, without allocating.
+	if _, err := skipObject([]byte{0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0}, 0); errorCode(err) != codeBadMsgpack {
+		t.Fatalf("huge array: %v", err)
+	}
+}
+
+func TestDecodeStrictness(t *testing.T) {
+	var s string
+	bin := []byte{0xc4, 0x01, 'x'}
+	if err := strictKind(reflect.TypeOf(s), bin); err == nil {
+		t.Fatal("bin accepted as string")
+	}
+	if err := strictKind(reflect.TypeOf([]byte(nil)), []byte{0xa1, 'x'}); err == nil {
+		t.Fatal("str accepted as []byte")
+	}
+	var m map[int]string
+	if err := decodeValue([]byte{0x82, 0x01, 0xa1, 'a', 0xfe, 0xa1, 'b'}, &m); err != nil || m[1] != "a" || m[-2] != "b" {
+		t.Fatalf("map[int]string: %v %v", m, err)
+	}
+	var a any
+	if err := decodeValue([]byte{0x81, 0x91, 0x01, 0x02}, &a); err == nil {
+		t.Fatalf("array key accepted: %v", a)
+	}
+	if err := decodeValue([]byte{0x82, 0xa1, 'a', 0x01, 0x02, 0x03}, &a); err != nil {
+		t.Fatal(err)
+	} else if mm, ok := a.(map[any]any); !ok || len(mm) != 2 || mm["a"] != int8(1) {
+		t.Fatalf("mixed keys: %#v", a)
+	}
+}

@@ -1,0 +1,93 @@
+"""Every check this project runs: `nox` runs the default sessions, `nox -l` lists them all."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+GO = ROOT / "go"
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+DEFAULT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+nox.options.sessions = ["go", "lint", "typing", "tests", "pythons"]
+nox.options.default_venv_backend = "venv"
+# A missing interpreter is reported as skipped by nox; the default one is checked below.
+nox.options.error_on_missing_interpreters = False
+
+
+def _add_pyenv_pythons() -> None:
+    """Make interpreters that pyenv installed but did not activate findable as `python3.X`."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    dirs = []
+    for version in PYTHONS:
+        if shutil.which(f"python{version}") and not _is_pyenv_shim(f"python{version}"):
+            continue
+        found = sorted(glob.glob(str(root / "versions" / f"{version}.*" / "bin")))
+        if found:
+            dirs.append(found[-1])
+    if dirs:
+        os.environ["PATH"] = os.pathsep.join([*dirs, os.environ.get("PATH", "")])
+
+
+def _is_pyenv_shim(name: str) -> bool:
+    path = shutil.which(name)
+    return path is not None and "/shims/" in path
+
+
+_add_pyenv_pythons()
+_MISSING = [v for v in PYTHONS if not shutil.which(f"python{v}")]
+
+
+@nox.session(python=False)
+def go(session: nox.Session) -> None:
+    """go vet, the race-enabled tests, and the fuzz targets over their seed corpus."""
+    session.chdir(GO)
+    session.run("go", "vet", "./...", external=True)
+    session.run("go", "test", "-race", "-count=1", "./...", external=True)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and gofmt."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    unformatted = session.run("gofmt", "-l", str(GO), external=True, silent=True)
+    if unformatted and unformatted.strip():
+        session.error(f"gofmt would change:\n{unformatted}")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def typing(session: nox.Session) -> None:
+    """mypy --strict over the package, the tests, the examples and the benchmarks."""
+    session.install("-e", ".[test]", "mypy", "trio-parallel")
+    session.run("mypy", "--strict")
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """pytest against the real example sidecar, on each CPython 3.10-3.13 found."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=False, name="pythons")
+def report_pythons(session: nox.Session) -> None:
+    """Fail if the default interpreter is missing; report the others that are."""
+    if DEFAULT_PYTHON in _MISSING:
+        session.error(f"the default Python {DEFAULT_PYTHON} was not found")
+    for version in _MISSING:
+        session.warn(f"Python {version} was not found on this machine: its tests did not run")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def demo(session: nox.Session) -> None:
+    """GoTask's classic App.Hi example through open_gotask."""
+    session.install("-e", ".")
+    session.run("python", "examples/hello.py")

@@ -1,0 +1,151 @@
+"""The shared golden vectors (tests/vectors/, docs/protocol.md section 6) against the Python core."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from trio_gotask._errors import ProtocolError
+from trio_gotask._protocol import (
+    Decoder,
+    Encoder,
+    Notification,
+    Request,
+    Response,
+    decode_value,
+    frame_header,
+    parse_message,
+)
+
+VECTORS = Path(__file__).parent / "vectors"
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def load(name: str) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = json.loads((VECTORS / name).read_text())
+    return data
+
+
+def from_json(v: Any, *, exact_timestamps: bool = False) -> Any:
+    """Turn the tagged JSON notation into the Python value the decoder must produce.
+
+    Timestamps become `datetime` (microseconds), or with ``exact_timestamps`` `msgpack.Timestamp`,
+    which the encoder also takes and which keeps nanoseconds.
+    """
+    if isinstance(v, list):
+        return [from_json(x, exact_timestamps=exact_timestamps) for x in v]
+    if isinstance(v, dict):
+        if len(v) == 1:
+            ((tag, x),) = v.items()
+            if tag == "$bin":
+                return bytes.fromhex(x)
+            if tag == "$map":
+                return {from_json(k): from_json(val) for k, val in x}
+            if tag == "$ts":
+                seconds, nanoseconds = x
+                if exact_timestamps:
+                    return msgpack.Timestamp(seconds, nanoseconds)
+                return EPOCH + datetime.timedelta(seconds=seconds, microseconds=nanoseconds // 1000)
+            if tag == "$float":
+                return math.inf if x == "inf" else -math.inf
+            if tag == "$f32":
+                return struct.unpack(">f", struct.pack(">f", x))[0]
+        return {k: from_json(x) for k, x in v.items()}
+    return v
+
+
+def ids(vector: dict[str, Any]) -> str:
+    return str(vector["name"])
+
+
+VALUES = load("values.json")
+MESSAGES = load("messages.json")
+MALFORMED = load("malformed.json")
+
+
+def test_vectors_cover_every_shape() -> None:
+    names = {v["name"].split("_")[0] for v in MESSAGES}
+    assert {"request", "response", "notification"} <= names
+    codes = {v["error"] for v in MALFORMED}
+    assert codes == {"too_large", "empty_frame", "bad_msgpack", "bad_message", "truncated"}
+
+
+@pytest.mark.parametrize("vector", VALUES, ids=ids)
+def test_value_decodes(vector: dict[str, Any]) -> None:
+    assert decode_value(bytes.fromhex(vector["hex"])) == from_json(vector["value"])
+
+
+@pytest.mark.parametrize("vector", [v for v in VALUES if v["canonical"]], ids=ids)
+def test_value_encodes_canonically(vector: dict[str, Any]) -> None:
+    value = from_json(vector["value"], exact_timestamps=True)
+    assert Encoder().value(value).hex() == vector["hex"]
+
+
+@pytest.mark.parametrize("vector", MESSAGES, ids=ids)
+def test_message_decodes(vector: dict[str, Any]) -> None:
+    decoder = Decoder()
+    data = bytes.fromhex(vector["hex"])
+    # Fed one byte at a time: a frame must be found however the stream is split.
+    for i in range(len(data)):
+        assert decoder.next_message() is None
+        decoder.receive_data(data[i : i + 1])
+    message = decoder.next_message()
+    assert message == parse_message(from_json(vector["message"]))
+    assert decoder.next_message() is None
+    decoder.receive_eof()
+
+
+# The client always sends meta, so a 4-element request is only ever decoded.
+@pytest.mark.parametrize(
+    "vector", [v for v in MESSAGES if v["canonical"] and v["name"] != "request_no_meta"], ids=ids
+)
+def test_message_encodes_canonically(vector: dict[str, Any]) -> None:
+    message = parse_message(from_json(vector["message"]))
+    payload = Encoder().encode(message)
+    assert (frame_header(len(payload)) + payload).hex() == vector["hex"]
+
+
+def test_client_request_and_cancel_match_vectors() -> None:
+    by_name = {v["name"]: v["hex"] for v in MESSAGES}
+    enc = Encoder()
+    for name, payload in [
+        ("request", enc.request(1, "App.Hi", "Reasno")),
+        ("request_with_timeout", enc.request(2, "App.Slow", 5000, timeout=0.25)),
+        ("notification_cancel", enc.cancel(42)),
+    ]:
+        assert (frame_header(len(payload)) + payload).hex() == by_name[name]
+
+
+def drain(decoder: Decoder) -> None:
+    while decoder.next_message() is not None:
+        pass
+    decoder.receive_eof()
+
+
+@pytest.mark.parametrize("vector", MALFORMED, ids=ids)
+def test_malformed_is_rejected(vector: dict[str, Any]) -> None:
+    decoder = Decoder(vector.get("max_frame_size", 64 * 1024 * 1024))
+    decoder.receive_data(bytes.fromhex(vector["hex"]))
+    with pytest.raises(ProtocolError) as info:
+        drain(decoder)
+    assert info.value.code == vector["error"]
+
+
+def test_decoder_finds_every_frame_in_one_read() -> None:
+    stream = b"".join(bytes.fromhex(v["hex"]) for v in MESSAGES)
+    decoder = Decoder()
+    decoder.receive_data(stream)
+    got = []
+    while (message := decoder.next_message()) is not None:
+        got.append(message)
+    assert len(got) == len(MESSAGES)
+    assert isinstance(got[0], Request)
+    assert any(isinstance(m, Response) for m in got)
+    assert isinstance(got[-1], Notification)

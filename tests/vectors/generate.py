@@ -1,0 +1,218 @@
+"""Rewrite the golden vectors in this folder.
+
+    python tests/vectors/generate.py
+
+The definitions below are the source; the JSON files are what the Go and Python test suites read.
+Encoding uses the reference `msgpack` package, and every vector is decoded back and compared before
+it is written. See docs/protocol.md, section 6, for the JSON tags.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+HERE = Path(__file__).parent
+
+
+class Map:
+    """A map written with `$map` (any keys, order kept)."""
+
+    def __init__(self, *items: tuple[Any, Any]) -> None:
+        self.items = list(items)
+
+
+class F32:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+
+def to_python(v: Any) -> Any:
+    if isinstance(v, Map):
+        return {to_python(k): to_python(x) for k, x in v.items}
+    if isinstance(v, F32):
+        return struct.unpack(">f", struct.pack(">f", v.value))[0]
+    if isinstance(v, dict):
+        return {k: to_python(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [to_python(x) for x in v]
+    return v
+
+
+def to_json(v: Any) -> Any:
+    if isinstance(v, Map):
+        return {"$map": [[to_json(k), to_json(x)] for k, x in v.items]}
+    if isinstance(v, F32):
+        return {"$f32": v.value}
+    if isinstance(v, bytes):
+        return {"$bin": v.hex()}
+    if isinstance(v, msgpack.Timestamp):
+        return {"$ts": [v.seconds, v.nanoseconds]}
+    if isinstance(v, float) and math.isinf(v):
+        return {"$float": "inf" if v > 0 else "-inf"}
+    if isinstance(v, dict):
+        return {k: to_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [to_json(x) for x in v]
+    return v
+
+
+def pack(v: Any) -> bytes:
+    return msgpack.packb(to_python(v), use_bin_type=True)
+
+
+def unpack(b: bytes) -> Any:
+    return msgpack.unpackb(b, raw=False, strict_map_key=False)
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+TS = msgpack.Timestamp
+
+# (name, value, canonical)
+VALUES: list[tuple[str, Any, bool]] = [
+    ("nil", None, True),
+    ("true", True, True),
+    ("false", False, True),
+    ("int_zero", 0, True),
+    ("int_fixpos_max", 127, True),
+    ("int_fixneg_min", -32, True),
+    ("uint8", 255, True),
+    ("uint16", 65535, True),
+    ("uint32", 4294967295, True),
+    ("uint64_max", 2**64 - 1, True),
+    ("int8_min", -128, True),
+    ("int16_min", -32768, True),
+    ("int32_min", -(2**31), True),
+    ("int64_min", -(2**63), True),
+    ("float64", 1.5, True),
+    ("float64_negative_small", -0.1, True),
+    ("float64_inf", math.inf, True),
+    ("float64_neg_inf", -math.inf, True),
+    ("float32", F32(0.25), False),
+    ("str_empty", "", True),
+    ("str_ascii", "hello", True),
+    ("str_utf8", "héllo wörld ✓", True),
+    ("str8", "x" * 40, True),
+    ("str16", "y" * 300, True),
+    ("bin_empty", b"", True),
+    ("bin_small", b"\x00\x01\xfe\xff", True),
+    ("bin16", bytes(range(256)) * 2, True),
+    ("array_empty", [], True),
+    ("array_mixed", [1, "two", None, True, 2.5, b"\x03"], True),
+    ("array16", list(range(20)), True),
+    ("array_nested", [[1, [2, [3]]], []], True),
+    ("map_empty", {}, True),
+    ("map_str_key", {"hello": "Reasno"}, True),
+    ("map_str_keys_ordered", {"a": 1, "b": [True, None], "c": {"d": b"e"}}, False),
+    ("map_int_key", Map((1, "one")), True),
+    ("map_int_keys", Map((1, "one"), (-2, "minus two"), (300, "three hundred")), False),
+    ("map16", {f"k{i:02d}": i for i in range(16)}, False),
+    ("timestamp32", TS(1700000000, 0), True),
+    ("timestamp64", TS(1700000000, 123456789), True),
+    ("timestamp96_pre_epoch", TS(-1, 500000000), True),
+    ("timestamp96_far_future", TS(2**34 + 5, 1), True),
+]
+
+_REQ_META = {"timeout": 0.25}
+# (name, message, canonical)
+MESSAGES: list[tuple[str, Any, bool]] = [
+    ("request", [0, 1, "App.Hi", "Reasno", None], True),
+    ("request_with_timeout", [0, 2, "App.Slow", 5000, _REQ_META], True),
+    ("request_no_meta", [0, 3, "App.Hi", "Reasno"], True),
+    ("request_msgid_max", [0, 2**32 - 1, "App.Echo", None, None], True),
+    ("request_bytes_param", [0, 7, "App.Bytes", b"\x00\x01\x02", None], True),
+    ("request_struct_param", [0, 8, "App.Add", {"a": 1, "b": 2}, None], False),
+    ("request_unknown_meta_key", [0, 9, "App.Hi", "x", {"future": True}], True),
+    ("response_result", [1, 1, None, {"hello": "Reasno"}], True),
+    ("response_nil_result", [1, 5, None, None], True),
+    ("response_error", [1, 4, {"type": "error", "message": "boom"}, None], False),
+    (
+        "response_panic",
+        [1, 6, {"type": "panic", "message": "oops", "stack": "main.go:1"}, None],
+        False,
+    ),
+    ("response_unknown_error_type", [1, 7, {"type": "teapot", "message": "short and stout"}, None], False),
+    ("notification_cancel", [2, "$cancel", 42], True),
+    ("notification_unknown", [2, "$future", [1, 2]], True),
+]
+
+MAX = 64 * 1024 * 1024
+
+
+def bad_msgpack_frames() -> list[tuple[str, bytes]]:
+    return [
+        ("bad_msgpack_reserved_byte", frame(b"\xc1")),
+        ("bad_msgpack_truncated_object", frame(b"\x94\x00\x01")),
+        ("bad_msgpack_trailing_bytes", frame(pack([1, 1, None, None]) + b"\x00")),
+    ]
+
+
+# (name, stream bytes, error code, max_frame_size or None)
+def malformed() -> list[tuple[str, bytes, str, int | None]]:
+    out: list[tuple[str, bytes, str, int | None]] = [
+        ("too_large_4gib", b"\xff\xff\xff\xff", "too_large", None),
+        ("too_large_one_over_default", struct.pack(">I", MAX + 1), "too_large", None),
+        ("too_large_configured", frame(pack([1, 1, None, "x" * 20])), "too_large", 16),
+        ("empty_frame", b"\x00\x00\x00\x00", "empty_frame", None),
+        ("truncated_length", b"\x00\x00", "truncated", None),
+        ("truncated_payload", b"\x00\x00\x00\x05\x94\x01", "truncated", None),
+    ]
+    out += [(n, b, "bad_msgpack", None) for n, b in bad_msgpack_frames()]
+    bad_messages: list[tuple[str, Any]] = [
+        ("not_an_array", {"type": 0}),
+        ("an_integer", 7),
+        ("empty_array", []),
+        ("unknown_type", [3, 1, "x", None]),
+        ("type_not_int", ["0", 1, "App.Hi", None, None]),
+        ("request_too_short", [0, 1, "App.Hi"]),
+        ("request_too_long", [0, 1, "App.Hi", None, None, None]),
+        ("request_msgid_negative", [0, -1, "App.Hi", None, None]),
+        ("request_msgid_too_big", [0, 2**32, "App.Hi", None, None]),
+        ("request_msgid_not_int", [0, "1", "App.Hi", None, None]),
+        ("request_method_not_str", [0, 1, b"App.Hi", None, None]),
+        ("request_meta_not_map", [0, 1, "App.Hi", None, [1]]),
+        ("response_too_short", [1, 1, None]),
+        ("response_error_not_map", [1, 1, "boom", None]),
+        ("response_error_missing_message", [1, 1, {"type": "error"}, None]),
+        ("response_error_type_not_str", [1, 1, {"type": 1, "message": "m"}, None]),
+        ("notification_too_long", [2, "$cancel", 1, 2]),
+        ("notification_method_not_str", [2, 5, 1]),
+    ]
+    out += [(f"bad_message_{n}", frame(pack(m)), "bad_message", None) for n, m in bad_messages]
+    return out
+
+
+def main() -> None:
+    values = []
+    for name, value, canonical in VALUES:
+        # The Python encoder never produces float 32: write those bytes by hand.
+        data = b"\xca" + struct.pack(">f", value.value) if isinstance(value, F32) else pack(value)
+        assert unpack(data) == to_python(value), name
+        values.append({"name": name, "hex": data.hex(), "value": to_json(value), "canonical": canonical})
+
+    messages = []
+    for name, msg, canonical in MESSAGES:
+        data = frame(pack(msg))
+        messages.append({"name": name, "hex": data.hex(), "message": to_json(msg), "canonical": canonical})
+
+    bad = []
+    for name, data, code, max_size in malformed():
+        entry: dict[str, Any] = {"name": name, "hex": data.hex(), "error": code}
+        if max_size is not None:
+            entry["max_frame_size"] = max_size
+        bad.append(entry)
+
+    for fname, content in [("values.json", values), ("messages.json", messages), ("malformed.json", bad)]:
+        (HERE / fname).write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()

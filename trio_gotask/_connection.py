@@ -1,0 +1,255 @@
+"""One multiplexed connection to a sidecar: a writer task, a reader task, calls matched by msgid."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, final
+
+import outcome
+import trio
+
+from ._errors import GoTaskError, ProtocolError, SidecarError, remote_error
+from ._protocol import MAX_MSGID, Decoder, Encoder, Notification, Response, frame_header
+
+ErrorFactory = Callable[[], GoTaskError]
+"""Makes a fresh exception for each failed caller (one exception object must not be raised twice)."""
+
+Explain = Callable[[BaseException], Awaitable[ErrorFactory]]
+"""Turns the reason a connection was lost into the error its callers see."""
+
+# Payloads at least this big are sent on their own, not copied into a batch.
+_BIG: Final = 64 * 1024
+_MIN_READ: Final = 64 * 1024
+_MAX_READ: Final = 4 * 1024 * 1024
+
+
+def error_factory(
+    cls: type[GoTaskError], *args: Any, cause: BaseException | None = None, **kw: Any
+) -> ErrorFactory:
+    def make() -> GoTaskError:
+        exc = cls(*args, **kw)
+        exc.__cause__ = cause
+        return exc
+
+    return make
+
+
+async def lost_without_explanation(cause: BaseException) -> ErrorFactory:
+    if isinstance(cause, ProtocolError):
+        return error_factory(ProtocolError, cause.code, str(cause), cause=cause)
+    return error_factory(SidecarError, f"lost the connection to the sidecar: {cause}", cause=cause)
+
+
+class _Call:
+    __slots__ = ("abandoned", "method", "msgid", "sent", "task")
+
+    def __init__(self, task: trio.lowlevel.Task, method: str, msgid: int) -> None:
+        self.task = task
+        self.method = method
+        self.msgid = msgid
+        self.sent = False
+        self.abandoned = False
+
+
+class _PeerClosed(Exception):
+    def __str__(self) -> str:
+        return "the sidecar closed the connection"
+
+
+@final
+class Connection:
+    """Calls multiplexed over one stream.
+
+    Callers put whole frames on a memory channel; one writer task drains everything queued into
+    a single ``send_all``, and one reader task decodes every frame a read returned and wakes the
+    callers. A cancelled caller abandons its reply slot (and tells the sidecar with ``$cancel``):
+    it never touches the stream, so a shared connection is never left with half a frame.
+
+    Run `run` in a nursery before calling `call`.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        max_frame_size: int,
+        max_inflight: int,
+        explain: Explain = lost_without_explanation,
+        initial_data: bytes = b"",
+    ) -> None:
+        self._stream = stream
+        self._encoder = Encoder()
+        self._decoder = Decoder(max_frame_size)
+        self._decoder.receive_data(initial_data)
+        self._explain = explain
+        self._pending: dict[int, _Call] = {}
+        self._last_msgid = MAX_MSGID
+        self._outbox, self._inbox = trio.open_memory_channel[tuple[_Call | None, bytes]](math.inf)
+        self._slots = trio.Semaphore(max_inflight)
+        self._failure: ErrorFactory | None = None
+        self._cancel_scope = trio.CancelScope()
+        self.load = 0
+        """Callers currently inside `call` on this connection."""
+
+    @property
+    def broken(self) -> bool:
+        return self._failure is not None
+
+    async def call(self, method: str, arg: Any = None) -> Any:
+        self.load += 1
+        try:
+            await self._slots.acquire()
+            return await self._call(method, arg)
+        finally:
+            self.load -= 1
+
+    async def _call(self, method: str, arg: Any) -> Any:
+        # Holds one slot of _slots, which _free gives back when the msgid is free again.
+        if self._failure is not None:
+            self._slots.release()
+            raise self._failure()
+        deadline = trio.current_effective_deadline()
+        timeout = None if deadline == math.inf else deadline - trio.current_time()
+        msgid = self._next_msgid()
+        try:
+            payload = self._encoder.request(msgid, method, arg, timeout)
+        except BaseException:
+            self._slots.release()
+            raise
+        call = _Call(trio.lowlevel.current_task(), method, msgid)
+        self._pending[msgid] = call
+        self._outbox.send_nowait((call, payload))
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            call.abandoned = True
+            if call.sent and self._failure is None:
+                self._outbox.send_nowait((None, self._encoder.cancel(msgid)))
+            # Not sent yet: the writer drops the request and frees the msgid.
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _next_msgid(self) -> int:
+        msgid = self._last_msgid
+        while True:
+            msgid = msgid + 1 if msgid < MAX_MSGID else 0
+            if msgid not in self._pending:
+                self._last_msgid = msgid
+                return msgid
+
+    def _free(self, msgid: int) -> _Call:
+        call = self._pending.pop(msgid)
+        self._slots.release()
+        return call
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the connection until it breaks or `close` is called; never raises on its own account."""
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._guard, self._read_loop)
+                    nursery.start_soon(self._guard, self._write_loop)
+                    task_status.started()
+        finally:
+            self.fail(error_factory(SidecarError, "the connection to the sidecar was closed"))
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self._stream)
+
+    def close(self) -> None:
+        """Stop the connection; calls still in flight on it fail."""
+        self.fail(error_factory(GoTaskError, "the connection was closed"))
+
+    def fail(self, make_error: ErrorFactory) -> None:
+        """Fail every call in flight with a fresh error from ``make_error``, then stop."""
+        if self._failure is not None:
+            return
+        self._failure = make_error
+        for call in self._pending.values():
+            if not call.abandoned:
+                trio.lowlevel.reschedule(call.task, outcome.Error(make_error()))
+            self._slots.release()
+        self._pending.clear()
+        self._outbox.close()
+        self._cancel_scope.cancel()
+
+    async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await loop()
+        except (
+            ProtocolError,
+            _PeerClosed,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+        ) as exc:
+            if self._failure is None:
+                self.fail(await self._explain(exc))
+        finally:
+            self._cancel_scope.cancel()
+
+    async def _write_loop(self) -> None:
+        send_all = self._stream.send_all
+        inbox = self._inbox
+        while True:
+            try:
+                item = await inbox.receive()
+            except trio.EndOfChannel:
+                return
+            batch = [item]
+            while True:
+                try:
+                    batch.append(inbox.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if self._failure is not None:
+                return
+            out = bytearray()
+            for call, payload in batch:
+                if call is not None:
+                    if call.abandoned:
+                        self._free(call.msgid)
+                        continue
+                    call.sent = True
+                out += frame_header(len(payload))
+                if len(payload) >= _BIG:
+                    await send_all(out)
+                    out = bytearray()
+                    await send_all(payload)
+                else:
+                    out += payload
+            if out:
+                await send_all(out)
+
+    async def _read_loop(self) -> None:
+        decoder = self._decoder
+        receive_some = self._stream.receive_some
+        self._dispatch()
+        while True:
+            data = await receive_some(min(max(decoder.bytes_wanted, _MIN_READ), _MAX_READ))
+            if not data:
+                decoder.receive_eof()
+                raise _PeerClosed
+            decoder.receive_data(data)
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        decoder = self._decoder
+        while (message := decoder.next_message()) is not None:
+            if type(message) is Response:
+                call = self._pending.get(message.msgid)
+                if call is None:
+                    raise ProtocolError(
+                        "unknown_msgid", f"the sidecar answered msgid {message.msgid}, which is not in flight"
+                    )
+                self._free(message.msgid)
+                if call.abandoned:
+                    continue
+                if message.error is None:
+                    trio.lowlevel.reschedule(call.task, outcome.Value(message.result))
+                else:
+                    trio.lowlevel.reschedule(
+                        call.task, outcome.Error(remote_error(call.method, message.error))
+                    )
+            elif type(message) is not Notification:
+                raise ProtocolError("bad_message", "the sidecar sent a request; clients take no requests")

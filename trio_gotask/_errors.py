@@ -1,0 +1,93 @@
+"""The exceptions a caller can see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GoTaskError(Exception):
+    """Base class of every exception trio_gotask raises on its own account."""
+
+
+class ProtocolError(GoTaskError):
+    """The peer sent bytes that break the protocol (docs/protocol.md).
+
+    ``code`` is one of ``too_large``, ``empty_frame``, ``bad_msgpack``, ``bad_message``,
+    ``truncated``, ``unknown_msgid`` or ``handshake``. The connection that carried the bytes is
+    closed and the calls in flight on it fail with this error; other connections are unaffected.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SidecarError(GoTaskError):
+    """The sidecar could not be started, or it stopped serving.
+
+    Raised by ``open_gotask`` when the program is missing, fails to build, exits before its
+    handshake, does not hand shake in time, or speaks another protocol version; and by every call in
+    flight (and every later call) when the sidecar dies or its connection is lost.
+
+    ``returncode`` is the exit status when the process has exited (negative for a signal), else
+    ``None``; ``stderr_tail`` holds the last lines the sidecar wrote to its standard error.
+    """
+
+    def __init__(self, message: str, *, returncode: int | None = None, stderr_tail: str = "") -> None:
+        if stderr_tail:
+            message = f"{message}\n--- last lines of the sidecar's stderr ---\n{stderr_tail}"
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class RemoteError(GoTaskError):
+    """A Go method returned an error (or failed in the sidecar before it could run).
+
+    ``type`` is the protocol's error type (``error``, ``panic``, ``not_found``, ``bad_params``,
+    ``cancelled``, ``deadline_exceeded``, ``shutting_down``, or one a Go error names itself);
+    ``message`` is Go's error text and ``method`` the method called. Match on the subclass or on
+    ``type``.
+    """
+
+    def __init__(self, method: str, type: str, message: str, stack: str | None = None) -> None:
+        text = f"{method}: {message}" if type == "error" else f"{method}: {type}: {message}"
+        if stack:
+            text = f"{text}\n{stack}"
+        super().__init__(text)
+        self.method = method
+        self.type = type
+        self.message = message
+        self.stack = stack
+
+
+class PanicError(RemoteError):
+    """The Go method panicked; ``stack`` holds a short Go stack trace. The sidecar keeps serving."""
+
+
+class MethodNotFound(RemoteError):
+    """No method of that name is registered in the sidecar."""
+
+
+class BadParams(RemoteError):
+    """The argument could not be decoded into the Go method's argument type."""
+
+
+class ShuttingDown(RemoteError):
+    """The sidecar was shutting down and did not run the call."""
+
+
+_BY_TYPE: dict[str, type[RemoteError]] = {
+    "panic": PanicError,
+    "not_found": MethodNotFound,
+    "bad_params": BadParams,
+    "shutting_down": ShuttingDown,
+}
+
+
+def remote_error(method: str, error: dict[str, Any]) -> RemoteError:
+    """Build the exception for an error map that passed protocol validation."""
+    type_ = error["type"]
+    stack = error.get("stack")
+    cls = _BY_TYPE.get(type_, RemoteError)
+    return cls(method, type_, error["message"], stack if isinstance(stack, str) else None)

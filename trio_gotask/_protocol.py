@@ -1,0 +1,242 @@
+"""Protocol version 1, free of I/O (docs/protocol.md).
+
+`Encoder` turns calls into frame payloads; `Decoder` is fed bytes with `receive_data()` and hands
+back messages with `next_message()`. Neither knows about sockets or Trio, so the golden vectors and
+property tests drive them directly.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+from ._errors import ProtocolError
+
+PROTOCOL_VERSION: Final = 1
+DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024 * 1024
+HANDSHAKE_MARKER: Final = "gotask"
+MAX_HANDSHAKE_LINE: Final = 4096
+LAUNCH_COOKIE_KEY: Final = "GOTASK_MAGIC_COOKIE"
+LAUNCH_COOKIE_VALUE: Final = "d3a1c2b7e6f54a09"
+
+REQUEST: Final = 0
+RESPONSE: Final = 1
+NOTIFICATION: Final = 2
+CANCEL: Final = "$cancel"
+MAX_MSGID: Final = 2**32 - 1
+
+_HEADER = struct.Struct(">I")
+_UNICODE_ERRORS = "surrogateescape"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    msgid: int
+    method: str
+    params: Any
+    meta: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    msgid: int
+    error: dict[str, Any] | None
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    method: str
+    params: Any
+
+
+Message = Request | Response | Notification
+
+
+def frame_header(length: int) -> bytes:
+    """The four bytes that precede a payload of ``length`` bytes."""
+    return _HEADER.pack(length)
+
+
+class Encoder:
+    """Encodes messages into frame payloads (without the length header).
+
+    Raises `TypeError` or `ValueError` for a value the type mapping does not cover (a set, a naive
+    datetime) and `OverflowError` for an integer outside 64 bits, before anything is sent.
+    """
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True, datetime=True, unicode_errors=_UNICODE_ERRORS)
+
+    def request(self, msgid: int, method: str, params: Any, timeout: float | None = None) -> bytes:
+        meta = None if timeout is None else {"timeout": timeout}
+        return self._packer.pack([REQUEST, msgid, method, params, meta])  # type: ignore[no-any-return]
+
+    def cancel(self, msgid: int) -> bytes:
+        return self._packer.pack([NOTIFICATION, CANCEL, msgid])  # type: ignore[no-any-return]
+
+    def encode(self, message: Message) -> bytes:
+        """Encode any message; the client itself only sends requests and notifications."""
+        if isinstance(message, Request):
+            obj: list[Any] = [REQUEST, message.msgid, message.method, message.params, message.meta]
+        elif isinstance(message, Response):
+            obj = [RESPONSE, message.msgid, message.error, message.result]
+        else:
+            obj = [NOTIFICATION, message.method, message.params]
+        return self._packer.pack(obj)  # type: ignore[no-any-return]
+
+    def value(self, value: Any) -> bytes:
+        """Encode one bare value (used by the vector tests)."""
+        return self._packer.pack(value)  # type: ignore[no-any-return]
+
+
+def decode_value(data: bytes | memoryview) -> Any:
+    """Decode exactly one msgpack value, raising `ProtocolError` (``bad_msgpack``) otherwise."""
+    try:
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=False, timestamp=3, unicode_errors=_UNICODE_ERRORS
+        )
+    except Exception as exc:
+        raise ProtocolError("bad_msgpack", f"frame is not one msgpack value: {exc}") from exc
+
+
+def _bad(why: str, obj: Any) -> ProtocolError:
+    text = repr(obj)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return ProtocolError("bad_message", f"{why}: {text}")
+
+
+def _is_msgid(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= MAX_MSGID
+
+
+def parse_message(obj: Any) -> Message:
+    """Check a decoded payload against the message shapes and return the message."""
+    if type(obj) is not list or not obj:
+        raise _bad("a message must be a non-empty array", obj)
+    kind = obj[0]
+    n = len(obj)
+    if kind == RESPONSE and type(kind) is int:
+        if n != 4:
+            raise _bad("a response has 4 elements", obj)
+        _, msgid, error, result = obj
+        if not _is_msgid(msgid):
+            raise _bad("msgid must be an unsigned 32-bit integer", obj)
+        if error is not None and not (
+            type(error) is dict and type(error.get("type")) is str and type(error.get("message")) is str
+        ):
+            raise _bad("error must be nil or a map with string type and message", obj)
+        return Response(msgid, error, result)
+    if kind == REQUEST and type(kind) is int:
+        if n not in (4, 5):
+            raise _bad("a request has 5 elements (4 without meta)", obj)
+        msgid, method, params = obj[1], obj[2], obj[3]
+        meta = obj[4] if n == 5 else None
+        if not _is_msgid(msgid):
+            raise _bad("msgid must be an unsigned 32-bit integer", obj)
+        if type(method) is not str:
+            raise _bad("method must be a string", obj)
+        if meta is not None and type(meta) is not dict:
+            raise _bad("meta must be a map or nil", obj)
+        return Request(msgid, method, params, meta)
+    if kind == NOTIFICATION and type(kind) is int:
+        if n != 3:
+            raise _bad("a notification has 3 elements", obj)
+        if type(obj[1]) is not str:
+            raise _bad("method must be a string", obj)
+        return Notification(obj[1], obj[2])
+    raise _bad("unknown message type", obj)
+
+
+class Decoder:
+    """Splits a byte stream into frames and frames into messages.
+
+    Feed it with `receive_data()`, then call `next_message()` until it returns ``None`` (more bytes
+    needed). Call `receive_eof()` when the stream ends. Any protocol violation raises
+    `ProtocolError`; after that the decoder must not be used again.
+    """
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.max_frame_size = max_frame_size
+        self._buf = bytearray()
+        self._pos = 0
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def receive_eof(self) -> None:
+        """Raise `ProtocolError` (``truncated``) if the stream ended inside a frame."""
+        left = len(self._buf) - self._pos
+        if left:
+            raise ProtocolError("truncated", f"stream ended inside a frame ({left} bytes left over)")
+
+    @property
+    def bytes_wanted(self) -> int:
+        """How many more bytes would complete the frame being read (4 when between frames)."""
+        left = len(self._buf) - self._pos
+        if left < 4:
+            return 4 - left
+        length: int = _HEADER.unpack_from(self._buf, self._pos)[0]
+        return max(0, 4 + length - left)
+
+    def next_payload(self) -> Any | None:
+        """Return the next decoded payload (not yet checked against the message shapes)."""
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < 4:
+            return None
+        (length,) = _HEADER.unpack_from(buf, pos)
+        if length == 0:
+            raise ProtocolError("empty_frame", "received a frame of length 0")
+        if length > self.max_frame_size:
+            raise ProtocolError(
+                "too_large", f"received a frame of {length} bytes; the limit is {self.max_frame_size}"
+            )
+        end = pos + 4 + length
+        if len(buf) < end:
+            return None
+        with memoryview(buf) as view, view[pos + 4 : end] as payload:
+            obj = decode_value(payload)
+        self._pos = end
+        return obj
+
+    def next_message(self) -> Message | None:
+        obj = self.next_payload()
+        if obj is None:
+            return None
+        return parse_message(obj)
+
+
+def parse_handshake(line: bytes, transport: str) -> str:
+    """Check the sidecar's handshake line and return the address it names.
+
+    Raises `ProtocolError` (code ``handshake``) with a message a user can act on.
+    """
+    text = line.decode("utf-8", "replace").rstrip("\r\n")
+    parts = text.split("|", 3)
+    if len(parts) != 4 or parts[0] != HANDSHAKE_MARKER:
+        raise ProtocolError(
+            "handshake",
+            f"expected the handshake line 'gotask|{PROTOCOL_VERSION}|...' first on the sidecar's "
+            f"stdout, got {text[:200]!r}; is this a gotask sidecar, and does it print nothing "
+            "else to stdout?",
+        )
+    _, version, got_transport, address = parts
+    if version != str(PROTOCOL_VERSION):
+        raise ProtocolError(
+            "handshake",
+            f"the sidecar speaks gotask protocol version {version}; this client speaks version "
+            f"{PROTOCOL_VERSION}: rebuild the sidecar with a matching gotask Go package",
+        )
+    if got_transport != transport:
+        raise ProtocolError(
+            "handshake", f"asked the sidecar for transport {transport!r}, it reports {got_transport!r}"
+        )
+    return address

@@ -1,0 +1,204 @@
+"""The sidecar process: start it, read its handshake, drain its stderr, notice its death, stop it."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, final
+
+import trio
+
+from ._connection import ErrorFactory, error_factory
+from ._errors import ProtocolError, SidecarError
+from ._protocol import LAUNCH_COOKIE_KEY, LAUNCH_COOKIE_VALUE, MAX_HANDSHAKE_LINE, parse_handshake
+
+logger: Final = logging.getLogger("trio_gotask.sidecar")
+
+_STDERR_TAIL_LINES: Final = 20
+# After the process exits, how long to wait for the rest of its stderr.
+_STDERR_SETTLE: Final = 0.05
+
+
+@dataclass(frozen=True)
+class Handshake:
+    address: str
+    rest: bytes
+    """Bytes that followed the handshake line on stdout: the first frames, in pipe mode."""
+
+
+@final
+class Sidecar:
+    """One run of the sidecar program.
+
+    `run` starts the process and reports the handshake through ``task_status``; it then waits for
+    the process to exit, sets `exited`, and returns. Cancelling it stops the process: stdin is
+    closed (the sidecar's signal to shut down), then after ``grace`` seconds SIGTERM, then SIGKILL;
+    the process is always reaped.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        transport: str,
+        env: dict[str, str] | None,
+        startup_timeout: float,
+        grace: float,
+    ) -> None:
+        self.command = list(command)
+        self.transport = transport
+        self._env = {**os.environ, **(env or {}), LAUNCH_COOKIE_KEY: LAUNCH_COOKIE_VALUE}
+        self._startup_timeout = startup_timeout
+        self._grace = grace
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
+        self._stderr_done = trio.Event()
+        self.process: trio.Process | None = None
+        self.exited = trio.Event()
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.command[0])
+
+    @property
+    def stderr_tail(self) -> str:
+        return "\n".join(self._stderr_tail)
+
+    def death_error(self) -> ErrorFactory:
+        """The error for calls that the sidecar's death cut off."""
+        returncode = self.process.returncode if self.process else None
+        return error_factory(
+            SidecarError,
+            f"the sidecar {self.name!r} exited unexpectedly with {_describe_status(returncode)}",
+            returncode=returncode,
+            stderr_tail=self.stderr_tail,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[Handshake]) -> None:
+        try:
+            process = await trio.lowlevel.open_process(
+                self.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env,
+            )
+        except OSError as exc:
+            raise SidecarError(f"cannot start the sidecar {self.command[0]!r}: {exc}") from exc
+        self.process = process
+        try:
+            failure: SidecarError | None = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._drain_stderr)
+                try:
+                    handshake = await self._read_handshake()
+                except SidecarError as exc:
+                    failure = exc
+                else:
+                    task_status.started(handshake)
+                    await process.wait()
+                    with trio.move_on_after(_STDERR_SETTLE):
+                        await self._stderr_done.wait()
+                    self.exited.set()
+                nursery.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._stop()
+            self.exited.set()
+
+    async def _read_handshake(self) -> Handshake:
+        process = self.process
+        assert process is not None and process.stdout is not None
+        data = bytearray()
+        with trio.move_on_after(self._startup_timeout) as timeout:
+            while b"\n" not in data and len(data) <= MAX_HANDSHAKE_LINE:
+                chunk = await process.stdout.receive_some(MAX_HANDSHAKE_LINE)
+                if not chunk:
+                    break
+                data += chunk
+        if timeout.cancelled_caught:
+            raise SidecarError(
+                f"the sidecar {self.name!r} printed no handshake within {self._startup_timeout} s "
+                "(startup_timeout)",
+                stderr_tail=self.stderr_tail,
+            )
+        line, newline, rest = bytes(data).partition(b"\n")
+        if not newline:
+            if len(data) > MAX_HANDSHAKE_LINE:
+                raise SidecarError(
+                    f"the sidecar {self.name!r} printed {len(data)} bytes without a newline instead of "
+                    f"a handshake line: {bytes(data[:80])!r}..."
+                )
+            # stdout closed: the process is exiting, or has. Say why, with its last words.
+            with trio.move_on_after(1):
+                await process.wait()
+            with trio.move_on_after(0.5):
+                await self._stderr_done.wait()
+            raise SidecarError(
+                f"the sidecar {self.name!r} exited with {_describe_status(process.returncode)} "
+                "before its handshake",
+                returncode=process.returncode,
+                stderr_tail=self.stderr_tail,
+            )
+        try:
+            address = parse_handshake(line, self.transport)
+        except ProtocolError as exc:
+            raise SidecarError(str(exc), stderr_tail=self.stderr_tail) from exc
+        return Handshake(address, rest)
+
+    async def _drain_stderr(self) -> None:
+        process = self.process
+        assert process is not None and process.stderr is not None
+        pending = b""
+        try:
+            while chunk := await process.stderr.receive_some(65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for raw in lines:
+                    self._log(raw)
+            if pending:
+                self._log(pending)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self._stderr_done.set()
+
+    def _log(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        self._stderr_tail.append(line)
+        logger.warning("%s: %s", self.name, line)
+
+    async def _stop(self) -> None:
+        process = self.process
+        assert process is not None
+        if process.stdin is not None:
+            await trio.aclose_forcefully(process.stdin)
+        if process.returncode is None:
+            with trio.move_on_after(self._grace):
+                await process.wait()
+        if process.returncode is None:
+            process.terminate()
+            with trio.move_on_after(1):
+                await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+
+
+def _describe_status(returncode: int | None) -> str:
+    if returncode is None:
+        return "an unknown status"
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"status {returncode}"
