@@ -117,8 +117,10 @@ async def open_gotask(
     ``sidecar`` is an executable, a command list (the program and its own arguments), or a folder
     holding a Go main package, which is built with ``go build`` into a per-user cache (rebuilt only
     when its module's sources, go.mod/go.sum or the Go toolchain change). Without it, the
-    ``GOTASK_SIDECAR`` environment variable names one. ``args`` are appended to the command; ``env``
-    adds to the inherited environment.
+    ``GOTASK_SIDECAR`` environment variable names one. ``args`` are appended to the command, and the
+    transport flags (``-address``, ``-listen-on-pipe``) after them: since Go's flag package stops at
+    the first positional argument, give the sidecar flags only. ``env`` adds to the inherited
+    environment.
 
     ``transport`` is ``"unix"`` (a socket in a private temporary folder), ``"tcp"`` (loopback, a
     free port) or ``"pipe"`` (the child's stdin and stdout, one connection). Up to ``pool_size``
@@ -147,7 +149,7 @@ async def open_gotask(
         else:
             flags = ["-listen-on-pipe"]
         process = Sidecar(
-            [command[0], *flags, *command[1:], *args],
+            [*command, *args, *flags],
             transport=transport,
             env=dict(env) if env else None,
             startup_timeout=startup_timeout,

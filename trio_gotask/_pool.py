@@ -72,7 +72,7 @@ class Pool:
             if any(c.broken for c in live):
                 live = self._connections = [c for c in live if not c.broken]
             best = min(live, key=_load) if live else None
-            if best is not None and (best.load == 0 or len(live) >= self._size or self._opening):
+            if best is not None and (best.load == 0 or len(live) >= self._size or self._opening is not None):
                 return best
             if self._opening is not None:
                 await self._opening.wait()

@@ -98,6 +98,8 @@ class Sidecar:
                     handshake = await self._read_handshake()
                 except SidecarError as exc:
                     failure = exc
+                    # It failed to start: no point in a graceful stop.
+                    self._grace = 0
                 else:
                     task_status.started(handshake)
                     await process.wait()

@@ -62,7 +62,6 @@ type decBuf struct {
 var decPool = sync.Pool{New: func() any {
 	d := new(decBuf)
 	d.dec = msgpack.NewDecoder(&d.r)
-	d.dec.SetMapDecoder(decodeMap)
 	return d
 }}
 
@@ -70,7 +69,8 @@ var decPool = sync.Pool{New: func() any {
 func decodeValue(data []byte, v any) error {
 	d := decPool.Get().(*decBuf)
 	d.r.Reset(data)
-	d.dec.ResetReader(&d.r) // keeps the map decoder
+	d.dec.ResetReader(&d.r)
+	d.dec.SetMapDecoder(decodeMap) // ResetReader clears it
 	err := d.dec.Decode(v)
 	d.r.Reset(nil)
 	decPool.Put(d)

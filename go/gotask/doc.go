@@ -1,0 +1,103 @@
+/*
+Package gotask serves Go methods to a Python (Trio) program: it turns a Go
+program into a trio-gotask sidecar that the Python package trio_gotask starts
+and calls.
+
+A sidecar is a program whose main registers one or more values and calls Run:
+
+	package main
+
+	import "github.com/trio-gotask/trio-gotask/go/gotask"
+
+	type App struct{}
+
+	func (a *App) Hi(name string, reply *map[string]any) error {
+		*reply = map[string]any{"hello": name}
+		return nil
+	}
+
+	func main() {
+		gotask.Register(new(App))
+		gotask.Run()
+	}
+
+From Python, the method is called by name as "App.Hi" with one argument:
+
+	async with trio_gotask.open_sidecar(["./app"]) as sidecar:
+		await sidecar.call("App.Hi", "Reasno")  # {'hello': 'Reasno'}
+
+# Methods
+
+As in net/rpc, the exported methods of the registered value with one of these
+shapes become callable, as "Type.Method" (or "Name.Method" with RegisterName):
+
+	func (t *T) Method(args A, reply *R) error
+	func (t *T) Method(ctx context.Context, args A, reply *R) error
+
+The argument is decoded from msgpack straight into A, which may be any type
+msgpack can carry: a struct (fields matched by `msgpack:"name"` tags, else by
+field name), string, []byte, numbers, time.Time, slices, maps such as
+map[string]T or map[int]T, or any. What the method stores in *reply is sent
+back. Unlike net/rpc, a method that looks meant to be called (exported,
+returning an error) but has another shape makes Register fail with a message
+saying why, instead of being skipped.
+
+Python values map to Go as follows: None is nil; bool, int, float and str map
+to the Go types of the same kind; bytes is []byte (str and bytes never mix);
+list is a slice; a dict with str keys is a struct or map[string]T; a dict with
+int keys is map[int]T; an aware datetime is time.Time. Decoded into any, maps
+become map[string]any (str keys) or map[any]any (other keys), integers the
+smallest sized Go type that holds them, and bytes stay []byte.
+
+# Errors, cancellation and deadlines
+
+A non-nil error returned by a method reaches Python as an exception of type
+"error", or of the type named by the error's ErrorType() string method if it
+has one. A method that panics is answered with a "panic" error carrying the
+panic value and a short stack; the sidecar keeps serving.
+
+A method taking a context.Context sees it cancelled when the Python caller is
+cancelled, when its connection closes, or when the sidecar gives up waiting at
+shutdown; a Python-side deadline becomes the context's deadline. Returning
+ctx.Err() reports "cancelled" or "deadline_exceeded".
+
+Each call runs in its own goroutine, so methods must be safe for concurrent
+use. At most MaxInflight calls run at once per connection (default 1024);
+beyond that the sidecar stops reading from the connection until one finishes.
+
+# Running
+
+Run reads these flags (defined on flag.CommandLine, so a program may add its
+own and call flag.Parse itself before Run):
+
+	-address PATH       serve on a Unix socket at PATH
+	-address HOST:PORT  serve on TCP; port 0 picks a free port
+	-listen-on-pipe     serve one connection over standard input and output
+	-standalone         do not watch the parent process
+	-max-frame-size N   the largest frame accepted, in bytes (default 64 MiB)
+	-max-inflight N     the most calls running at once on one connection (default 1024)
+	-grace D            how long calls may finish at shutdown (default 5s)
+
+trio_gotask starts the program with the environment variable
+GOTASK_MAGIC_COOKIE set; the program then prints one handshake line such as
+"gotask|1|unix|/tmp/gotask-123/gotask.sock" on standard output and serves.
+It exits when its standard input reaches end of file or its parent process
+goes away, and ignores SIGINT (the client shuts it down in order). Started by
+hand, it needs -standalone:
+
+	./app -standalone -address 127.0.0.1:7000
+
+SIGTERM (and SIGINT when started by hand) shuts down gracefully: new calls are
+refused, calls in flight get up to -grace to finish before their contexts are
+cancelled, then connections are closed, the socket file is removed and the
+program exits with status 0. Standard output carries only the handshake (and,
+with -listen-on-pipe, the frames); write logs to standard error.
+
+# Embedding
+
+NewServer, Server.Serve, Server.ServeConn and Server.Shutdown serve the same
+protocol on listeners or connections of your choosing, for programs that do
+not want Run's process handling. The wire protocol is specified in
+docs/protocol.md of the trio-gotask repository.
+*/
+package gotask

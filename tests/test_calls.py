@@ -1,0 +1,192 @@
+"""Calls against the real example sidecar: every transport, the type mapping, errors, concurrency."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trio_gotask import (
+    BadParams,
+    GoTask,
+    MethodNotFound,
+    PanicError,
+    RemoteError,
+    open_gotask,
+)
+
+TRANSPORTS = ["unix", "tcp", "pipe"]
+UTC = datetime.timezone.utc
+
+
+@pytest.fixture(params=TRANSPORTS)
+async def gt(request: pytest.FixtureRequest, sidecar: str) -> Any:
+    async with open_gotask(sidecar, transport=request.param) as gt:
+        yield gt
+
+
+async def test_hi(gt: GoTask) -> None:
+    assert await gt.call("App.Hi", "Reasno") == {"hello": "Reasno"}
+
+
+async def test_service_proxy(gt: GoTask) -> None:
+    app = gt.service("App")
+    assert await app.Hi("Reasno") == {"hello": "Reasno"}
+    assert await app.Add({"a": 2, "b": 40}) == 42
+    with pytest.raises(AttributeError):
+        app._private  # noqa: B018
+
+
+ROUND_TRIPS: list[tuple[str, Any]] = [
+    ("none", None),
+    ("true", True),
+    ("false", False),
+    ("zero", 0),
+    ("small", 7),
+    ("negative", -33),
+    ("uint64_max", 2**64 - 1),
+    ("int64_min", -(2**63)),
+    ("float", 1.5),
+    ("float_negative", -0.1),
+    ("float_inf", float("inf")),
+    ("str", "héllo ✓"),
+    ("str_empty", ""),
+    ("bytes", b"\x00\x01\xff"),
+    ("bytes_empty", b""),
+    ("list", [1, "two", None, [3.5, b"\x04"]]),
+    ("list_empty", []),
+    ("map", {"a": 1, "b": {"c": [True]}}),
+    ("map_empty", {}),
+    ("map_int_keys", {1: "one", -2: "minus two", 300: "three hundred"}),
+    ("timestamp", datetime.datetime(2024, 2, 29, 12, 30, 15, 123456, tzinfo=UTC)),
+    ("timestamp_pre_epoch", datetime.datetime(1960, 1, 1, tzinfo=UTC)),
+    ("big_str", "x" * 100_000),
+    ("big_bytes", bytes(range(256)) * 4096),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), ROUND_TRIPS, ids=[n for n, _ in ROUND_TRIPS])
+async def test_echo_round_trip(gt: GoTask, name: str, value: Any) -> None:
+    got = await gt.call("App.Echo", value)
+    assert got == value
+    assert type(got) is type(value)
+
+
+async def test_edges_of_the_type_mapping(gt: GoTask) -> None:
+    assert await gt.call("App.Echo", (1, 2)) == [1, 2]
+    assert await gt.call("App.Echo", bytearray(b"ab")) == b"ab"
+    assert await gt.call("App.Echo", memoryview(b"abc")[1:]) == b"bc"
+    local = datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
+    got = await gt.call("App.Echo", local)
+    assert got == local
+    assert got.tzinfo == UTC
+    # Binary stays binary: Go's []byte argument receives bytes, never a string.
+    assert await gt.call("App.Bytes", b"abc") == b"cba"
+    with pytest.raises(BadParams):
+        await gt.call("App.Bytes", "abc")
+    assert await gt.call("App.IntMap", {1: "a", 2: "b"}) == {1: "A", 2: "B"}
+    now = await gt.call("App.Now")
+    assert isinstance(now, datetime.datetime)
+    assert now.tzinfo == UTC
+    assert len(await gt.call("App.Large", 1 << 20)) == 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ({1, 2}, TypeError),
+        (1j, TypeError),
+        (datetime.datetime(2024, 1, 1), ValueError),
+        (2**64, OverflowError),
+        (-(2**63) - 1, OverflowError),
+    ],
+)
+async def test_values_without_a_mapping_fail_before_sending(
+    gt: GoTask, value: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        await gt.call("App.Echo", value)
+    assert await gt.call("App.Hi", "still here") == {"hello": "still here"}
+
+
+async def test_go_error(gt: GoTask) -> None:
+    with pytest.raises(RemoteError) as info:
+        await gt.call("App.Fail", "no such user")
+    exc = info.value
+    assert type(exc) is RemoteError
+    assert (exc.method, exc.type, exc.message) == ("App.Fail", "error", "no such user")
+    assert "no such user" in str(exc)
+
+
+async def test_panic_keeps_the_sidecar_serving(gt: GoTask) -> None:
+    with pytest.raises(PanicError) as info:
+        await gt.call("App.Panic", "oops")
+    assert info.value.type == "panic"
+    assert info.value.message == "oops"
+    assert info.value.stack
+    assert await gt.call("App.Hi", "after") == {"hello": "after"}
+
+
+async def test_unknown_method(gt: GoTask) -> None:
+    with pytest.raises(MethodNotFound) as info:
+        await gt.call("App.Nope")
+    assert info.value.type == "not_found"
+    with pytest.raises(MethodNotFound):
+        await gt.call("Nope.Hi")
+
+
+async def test_bad_params(gt: GoTask) -> None:
+    with pytest.raises(BadParams) as info:
+        await gt.call("App.Add", "not a struct")
+    assert info.value.type == "bad_params"
+    assert await gt.call("App.Add", {"a": 1, "b": 2}) == 3
+
+
+async def test_thousand_concurrent_calls_on_one_connection(sidecar: str) -> None:
+    results: dict[int, Any] = {}
+
+    async def one(i: int) -> None:
+        results[i] = await gt.call("App.Echo", [i, "x" * (i % 50)])
+
+    async with open_gotask(sidecar, pool_size=1) as gt, trio.open_nursery() as nursery:
+        for i in range(1000):
+            nursery.start_soon(one, i)
+    assert results == {i: [i, "x" * (i % 50)] for i in range(1000)}
+
+
+async def test_pool_opens_connections_under_load(sidecar: str) -> None:
+    async with open_gotask(sidecar, pool_size=3) as gt:
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(gt.call, "App.WaitCancelled", 1_000_000)
+                await trio.testing.wait_all_tasks_blocked()
+                assert gt._pool.opened == min(i + 1, 3)
+            nursery.cancel_scope.cancel()
+        assert gt._pool.connections == 3
+
+
+async def test_calls_wait_for_a_slot_past_max_inflight(sidecar: str) -> None:
+    done = 0
+
+    async def one() -> None:
+        nonlocal done
+        assert await gt.call("App.Sleep", 1) == 1
+        done += 1
+
+    async with open_gotask(sidecar, pool_size=1, max_inflight=4) as gt, trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        assert gt._pool.in_flight == 50
+    assert done == 50
+
+
+async def test_sidecar_stderr_goes_to_logging(sidecar: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="trio_gotask.sidecar")
+    async with open_gotask(sidecar) as gt:
+        await gt.call("App.Log", "a line from Go")
+    assert any("a line from Go" in r.getMessage() for r in caplog.records)

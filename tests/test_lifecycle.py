@@ -1,0 +1,221 @@
+"""The sidecar's life: start-up failures, death mid-call, clean exit, connect_gotask, building."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from trio_gotask import GoTaskError, SidecarError, build_sidecar, connect_gotask, open_gotask
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "go" / "example"
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
+async def test_exit_reaps_the_child_and_removes_the_socket_folder(sidecar: str, transport: str) -> None:
+    async with open_gotask(sidecar, transport=transport) as gt:
+        assert await gt.call("App.Pid") == gt.pid
+        pid = gt.pid
+        address = gt.address
+    assert pid is not None
+    assert gone(pid)  # reaped, not a zombie
+    if transport == "unix":
+        assert not os.path.exists(address)
+        assert not os.path.exists(os.path.dirname(address))
+
+
+async def test_unix_socket_folder_is_private(sidecar: str) -> None:
+    async with open_gotask(sidecar) as gt:
+        assert os.stat(os.path.dirname(gt.address)).st_mode & 0o777 == 0o700
+
+
+async def test_error_in_body_reaches_caller_unwrapped(sidecar: str) -> None:
+    with pytest.raises(ValueError, match="mine"):
+        async with open_gotask(sidecar) as gt:
+            await gt.call("App.Hi", "x")
+            raise ValueError("mine")
+
+
+@pytest.mark.parametrize("transport", ["unix", "pipe"])
+async def test_killed_sidecar_fails_waiting_calls(sidecar: str, transport: str) -> None:
+    errors: list[BaseException] = []
+
+    async def waiting() -> None:
+        try:
+            await gt.call("App.Slow", 60_000)
+        except SidecarError as exc:
+            errors.append(exc)
+
+    async with open_gotask(sidecar, transport=transport) as gt:
+        assert gt.pid is not None
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(waiting)
+                await trio.testing.wait_all_tasks_blocked()
+                os.kill(gt.pid, signal.SIGKILL)
+        with pytest.raises(SidecarError) as later:
+            await gt.call("App.Hi", "anyone?")
+    assert len(errors) == 5
+    for exc in [*errors, later.value]:
+        assert isinstance(exc, SidecarError)
+        assert exc.returncode == -signal.SIGKILL
+        assert "SIGKILL" in str(exc)
+
+
+async def test_exit_status_and_stderr_reach_the_error(sidecar: str) -> None:
+    async with open_gotask(sidecar) as gt:
+        with pytest.raises(SidecarError) as info:
+            await gt.call("App.Exit", 3)
+    assert info.value.returncode == 3
+    assert "exiting with 3" in info.value.stderr_tail
+    assert "status 3" in str(info.value)
+
+
+def sh(script: str) -> list[str]:
+    return ["/bin/sh", "-c", script, "sidecar"]
+
+
+async def test_missing_program() -> None:
+    with pytest.raises(SidecarError, match="cannot start the sidecar"):
+        async with open_gotask("/nonexistent/sidecar"):
+            pass
+
+
+async def test_exit_before_handshake_says_so_with_stderr() -> None:
+    with pytest.raises(SidecarError, match="exited with status 3 before its handshake") as info:
+        async with open_gotask(sh("echo 'cannot open database' >&2; exit 3")):
+            pass
+    assert info.value.returncode == 3
+    assert "cannot open database" in info.value.stderr_tail
+
+
+async def test_junk_before_handshake() -> None:
+    with pytest.raises(SidecarError, match="expected the handshake line"):
+        async with open_gotask(sh("echo 'Hello from main()'; sleep 10")):
+            pass
+
+
+async def test_handshake_timeout() -> None:
+    with pytest.raises(SidecarError, match=r"no handshake within 0\.3 s"):
+        async with open_gotask(sh("exec sleep 10"), startup_timeout=0.3):
+            pass
+
+
+async def test_protocol_version_mismatch() -> None:
+    with pytest.raises(SidecarError, match="speaks gotask protocol version 2; this client speaks version 1"):
+        async with open_gotask(sh("echo 'gotask|2|unix|/tmp/x.sock'; sleep 10")):
+            pass
+
+
+async def test_launch_environment(tmp_path: Path) -> None:
+    out = tmp_path / "env"
+    script = f'env > {out}; echo "gotask|1|pipe|-"; exec cat >/dev/null'
+    async with open_gotask(sh(script), transport="pipe", env={"EXTRA": "yes"}):
+        pass
+    env = out.read_text()
+    assert "GOTASK_MAGIC_COOKIE=d3a1c2b7e6f54a09" in env
+    assert "EXTRA=yes" in env
+
+
+async def test_sidecar_from_environment(sidecar: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOTASK_SIDECAR", sidecar)
+    async with open_gotask() as gt:
+        assert await gt.call("App.Hi", "env") == {"hello": "env"}
+    monkeypatch.delenv("GOTASK_SIDECAR")
+    with pytest.raises(SidecarError, match="GOTASK_SIDECAR"):
+        async with open_gotask():
+            pass
+
+
+async def test_bad_transport_name(sidecar: str) -> None:
+    with pytest.raises(ValueError, match="transport must be one of"):
+        async with open_gotask(sidecar, transport="carrier-pigeon"):  # type: ignore[arg-type]
+            pass
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:0", "SOCKET"])
+async def test_connect_to_a_sidecar_started_elsewhere(sidecar: str, address: str, tmp_path: Path) -> None:
+    if address == "SOCKET":
+        address = str(tmp_path / "app.sock")
+    process = await trio.lowlevel.open_process(
+        [sidecar, "-address", address, "-standalone"], stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        line = b""
+        with trio.fail_after(10):
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive_some(1)
+        real_address = line.decode().strip().split("|")[3]
+        async with connect_gotask(real_address) as gt:
+            assert await gt.call("App.Hi", "remote") == {"hello": "remote"}
+            assert gt.pid is None
+        # Not ours: still running after we left.
+        assert process.returncode is None
+        async with connect_gotask(real_address) as gt:
+            assert await gt.call("App.Pid") == process.pid
+    finally:
+        process.terminate()
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+
+
+async def test_connect_to_nothing(tmp_path: Path) -> None:
+    with pytest.raises(SidecarError, match="cannot connect"):
+        async with connect_gotask(str(tmp_path / "nobody.sock")):
+            pass
+
+
+async def test_closed_gotask_refuses_calls(sidecar: str) -> None:
+    async with open_gotask(sidecar) as gt:
+        pass
+    with pytest.raises(GoTaskError, match="closed"):
+        await gt.call("App.Hi", "late")
+
+
+@pytest.fixture
+def module_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the Go module, with its own build cache."""
+    shutil.copytree(EXAMPLE.parent, tmp_path / "go", ignore=shutil.ignore_patterns("testdata"))
+    monkeypatch.setenv("GOTASK_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "go" / "example"
+
+
+async def test_build_is_cached_and_redone_when_sources_change(module_copy: Path) -> None:
+    first = await build_sidecar(module_copy)
+    assert await build_sidecar(module_copy) == first
+    main = module_copy / "main.go"
+    main.write_text(main.read_text().replace('"hello"', '"bonjour"'))
+    second = await build_sidecar(module_copy)
+    assert second != first
+    async with open_gotask(module_copy) as gt:
+        assert await gt.call("App.Hi", "x") == {"bonjour": "x"}
+
+
+async def test_build_failure_shows_compiler_output(module_copy: Path) -> None:
+    (module_copy / "broken.go").write_text("package main\n\nfunc broken() { undefinedThing() }\n")
+    with pytest.raises(SidecarError, match="go build' failed") as info:
+        async with open_gotask(module_copy):
+            pass
+    assert "undefinedThing" in str(info.value)
+
+
+async def test_missing_go_toolchain(module_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SidecarError, match="needs the Go toolchain"):
+        await build_sidecar(module_copy)
