@@ -150,9 +150,9 @@ async def test_thousand_concurrent_calls_on_one_connection(sidecar: str) -> None
     results: dict[int, Any] = {}
 
     async def one(i: int) -> None:
-        results[i] = await gt.call("App.Echo", [i, "x" * (i % 50)])
+        results[i] = await client.call("App.Echo", [i, "x" * (i % 50)])
 
-    async with open_gotask(sidecar, pool_size=1) as gt, trio.open_nursery() as nursery:
+    async with open_gotask(sidecar, pool_size=1) as client, trio.open_nursery() as nursery:
         for i in range(1000):
             nursery.start_soon(one, i)
     assert results == {i: [i, "x" * (i % 50)] for i in range(1000)}
@@ -174,14 +174,16 @@ async def test_calls_wait_for_a_slot_past_max_inflight(sidecar: str) -> None:
 
     async def one() -> None:
         nonlocal done
-        assert await gt.call("App.Sleep", 1) == 1
+        assert await client.call("App.Sleep", 1) == 1
         done += 1
 
-    async with open_gotask(sidecar, pool_size=1, max_inflight=4) as gt, trio.open_nursery() as nursery:
+    async with open_gotask(sidecar, pool_size=1, max_inflight=4) as client, trio.open_nursery() as nursery:
         for _ in range(50):
             nursery.start_soon(one)
         await trio.testing.wait_all_tasks_blocked()
-        assert gt._pool.in_flight == 50
+        assert client._pool.in_flight == 50
+        (connection,) = client._pool._connections
+        assert len(connection._pending) == 4
     assert done == 50
 
 

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import trio
@@ -14,6 +15,7 @@ import trio.testing
 
 from trio_gotask import GoTaskError, SidecarError, build_sidecar, connect_gotask, open_gotask
 
+Transport = Literal["unix", "tcp", "pipe"]
 EXAMPLE = Path(__file__).resolve().parent.parent / "go" / "example"
 
 
@@ -26,7 +28,7 @@ def gone(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
-async def test_exit_reaps_the_child_and_removes_the_socket_folder(sidecar: str, transport: str) -> None:
+async def test_exit_reaps_the_child_and_removes_the_socket_folder(sidecar: str, transport: Transport) -> None:
     async with open_gotask(sidecar, transport=transport) as gt:
         assert await gt.call("App.Pid") == gt.pid
         pid = gt.pid
@@ -51,7 +53,7 @@ async def test_error_in_body_reaches_caller_unwrapped(sidecar: str) -> None:
 
 
 @pytest.mark.parametrize("transport", ["unix", "pipe"])
-async def test_killed_sidecar_fails_waiting_calls(sidecar: str, transport: str) -> None:
+async def test_killed_sidecar_fails_waiting_calls(sidecar: str, transport: Transport) -> None:
     errors: list[BaseException] = []
 
     async def waiting() -> None:

@@ -99,7 +99,13 @@ class Connection:
     async def call(self, method: str, arg: Any = None) -> Any:
         self.load += 1
         try:
-            await self._slots.acquire()
+            # The call always blocks below (a checkpoint), so a free slot is taken without
+            # yielding to the scheduler an extra time; only a full connection makes callers wait.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                self._slots.acquire_nowait()
+            except trio.WouldBlock:
+                await self._slots.acquire()
             return await self._call(method, arg)
         finally:
             self.load -= 1

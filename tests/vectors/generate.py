@@ -63,7 +63,8 @@ def to_json(v: Any) -> Any:
 
 
 def pack(v: Any) -> bytes:
-    return msgpack.packb(to_python(v), use_bin_type=True)
+    data: bytes = msgpack.packb(to_python(v), use_bin_type=True)
+    return data
 
 
 def unpack(b: bytes) -> Any:

@@ -1,0 +1,281 @@
+package gotask
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Svc is an in-process service for server tests.
+type Svc struct {
+	running atomic.Int32
+	release chan struct{} // Block returns when it is closed
+	started chan struct{} // Block sends one value when it starts
+}
+
+type typedErr struct{}
+
+func (typedErr) Error() string     { return "I'm a teapot" }
+func (typedErr) ErrorType() string { return "teapot" }
+
+func (s *Svc) Block(ctx context.Context, _ any, r *int) error {
+	n := s.running.Add(1)
+	defer s.running.Add(-1)
+	s.started <- struct{}{}
+	select {
+	case <-s.release:
+		*r = int(n)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Svc) Teapot(_ any, _ *any) error               { return typedErr{} }
+func (s *Svc) Wrapped(_ any, _ *any) error              { return errors.Join(errors.New("x"), context.Canceled) }
+func (s *Svc) Unencodable(_ any, r *any) error          { *r = make(chan int); return nil }
+func (s *Svc) NilSlice(_ any, r *[]string) error        { return nil }
+func (s *Svc) NilDeref(_ any, r *int) error             { var p *int; *r = *p; return nil }
+func (s *Svc) Args(a struct{ X, Y int }, r *int) error  { *r = a.X * a.Y; return nil }
+func (s *Svc) Float32(f float32, r *float32) error      { *r = f; return nil }
+func (s *Svc) Str(v string, r *string) error            { *r = v; return nil }
+func (s *Svc) Nested(v map[string][]int, r *int) error  { *r = len(v["a"]); return nil }
+func (s *Svc) TimePtr(v *time.Time, r *time.Time) error { *r = v.UTC(); return nil }
+
+func newSvc() *Svc { return &Svc{release: make(chan struct{}), started: make(chan struct{}, 100)} }
+
+// serve starts srv on an in-memory connection and returns a client for it and
+// a channel closed when ServeConn returns.
+func serve(t *testing.T, srv *Server) (*testClient, chan struct{}) {
+	a, b := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		srv.ServeConn(b)
+		close(done)
+	}()
+	return newTestClient(t, a), done
+}
+
+func newTestServer(t *testing.T, svc *Svc) (*Server, *bytes.Buffer) {
+	srv := NewServer()
+	var logBuf bytes.Buffer
+	srv.ErrorLog = log.New(&lockedWriter{w: &logBuf}, "gotask: ", 0)
+	if err := srv.Register(svc); err != nil {
+		t.Fatal(err)
+	}
+	return srv, &logBuf
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func TestServerErrors(t *testing.T) {
+	srv, _ := newTestServer(t, newSvc())
+	c, _ := serve(t, srv)
+	if err := c.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+		t.Errorf("ErrorType: %v", err)
+	}
+	if err := c.call("Svc.Wrapped", nil, nil); errType(err) != "cancelled" {
+		t.Errorf("wrapped context.Canceled: %v", err)
+	}
+	if err := c.call("Svc.Unencodable", nil, nil); errType(err) != "error" || !strings.Contains(err.Error(), "cannot encode reply") {
+		t.Errorf("unencodable reply: %v", err)
+	}
+	var ss []string
+	if err := c.call("Svc.NilSlice", nil, &ss); err != nil || ss != nil {
+		t.Errorf("nil slice: %v %v", ss, err)
+	}
+	if err := c.call("Svc.NilDeref", nil, nil); errType(err) != "panic" {
+		t.Errorf("nil dereference: %v", err)
+	} else if re := err.(*remoteError); !strings.Contains(re.Stack, "NilDeref") || strings.Contains(re.Stack, "reflect.") {
+		t.Errorf("stack %q", re.Stack)
+	}
+	var n int
+	if err := c.call("Svc.Args", map[string]int{"X": 6, "Y": 7}, &n); err != nil || n != 42 {
+		t.Errorf("struct args by field name: %v %v", n, err)
+	}
+	var f float32
+	if err := c.call("Svc.Float32", 0.25, &f); err != nil || f != 0.25 {
+		t.Errorf("float32: %v %v", f, err)
+	}
+	if err := c.call("Svc.Str", []byte("x"), nil); errType(err) != "bad_params" {
+		t.Errorf("bin for a string: %v", err)
+	}
+	if err := c.call("Svc.Nested", map[string]any{"a": "x"}, nil); errType(err) != "bad_params" {
+		t.Errorf("bad nested: %v", err)
+	}
+	now := time.Now()
+	var got time.Time
+	if err := c.call("Svc.TimePtr", now, &got); err != nil || !got.Equal(now) {
+		t.Errorf("time: %v %v", got, err)
+	}
+}
+
+func TestServerInflightBound(t *testing.T) {
+	svc := newSvc()
+	srv, _ := newTestServer(t, svc)
+	srv.MaxInflight = 2
+	c, _ := serve(t, srv)
+	var chans []<-chan *message
+	for i := 0; i < 5; i++ {
+		_, ch := c.start("Svc.Block", nil, nil)
+		chans = append(chans, ch)
+	}
+	<-svc.started
+	<-svc.started
+	select {
+	case <-svc.started:
+		t.Fatal("a third call started past MaxInflight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(svc.release)
+	for _, ch := range chans {
+		var n int
+		if err := c.wait(ch, &n); err != nil || n > 2 {
+			t.Fatalf("Block: %d %v", n, err)
+		}
+	}
+}
+
+func TestServerConnCloseCancels(t *testing.T) {
+	svc := newSvc()
+	srv, _ := newTestServer(t, svc)
+	c, done := serve(t, srv)
+	c.start("Svc.Block", nil, nil)
+	<-svc.started
+	c.rwc.Close()
+	select {
+	case <-done: // ServeConn returned, so Block saw its context cancelled
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeConn did not return after the client closed")
+	}
+}
+
+func TestServerProtocolErrorLogsOnce(t *testing.T) {
+	srv, logBuf := newTestServer(t, newSvc())
+	c, done := serve(t, srv)
+	c.writeFrame([]byte{0xc1})
+	<-done
+	<-c.done
+	if s := logBuf.String(); strings.Count(s, "\n") != 1 || !strings.Contains(s, "bad_msgpack") {
+		t.Fatalf("log %q", s)
+	}
+}
+
+func TestServerShutdown(t *testing.T) {
+	svc := newSvc()
+	srv, _ := newTestServer(t, svc)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	conn, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newTestClient(t, conn)
+	_, blocked := c.start("Svc.Block", nil, nil)
+	<-svc.started
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	for {
+		if err := c.call("Svc.Teapot", nil, nil); errType(err) == "shutting_down" {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Block never finishes by itself: after the grace period it is cancelled.
+	if err := c.wait(blocked, nil); errType(err) != "cancelled" {
+		t.Fatalf("in-flight call: %v, want cancelled", err)
+	}
+	if err := <-shut; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+	<-c.done // the connection was closed
+}
+
+func TestRunInProcess(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), NewServer(), options{}, false, strings.NewReader(""), &stdout, &stderr); code != 1 || stdout.Len() != 0 {
+		t.Fatalf("no cookie: %d %q", code, stdout.String())
+	}
+	base := options{standalone: true, maxFrame: DefaultMaxFrameSize, maxInflight: 1, grace: time.Second}
+	bad := base
+	bad.maxFrame = 1 << 33
+	if code := run(context.Background(), NewServer(), bad, false, nil, &stdout, &stderr); code != 1 {
+		t.Fatalf("bad -max-frame-size: %d", code)
+	}
+
+	// Standalone on TCP until the context (the signal) ends.
+	srv, _ := newTestServer(t, newSvc())
+	o := base
+	o.address = "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	exit := make(chan int, 1)
+	go func() { exit <- run(ctx, srv, o, false, nil, pw, io.Discard) }()
+	line, err := readLine(pr)
+	if err != nil || !strings.HasPrefix(line, "gotask|1|tcp|127.0.0.1:") {
+		t.Fatalf("handshake %q %v", line, err)
+	}
+	conn, err := net.Dial("tcp", strings.Split(line, "|")[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := newTestClient(t, conn).call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+		t.Fatal(err)
+	}
+	cancel()
+	if code := <-exit; code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+func readLine(r io.Reader) (string, error) {
+	var b []byte
+	one := make([]byte, 1)
+	for {
+		if _, err := r.Read(one); err != nil {
+			return string(b), err
+		}
+		if one[0] == '\n' {
+			return string(b), nil
+		}
+		b = append(b, one[0])
+	}
+}
+
+func TestIsTCPAddress(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:0": true, "localhost:8080": true, ":0": true, "[::1]:9": true,
+		"/tmp/x.sock": false, "x.sock": false, "dir/a:1": false, "host:port": false, "a:70000": false,
+	} {
+		if got := isTCPAddress(addr); got != want {
+			t.Errorf("isTCPAddress(%q) = %v", addr, got)
+		}
+	}
+}

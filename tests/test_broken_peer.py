@@ -1,0 +1,110 @@
+"""A peer that breaks the protocol. A real Go sidecar never does, so these tests use a small Trio
+server that speaks the protocol correctly on some connections and wrongly on others."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import msgpack
+import pytest
+import trio
+
+from trio_gotask import GoTask, ProtocolError, connect_gotask
+from trio_gotask._protocol import Decoder, Request
+
+Reply = Callable[[Request], bytes]
+
+
+def frame(obj: object) -> bytes:
+    body = msgpack.packb(obj, use_bin_type=True)
+    return struct.pack(">I", len(body)) + body
+
+
+def echo(request: Request) -> bytes:
+    return frame([1, request.msgid, None, request.params])
+
+
+class FakeSidecar:
+    """Serves connection number ``i`` with ``replies[i]`` (echo when there are no more)."""
+
+    def __init__(self, replies: list[Reply]) -> None:
+        self.replies = replies
+        self.connections = 0
+        self.closed = 0
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        index = self.connections
+        self.connections += 1
+        reply = self.replies[index] if index < len(self.replies) else echo
+        decoder = Decoder()
+        try:
+            while data := await stream.receive_some():
+                decoder.receive_data(data)
+                while (message := decoder.next_message()) is not None:
+                    if isinstance(message, Request):
+                        await stream.send_all(reply(message))
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            self.closed += 1
+            await stream.aclose()
+
+
+async def serve(tmp_path: Path, fake: FakeSidecar, nursery: trio.Nursery) -> str:
+    path = str(tmp_path / "fake.sock")
+    sock = trio.socket.socket(trio.socket.AF_UNIX)
+    await sock.bind(path)
+    sock.listen()
+    nursery.start_soon(trio.serve_listeners, fake.handle, [trio.SocketListener(sock)])
+    return path
+
+
+BROKEN_REPLIES: list[tuple[str, Reply, str]] = [
+    ("garbage", lambda r: b"\x00\x00\x00\x03\xc1\xc1\xc1", "bad_msgpack"),
+    ("oversize", lambda r: b"\xff\xff\xff\xff", "too_large"),
+    ("empty", lambda r: b"\x00\x00\x00\x00", "empty_frame"),
+    ("not_a_message", lambda r: frame({"hello": 1}), "bad_message"),
+    ("unknown_msgid", lambda r: frame([1, r.msgid + 1000, None, None]), "unknown_msgid"),
+    ("a_request", lambda r: frame([0, 1, "Py.Method", None, None]), "bad_message"),
+    ("bad_error_map", lambda r: frame([1, r.msgid, {"type": "error"}, None]), "bad_message"),
+]
+
+
+@pytest.mark.parametrize(("name", "reply", "code"), BROKEN_REPLIES, ids=[b[0] for b in BROKEN_REPLIES])
+async def test_broken_reply_fails_only_its_connection(
+    tmp_path: Path, name: str, reply: Reply, code: str
+) -> None:
+    fake = FakeSidecar([echo, reply])
+    async with trio.open_nursery() as nursery:
+        address = await serve(tmp_path, fake, nursery)
+        async with connect_gotask(address, pool_size=2) as gt:
+            good_result: list[object] = []
+
+            async def good() -> None:
+                # Holds connection 0 while connection 1 is opened for the next caller.
+                good_result.append(await gt.call("Slow.Echo", "fine"))
+
+            with pytest.raises(ProtocolError) as info:
+                await call_on_second_connection(gt)
+            assert info.value.code == code
+            # Connection 0 still serves; the broken one is replaced on demand.
+            assert await gt.call("X.Echo", 1) == 1
+            async with trio.open_nursery() as inner:
+                inner.start_soon(good)
+                inner.start_soon(good)
+            assert good_result == ["fine", "fine"]
+        nursery.cancel_scope.cancel()
+    assert fake.connections == 3
+
+
+async def call_on_second_connection(gt: GoTask) -> object:
+    """Call with connection 0 busy, so that the pool opens connection 1 for this call."""
+    pool = gt._pool
+    (first,) = pool._connections
+    first.load += 1  # pretend a caller is waiting on it
+    try:
+        return await gt.call("X.Echo", "on the second connection")
+    finally:
+        first.load -= 1

@@ -1,0 +1,39 @@
+"""The public surface is small and deliberate."""
+
+from __future__ import annotations
+
+import inspect
+
+import trio_gotask
+
+
+def test_exports() -> None:
+    assert sorted(trio_gotask.__all__) == sorted(
+        [
+            "PROTOCOL_VERSION",
+            "BadParams",
+            "GoTask",
+            "GoTaskError",
+            "MethodNotFound",
+            "PanicError",
+            "ProtocolError",
+            "RemoteError",
+            "Service",
+            "ShuttingDown",
+            "SidecarError",
+            "build_sidecar",
+            "connect_gotask",
+            "open_gotask",
+        ]
+    )
+    for name in trio_gotask.__all__:
+        obj = getattr(trio_gotask, name)
+        assert not name.startswith("_")
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__, f"{name} has no docstring"
+            assert obj.__module__.startswith("trio_gotask.")
+
+
+def test_errors_share_a_base() -> None:
+    for name in ["BadParams", "MethodNotFound", "PanicError", "ProtocolError", "RemoteError", "SidecarError"]:
+        assert issubclass(getattr(trio_gotask, name), trio_gotask.GoTaskError)

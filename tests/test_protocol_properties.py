@@ -1,0 +1,85 @@
+"""Property tests of the sans-I/O core: whatever the bytes, the decoder answers with a message, a
+request for more bytes, or ProtocolError, and never anything else."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import hypothesis.strategies as st
+from hypothesis import given, settings
+
+from trio_gotask._errors import ProtocolError
+from trio_gotask._protocol import Decoder, Encoder, Request, Response, frame_header, parse_message
+
+UTC = datetime.timezone.utc
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(),
+    st.binary(),
+    st.datetimes(timezones=st.just(UTC)),
+)
+values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5),
+        st.dictionaries(st.text(max_size=8), children, max_size=5),
+        st.dictionaries(st.integers(-1000, 1000), children, max_size=5),
+    ),
+    max_leaves=20,
+)
+
+
+def decode_all(decoder: Decoder) -> list[Any]:
+    out = []
+    while (message := decoder.next_message()) is not None:
+        out.append(message)
+    return out
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200), st.integers(1, 64))
+def test_random_bytes_never_crash_the_decoder(data: bytes, max_frame_size: int) -> None:
+    decoder = Decoder(max_frame_size)
+    decoder.receive_data(data)
+    try:
+        decode_all(decoder)
+        decoder.receive_eof()
+    except ProtocolError as exc:
+        assert exc.code in {"too_large", "empty_frame", "bad_msgpack", "bad_message", "truncated"}
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 2**32 - 1), st.text(), values, st.data())
+def test_requests_survive_any_split(msgid: int, method: str, params: Any, data: st.DataObject) -> None:
+    payload = Encoder().request(msgid, method, params, 1.5)
+    stream = frame_header(len(payload)) + payload
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=4)))
+    decoder = Decoder()
+    got: list[Any] = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        decoder.receive_data(stream[start:end])
+        got += decode_all(decoder)
+    decoder.receive_eof()
+    assert got == [Request(msgid, method, params, {"timeout": 1.5})]
+
+
+@given(st.integers(0, 2**32 - 1), values)
+def test_responses_round_trip(msgid: int, result: Any) -> None:
+    message = Response(msgid, None, result)
+    payload = Encoder().encode(message)
+    decoder = Decoder()
+    decoder.receive_data(frame_header(len(payload)) + payload)
+    assert decode_all(decoder) == [message]
+
+
+@given(values)
+def test_parse_message_accepts_or_refuses_cleanly(obj: Any) -> None:
+    try:
+        parse_message(obj)
+    except ProtocolError as exc:
+        assert exc.code == "bad_message"
