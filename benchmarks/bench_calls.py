@@ -15,12 +15,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 
 import trio
 import trio_parallel
 
 from trio_gotask import build_sidecar, open_gotask
+from trio_gotask._transport import Transport
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "go" / "example"
 CONCURRENCY = 64
@@ -61,11 +63,12 @@ async def main(rounds: int, calls: int) -> None:
     sidecar = str(await build_sidecar(EXAMPLE))
     async with AsyncExitStack() as stack:
         variants: dict[str, Call] = {}
-        for transport in ("unix", "tcp", "pipe"):
-            gt = await stack.enter_async_context(open_gotask(sidecar, transport=transport))  # type: ignore[arg-type]
-            variants[f"trio_gotask {transport}"] = lambda gt=gt: gt.call("App.Echo", 1)
-        variants["trio_parallel.run_sync"] = lambda: trio_parallel.run_sync(trivial, 1)
-        variants["trio.to_thread.run_sync"] = lambda: trio.to_thread.run_sync(trivial, 1)
+        transports: tuple[Transport, ...] = ("unix", "tcp", "pipe")
+        for transport in transports:
+            gt = await stack.enter_async_context(open_gotask(sidecar, transport=transport))
+            variants[f"trio_gotask {transport}"] = partial(gt.call, "App.Echo", 1)
+        variants["trio_parallel.run_sync"] = partial(trio_parallel.run_sync, trivial, 1)
+        variants["trio.to_thread.run_sync"] = partial(trio.to_thread.run_sync, trivial, 1)
 
         for call in variants.values():  # warm up: worker processes, connections, caches
             await concurrent(call, 256, CONCURRENCY)

@@ -18,7 +18,7 @@ Reply = Callable[[Request], bytes]
 
 
 def frame(obj: object) -> bytes:
-    body = msgpack.packb(obj, use_bin_type=True)
+    body: bytes = msgpack.packb(obj, use_bin_type=True)
     return struct.pack(">I", len(body)) + body
 
 
