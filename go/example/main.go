@@ -9,8 +9,8 @@
 //
 // and is called from Python as "App.Name":
 //
-//	async with trio_gotask.open_sidecar(["./example"]) as sidecar:
-//	    print(await sidecar.call("App.Hi", "Reasno"))  # {'hello': 'Reasno'}
+//	async with trio_gotask.open_gotask("./example") as gt:
+//	    print(await gt.call("App.Hi", "Reasno"))  # {'hello': 'Reasno'}
 package main
 
 import (

@@ -67,6 +67,13 @@ var decPool = sync.Pool{New: func() any {
 
 // decodeValue decodes one msgpack object into v, which must be a non-nil pointer.
 func decodeValue(data []byte, v any) error {
+	if p, ok := v.(*float32); ok {
+		// Decode's fast path for *float32 bypasses the registered decoder.
+		var f float64
+		err := decodeValue(data, &f)
+		*p = float32(f)
+		return err
+	}
 	d := decPool.Get().(*decBuf)
 	d.r.Reset(data)
 	d.dec.ResetReader(&d.r)
@@ -172,4 +179,17 @@ func (e *encBuf) appendResponse(msgid uint32, werr *wireError, result any) error
 		enc.EncodeString(werr.Stack)
 	}
 	return enc.EncodeNil()
+}
+
+func init() {
+	// Python sends every float as float 64; a float32 argument narrows it
+	// (protocol.md section 3), where the library would refuse.
+	msgpack.Register(float32(0), nil, func(d *msgpack.Decoder, v reflect.Value) error {
+		f, err := d.DecodeFloat64()
+		if err != nil {
+			return err
+		}
+		v.SetFloat(f)
+		return nil
+	})
 }

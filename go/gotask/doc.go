@@ -23,8 +23,8 @@ A sidecar is a program whose main registers one or more values and calls Run:
 
 From Python, the method is called by name as "App.Hi" with one argument:
 
-	async with trio_gotask.open_sidecar(["./app"]) as sidecar:
-		await sidecar.call("App.Hi", "Reasno")  # {'hello': 'Reasno'}
+	async with trio_gotask.open_gotask("./app") as gt:
+		await gt.call("App.Hi", "Reasno")  # {'hello': 'Reasno'}
 
 # Methods
 

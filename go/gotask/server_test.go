@@ -132,10 +132,13 @@ func TestServerInflightBound(t *testing.T) {
 	srv, _ := newTestServer(t, svc)
 	srv.MaxInflight = 2
 	c, _ := serve(t, srv)
-	var chans []<-chan *message
+	// net.Pipe is synchronous: the sends block while the server does not read.
+	chans := make(chan (<-chan *message), 5)
 	for i := 0; i < 5; i++ {
-		_, ch := c.start("Svc.Block", nil, nil)
-		chans = append(chans, ch)
+		go func() {
+			_, ch := c.start("Svc.Block", nil, nil)
+			chans <- ch
+		}()
 	}
 	<-svc.started
 	<-svc.started
@@ -145,7 +148,8 @@ func TestServerInflightBound(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 	close(svc.release)
-	for _, ch := range chans {
+	for i := 0; i < 5; i++ {
+		ch := <-chans
 		var n int
 		if err := c.wait(ch, &n); err != nil || n > 2 {
 			t.Fatalf("Block: %d %v", n, err)
