@@ -50,6 +50,17 @@ def go(session: nox.Session) -> None:
     session.chdir(GO)
     session.run("go", "vet", "./...", external=True)
     session.run("go", "test", "-race", "-count=1", "./...", external=True)
+    # The seed corpus ran above as plain tests; a short real fuzz run catches new crashers early.
+    fuzz_time = os.environ.get("GOTASK_FUZZTIME", "10s")
+    session.run(
+        "go",
+        "test",
+        "-run=NONE",
+        "-fuzz=FuzzReadMessage",
+        f"-fuzztime={fuzz_time}",
+        "./gotask",
+        external=True,
+    )
 
 
 @nox.session(python=DEFAULT_PYTHON)
