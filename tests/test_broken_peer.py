@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from trio_gotask import GoTask, ProtocolError, connect_gotask
+from trio_gotask._pool import Pool
 from trio_gotask._protocol import Decoder, Request
 
 Reply = Callable[[Request], bytes]
@@ -61,6 +62,12 @@ async def serve(tmp_path: Path, fake: FakeSidecar, nursery: trio.Nursery) -> str
     return path
 
 
+def pool_of(gt: GoTask) -> Pool:
+    pool = gt._current_pool()
+    assert pool is not None
+    return pool
+
+
 BROKEN_REPLIES: list[tuple[str, Reply, str]] = [
     ("garbage", lambda r: b"\x00\x00\x00\x03\xc1\xc1\xc1", "bad_msgpack"),
     ("oversize", lambda r: b"\xff\xff\xff\xff", "too_large"),
@@ -101,7 +108,7 @@ async def test_broken_reply_fails_only_its_connection(
 
 async def call_on_second_connection(gt: GoTask) -> object:
     """Call with connection 0 busy, so that the pool opens connection 1 for this call."""
-    pool = gt._pool
+    pool = pool_of(gt)
     (first,) = pool._connections
     first.load += 1  # pretend a caller is waiting on it
     try:

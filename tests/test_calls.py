@@ -18,6 +18,18 @@ from trio_gotask import (
     RemoteError,
     open_gotask,
 )
+from trio_gotask._pool import Pool
+
+
+def pool_of(gt: GoTask) -> Pool:
+    pool = gt._current_pool()
+    assert pool is not None
+    return pool
+
+
+def opened(gt: GoTask) -> int:
+    return pool_of(gt).opened
+
 
 TRANSPORTS = ["unix", "tcp", "pipe"]
 UTC = datetime.timezone.utc
@@ -164,9 +176,9 @@ async def test_pool_opens_connections_under_load(sidecar: str) -> None:
             for i in range(30):
                 nursery.start_soon(gt.call, "App.WaitCancelled", 1_000_000)
                 await trio.testing.wait_all_tasks_blocked()
-                assert gt._pool.opened == min(i + 1, 3)
+                assert opened(gt) == min(i + 1, 3)
             nursery.cancel_scope.cancel()
-        assert gt._pool.connections == 3
+        assert gt.statistics().connections == 3
 
 
 async def test_calls_wait_for_a_slot_past_max_inflight(sidecar: str) -> None:
@@ -181,8 +193,8 @@ async def test_calls_wait_for_a_slot_past_max_inflight(sidecar: str) -> None:
         for _ in range(50):
             nursery.start_soon(one)
         await trio.testing.wait_all_tasks_blocked()
-        assert client._pool.in_flight == 50
-        (connection,) = client._pool._connections
+        assert client.statistics().in_flight == 50
+        (connection,) = pool_of(client)._connections
         assert len(connection._pending) == 4
     assert done == 50
 

@@ -87,7 +87,7 @@ async def test_storm_of_cancelled_calls_then_normal_calls(gt: GoTask) -> None:
             for i in range(100):
                 nursery.start_soon(gt.call, "App.Echo", i)
         assert await gt.call("App.Hi", "calm") == {"hello": "calm"}
-    assert gt._pool.in_flight == 0
+    assert gt.statistics().in_flight == 0
 
 
 async def test_cancel_returns_promptly(gt: GoTask) -> None:

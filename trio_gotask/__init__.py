@@ -8,6 +8,7 @@ See README.md for a tour and docs/protocol.md for the wire protocol.
 
 from ._build import build_sidecar as build_sidecar
 from ._client import GoTask as GoTask
+from ._client import GoTaskStatistics as GoTaskStatistics
 from ._client import Service as Service
 from ._client import connect_gotask as connect_gotask
 from ._client import open_gotask as open_gotask
@@ -20,16 +21,19 @@ from ._errors import RemoteError as RemoteError
 from ._errors import ShuttingDown as ShuttingDown
 from ._errors import SidecarError as SidecarError
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._supervisor import RestartPolicy as RestartPolicy
 
 __all__ = [
     "PROTOCOL_VERSION",
     "BadParams",
     "GoTask",
     "GoTaskError",
+    "GoTaskStatistics",
     "MethodNotFound",
     "PanicError",
     "ProtocolError",
     "RemoteError",
+    "RestartPolicy",
     "Service",
     "ShuttingDown",
     "SidecarError",

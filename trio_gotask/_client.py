@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import ssl
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Final, final
 
 import trio
 
 from ._build import build_sidecar
-from ._connection import ErrorFactory, lost_without_explanation
-from ._errors import ProtocolError, SidecarError
+from ._connection import lost_without_explanation
+from ._errors import SidecarError
 from ._pool import Connect, Pool
-from ._protocol import DEFAULT_MAX_FRAME_SIZE
+from ._protocol import DEFAULT_MAX_FRAME_SIZE, Encoder, frame_header
 from ._sidecar import Handshake, Sidecar
-from ._transport import TRANSPORTS, Transport, open_stream
+from ._supervisor import RestartPolicy, Supervisor
+from ._transport import TRANSPORTS, Transport, open_stream, split_host_port
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -26,22 +30,42 @@ if sys.version_info < (3, 11):
 DEFAULT_POOL_SIZE: Final = 2
 DEFAULT_MAX_INFLIGHT: Final = 1024
 SIDECAR_ENV: Final = "GOTASK_SIDECAR"
-# After a connection is lost, how long to wait for the process to be seen exiting, so that callers
-# get the exit status and stderr rather than a bare "connection lost".
-_DEATH_NOTICE: Final = 0.1
+SECRET_ENV: Final = "GOTASK_SECRET"
 
 SidecarSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+@dataclass(frozen=True)
+class GoTaskStatistics:
+    """A snapshot of a `GoTask`, from `GoTask.statistics`."""
+
+    restarts: int
+    """Times the sidecar was restarted (see `RestartPolicy`)."""
+    connections: int
+    """Open connections to the running sidecar."""
+    in_flight: int
+    """Calls running now (including callers waiting for a free slot)."""
+    calls_done: int
+    """Calls that returned a result."""
+    calls_failed: int
+    """Calls that raised an error (from Go, the sidecar's death, bad arguments...)."""
+    calls_cancelled: int
+    """Calls that the caller's cancel scopes cancelled."""
 
 
 @final
 class GoTask:
     """A sidecar to call. Get one from `open_gotask` or `connect_gotask`; don't construct it."""
 
-    def __init__(self, pool: Pool, sidecar: Sidecar | None, address: str) -> None:
+    def __init__(
+        self, *, pool: Pool | None = None, supervisor: Supervisor | None = None, address: str = ""
+    ) -> None:
         self._pool = pool
-        self._sidecar = sidecar
-        self.address = address
-        """Where the sidecar listens: a socket path, ``host:port``, or ``-`` for the pipe transport."""
+        self._address = address
+        self._supervisor = supervisor
+        self._done = 0
+        self._failed = 0
+        self._cancelled = 0
 
     async def call(self, method: str, arg: Any = None) -> Any:
         """Call the Go method ``method`` (``"Service.Method"``) with ``arg``; return its reply.
@@ -49,25 +73,67 @@ class GoTask:
         ``arg`` and the reply are carried as msgpack (docs/protocol.md, section 3). The call runs under
         the caller's cancel scopes: when they cancel it, it returns at once (raising `trio.Cancelled`),
         the Go handler's context is cancelled, and the connection stays usable; the caller's deadline
-        becomes the Go context's deadline.
+        becomes the Go context's deadline. A call is never retried.
 
         Raises `RemoteError` (or a subclass) for an error from Go, `SidecarError` when the sidecar dies
         or its connection is lost, `ProtocolError` for malformed replies, and `TypeError`,
-        `ValueError` or `OverflowError` for an argument msgpack cannot carry.
+        `ValueError` or `OverflowError` for an argument msgpack cannot carry (or one larger than
+        ``max_frame_size``).
         """
-        return await self._pool.call(method, arg)
+        pool = self._pool
+        try:
+            if pool is None:
+                assert self._supervisor is not None
+                current = self._supervisor.current
+                pool = current.pool if current is not None else await self._supervisor.pool()
+            result = await pool.call(method, arg)
+        except trio.Cancelled:
+            self._cancelled += 1
+            raise
+        except BaseException:
+            self._failed += 1
+            raise
+        self._done += 1
+        return result
 
     def service(self, name: str) -> Service:
         """A proxy whose attributes are the methods of the Go service ``name``:
         ``await gt.service("App").Hi("Reasno")`` is ``await gt.call("App.Hi", "Reasno")``."""
         return Service(self, name)
 
+    def statistics(self) -> GoTaskStatistics:
+        """Counters and gauges of this GoTask, as a frozen record."""
+        pool = self._current_pool()
+        return GoTaskStatistics(
+            restarts=self._supervisor.restarts if self._supervisor else 0,
+            connections=pool.connections if pool else 0,
+            in_flight=pool.in_flight if pool else 0,
+            calls_done=self._done,
+            calls_failed=self._failed,
+            calls_cancelled=self._cancelled,
+        )
+
+    def _current_pool(self) -> Pool | None:
+        if self._supervisor is None:
+            return self._pool
+        current = self._supervisor.current
+        return current.pool if current else None
+
+    @property
+    def address(self) -> str:
+        """Where the sidecar listens: a socket path, ``host:port``, or ``-`` for the pipe transport."""
+        if self._supervisor is None:
+            return self._address
+        return self._supervisor.address
+
     @property
     def pid(self) -> int | None:
-        """The sidecar's process id, or ``None`` when it was started elsewhere."""
-        if self._sidecar is None or self._sidecar.process is None:
+        """The running sidecar's process id, or ``None`` when it was started elsewhere (or is
+        restarting)."""
+        current = self._supervisor.current if self._supervisor else None
+        if current is None or current.sidecar.process is None:
             return None
-        return self._sidecar.process.pid
+        return current.sidecar.process.pid
 
 
 @final
@@ -108,6 +174,7 @@ async def open_gotask(
     transport: Transport = "unix",
     pool_size: int = DEFAULT_POOL_SIZE,
     startup_timeout: float = 10.0,
+    restart: RestartPolicy | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     shutdown_grace: float = 2.0,
@@ -118,19 +185,23 @@ async def open_gotask(
     holding a Go main package, which is built with ``go build`` into a per-user cache (rebuilt only
     when its module's sources, go.mod/go.sum or the Go toolchain change). Without it, the
     ``GOTASK_SIDECAR`` environment variable names one. ``args`` are appended to the command, and the
-    transport flags (``-address``, ``-listen-on-pipe``) after them: since Go's flag package stops at
-    the first positional argument, give the sidecar flags only. ``env`` adds to the inherited
-    environment.
+    protocol's flags (``-address``, ``-listen-on-pipe``, ``-max-frame-size``) after them: since Go's
+    flag package stops at the first positional argument, give the sidecar flags only. ``env`` adds
+    to the inherited environment.
 
     ``transport`` is ``"unix"`` (a socket in a private temporary folder), ``"tcp"`` (loopback, a
-    free port) or ``"pipe"`` (the child's stdin and stdout, one connection). Up to ``pool_size``
-    connections are opened as load needs them (always one for the pipe), each carrying up to
-    ``max_inflight`` calls at once; further callers wait. Frames larger than ``max_frame_size``
-    bytes from the sidecar are refused.
+    free port, and a fresh shared secret that every connection must present) or ``"pipe"`` (the
+    child's stdin and stdout, one connection). Up to ``pool_size`` connections are opened as load
+    needs them (always one for the pipe), each carrying up to ``max_inflight`` calls at once;
+    further callers wait. No frame larger than ``max_frame_size`` bytes is sent or accepted, on
+    either side.
 
     ``startup_timeout`` bounds the wait for the handshake: it is the one deadline that is an
     argument, since start-up happens before the caller can scope it. Raises `SidecarError` if the
     program is missing, fails to build, exits early, is too slow, or speaks another protocol.
+
+    If the sidecar dies, the calls in flight fail with `SidecarError`, and so does every later
+    call, unless ``restart`` (a `RestartPolicy`) says to start a new one.
 
     On exit, calls still running fail, the connections close, the sidecar's stdin is closed (its
     signal to exit), and after ``shutdown_grace`` seconds it is terminated, then killed. The process
@@ -141,55 +212,48 @@ async def open_gotask(
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
     command = await _resolve_command(sidecar)
     folder = tempfile.mkdtemp(prefix="gotask-") if transport == "unix" else None
+    extra_env = dict(env or {})
+    secret = None
     try:
         if folder is not None:
             flags = ["-address", os.path.join(folder, "gotask.sock")]
         elif transport == "tcp":
             flags = ["-address", "127.0.0.1:0"]
+            secret = secrets.token_urlsafe(32)
+            extra_env[SECRET_ENV] = secret
         else:
             flags = ["-listen-on-pipe"]
-        process = Sidecar(
-            [*command, *args, *flags],
-            transport=transport,
-            env=dict(env) if env else None,
-            startup_timeout=startup_timeout,
-            grace=shutdown_grace,
-        )
-        async with _background() as nursery:
-            handshake: Handshake = await nursery.start(process.run)
-            closing = False
+        flags += ["-max-frame-size", str(max_frame_size)]
 
-            async def explain(cause: BaseException) -> ErrorFactory:
-                if not isinstance(cause, ProtocolError):
-                    with trio.move_on_after(_DEATH_NOTICE):
-                        await process.exited.wait()
-                    if process.exited.is_set() and not closing:
-                        return process.death_error()
-                return await lost_without_explanation(cause)
-
-            pool = Pool(
-                nursery,
-                _pipe_connect(process, handshake)
-                if transport == "pipe"
-                else _socket_connect(handshake.address),
-                size=1 if transport == "pipe" else pool_size,
-                max_frame_size=max_frame_size,
-                max_inflight=max_inflight,
-                explain=explain,
+        def new_sidecar() -> Sidecar:
+            return Sidecar(
+                [*command, *args, *flags],
+                transport=transport,
+                env=extra_env,
+                startup_timeout=startup_timeout,
+                grace=shutdown_grace,
             )
 
-            async def fail_calls_when_it_dies() -> None:
-                await process.exited.wait()
-                if not closing:
-                    pool.fail(process.death_error())
+        def new_connect(process: Sidecar, handshake: Handshake) -> Connect:
+            if transport == "pipe":
+                return _pipe_connect(process, handshake)
+            return _socket_connect(handshake.address, secret=secret)
 
-            nursery.start_soon(fail_calls_when_it_dies)
-            await pool.warm_up()
+        async with _background() as nursery:
+            supervisor = Supervisor(
+                nursery,
+                new_sidecar,
+                new_connect,
+                pool_size=1 if transport == "pipe" else pool_size,
+                max_frame_size=max_frame_size,
+                max_inflight=max_inflight,
+                restart=restart,
+            )
+            await nursery.start(supervisor.run)
             try:
-                yield GoTask(pool, process, handshake.address)
+                yield GoTask(supervisor=supervisor)
             finally:
-                closing = True
-                pool.close()
+                supervisor.close()
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -199,20 +263,29 @@ async def open_gotask(
 async def connect_gotask(
     address: str,
     *,
+    secret: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
     pool_size: int = DEFAULT_POOL_SIZE,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
 ) -> AsyncIterator[GoTask]:
     """Yield a `GoTask` for a sidecar started elsewhere (``./app -address ADDR -standalone``).
 
-    ``address`` is a Unix socket path or a TCP ``host:port``. One connection is opened at once (so a
-    wrong address fails here, with `SidecarError`), more as load needs them. The process is not
-    ours: leaving the block closes the connections and nothing else.
+    ``address`` is a Unix socket path or a TCP ``host:port``. ``secret`` is presented first on every
+    connection, for a sidecar started with ``GOTASK_SECRET`` set; a sidecar that refuses it closes
+    the connection, and calls fail with `SidecarError`. ``ssl_context`` makes TCP connections speak
+    TLS (to a sidecar started with ``-tls-cert`` and ``-tls-key``), checking the certificate against
+    ``server_hostname`` (by default the address's host).
+
+    One connection is opened at once (so a wrong address fails here, with `SidecarError`), more as
+    load needs them. The process is not ours: leaving the block closes the connections and nothing
+    else.
     """
     async with _background() as nursery:
         pool = Pool(
             nursery,
-            _socket_connect(address),
+            _socket_connect(address, secret=secret, ssl_context=ssl_context, server_hostname=server_hostname),
             size=pool_size,
             max_frame_size=max_frame_size,
             max_inflight=max_inflight,
@@ -220,14 +293,37 @@ async def connect_gotask(
         )
         await pool.warm_up()
         try:
-            yield GoTask(pool, None, address)
+            yield GoTask(pool=pool, address=address)
         finally:
             pool.close()
 
 
-def _socket_connect(address: str) -> Connect:
+def _socket_connect(
+    address: str,
+    *,
+    secret: str | None,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> Connect:
+    hello = b""
+    if secret is not None:
+        payload = Encoder().auth(secret)
+        hello = frame_header(len(payload)) + payload
+
     async def connect() -> tuple[trio.abc.Stream, bytes]:
-        return await open_stream(address), b""
+        stream = await open_stream(address)
+        try:
+            if ssl_context is not None:
+                host = server_hostname or split_host_port(address)[0]
+                stream = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=False)
+                await stream.do_handshake()
+            if hello:
+                # Sent before the connection is shared: a cancel here discards the whole stream.
+                await stream.send_all(hello)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return stream, b""
 
     return connect
 

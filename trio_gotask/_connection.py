@@ -120,6 +120,11 @@ class Connection:
         msgid = self._next_msgid()
         try:
             payload = self._encoder.request(msgid, method, arg, timeout)
+            if len(payload) > self._decoder.max_frame_size:
+                raise ValueError(
+                    f"the request to {method} is {len(payload)} bytes; the frame limit is "
+                    f"{self._decoder.max_frame_size} (max_frame_size)"
+                )
         except BaseException:
             self._slots.release()
             raise

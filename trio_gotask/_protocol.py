@@ -26,6 +26,7 @@ REQUEST: Final = 0
 RESPONSE: Final = 1
 NOTIFICATION: Final = 2
 CANCEL: Final = "$cancel"
+AUTH: Final = "$auth"
 MAX_MSGID: Final = 2**32 - 1
 
 _HEADER = struct.Struct(">I")
@@ -74,6 +75,9 @@ class Encoder:
     def request(self, msgid: int, method: str, params: Any, timeout: float | None = None) -> bytes:
         meta = None if timeout is None else {"timeout": timeout}
         return self._packer.pack([REQUEST, msgid, method, params, meta])  # type: ignore[no-any-return]
+
+    def auth(self, secret: str) -> bytes:
+        return self._packer.pack([NOTIFICATION, AUTH, secret])  # type: ignore[no-any-return]
 
     def cancel(self, msgid: int) -> bytes:
         return self._packer.pack([NOTIFICATION, CANCEL, msgid])  # type: ignore[no-any-return]

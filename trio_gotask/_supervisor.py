@@ -1,0 +1,164 @@
+"""Keeps a sidecar running for a GoTask: starts it, notices its death, restarts it if asked to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import final
+
+import trio
+
+from ._connection import ErrorFactory, error_factory, lost_without_explanation
+from ._errors import GoTaskError, ProtocolError, SidecarError
+from ._pool import Connect, Pool
+from ._sidecar import Handshake, Sidecar
+
+# After a connection is lost, how long to wait for the process to be seen exiting, so that callers
+# get the exit status and stderr rather than a bare "connection lost".
+_DEATH_NOTICE = 0.1
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Restart a sidecar that died, instead of failing every later call.
+
+    Calls in flight when it died still fail with `SidecarError`: a call is never retried behind the
+    caller's back, since the Go side may have done its work. Calls made while it restarts wait for
+    the new process (under the caller's cancel scopes) and then run on it.
+
+    The first restart waits ``backoff`` seconds, each consecutive one twice as long, up to
+    ``max_backoff``. After ``max_restarts`` consecutive restarts the sidecar is left dead and calls
+    fail. A sidecar that served for ``reset_after`` seconds before dying starts the count afresh.
+    A start that fails (no handshake, an early exit) counts as a restart.
+    """
+
+    max_restarts: int = 5
+    backoff: float = 0.1
+    max_backoff: float = 5.0
+    reset_after: float = 60.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One run of the sidecar and the connection pool that talks to it."""
+
+    sidecar: Sidecar
+    pool: Pool
+
+
+@final
+class Supervisor:
+    """Runs sidecar after sidecar (per the restart policy) and publishes the current `Generation`.
+
+    `run` reports through ``task_status`` once the first sidecar shook hands and its first
+    connection is open; a failure before that is raised to the caller of ``nursery.start``.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        new_sidecar: Callable[[], Sidecar],
+        new_connect: Callable[[Sidecar, Handshake], Connect],
+        *,
+        pool_size: int,
+        max_frame_size: int,
+        max_inflight: int,
+        restart: RestartPolicy | None,
+    ) -> None:
+        self._nursery = nursery
+        self._new_sidecar = new_sidecar
+        self._new_connect = new_connect
+        self._pool_size = pool_size
+        self._max_frame_size = max_frame_size
+        self._max_inflight = max_inflight
+        self._policy = restart
+        self._current: Generation | None = None
+        self._changed = trio.Event()
+        self._failure: ErrorFactory | None = None
+        self.closing = False
+        self.restarts = 0
+        self.address = ""
+
+    @property
+    def current(self) -> Generation | None:
+        return self._current
+
+    async def pool(self) -> Pool:
+        """The pool of the running sidecar, waiting while one restarts."""
+        while True:
+            if self._current is not None:
+                return self._current.pool
+            if self._failure is not None:
+                raise self._failure()
+            await self._changed.wait()
+
+    def _publish(self, generation: Generation | None) -> None:
+        self._current = generation
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def close(self) -> None:
+        self.closing = True
+        if self._failure is None:
+            self._failure = error_factory(GoTaskError, "the GoTask is closed")
+        if self._current is not None:
+            self._current.pool.close()
+        self._publish(None)
+
+    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
+        consecutive = 0
+        started = False
+        while not self.closing:
+            sidecar = self._new_sidecar()
+            try:
+                handshake: Handshake = await self._nursery.start(sidecar.run)
+                pool = self._new_pool(sidecar, handshake)
+                if not started:
+                    await pool.warm_up()
+            except SidecarError as exc:
+                if not started:
+                    raise
+                death: ErrorFactory = error_factory(
+                    SidecarError, f"restarting the sidecar failed: {exc}", cause=exc
+                )
+            else:
+                self.address = handshake.address
+                self._publish(Generation(sidecar, pool))
+                if not started:
+                    started = True
+                    task_status.started()
+                began = trio.current_time()
+                await sidecar.exited.wait()
+                if self.closing:
+                    return
+                death = sidecar.death_error()
+                pool.fail(death)
+                if trio.current_time() - began >= (self._policy.reset_after if self._policy else 0):
+                    consecutive = 0
+            policy = self._policy
+            if policy is None or consecutive >= policy.max_restarts:
+                self._failure = death
+                self._publish(None)
+                return
+            self._publish(None)
+            await trio.sleep(min(policy.backoff * 2**consecutive, policy.max_backoff))
+            consecutive += 1
+            self.restarts += 1
+
+    def _new_pool(self, sidecar: Sidecar, handshake: Handshake) -> Pool:
+        async def explain(cause: BaseException) -> ErrorFactory:
+            if not isinstance(cause, ProtocolError):
+                with trio.move_on_after(_DEATH_NOTICE):
+                    await sidecar.exited.wait()
+                if sidecar.exited.is_set() and not self.closing:
+                    return sidecar.death_error()
+            return await lost_without_explanation(cause)
+
+        return Pool(
+            self._nursery,
+            self._new_connect(sidecar, handshake),
+            size=self._pool_size,
+            max_frame_size=self._max_frame_size,
+            max_inflight=self._max_inflight,
+            explain=explain,
+        )
