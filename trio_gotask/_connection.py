@@ -9,7 +9,7 @@ from typing import Any, Final, final
 import outcome
 import trio
 
-from ._errors import GoTaskError, ProtocolError, SidecarError, remote_error
+from ._errors import GoTaskError, ProtocolError, RemoteError, SidecarError, remote_error
 from ._protocol import MAX_MSGID, Decoder, Encoder, Notification, Response, frame_header
 
 ErrorFactory = Callable[[], GoTaskError]
@@ -107,6 +107,13 @@ class Connection:
             except trio.WouldBlock:
                 await self._slots.acquire()
             return await self._call(method, arg)
+        except RemoteError as exc:
+            if exc.type == "deadline_exceeded":
+                # The Go context shares the caller's deadline, and its reply can beat Trio to
+                # noticing that deadline. One more checkpoint lets the caller's own scope win, so
+                # fail_after still raises TooSlowError and move_on_after still moves on.
+                await trio.lowlevel.checkpoint()
+            raise
         finally:
             self.load -= 1
 

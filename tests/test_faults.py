@@ -1,0 +1,237 @@
+"""Faults: a sidecar that dies, a Python that dies, Ctrl-C, limits. Nothing hangs, nothing leaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from trio_gotask import GoTaskError, RestartPolicy, SidecarError, open_gotask
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def wait_for_exit(pid: int) -> None:
+    """Wait, without polling, until process ``pid`` (not necessarily our child) has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.fault(
+    fault="sidecar SIGKILLed with calls in flight", sees="SidecarError: exit status, stderr tail"
+)
+async def test_sigkill_mid_call_fails_every_call_promptly(sidecar: str) -> None:
+    failed_after: list[float] = []
+
+    async def waiting() -> None:
+        with pytest.raises(SidecarError, match="SIGKILL"):
+            await gt.call("App.Slow", 60_000)
+        failed_after.append(trio.current_time() - killed_at)
+
+    async with open_gotask(sidecar) as gt:
+        assert gt.pid is not None
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(waiting)
+                await trio.testing.wait_all_tasks_blocked()
+                killed_at = trio.current_time()
+                os.kill(gt.pid, signal.SIGKILL)
+        stats = gt.statistics()
+    assert len(failed_after) == 20
+    assert stats.calls_failed == 20
+    assert stats.in_flight == 0
+    print(f"in-flight calls failed {max(failed_after) * 1000:.1f} ms after SIGKILL")
+
+
+@pytest.mark.fault(
+    fault="sidecar dies, restart policy on", sees="in-flight calls fail once; later calls succeed"
+)
+async def test_restart_policy_brings_it_back_without_retrying(sidecar: str) -> None:
+    policy = RestartPolicy(max_restarts=3, backoff=0.01)
+    async with open_gotask(sidecar, restart=policy) as gt:
+        first_pid = gt.pid
+        assert first_pid is not None
+        with pytest.raises(SidecarError, match="status 7"):
+            await gt.call("App.Exit", 7)
+        # Waits for the new sidecar, under our own deadline.
+        with trio.fail_after(10):
+            assert await gt.call("App.Hi", "again") == {"hello": "again"}
+        assert gt.pid not in (None, first_pid)
+        # Had App.Exit been retried on the new process, that one would have died too.
+        assert await gt.call("App.Pid") == gt.pid
+        stats = gt.statistics()
+        assert stats.restarts == 1
+        assert stats.calls_failed == 1
+        assert stats.connections >= 1
+
+
+@pytest.mark.fault(fault="sidecar keeps dying, restart cap reached", sees="SidecarError for every later call")
+async def test_restart_gives_up_after_the_cap(sidecar: str) -> None:
+    async with open_gotask(sidecar, restart=RestartPolicy(max_restarts=2, backoff=0.01)) as gt:
+        for _ in range(3):
+            with pytest.raises(SidecarError):
+                await gt.call("App.Exit", 1)
+        with pytest.raises(SidecarError, match="status 1"):
+            await gt.call("App.Hi", "anyone?")
+        assert gt.statistics().restarts == 2
+
+
+async def test_statistics_count_calls(sidecar: str) -> None:
+    async with open_gotask(sidecar) as gt:
+        await gt.call("App.Hi", "x")
+        with pytest.raises(GoTaskError):
+            await gt.call("App.Fail", "x")
+        with trio.move_on_after(0.01):
+            await gt.call("App.Slow", 10_000)
+        stats = gt.statistics()
+    assert (stats.calls_done, stats.calls_failed, stats.calls_cancelled) == (1, 1, 1)
+    with pytest.raises(AttributeError):
+        stats.calls_done = 5  # type: ignore[misc]
+
+
+@pytest.mark.fault(
+    fault="argument larger than max_frame_size", sees="ValueError before sending; connection fine"
+)
+async def test_request_over_the_frame_limit_is_refused_before_sending(sidecar: str) -> None:
+    async with open_gotask(sidecar, max_frame_size=1 << 16, pool_size=1) as gt:
+        with pytest.raises(ValueError, match="frame limit"):
+            await gt.call("App.Echo", bytes(1 << 17))
+        assert await gt.call("App.Echo", bytes(1 << 15)) == bytes(1 << 15)
+        assert gt.statistics().connections == 1
+
+
+@pytest.mark.fault(
+    fault="reply larger than max_frame_size", sees="ProtocolError (too_large) for that connection"
+)
+async def test_reply_over_the_frame_limit(sidecar: str) -> None:
+    async with open_gotask(sidecar, max_frame_size=1 << 16) as gt:
+        with pytest.raises(GoTaskError) as info:
+            await gt.call("App.Large", 1 << 17)
+        assert getattr(info.value, "code", None) == "too_large"
+        assert await gt.call("App.Hi", "next") == {"hello": "next"}
+
+
+@contextmanager
+def run_script(body: str, *args: str, **kwargs: object) -> Iterator[subprocess.Popen[str]]:
+    """Run a Python program as its own process (with start_new_session, in its own process group,
+    as a terminal runs it); it is killed and reaped on the way out whatever happens."""
+    with subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(body), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        **kwargs,  # type: ignore[call-overload]
+    ) as process:
+        try:
+            yield process
+        finally:
+            process.kill()
+
+
+PARENT = """
+    import json, sys, trio
+    from trio_gotask import open_gotask
+
+    async def main():
+        async with open_gotask(sys.argv[1]) as gt:
+            print(json.dumps({"pid": gt.pid, "address": gt.address}), flush=True)
+            await gt.call("App.Slow", 60_000)
+
+    trio.run(main)
+"""
+
+
+@pytest.mark.fault(fault="Python process SIGKILLed", sees="sidecar exits (stdin EOF), socket removed")
+async def test_sidecar_exits_when_python_is_killed(sidecar: str) -> None:
+    with run_script(PARENT, sidecar) as parent:
+        assert parent.stdout is not None
+        info = json.loads(await trio.to_thread.run_sync(parent.stdout.readline))
+        start = time.monotonic()
+        parent.kill()
+        with trio.fail_after(5):
+            await wait_for_exit(info["pid"])
+        print(f"sidecar exited {(time.monotonic() - start) * 1000:.0f} ms after its parent was killed")
+        assert not os.path.exists(info["address"])
+
+
+HOLDER = """
+    import json, os, subprocess, sys
+    sidecar = subprocess.Popen(
+        [sys.argv[1], "-address", sys.argv[2]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        env={**os.environ, "GOTASK_MAGIC_COOKIE": "d3a1c2b7e6f54a09"},
+    )
+    sidecar.stdout.readline()
+    # A grandchild inherits the write end of the sidecar's stdin, so stdin never reaches EOF.
+    holder = subprocess.Popen(["sleep", "60"], pass_fds=[sidecar.stdin.fileno()])
+    print(json.dumps({"pid": sidecar.pid, "holder": holder.pid}), flush=True)
+    sidecar.wait()
+"""
+
+
+@pytest.mark.fault(fault="Python killed, stdin held open elsewhere", sees="sidecar exits (parent-pid watch)")
+async def test_parent_pid_watch_is_the_fallback(sidecar: str, tmp_path: Path) -> None:
+    with run_script(HOLDER, sidecar, str(tmp_path / "s.sock")) as parent:
+        assert parent.stdout is not None
+        info = json.loads(await trio.to_thread.run_sync(parent.stdout.readline))
+        try:
+            parent.kill()
+            with trio.fail_after(5):
+                await wait_for_exit(info["pid"])
+            assert not (tmp_path / "s.sock").exists()
+        finally:
+            os.kill(info["holder"], signal.SIGKILL)
+
+
+CTRL_C = """
+    import json, sys, trio
+    from trio_gotask import open_gotask
+
+    async def main():
+        async with open_gotask(sys.argv[1]) as gt:
+            print(json.dumps({"pid": gt.pid}), flush=True)
+            await gt.call("App.Slow", 60_000)
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.fault(
+    fault="Ctrl-C (SIGINT to the process group)", sees="KeyboardInterrupt; sidecar stopped in order"
+)
+async def test_ctrl_c_shuts_down_cleanly(sidecar: str) -> None:
+    with run_script(CTRL_C, sidecar, start_new_session=True) as program:
+        assert program.stdout is not None
+        info = json.loads(await trio.to_thread.run_sync(program.stdout.readline))
+        os.killpg(program.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        with trio.fail_after(10):
+            out, err = await trio.to_thread.run_sync(program.communicate)
+            await wait_for_exit(info["pid"])
+    assert program.returncode == 0
+    assert out.strip() == "interrupted"
+    # No traceback from the child, and the child did not die of the SIGINT.
+    assert "goroutine" not in err
+    assert "panic" not in err
+    assert "Traceback" not in err
