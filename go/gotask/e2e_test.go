@@ -74,9 +74,15 @@ type sidecar struct {
 // startSidecar starts the example with the cookie and waits for its handshake.
 func startSidecar(t *testing.T, cookie bool, args ...string) *sidecar {
 	t.Helper()
+	return startSidecarEnv(t, nil, cookie, args...)
+}
+
+// startSidecarEnv is startSidecar with extra environment variables.
+func startSidecarEnv(t *testing.T, env []string, cookie bool, args ...string) *sidecar {
+	t.Helper()
 	sc := &sidecar{t: t, stderr: new(syncBuffer), exited: make(chan struct{})}
 	sc.cmd = exec.Command(exampleBin, args...)
-	sc.cmd.Env = os.Environ()
+	sc.cmd.Env = append(os.Environ(), env...)
 	if cookie {
 		sc.cmd.Env = append(sc.cmd.Env, MagicCookieKey+"="+MagicCookieValue)
 	}
@@ -297,6 +303,18 @@ func TestSidecarHostileInput(t *testing.T) {
 		{"4GiB", []byte{0xff, 0xff, 0xff, 0xff}, false},
 		{"bad_message", []byte{0, 0, 0, 1, 0x07}, false},
 		{"response", []byte{0, 0, 0, 5, 0x94, 0x01, 0x01, 0xc0, 0xc0}, false},
+		{"type 3", frameOf(t, []any{3, 1, "App.Hi", "x", nil}), false},
+		{"negative type", frameOf(t, []any{-1, 1, "App.Hi", "x", nil}), false},
+		{"short request", frameOf(t, []any{0, 1, "App.Hi"}), false},
+		{"long request", frameOf(t, []any{0, 1, "App.Hi", "x", nil, nil}), false},
+		{"negative msgid", frameOf(t, []any{0, -1, "App.Hi", "x", nil}), false},
+		{"msgid 2^32", frameOf(t, []any{0, uint64(1) << 32, "App.Hi", "x", nil}), false},
+		{"method not a string", frameOf(t, []any{0, 1, []byte("App.Hi"), "x", nil}), false},
+		{"meta a string", frameOf(t, []any{0, 1, "App.Hi", "x", "timeout"}), false},
+		{"short notification", frameOf(t, []any{2, "$cancel"}), false},
+		{"empty array", frameOf(t, []any{}), false},
+		{"trailing bytes", append([]byte{0, 0, 0, 2}, 0x90, 0xc0), false},
+		{"deep nesting", deepRequest(100000), false},
 	}
 	for i, in := range inputs {
 		conn := sc.dial().(*net.UnixConn)

@@ -2,6 +2,7 @@ package gotask
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,9 @@ const (
 	MagicCookieValue = "d3a1c2b7e6f54a09"
 )
 
+// secretEnv names the environment variable that carries Server.Secret.
+const secretEnv = "GOTASK_SECRET"
+
 // options are the command-line flags of Run.
 type options struct {
 	address     string
@@ -30,6 +34,8 @@ type options struct {
 	maxFrame    uint64
 	maxInflight int
 	grace       time.Duration
+	tlsCert     string
+	tlsKey      string
 }
 
 func (o *options) define(fs *flag.FlagSet) {
@@ -39,6 +45,8 @@ func (o *options) define(fs *flag.FlagSet) {
 	fs.Uint64Var(&o.maxFrame, "max-frame-size", DefaultMaxFrameSize, "the largest frame accepted, in `bytes`")
 	fs.IntVar(&o.maxInflight, "max-inflight", DefaultMaxInflight, "the most calls running at once on one connection")
 	fs.DurationVar(&o.grace, "grace", 5*time.Second, "how long in-flight calls may finish at shutdown")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TCP over TLS with the certificate in this PEM `file` (needs -tls-key)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "the PEM `file` holding the private key of -tls-cert")
 }
 
 var cmdline options
@@ -56,6 +64,11 @@ func Run() {
 		flag.Parse()
 	}
 	launched := os.Getenv(MagicCookieKey) == MagicCookieValue
+	if secret := os.Getenv(secretEnv); secret != "" {
+		DefaultServer.Secret = secret
+		// Keep it from the processes that methods may start.
+		os.Unsetenv(secretEnv)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)
@@ -102,6 +115,20 @@ func run(ctx context.Context, srv *Server, o options, launched bool, stdin io.Re
 	if o.grace < 0 {
 		return fail("-grace must not be negative")
 	}
+	var tlsConfig *tls.Config
+	if o.tlsCert != "" || o.tlsKey != "" {
+		if o.tlsCert == "" || o.tlsKey == "" {
+			return fail("-tls-cert and -tls-key go together: pass both or neither")
+		}
+		if o.pipe || !isTCPAddress(o.address) {
+			return fail("-tls-cert and -tls-key need a TCP -address (host:port); TLS is not available with -listen-on-pipe or a Unix socket")
+		}
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return fail("loading -tls-cert and -tls-key: %v", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	srv.MaxFrameSize = uint32(o.maxFrame)
 	srv.MaxInflight = o.maxInflight
 
@@ -137,6 +164,9 @@ func run(ctx context.Context, srv *Server, o options, launched bool, stdin io.Re
 		return fail("%v", err)
 	}
 	defer cleanup()
+	if tlsConfig != nil {
+		l = tls.NewListener(l, tlsConfig)
+	}
 	addr := l.Addr().String()
 	if _, err := fmt.Fprintf(stdout, "gotask|1|%s|%s\n", transport, addr); err != nil {
 		l.Close()
@@ -229,6 +259,14 @@ func listen(address string) (l net.Listener, transport string, cleanup func(), e
 		return nil, "", nil, err
 	}
 	l, err = net.Listen("unix", path)
+	if err == nil {
+		// Connecting needs write permission on the file. Until this chmod the
+		// umask decides it; under the usual 022 or 077 nobody else has it, and
+		// with no -address the directory is private anyway.
+		if err = os.Chmod(path, 0o600); err != nil {
+			l.Close()
+		}
+	}
 	if err != nil {
 		if dir != "" {
 			os.RemoveAll(dir)

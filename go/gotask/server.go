@@ -3,6 +3,9 @@ package gotask
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -29,9 +32,21 @@ type Server struct {
 	// bound the server stops reading from that connection until a call
 	// finishes. Zero means DefaultMaxInflight.
 	MaxInflight int
-	// ErrorLog receives one line per connection closed for a protocol error.
+	// ErrorLog receives one line per connection closed for a protocol error
+	// or turned away before its first request (TLS handshake, Secret).
 	// Nil means standard error with the prefix "gotask: ".
 	ErrorLog *log.Logger
+	// Secret, when not empty, is the shared secret every connection accepted
+	// by Serve must present before anything else: its first frame must be the
+	// notification [2, "$auth", Secret], within ten seconds. A connection that
+	// sends anything else, another secret or nothing in time is closed without
+	// a reply, and one line that contains neither secret is logged. ServeConn
+	// does not ask for it: its caller vouches for the connection.
+	Secret string
+
+	// authTimeout bounds the TLS handshake and the $auth frame of an accepted
+	// connection; zero means defaultAuthTimeout. Tests shorten it.
+	authTimeout time.Duration
 
 	services sync.Map // name -> *service
 
@@ -151,7 +166,7 @@ func (s *Server) Serve(l net.Listener) error {
 			continue
 		}
 		delay = 0
-		go s.ServeConn(rwc)
+		go s.serveConn(rwc, true)
 	}
 }
 
@@ -164,8 +179,12 @@ func (s *Server) isShutting() bool {
 // ServeConn serves one connection and blocks until it is done: the peer closed
 // it, a protocol error closed it, or Shutdown did. When the peer stops sending,
 // the contexts of its calls still running are cancelled; ServeConn returns once
-// they have returned. It closes rwc.
-func (s *Server) ServeConn(rwc io.ReadWriteCloser) {
+// they have returned. It closes rwc. It does not ask for Secret.
+func (s *Server) ServeConn(rwc io.ReadWriteCloser) { s.serveConn(rwc, false) }
+
+// serveConn serves one connection; accepted says it came from Serve, so that
+// it must first finish its TLS handshake and present the secret, if any.
+func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 	c := s.newConn(rwc)
 	s.mu.Lock()
 	if s.closed {
@@ -182,8 +201,9 @@ func (s *Server) ServeConn(rwc io.ReadWriteCloser) {
 	}()
 
 	go c.writeLoop()
-	err := c.readLoop()
-	if errorCode(err) != "" {
+	err := c.readLoop(accepted)
+	var ae *admitError
+	if errorCode(err) != "" || errors.As(err, &ae) {
 		s.logf("closing connection%s: %v", c.describe(), err)
 		c.closeRWC()
 	}
@@ -334,10 +354,18 @@ func (c *conn) closeRWC() { c.closeOnce.Do(func() { c.rwc.Close() }) }
 func (c *conn) stopWriter() { c.quitOnce.Do(func() { close(c.quit) }) }
 
 // readLoop reads messages until the stream ends (nil), fails, or is malformed
-// (a protocol error).
-func (c *conn) readLoop() error {
+// (a protocol error). A connection accepted by Serve is admitted first.
+func (c *conn) readLoop(accepted bool) error {
 	br := bufio.NewReaderSize(c.rwc, 64<<10)
+	if accepted {
+		if err := c.admit(br); err != nil {
+			return err
+		}
+	}
 	for {
+		if c.ctx.Err() != nil {
+			return nil // the writer failed, or Shutdown gave up: replies cannot be delivered
+		}
 		payload, err := readFrame(br, c.maxFrame)
 		if err != nil {
 			if err == io.EOF {
@@ -358,6 +386,90 @@ func (c *conn) readLoop() error {
 			return protoErr(codeBadMessage, "a sidecar does not accept responses")
 		}
 	}
+}
+
+// defaultAuthTimeout bounds the TLS handshake and the $auth frame (protocol.md
+// section 5, Security).
+const defaultAuthTimeout = 10 * time.Second
+
+// admitError is why a connection accepted by Serve was turned away before its
+// first request. Its text never contains a secret.
+type admitError struct{ reason string }
+
+func (e *admitError) Error() string { return e.reason }
+
+// admit runs the TLS handshake, if the connection is TLS, and reads the $auth
+// frame, if the server has a secret, both within the server's authTimeout.
+// Nothing else is read before it returns nil.
+func (c *conn) admit(br *bufio.Reader) error {
+	secret := c.srv.Secret
+	tc, isTLS := c.rwc.(*tls.Conn)
+	if !isTLS && secret == "" {
+		return nil
+	}
+	timeout := c.srv.authTimeout
+	if timeout <= 0 {
+		timeout = defaultAuthTimeout
+	}
+	nc, _ := c.rwc.(net.Conn)
+	if nc != nil {
+		nc.SetDeadline(time.Now().Add(timeout))
+	}
+	if isTLS {
+		if err := tc.Handshake(); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return &admitError{fmt.Sprintf("no TLS handshake within %v", timeout)}
+			}
+			return &admitError{"TLS handshake failed: " + err.Error()}
+		}
+	}
+	if secret != "" {
+		if err := c.authenticate(br, secret, timeout); err != nil {
+			return err
+		}
+	}
+	if nc != nil {
+		nc.SetDeadline(time.Time{})
+	}
+	return nil
+}
+
+// authenticate reads the first frame and checks that it is [2, "$auth", secret].
+func (c *conn) authenticate(br *bufio.Reader, secret string, timeout time.Duration) error {
+	// A longer frame cannot be $auth: do not let an unauthenticated peer make
+	// us allocate up to MaxFrameSize.
+	limit := uint32(min(len(secret)+64, int(c.maxFrame)))
+	payload, err := readFrame(br, limit)
+	switch {
+	case err == nil:
+	case err == io.EOF:
+		return &admitError{"connection closed before authenticating"}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return &admitError{fmt.Sprintf("no $auth frame within %v", timeout)}
+	case errorCode(err) == codeTooLarge:
+		return &admitError{"authentication failed: the first frame is too long to be $auth"}
+	default:
+		return &admitError{"authentication failed: " + err.Error()}
+	}
+	m, err := parseMessage(payload)
+	if err != nil {
+		return &admitError{"authentication failed: " + err.Error()}
+	}
+	if m.typ != typeNotification || m.method != "$auth" {
+		return &admitError{"authentication failed: the first frame is not an $auth notification"}
+	}
+	cur := cursor{b: m.params}
+	got, ok := cur.str()
+	if !ok {
+		return &admitError{"authentication failed: the $auth secret is not a string"}
+	}
+	// Hashing first makes the comparison take the same time whatever the
+	// lengths; ConstantTimeCompare alone returns early when they differ.
+	gotSum, wantSum := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(secret))
+	if subtle.ConstantTimeCompare(gotSum[:], wantSum[:]) != 1 {
+		return &admitError{"authentication failed: wrong secret"}
+	}
+	return nil
 }
 
 func (c *conn) notification(m *message) {
@@ -389,7 +501,12 @@ func (c *conn) request(m *message) {
 		s.endCall()
 		return
 	}
-	c.sem <- struct{}{} // at the bound, stop reading until a call finishes
+	select {
+	case c.sem <- struct{}{}: // at the bound, stop reading until a call finishes
+	case <-c.ctx.Done(): // the connection broke while we waited
+		s.endCall()
+		return
+	}
 
 	var ctx context.Context
 	var cancel context.CancelFunc
@@ -532,6 +649,14 @@ func encodeResponse(e *encBuf, msgid uint32, werr *wireError, result any) (err e
 	return err
 }
 
+// writeFailed ends a connection whose replies can no longer be delivered (the
+// peer went away, perhaps without reading them): the calls are cancelled, the
+// reader stops starting new ones, and closing the connection wakes it up.
+func (c *conn) writeFailed() {
+	c.cancel()
+	c.closeRWC()
+}
+
 // writeLoop writes queued frames through one buffer and flushes only when
 // nothing more is queued, so replies finishing together share a write.
 func (c *conn) writeLoop() {
@@ -541,8 +666,8 @@ func (c *conn) writeLoop() {
 	write := func(e *encBuf) {
 		if !dead {
 			if _, err := bw.Write(e.buf.Bytes()); err != nil {
+				c.writeFailed()
 				dead = true
-				c.closeRWC()
 			}
 		}
 		putEncBuf(e)
@@ -550,8 +675,8 @@ func (c *conn) writeLoop() {
 	flush := func() {
 		if !dead && bw.Buffered() > 0 {
 			if err := bw.Flush(); err != nil {
+				c.writeFailed()
 				dead = true
-				c.closeRWC()
 			}
 		}
 	}
