@@ -79,6 +79,10 @@ BROKEN_REPLIES: list[tuple[str, Reply, str]] = [
 ]
 
 
+@pytest.mark.fault(
+    fault="malformed reply, oversize or empty frame, unknown msgid, a request",
+    sees="ProtocolError for that connection's calls; it is replaced, others unaffected",
+)
 @pytest.mark.parametrize(("name", "reply", "code"), BROKEN_REPLIES, ids=[b[0] for b in BROKEN_REPLIES])
 async def test_broken_reply_fails_only_its_connection(
     tmp_path: Path, name: str, reply: Reply, code: str

@@ -30,6 +30,9 @@ async def test_fail_after_raises_too_slow_and_cancels_go(gt: GoTask) -> None:
     assert await gt.call("App.Hi", "after") == {"hello": "after"}
 
 
+@pytest.mark.fault(
+    fault="a reply arriving after its caller gave up", sees="discarded; never given to another call"
+)
 async def test_cancel_while_waiting_returns_and_late_reply_is_discarded(gt: GoTask) -> None:
     # Sleep ignores its context, so its reply arrives after the caller gave up.
     with trio.move_on_after(0.05) as scope:
@@ -52,6 +55,10 @@ async def test_deadline_travels_to_go(gt: GoTask) -> None:
     assert 0 < remaining <= 2
 
 
+@pytest.mark.fault(
+    fault="caller cancelled while its 32 MiB request is written",
+    sees="Cancelled; the stream keeps whole frames, next call works",
+)
 async def test_cancel_while_request_is_being_written(gt: GoTask) -> None:
     big = bytes(32 * 1024 * 1024)
     for delay in (0, 0.0001, 0.001, 0.005):
@@ -71,6 +78,10 @@ async def test_cancelled_before_send_is_never_sent(gt: GoTask) -> None:
     assert await gt.call("App.WaitCancelled", 0) == counted
 
 
+@pytest.mark.fault(
+    fault="1,000 calls cancelled at random moments",
+    sees="Cancelled each; later calls succeed, nothing in flight",
+)
 async def test_storm_of_cancelled_calls_then_normal_calls(gt: GoTask) -> None:
     rng = random.Random(1)
 

@@ -92,12 +92,16 @@ def sh(script: str) -> list[str]:
     return ["/bin/sh", "-c", script, "sidecar"]
 
 
+@pytest.mark.fault(fault="sidecar program missing", sees="SidecarError: cannot start")
 async def test_missing_program() -> None:
     with pytest.raises(SidecarError, match="cannot start the sidecar"):
         async with open_gotask("/nonexistent/sidecar"):
             pass
 
 
+@pytest.mark.fault(
+    fault="sidecar exits before its handshake", sees="SidecarError with exit status and stderr tail"
+)
 async def test_exit_before_handshake_says_so_with_stderr() -> None:
     with pytest.raises(SidecarError, match="exited with status 3 before its handshake") as info:
         async with open_gotask(sh("echo 'cannot open database' >&2; exit 3")):
@@ -106,18 +110,23 @@ async def test_exit_before_handshake_says_so_with_stderr() -> None:
     assert "cannot open database" in info.value.stderr_tail
 
 
+@pytest.mark.fault(fault="junk on stdout before the handshake", sees="SidecarError naming what was printed")
 async def test_junk_before_handshake() -> None:
     with pytest.raises(SidecarError, match="expected the handshake line"):
         async with open_gotask(sh("echo 'Hello from main()'; sleep 10")):
             pass
 
 
+@pytest.mark.fault(
+    fault="no handshake within startup_timeout", sees="SidecarError; the process is killed and reaped"
+)
 async def test_handshake_timeout() -> None:
     with pytest.raises(SidecarError, match=r"no handshake within 0\.3 s"):
         async with open_gotask(sh("exec sleep 10"), startup_timeout=0.3):
             pass
 
 
+@pytest.mark.fault(fault="sidecar of another protocol version", sees="SidecarError naming both versions")
 async def test_protocol_version_mismatch() -> None:
     with pytest.raises(SidecarError, match="speaks gotask protocol version 2; this client speaks version 1"):
         async with open_gotask(sh("echo 'gotask|2|unix|/tmp/x.sock'; sleep 10")):
@@ -209,6 +218,7 @@ async def test_build_is_cached_and_redone_when_sources_change(module_copy: Path)
         assert await gt.call("App.Hi", "x") == {"bonjour": "x"}
 
 
+@pytest.mark.fault(fault="Go sources that do not compile", sees="SidecarError with the compiler's output")
 async def test_build_failure_shows_compiler_output(module_copy: Path) -> None:
     (module_copy / "broken.go").write_text("package main\n\nfunc broken() { undefinedThing() }\n")
     with pytest.raises(SidecarError, match="go build' failed") as info:
