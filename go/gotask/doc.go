@@ -77,6 +77,8 @@ own and call flag.Parse itself before Run):
 	-max-frame-size N   the largest frame accepted, in bytes (default 64 MiB)
 	-max-inflight N     the most calls running at once on one connection (default 1024)
 	-grace D            how long calls may finish at shutdown (default 5s)
+	-tls-cert FILE      serve TCP over TLS with this PEM certificate (needs -tls-key)
+	-tls-key FILE       the PEM private key of -tls-cert
 
 trio_gotask starts the program with the environment variable
 GOTASK_MAGIC_COOKIE set; the program then prints one handshake line such as
@@ -93,11 +95,34 @@ cancelled, then connections are closed, the socket file is removed and the
 program exits with status 0. Standard output carries only the handshake (and,
 with -listen-on-pipe, the frames); write logs to standard error.
 
+# Security
+
+A Unix socket is created with mode 0600, so only its owner can connect; with
+no -address it also lies in a new private directory (mode 0700). TCP binds to
+whatever -address names; use a loopback address unless the network is trusted.
+
+When the environment variable GOTASK_SECRET is set and not empty, Run copies
+it to Server.Secret (and removes it from the environment, so processes that
+methods start do not inherit it). Every socket connection must then send
+[2, "$auth", secret] as its first frame within 10 seconds; until it does,
+nothing else on it is read. A connection that sends anything else, a wrong
+secret (compared in constant time) or nothing in time is closed without a
+reply, and one line that contains neither secret is logged. The pipe of
+-listen-on-pipe, private to the parent, needs no secret. trio_gotask sets a
+fresh random secret for TCP; the environment keeps it off the command line.
+
+With -tls-cert and -tls-key, a TCP sidecar speaks TLS 1.2 or later on every
+connection, and $auth, if required, travels inside it. The TLS handshake, too,
+must finish within 10 seconds. TLS with a Unix socket or -listen-on-pipe is a
+start-up error.
+
 # Embedding
 
 NewServer, Server.Serve, Server.ServeConn and Server.Shutdown serve the same
 protocol on listeners or connections of your choosing, for programs that do
-not want Run's process handling. The wire protocol is specified in
+not want Run's process handling. Serve asks connections for Server.Secret and
+completes the TLS handshake of connections from a tls.NewListener; ServeConn
+trusts the connection it is given. The wire protocol is specified in
 docs/protocol.md of the trio-gotask repository.
 */
 package gotask

@@ -2,10 +2,14 @@ package gotask
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"io"
+	"log"
 	"testing"
+	"time"
 )
 
 // FuzzReadMessage feeds arbitrary streams to the frame reader and message
@@ -60,6 +64,148 @@ func FuzzReadMessage(f *testing.F) {
 			if m.meta != nil {
 				decodeValue(m.meta, &a)
 			}
+		}
+	})
+}
+
+// FuzzSvc is the service FuzzServeConn calls.
+type FuzzSvc struct{}
+
+func (FuzzSvc) Echo(v any, r *any) error                     { *r = v; return nil }
+func (FuzzSvc) IntMap(m map[int]string, r *int) error        { *r = len(m); return nil }
+func (FuzzSvc) Struct(a struct{ A, B []byte }, r *int) error { *r = len(a.A) + len(a.B); return nil }
+func (FuzzSvc) Time(t time.Time, r *time.Time) error         { *r = t; return nil }
+func (FuzzSvc) Panic(v any, r *any) error                    { panic(v) }
+func (FuzzSvc) Fail(s string, r *any) error                  { return errors.New(s) }
+func (FuzzSvc) Slow(ctx context.Context, ms uint8, r *uint8) error {
+	select {
+	case <-time.After(time.Duration(ms%8) * time.Millisecond): // at most 7 ms
+		*r = ms
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// fuzzConn is a connection whose peer sent a fixed stream and closed its side;
+// it keeps what the server writes.
+type fuzzConn struct {
+	r *bytes.Reader
+	w bytes.Buffer
+}
+
+func (c *fuzzConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *fuzzConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c *fuzzConn) Close() error                { return nil }
+
+// FuzzServeConn serves a whole connection whose peer sends arbitrary bytes. The
+// first byte chooses whether the connection is one accepted by Serve from a
+// server with a secret ("s"), which must then come first as $auth. ServeConn
+// must return, and must have answered every request read before the stream
+// ended or went wrong with exactly one well-formed response, and nothing else.
+func FuzzServeConn(f *testing.F) {
+	frames := func(msgs ...any) []byte {
+		var b []byte
+		for _, m := range msgs {
+			b = append(b, frameOf(f, m)...)
+		}
+		return b
+	}
+	req := func(id int, method string, params any) []any { return []any{0, id, method, params, nil} }
+	auth := []any{2, "$auth", "s"}
+	seeds := [][]byte{
+		frames(req(1, "FuzzSvc.Echo", map[string]any{"a": []any{1, "x", []byte("b")}})),
+		frames(req(1, "FuzzSvc.IntMap", map[int]string{1: "a", -1: "b"}), req(2, "FuzzSvc.Struct", map[string]any{"A": []byte("x")})),
+		frames(req(1, "FuzzSvc.Time", time.Unix(1, 2)), req(2, "FuzzSvc.Panic", "p"), req(3, "FuzzSvc.Fail", "f")),
+		frames(req(1, "FuzzSvc.Slow", 7), []any{2, "$cancel", 1}, req(2, "FuzzSvc.Slow", 1), req(1, "FuzzSvc.Nope", nil)),
+		frames([]any{0, 1, "FuzzSvc.Slow", 3, map[string]any{"timeout": 0.001}}, req(2, "FuzzSvc.Echo", nil)),
+		frames(req(1, "FuzzSvc.Echo", 1), []any{1, 1, nil, nil}, req(2, "FuzzSvc.Echo", 2)),
+	}
+	for _, s := range seeds {
+		f.Add(append([]byte{0}, s...))
+		f.Add(append(append([]byte{1}, frames(auth)...), s...))
+	}
+	f.Add(append([]byte{1}, frames([]any{2, "$auth", "t"}, req(1, "FuzzSvc.Echo", 1))...))
+	f.Add(append([]byte{1}, frames(req(1, "FuzzSvc.Echo", 1))...))
+	for _, v := range loadVectors(f, "messages.json") {
+		b, _ := hex.DecodeString(v.Hex)
+		f.Add(append([]byte{0}, b...))
+	}
+	srv := NewServer()
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	srv.MaxFrameSize = 1 << 16
+	srv.MaxInflight = 2
+	srv.Secret = "s"
+	if err := srv.Register(FuzzSvc{}); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 {
+			return
+		}
+		accepted, data := data[0]&1 == 1, data[1:]
+
+		// What the server should have read: requests up to the first error.
+		want := map[uint32]int{}
+		wantN := 0
+		r := bytes.NewReader(data)
+		authed := !accepted
+		for {
+			payload, err := readFrame(r, srv.MaxFrameSize)
+			if err != nil {
+				break
+			}
+			m, err := parseMessage(payload)
+			if err != nil || m.typ == typeResponse {
+				break
+			}
+			if !authed {
+				cur := cursor{b: m.params}
+				if s, ok := cur.str(); !ok || s != "s" || m.typ != typeNotification || m.method != "$auth" {
+					break
+				}
+				authed = true
+				continue
+			}
+			if m.typ == typeRequest {
+				want[m.msgid]++
+				wantN++
+			}
+		}
+
+		conn := &fuzzConn{r: bytes.NewReader(data)}
+		done := make(chan struct{})
+		go func() {
+			srv.serveConn(conn, accepted)
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("ServeConn did not return")
+		}
+		out := bytes.NewReader(conn.w.Bytes())
+		gotN := 0
+		for {
+			payload, err := readFrame(out, DefaultMaxFrameSize)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("server wrote a bad frame: %v", err)
+			}
+			m, err := parseMessage(payload)
+			if err != nil || m.typ != typeResponse {
+				t.Fatalf("server wrote %v, %v; want a response", m, err)
+			}
+			if want[m.msgid] == 0 {
+				t.Fatalf("response to msgid %d, which was not asked (or too often)", m.msgid)
+			}
+			want[m.msgid]--
+			gotN++
+		}
+		if gotN != wantN {
+			t.Fatalf("%d responses to %d requests", gotN, wantN)
 		}
 	})
 }

@@ -196,10 +196,11 @@ func (m *message) parseMeta(c *cursor) error {
 			c.raw()
 			continue
 		}
-		if f, ok := c.number(); ok && !math.IsNaN(f) {
-			m.timeout, m.hasTimeout = f, true
-		} else {
+		// A timeout that is not a number, or is NaN, is ignored like an unknown key.
+		if f, ok := c.number(); !ok {
 			c.raw()
+		} else if !math.IsNaN(f) {
+			m.timeout, m.hasTimeout = f, true
 		}
 	}
 	m.meta = c.b[start:c.p]

@@ -417,6 +417,9 @@ func (c *conn) admit(br *bufio.Reader) error {
 	}
 	if isTLS {
 		if err := tc.Handshake(); err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return err // we closed it: Shutdown
+			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return &admitError{fmt.Sprintf("no TLS handshake within %v", timeout)}
 			}
@@ -444,6 +447,8 @@ func (c *conn) authenticate(br *bufio.Reader, secret string, timeout time.Durati
 	case err == nil:
 	case err == io.EOF:
 		return &admitError{"connection closed before authenticating"}
+	case errors.Is(err, net.ErrClosed):
+		return err // we closed it: Shutdown
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return &admitError{fmt.Sprintf("no $auth frame within %v", timeout)}
 	case errorCode(err) == codeTooLarge:

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"io"
 	"log"
+	"math"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,25 +64,14 @@ func serve(t *testing.T, srv *Server) (*testClient, chan struct{}) {
 	return newTestClient(t, a), done
 }
 
-func newTestServer(t *testing.T, svc *Svc) (*Server, *bytes.Buffer) {
+func newTestServer(t *testing.T, svc *Svc) (*Server, *syncBuffer) {
 	srv := NewServer()
-	var logBuf bytes.Buffer
-	srv.ErrorLog = log.New(&lockedWriter{w: &logBuf}, "gotask: ", 0)
+	logBuf := new(syncBuffer)
+	srv.ErrorLog = log.New(logBuf, "gotask: ", 0)
 	if err := srv.Register(svc); err != nil {
 		t.Fatal(err)
 	}
-	return srv, &logBuf
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+	return srv, logBuf
 }
 
 func TestServerErrors(t *testing.T) {
@@ -281,5 +270,20 @@ func TestIsTCPAddress(t *testing.T) {
 		if got := isTCPAddress(addr); got != want {
 			t.Errorf("isTCPAddress(%q) = %v", addr, got)
 		}
+	}
+}
+
+// TestTimeoutNaN: a NaN meta.timeout (found by FuzzReadMessage; it used to
+// panic the reader) is ignored like an unknown key: no deadline.
+func TestTimeoutNaN(t *testing.T) {
+	srv, logBuf := newTestServer(t, newSvc())
+	c, _ := serve(t, srv)
+	for _, meta := range []map[string]any{{"timeout": math.NaN()}, {"timeout": float32(math.NaN())}, {"timeout": "soon"}} {
+		if err := c.callMeta("Svc.Teapot", nil, meta, nil); errType(err) != "teapot" {
+			t.Fatalf("%v: %v", meta, err)
+		}
+	}
+	if s := logBuf.String(); s != "" {
+		t.Fatalf("log %q", s)
 	}
 }

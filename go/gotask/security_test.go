@@ -1,0 +1,431 @@
+package gotask
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const (
+	goodSecret  = "correct-horse-battery-staple"
+	wrongSecret = "incorrect-donkey-battery-paperclip"
+)
+
+// serveListener serves srv on a new listener of network ("unix" or "tcp") and
+// returns its address; the server is shut down when the test ends.
+func serveListener(t *testing.T, srv *Server, network string) string {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "s.sock")
+	}
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-served
+	})
+	return l.Addr().String()
+}
+
+func dialT(t *testing.T, network, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// frameOf returns v encoded as one frame.
+func frameOf(t testing.TB, v any) []byte {
+	t.Helper()
+	payload, err := marshalCompact(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(payload))), payload...)
+}
+
+func authFrame(t testing.TB, secret any) []byte { return frameOf(t, []any{2, "$auth", secret}) }
+
+// authClient returns a test client on conn that authenticated with secret.
+func authClient(t *testing.T, conn net.Conn, secret string) *testClient {
+	t.Helper()
+	if _, err := conn.Write(authFrame(t, secret)); err != nil {
+		t.Fatal(err)
+	}
+	return newTestClient(t, conn)
+}
+
+// expectClosed checks that the peer closes conn within d without sending a byte.
+func expectClosed(t *testing.T, conn net.Conn, d time.Duration, what string) {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(d))
+	n, err := conn.Read(make([]byte, 1))
+	var ne net.Error
+	switch {
+	case n != 0:
+		t.Fatalf("%s: the server replied instead of closing", what)
+	case errors.As(err, &ne) && ne.Timeout():
+		t.Fatalf("%s: connection not closed within %v", what, d)
+	case err == nil:
+		t.Fatalf("%s: read returned nothing and no error", what)
+	}
+}
+
+// waitLines waits until log holds n lines.
+func waitLines(t *testing.T, log func() string, n int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(log(), "\n") < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: want %d log lines, have:\n%s", what, n, log())
+		}
+		time.Sleep(2 * time.Millisecond) // polling a log written by another goroutine
+	}
+}
+
+// badFirstFrames are first frames that must close a connection when the
+// server has a secret; halfClose ends the stream after them.
+var badFirstFrames = []struct {
+	name      string
+	data      func(t testing.TB) []byte
+	halfClose bool
+	reason    string // expected in the log line
+}{
+	{"wrong secret", func(t testing.TB) []byte { return authFrame(t, wrongSecret) }, false, "wrong secret"},
+	{"empty secret", func(t testing.TB) []byte { return authFrame(t, "") }, false, "wrong secret"},
+	{"secret prefix", func(t testing.TB) []byte { return authFrame(t, goodSecret[:10]) }, false, "wrong secret"},
+	{"secret as bin", func(t testing.TB) []byte { return authFrame(t, []byte(goodSecret)) }, false, "not a string"},
+	{"request first", func(t testing.TB) []byte {
+		return frameOf(t, []any{0, 1, "Svc.Block", nil, nil})
+	}, false, "not an $auth"},
+	{"cancel first", func(t testing.TB) []byte { return frameOf(t, []any{2, "$cancel", 1}) }, false, "not an $auth"},
+	{"auth as request", func(t testing.TB) []byte {
+		return frameOf(t, []any{0, 1, "$auth", goodSecret, nil})
+	}, false, "not an $auth"},
+	{"garbage", func(t testing.TB) []byte { return []byte("GET / HTTP/1.1\r\n\r\n") }, false, "too long"},
+	{"bad msgpack", func(t testing.TB) []byte { return []byte{0, 0, 0, 1, 0xc1} }, false, "bad_msgpack"},
+	{"4GiB", func(t testing.TB) []byte { return []byte{0xff, 0xff, 0xff, 0xff} }, false, "too long"},
+	{"truncated", func(t testing.TB) []byte { return authFrame(t, goodSecret)[:10] }, true, "truncated"},
+	{"nothing then EOF", func(t testing.TB) []byte { return nil }, true, "closed before authenticating"},
+	// The secret followed by a pipelined request: the request must not run either.
+	{"wrong secret then request", func(t testing.TB) []byte {
+		return append(authFrame(t, wrongSecret), frameOf(t, []any{0, 1, "Svc.Block", nil, nil})...)
+	}, false, "wrong secret"},
+}
+
+func TestServerSecret(t *testing.T) {
+	for _, network := range []string{"unix", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			svc := newSvc()
+			srv, logBuf := newTestServer(t, svc)
+			srv.Secret = goodSecret
+			srv.authTimeout = 300 * time.Millisecond
+			addr := serveListener(t, srv, network)
+			log := func() string { return logBuf.String() }
+
+			good := authClient(t, dialT(t, network, addr), goodSecret)
+			if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+				t.Fatalf("authenticated call: %v", err)
+			}
+			// The secret and a request in one write: the request is served.
+			conn := dialT(t, network, addr)
+			if _, err := conn.Write(append(authFrame(t, goodSecret), frameOf(t, []any{0, 7, "Svc.Teapot", nil, nil})...)); err != nil {
+				t.Fatal(err)
+			}
+			if m := readMessage(t, conn); m.typ != typeResponse || m.msgid != 7 || m.errMap == nil || m.errMap.Type != "teapot" {
+				t.Fatalf("pipelined request: %+v", m)
+			}
+
+			lines := 0
+			for _, bad := range badFirstFrames {
+				conn := dialT(t, network, addr)
+				if _, err := conn.Write(bad.data(t)); err != nil {
+					t.Fatal(err)
+				}
+				if bad.halfClose {
+					conn.(interface{ CloseWrite() error }).CloseWrite()
+				}
+				expectClosed(t, conn, 5*time.Second, bad.name)
+				lines++
+				waitLines(t, log, lines, bad.name)
+				if last := lastLine(log()); !strings.Contains(last, bad.reason) {
+					t.Errorf("%s: log line %q does not say %q", bad.name, last, bad.reason)
+				}
+				if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+					t.Fatalf("%s: authenticated connection: %v", bad.name, err)
+				}
+			}
+
+			// Silence: closed after the auth timeout, while others are served.
+			start := time.Now()
+			silent := dialT(t, network, addr)
+			if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+				t.Fatalf("beside a silent connection: %v", err)
+			}
+			expectClosed(t, silent, 5*time.Second, "silent")
+			if d := time.Since(start); d < srv.authTimeout {
+				t.Errorf("silent connection closed after %v, before the %v timeout", d, srv.authTimeout)
+			}
+			lines++
+			waitLines(t, log, lines, "silent")
+			if last := lastLine(log()); !strings.Contains(last, "no $auth frame within") {
+				t.Errorf("silent: log line %q", last)
+			}
+			// Half a frame, then silence: the deadline covers the whole first frame.
+			slow := dialT(t, network, addr)
+			slow.Write(authFrame(t, goodSecret)[:6])
+			expectClosed(t, slow, 5*time.Second, "half a frame")
+			lines++
+			waitLines(t, log, lines, "half a frame")
+
+			// The authenticated connection outlived the timeout: the deadline was lifted.
+			if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+				t.Fatalf("authenticated connection after the auth timeout: %v", err)
+			}
+			if n := len(svc.started); n != 0 {
+				t.Fatalf("%d requests ran on unauthenticated connections", n)
+			}
+			s := log()
+			if strings.Count(s, "\n") != lines {
+				t.Fatalf("want %d log lines, got:\n%s", lines, s)
+			}
+			for _, secret := range []string{goodSecret, wrongSecret, goodSecret[:10]} {
+				if strings.Contains(s, secret) {
+					t.Fatalf("the log contains a secret %q:\n%s", secret, s)
+				}
+			}
+		})
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	return lines[len(lines)-1]
+}
+
+// readMessage reads one message from conn, failing the test after 5 s.
+func readMessage(t *testing.T, conn net.Conn) *message {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer conn.SetReadDeadline(time.Time{})
+	payload, err := readFrame(conn, DefaultMaxFrameSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := parseMessage(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestServerNoSecret(t *testing.T) {
+	srv, logBuf := newTestServer(t, newSvc())
+	srv.authTimeout = 50 * time.Millisecond
+	addr := serveListener(t, srv, "unix")
+	// Without a secret nothing is asked, and an $auth notification is ignored.
+	if err := authClient(t, dialT(t, "unix", addr), "whatever").call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+		t.Fatal(err)
+	}
+	// A silent connection stays open and does not hold up the others.
+	silent := dialT(t, "unix", addr)
+	c := newTestClient(t, dialT(t, "unix", addr))
+	time.Sleep(150 * time.Millisecond) // longer than authTimeout, which must not apply
+	if err := c.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+		t.Fatal(err)
+	}
+	silent.Write(frameOf(t, []any{0, 1, "Svc.Teapot", nil, nil}))
+	if m := readMessage(t, silent); m.errMap == nil || m.errMap.Type != "teapot" {
+		t.Fatalf("late first request: %+v", m)
+	}
+	if s := logBuf.String(); s != "" {
+		t.Fatalf("log: %q", s)
+	}
+}
+
+func TestServeConnIgnoresSecret(t *testing.T) {
+	srv, _ := newTestServer(t, newSvc())
+	srv.Secret = goodSecret
+	c, _ := serve(t, srv) // ServeConn, as for the pipe
+	if err := c.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+		t.Fatal(err)
+	}
+}
+
+func TestUnixSocketMode(t *testing.T) {
+	for _, address := range []string{"", filepath.Join(t.TempDir(), "s.sock")} {
+		l, transport, cleanup, err := listen(address)
+		if err != nil || transport != "unix" {
+			t.Fatalf("listen(%q): %v %v", address, transport, err)
+		}
+		path := l.Addr().String()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+			t.Errorf("socket %s has mode %v, want 0600", path, fi.Mode())
+		}
+		if address == "" {
+			if di, err := os.Stat(filepath.Dir(path)); err != nil || di.Mode().Perm() != 0o700 {
+				t.Errorf("private directory: %v %v", di.Mode(), err)
+			}
+		}
+		cleanup()
+		if _, err := os.Stat(path); !os.IsNotExist(err) {
+			t.Errorf("socket left behind: %v", err)
+		}
+	}
+}
+
+func TestRunTLSFlags(t *testing.T) {
+	certFile, keyFile := writeCert(t)
+	base := options{standalone: true, maxFrame: DefaultMaxFrameSize, maxInflight: 1, grace: time.Second}
+	for _, tc := range []struct {
+		name          string
+		edit          func(o *options)
+		want          string
+		wantHandshake bool
+	}{
+		{"cert only", func(o *options) { o.address, o.tlsCert = "127.0.0.1:0", certFile }, "go together", false},
+		{"key only", func(o *options) { o.address, o.tlsKey = "127.0.0.1:0", keyFile }, "go together", false},
+		{"unix", func(o *options) { o.address, o.tlsCert, o.tlsKey = filepath.Join(t.TempDir(), "s"), certFile, keyFile }, "TCP", false},
+		{"default address", func(o *options) { o.tlsCert, o.tlsKey = certFile, keyFile }, "TCP", false},
+		{"pipe", func(o *options) { o.pipe, o.tlsCert, o.tlsKey = true, certFile, keyFile }, "TCP", false},
+		{"missing file", func(o *options) { o.address, o.tlsCert, o.tlsKey = "127.0.0.1:0", certFile+".nope", keyFile }, "loading", false},
+		{"key for cert", func(o *options) { o.address, o.tlsCert, o.tlsKey = "127.0.0.1:0", keyFile, keyFile }, "loading", false},
+	} {
+		o := base
+		tc.edit(&o)
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), NewServer(), o, false, strings.NewReader(""), &stdout, &stderr)
+		if code != 1 || stdout.Len() != 0 || !strings.Contains(stderr.String(), tc.want) || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q", tc.name, code, stdout.String(), stderr.String())
+		}
+	}
+}
+
+// Big answers with 256 KiB, for the backpressure test.
+type Big struct{ calls atomic.Int64 }
+
+func (b *Big) Get(_ any, r *[]byte) error {
+	b.calls.Add(1)
+	*r = make([]byte, 256<<10)
+	return nil
+}
+
+// TestServerBackpressure: a client that sends requests and never reads the
+// replies makes the server stop reading from it, without holding up other
+// connections; closing it frees everything.
+func TestServerBackpressure(t *testing.T) {
+	srv, _ := newTestServer(t, newSvc())
+	big := new(Big)
+	if err := srv.Register(big); err != nil {
+		t.Fatal(err)
+	}
+	srv.MaxInflight = 2
+	addr := serveListener(t, srv, "unix")
+	greedy := dialT(t, "unix", addr)
+	var batch []byte
+	for i := 0; i < 1000; i++ {
+		batch = append(batch, frameOf(t, []any{0, i, "Big.Get", nil, nil})...)
+	}
+	blocked := false
+	for i := 0; i < 2000 && !blocked; i++ {
+		greedy.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := greedy.Write(batch); err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatal(err)
+			}
+			blocked = true
+		}
+	}
+	if !blocked {
+		t.Fatal("the server kept reading two million requests whose replies nobody read")
+	}
+	before := big.calls.Load()
+	c := newTestClient(t, dialT(t, "unix", addr))
+	if err := c.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+		t.Fatalf("other connection: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if after := big.calls.Load(); after != before || after > 200 {
+		t.Fatalf("calls went on while nobody read: %d then %d", before, after)
+	}
+	srv.mu.Lock()
+	active := srv.active
+	srv.mu.Unlock()
+	if active > srv.MaxInflight+1 {
+		t.Fatalf("%d calls active, MaxInflight %d", active, srv.MaxInflight)
+	}
+
+	greedy.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		srv.mu.Lock()
+		active, conns := srv.active, len(srv.conns)
+		srv.mu.Unlock()
+		if active == 0 && conns == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the greedy client closed: %d calls active, %d connections", active, conns)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the server's bookkeeping
+	}
+	// The requests still buffered when it closed were dropped, not run.
+	if n := big.calls.Load(); n > before+int64(srv.MaxInflight)+20 {
+		t.Errorf("%d calls ran after the client closed (had %d)", n-before, before)
+	}
+	if err := c.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+		t.Fatalf("other connection after: %v", err)
+	}
+}
+
+// deepRequest returns a request frame for App.Echo whose params are depth
+// nested arrays.
+func deepRequest(depth int) []byte {
+	payload := append([]byte{0x95, 0x00, 0x01, 0xa8}, "App.Echo"...)
+	payload = append(payload, bytes.Repeat([]byte{0x91}, depth)...)
+	payload = append(payload, 0xc0, 0xc0)
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(payload))), payload...)
+}
+
+// TestDeepNestingRejected: 100,000 nested arrays are a protocol error, not a
+// stack overflow, both in the parser and on a live connection.
+func TestDeepNestingRejected(t *testing.T) {
+	payload := deepRequest(100000)[4:]
+	if _, err := parseMessage(payload); errorCode(err) != codeBadMsgpack || !strings.Contains(err.Error(), "nesting") {
+		t.Fatalf("parse: %v", err)
+	}
+	srv, logBuf := newTestServer(t, newSvc())
+	c, done := serve(t, srv)
+	go c.writeFrame(payload) // net.Pipe: the write returns once the server read it all
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection not closed")
+	}
+	if s := logBuf.String(); strings.Count(s, "\n") != 1 || !strings.Contains(s, "nesting") {
+		t.Fatalf("log %q", s)
+	}
+}
