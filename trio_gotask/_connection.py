@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, final
 
@@ -39,6 +40,21 @@ async def lost_without_explanation(cause: BaseException) -> ErrorFactory:
     if isinstance(cause, ProtocolError):
         return error_factory(ProtocolError, cause.code, str(cause), cause=cause)
     return error_factory(SidecarError, f"lost the connection to the sidecar: {cause}", cause=cause)
+
+
+def _nonblocking_writer(stream: trio.abc.Stream) -> Callable[[bytes], int] | None:
+    """A synchronous, non-blocking write to the stream's file descriptor, where it has one.
+
+    The descriptor is looked up on every write: once the stream is closed it is -1 and the write
+    fails, rather than reaching a file that has since reused the number.
+    """
+    if isinstance(stream, trio.SocketStream):
+        sock = stream.socket
+        return lambda data: os.write(sock.fileno(), data)
+    if isinstance(stream, trio.StapledStream) and isinstance(stream.send_stream, trio.lowlevel.FdStream):
+        pipe = stream.send_stream
+        return lambda data: os.write(pipe.fileno(), data)
+    return None
 
 
 class _Call:
@@ -85,7 +101,10 @@ class Connection:
         self._explain = explain
         self._pending: dict[int, _Call] = {}
         self._last_msgid = MAX_MSGID
-        self._outbox, self._inbox = trio.open_memory_channel[tuple[_Call | None, bytes]](math.inf)
+        self._outbox, self._inbox = trio.open_memory_channel[tuple[_Call | None, bytes, bytes]](math.inf)
+        self._write_now = _nonblocking_writer(stream)
+        self._writer_idle = False
+        self._queued = 0
         self._slots = trio.Semaphore(max_inflight)
         self._failure: ErrorFactory | None = None
         self._cancel_scope = trio.CancelScope()
@@ -137,16 +156,38 @@ class Connection:
             raise
         call = _Call(trio.lowlevel.current_task(), method, msgid)
         self._pending[msgid] = call
-        self._outbox.send_nowait((call, payload))
+        header = frame_header(len(payload))
+        if self._writer_idle and not self._queued and self._write_now is not None and len(payload) < _BIG:
+            # Nothing is being written or waits to be: write the frame now, without waking the
+            # writer task. This is synchronous, so no cancel can cut it; whatever the socket did
+            # not take goes to the writer, first in line, and it finishes the frame.
+            frame = header + payload
+            try:
+                sent = self._write_now(frame)
+            except OSError:
+                sent = 0  # the writer will meet the error and fail the connection
+            if sent:
+                call.sent = True
+                if sent < len(frame):
+                    self._enqueue(None, b"", frame[sent:])
+            else:
+                self._enqueue(call, header, payload)
+        else:
+            self._enqueue(call, header, payload)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             call.abandoned = True
             if call.sent and self._failure is None:
-                self._outbox.send_nowait((None, self._encoder.cancel(msgid)))
+                cancel = self._encoder.cancel(msgid)
+                self._enqueue(None, frame_header(len(cancel)), cancel)
             # Not sent yet: the writer drops the request and frees the msgid.
             return trio.lowlevel.Abort.SUCCEEDED
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _enqueue(self, call: _Call | None, header: bytes, payload: bytes) -> None:
+        self._queued += 1
+        self._outbox.send_nowait((call, header, payload))
 
     def _next_msgid(self) -> int:
         msgid = self._last_msgid
@@ -210,26 +251,30 @@ class Connection:
         send_all = self._stream.send_all
         inbox = self._inbox
         while True:
+            self._writer_idle = True
             try:
                 item = await inbox.receive()
             except trio.EndOfChannel:
                 return
+            finally:
+                self._writer_idle = False
             batch = [item]
             while True:
                 try:
                     batch.append(inbox.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
+            self._queued -= len(batch)
             if self._failure is not None:
                 return
             out = bytearray()
-            for call, payload in batch:
+            for call, header, payload in batch:
                 if call is not None:
                     if call.abandoned:
                         self._free(call.msgid)
                         continue
                     call.sent = True
-                out += frame_header(len(payload))
+                out += header
                 if len(payload) >= _BIG:
                     await send_all(out)
                     out = bytearray()

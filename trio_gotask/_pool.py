@@ -86,8 +86,9 @@ class Pool:
                 stream, initial = await self._connect()
             except GoTaskError:
                 raise
-            except OSError as exc:
-                raise SidecarError(f"cannot connect to the sidecar: {exc}") from exc
+            except (OSError, trio.BrokenResourceError) as exc:
+                reason = exc if str(exc) or exc.__cause__ is None else exc.__cause__
+                raise SidecarError(f"cannot connect to the sidecar: {reason}") from exc
             connection = Connection(
                 stream,
                 max_frame_size=self._max_frame_size,
