@@ -45,7 +45,8 @@ class RemoteError(GoTaskError):
     """A Go method returned an error (or failed in the sidecar before it could run).
 
     ``type`` is the protocol's error type (``error``, ``panic``, ``not_found``, ``bad_params``,
-    ``cancelled``, ``deadline_exceeded``, ``shutting_down``, or one a Go error names itself);
+    ``cancelled``, ``deadline_exceeded``, ``shutting_down``, ``too_large``, or one a Go error names
+    itself);
     ``message`` is Go's error text and ``method`` the method called. Match on the subclass or on
     ``type``.
     """

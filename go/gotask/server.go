@@ -626,10 +626,16 @@ func panicStack() string {
 // reply encodes a response and queues it for the writer.
 func (c *conn) reply(msgid uint32, werr *wireError, result any) {
 	e := getEncBuf()
+	var replace *wireError
 	if err := encodeResponse(e, msgid, werr, result); err != nil {
+		replace = &wireError{Type: "error", Message: "gotask: cannot encode reply: " + err.Error()}
+	} else if n := e.buf.Len() - 4; n > int(c.maxFrame) {
+		// The client would refuse the frame and lose every call on the connection with it.
+		replace = &wireError{Type: "too_large", Message: fmt.Sprintf("the reply is %d bytes; the frame limit is %d (-max-frame-size)", n, c.maxFrame)}
+	}
+	if replace != nil {
 		e.buf.Truncate(4)
-		msg := "gotask: cannot encode reply: " + err.Error()
-		if err := encodeResponse(e, msgid, &wireError{Type: "error", Message: msg}, nil); err != nil {
+		if err := encodeResponse(e, msgid, replace, nil); err != nil {
 			putEncBuf(e)
 			return
 		}

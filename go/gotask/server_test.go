@@ -49,6 +49,7 @@ func (s *Svc) Float32(f float32, r *float32) error      { *r = f; return nil }
 func (s *Svc) Str(v string, r *string) error            { *r = v; return nil }
 func (s *Svc) Nested(v map[string][]int, r *int) error  { *r = len(v["a"]); return nil }
 func (s *Svc) TimePtr(v *time.Time, r *time.Time) error { *r = v.UTC(); return nil }
+func (s *Svc) Blob(n int, r *[]byte) error              { *r = make([]byte, n); return nil }
 
 func newSvc() *Svc { return &Svc{release: make(chan struct{}), started: make(chan struct{}, 100)} }
 
@@ -113,6 +114,21 @@ func TestServerErrors(t *testing.T) {
 	var got time.Time
 	if err := c.call("Svc.TimePtr", now, &got); err != nil || !got.Equal(now) {
 		t.Errorf("time: %v %v", got, err)
+	}
+}
+
+// A reply over the frame limit becomes a too_large error: sent as it is, the
+// client would refuse the frame and close the connection, failing every call on it.
+func TestServerReplyTooLarge(t *testing.T) {
+	srv, _ := newTestServer(t, newSvc())
+	srv.MaxFrameSize = 1024
+	c, _ := serve(t, srv)
+	var b []byte
+	if err := c.call("Svc.Blob", 2000, &b); errType(err) != "too_large" || !strings.Contains(err.Error(), "frame limit is 1024") {
+		t.Fatalf("large reply: %v", err)
+	}
+	if err := c.call("Svc.Blob", 100, &b); err != nil || len(b) != 100 {
+		t.Fatalf("the connection should still serve: %v %d", err, len(b))
 	}
 }
 
