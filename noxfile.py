@@ -98,6 +98,13 @@ def report_pythons(session: nox.Session) -> None:
 
 
 @nox.session(python=DEFAULT_PYTHON)
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (not run by default): tables and plots in benchmarks/results/."""
+    session.install("-e", ".", "trio-parallel", "matplotlib")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
 def demo(session: nox.Session) -> None:
     """GoTask's classic App.Hi example through open_gotask."""
     session.install("-e", ".")

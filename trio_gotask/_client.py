@@ -27,7 +27,10 @@ from ._transport import TRANSPORTS, Transport, open_stream, split_host_port
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-DEFAULT_POOL_SIZE: Final = 2
+# One connection carries everything best: its writer batches all queued frames into one write
+# (measured: 64 callers, 1 connection ~40% faster than 2). More connections isolate failures and
+# keep one huge frame from delaying small calls behind it.
+DEFAULT_POOL_SIZE: Final = 1
 DEFAULT_MAX_INFLIGHT: Final = 1024
 SIDECAR_ENV: Final = "GOTASK_SIDECAR"
 SECRET_ENV: Final = "GOTASK_SECRET"
@@ -193,7 +196,9 @@ async def open_gotask(
     free port, and a fresh shared secret that every connection must present) or ``"pipe"`` (the
     child's stdin and stdout, one connection). Up to ``pool_size`` connections are opened as load
     needs them (always one for the pipe), each carrying up to ``max_inflight`` calls at once;
-    further callers wait. No frame larger than ``max_frame_size`` bytes is sent or accepted, on
+    further callers wait. One connection is fastest, since its writer batches every queued frame
+    into one write; more isolate a broken connection's calls and keep a huge frame from delaying
+    small calls behind it. No frame larger than ``max_frame_size`` bytes is sent or accepted, on
     either side.
 
     ``startup_timeout`` bounds the wait for the handshake: it is the one deadline that is an

@@ -155,12 +155,20 @@ class Connection:
             self._slots.release()
             raise
         call = _Call(trio.lowlevel.current_task(), method, msgid)
+        alone = not self._pending
         self._pending[msgid] = call
         header = frame_header(len(payload))
-        if self._writer_idle and not self._queued and self._write_now is not None and len(payload) < _BIG:
-            # Nothing is being written or waits to be: write the frame now, without waking the
-            # writer task. This is synchronous, so no cancel can cut it; whatever the socket did
-            # not take goes to the writer, first in line, and it finishes the frame.
+        if (
+            alone
+            and self._writer_idle
+            and not self._queued
+            and self._write_now is not None
+            and len(payload) < _BIG
+        ):
+            # The only call, and nothing is being written or waits to be: write the frame now,
+            # without waking the writer task. (With other calls about, leave it to the writer,
+            # which batches what they queue into one write.) This is synchronous, so no cancel can
+            # cut it; whatever the socket did not take goes to the writer, first in line.
             frame = header + payload
             try:
                 sent = self._write_now(frame)

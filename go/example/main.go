@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -188,6 +189,45 @@ func (a *App) Exit(code int, r *any) error {
 // Pid returns the sidecar's process id.
 func (a *App) Pid(_ any, r *int) error {
 	*r = os.Getpid()
+	return nil
+}
+
+// CountPrimes returns how many primes are below n, by trial division: plain
+// CPU work for the benchmarks, done the same way in Python.
+func (a *App) CountPrimes(n int, r *int) error {
+	count := 0
+	for i := 2; i < n; i++ {
+		prime := true
+		for d := 2; d*d <= i; d++ {
+			if i%d == 0 {
+				prime = false
+				break
+			}
+		}
+		if prime {
+			count++
+		}
+	}
+	*r = count
+	return nil
+}
+
+// hashBlock is 1 MiB of the bytes 0, 1, ... 255, 0, 1, ...
+var hashBlock = func() []byte {
+	b := make([]byte, 1<<20)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	return b
+}()
+
+// SHA256 returns the SHA-256 digest of mib MiB of hashBlock repeated.
+func (a *App) SHA256(mib int, r *[]byte) error {
+	h := sha256.New()
+	for i := 0; i < mib; i++ {
+		h.Write(hashBlock)
+	}
+	*r = h.Sum(nil)
 	return nil
 }
 

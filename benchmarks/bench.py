@@ -1,0 +1,459 @@
+"""trio_gotask against the floor and the peers, side by side in one run.
+
+    nox -s bench                      # or: python benchmarks/bench.py [--quick] [--out DIR]
+
+Every measurement runs in rounds that visit all variants in turn, so that a shared machine's drift
+hits them alike; tables show the median over rounds. Writes DIR/results.md (the tables) and PNG
+plots next to it, and prints the tables and the targets of issue 5 with their measured ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import trio
+import trio.testing
+import trio_parallel
+
+from trio_gotask import build_sidecar, open_gotask
+from trio_gotask._transport import Transport
+
+sys.path.insert(0, str(Path(__file__).parent))
+from floor import Floor, request_frame
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "go" / "example"
+Call = Callable[[], Awaitable[object]]
+TRANSPORTS: tuple[Transport, ...] = ("unix", "tcp", "pipe")
+FLOOR = "floor (hand-written, unix)"
+PARALLEL = "trio_parallel.run_sync"
+THREAD = "trio.to_thread.run_sync"
+
+
+def trivial(x: int) -> int:
+    return x
+
+
+def count_primes(n: int) -> int:
+    count = 0
+    for i in range(2, n):
+        d = 2
+        while d * d <= i:
+            if i % d == 0:
+                break
+            d += 1
+        else:
+            count += 1
+    return count
+
+
+HASH_BLOCK = bytes(i % 256 for i in range(1 << 20))
+
+
+def sha256(mib: int) -> bytes:
+    h = hashlib.sha256()
+    for _ in range(mib):
+        h.update(HASH_BLOCK)
+    return h.digest()
+
+
+@dataclass
+class Report:
+    sections: list[str] = field(default_factory=list)
+    targets: list[tuple[str, str, bool]] = field(default_factory=list)
+
+    def table(self, title: str, header: list[str], rows: list[list[str]], note: str = "") -> None:
+        lines = [f"### {title}", ""]
+        if note:
+            lines += [note, ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        text = "\n".join(lines) + "\n"
+        self.sections.append(text)
+        print(text, flush=True)
+
+    def target(self, what: str, measured: str, met: bool) -> None:
+        self.targets.append((what, measured, met))
+
+
+async def timed(call: Call) -> float:
+    start = time.perf_counter()
+    await call()
+    return time.perf_counter() - start
+
+
+async def throughput(call: Call, calls: int, callers: int) -> float:
+    per_caller = max(1, calls // callers)
+
+    async def caller() -> None:
+        for _ in range(per_caller):
+            await call()
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(callers):
+            nursery.start_soon(caller)
+    return per_caller * callers / (time.perf_counter() - start)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+async def run(quick: bool, out: Path) -> Report:
+    report = Report()
+    rounds = 3 if quick else 5
+    sidecar = str(await build_sidecar(EXAMPLE))
+
+    async with AsyncExitStack() as stack:
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        gotasks = {t: await stack.enter_async_context(open_gotask(sidecar, transport=t)) for t in TRANSPORTS}
+        floor_gt = await stack.enter_async_context(open_gotask(sidecar, transport="unix"))
+        floor_stream = await trio.open_unix_socket(floor_gt.address)
+        stack.push_async_callback(floor_stream.aclose)
+        floor = Floor(floor_stream)
+        echo_frame = request_frame("App.Echo", 1)
+
+        variants: dict[str, Call] = {
+            f"trio_gotask {t}": partial(gt.call, "App.Echo", 1) for t, gt in gotasks.items()
+        }
+        variants[PARALLEL] = partial(trio_parallel.run_sync, trivial, 1)
+        variants[THREAD] = partial(trio.to_thread.run_sync, trivial, 1)
+        for call in variants.values():  # warm up: workers, connections, caches
+            await throughput(call, 512, 64)
+
+        # Sequential latency. The floor sends and reads inline here (no tasks at all).
+        sequential: dict[str, Call] = {FLOOR: partial(floor.call_direct, echo_frame), **variants}
+        n = 500 if quick else 2000
+        samples: dict[str, list[float]] = {name: [] for name in sequential}
+        for _ in range(rounds):
+            for name, call in sequential.items():
+                samples[name] += [await timed(call) for _ in range(n)]
+        p50 = {name: median(s) for name, s in samples.items()}
+        rows = [
+            [
+                name,
+                f"{p50[name] * 1e6:.0f}",
+                f"{percentile(s, 0.99) * 1e6:.0f}",
+                f"{p50[name] / p50[FLOOR]:.2f}x",
+                f"{p50[name] / p50[PARALLEL]:.2f}x",
+            ]
+            for name, s in samples.items()
+        ]
+        report.table(
+            "Sequential latency of a trivial call",
+            ["variant", "p50 µs", "p99 µs", "vs floor", f"vs {PARALLEL}"],
+            rows,
+            f"{rounds} rounds x {n} calls; `App.Echo(1)` for the sidecar, `lambda x: x` for the pools.",
+        )
+        unix = p50["trio_gotask unix"]
+        report.target("sequential unix <= 1.3x floor", f"{unix / p50[FLOOR]:.2f}x", unix <= 1.3 * p50[FLOOR])
+        report.target(
+            f"sequential unix <= 0.3x {PARALLEL}", f"{unix / p50[PARALLEL]:.2f}x", unix <= 0.3 * p50[PARALLEL]
+        )
+        report.target(
+            "pipe within 1.5x of unix (sequential)",
+            f"{p50['trio_gotask pipe'] / unix:.2f}x",
+            p50["trio_gotask pipe"] <= 1.5 * unix,
+        )
+
+        # Throughput by number of concurrent callers; the floor shares one batching writer.
+        nursery.start_soon(floor.run)
+        concurrent: dict[str, Call] = {FLOOR: partial(floor.call, echo_frame), **variants}
+        levels = [1, 8, 64, 256]
+        calls = 2000 if quick else 8000
+        rates: dict[tuple[str, int], list[float]] = {}
+        for _ in range(rounds):
+            for callers in levels:
+                for name, call in concurrent.items():
+                    budget = calls if "trio_gotask" in name or name == FLOOR else calls // 4
+                    rates.setdefault((name, callers), []).append(await throughput(call, budget, callers))
+        rate = {key: median(v) for key, v in rates.items()}
+        report.table(
+            "Throughput, calls per second, by concurrent callers",
+            ["variant", *[f"{c} callers" for c in levels], "64: vs floor", f"64: vs {PARALLEL}"],
+            [
+                [
+                    name,
+                    *[f"{rate[name, c]:,.0f}" for c in levels],
+                    f"{rate[name, 64] / rate[FLOOR, 64]:.2f}x",
+                    f"{rate[name, 64] / rate[PARALLEL, 64]:.1f}x",
+                ]
+                for name in concurrent
+            ],
+        )
+        u64 = rate["trio_gotask unix", 64]
+        report.target(
+            "64 callers unix >= 0.8x floor", f"{u64 / rate[FLOOR, 64]:.2f}x", u64 >= 0.8 * rate[FLOOR, 64]
+        )
+        report.target(
+            f"64 callers unix >= 4x {PARALLEL}",
+            f"{u64 / rate[PARALLEL, 64]:.1f}x",
+            u64 >= 4 * rate[PARALLEL, 64],
+        )
+        plot_lines(
+            out / "throughput.png",
+            "Throughput by concurrent callers",
+            "concurrent callers",
+            "calls per second",
+            {name: [(c, rate[name, c]) for c in levels] for name in concurrent},
+            logx=True,
+        )
+
+        # Payload sweep: bytes echoed through the sidecar.
+        sizes = [16, 1 << 10, 64 << 10, 1 << 20, 16 << 20]
+        mbps: dict[tuple[str, int], list[float]] = {}
+        for _ in range(rounds):
+            for size in sizes:
+                payload = bytes(size)
+                repeat = max(3, min(200, (64 << 20) // (size * 8)))
+                for t, gt in gotasks.items():
+                    elapsed = [await timed(partial(gt.call, "App.Echo", payload)) for _ in range(repeat)]
+                    mbps.setdefault((t, size), []).append(size / median(elapsed) / 1e6)
+        speed = {key: median(v) for key, v in mbps.items()}
+        report.table(
+            "Payload sweep: `bytes` echoed, MB/s (payload size / round-trip time)",
+            ["transport", *[_size(s) for s in sizes]],
+            [[t, *[f"{speed[t, s]:,.1f}" for s in sizes]] for t in TRANSPORTS],
+        )
+        big = speed["unix", 16 << 20]
+        report.target("16 MiB bytes round trip >= 1 GB/s (unix)", f"{big / 1000:.2f} GB/s", big >= 1000)
+        plot_lines(
+            out / "payload.png",
+            "Echo throughput by payload size",
+            "payload bytes",
+            "MB/s",
+            {t: [(s, speed[t, s]) for s in sizes] for t in TRANSPORTS},
+            logx=True,
+            logy=True,
+        )
+
+        # Cancel latency: from cancel() to the call returning, the Go method still running.
+        gt = gotasks["unix"]
+        cancel_times: list[float] = []
+        for _ in range(50 if quick else 200):
+            async with trio.open_nursery() as inner:
+                scope = trio.CancelScope()
+                returned: list[float] = []
+
+                async def slow(scope: trio.CancelScope = scope, returned: list[float] = returned) -> None:
+                    with scope:
+                        await gt.call("App.Slow", 60_000)
+                    returned.append(time.perf_counter())
+
+                inner.start_soon(slow)
+                await trio.testing.wait_all_tasks_blocked()
+                cancelled_at = time.perf_counter()
+                scope.cancel()
+            cancel_times.append(returned[0] - cancelled_at)
+        cancel_p50 = median(cancel_times)
+        report.table(
+            "Cancel latency (unix)",
+            ["measure", "µs"],
+            [["p50", f"{cancel_p50 * 1e6:.0f}"], ["p99", f"{percentile(cancel_times, 0.99) * 1e6:.0f}"]],
+        )
+        report.target(
+            "a cancelled call returns in < 1 ms", f"{cancel_p50 * 1e3:.3f} ms (p50)", cancel_p50 < 1e-3
+        )
+
+    # Start-up: entering open_gotask (prebuilt binary) to the first result.
+    startup: dict[str, list[float]] = {t: [] for t in TRANSPORTS}
+    for _ in range(5 if quick else 20):
+        for t in TRANSPORTS:
+            start = time.perf_counter()
+            async with open_gotask(sidecar, transport=t, shutdown_grace=0.5) as gt:
+                await gt.call("App.Hi", "x")
+                startup[t].append(time.perf_counter() - start)
+    report.table(
+        "Start-up: entering open_gotask to the first result",
+        ["transport", "median ms", "max ms"],
+        [[t, f"{median(v) * 1e3:.1f}", f"{max(v) * 1e3:.1f}"] for t, v in startup.items()],
+    )
+    report.target(
+        "start-up to first result <= 20 ms (median, unix)",
+        f"{median(startup['unix']) * 1e3:.1f} ms",
+        median(startup["unix"]) <= 0.020,
+    )
+
+    await memory_per_call(sidecar, report)
+    await cpu_bound(sidecar, report, quick)
+    return report
+
+
+async def memory_per_call(sidecar: str, report: Report) -> None:
+    """Python heap per in-flight call: 10,000 calls parked in Go, minus 10,000 parked tasks."""
+    n = 10_000
+
+    async def heap_with(park: Callable[[], Awaitable[object]]) -> int:
+        async with trio.open_nursery() as nursery:
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(n):
+                nursery.start_soon(park)
+            await trio.testing.wait_all_tasks_blocked()
+            after = tracemalloc.get_traced_memory()[0]
+            tracemalloc.stop()
+            nursery.cancel_scope.cancel()
+        return after - before
+
+    async with open_gotask(sidecar, pool_size=1, max_inflight=n, args=["-max-inflight", str(n)]) as gt:
+        await gt.call("App.Hi", "warm")
+        tasks_only = await heap_with(trio.sleep_forever)
+        with_calls = await heap_with(partial(gt.call, "App.WaitCancelled", 1 << 62))
+    report.table(
+        "Client memory for 10,000 calls in flight (tracemalloc)",
+        ["measure", "bytes"],
+        [
+            ["10,000 parked tasks (baseline)", f"{tasks_only:,}"],
+            ["10,000 tasks, each with a call in flight", f"{with_calls:,}"],
+            ["per call, beyond its task", f"{(with_calls - tasks_only) / n:,.0f}"],
+        ],
+    )
+
+
+async def cpu_bound(sidecar: str, report: Report, quick: bool) -> None:
+    jobs = os.cpu_count() or 2
+    primes_n = 100_000 if quick else 300_000
+    mib = 64 if quick else 256
+    rows = []
+    async with open_gotask(sidecar) as gt:
+        for label, go_call, py_call in [
+            (
+                f"primes below {primes_n:,}",
+                partial(gt.call, "App.CountPrimes", primes_n),
+                partial(trio_parallel.run_sync, count_primes, primes_n),
+            ),
+            (
+                f"SHA-256 of {mib} MiB",
+                partial(gt.call, "App.SHA256", mib),
+                partial(trio_parallel.run_sync, sha256, mib),
+            ),
+        ]:
+            assert await go_call() == await py_call()
+            go_t, py_t = [], []
+            for _ in range(3):
+                go_t.append(await timed(partial(_parallel, go_call, jobs)))
+                py_t.append(await timed(partial(_parallel, py_call, jobs)))
+            rows.append(
+                [
+                    f"{jobs} x {label}",
+                    f"{median(go_t) * 1e3:.0f}",
+                    f"{median(py_t) * 1e3:.0f}",
+                    f"{median(py_t) / median(go_t):.1f}x",
+                ]
+            )
+    report.table(
+        f"CPU-bound work on every core ({jobs} jobs at once)",
+        ["task", "Go via trio_gotask, ms", "Python via trio_parallel, ms", "Go speed-up"],
+        rows,
+    )
+
+
+async def _parallel(call: Call, jobs: int) -> None:
+    async with trio.open_nursery() as nursery:
+        for _ in range(jobs):
+            nursery.start_soon(call)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n // scale} {unit}"
+    return f"{n} B"
+
+
+def plot_lines(
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    series: dict[str, list[tuple[float, float]]],
+    *,
+    logx: bool = False,
+    logy: bool = False,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, points in series.items():
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    go = subprocess.run(["go", "version"], capture_output=True, text=True, check=False).stdout.strip()
+    return (
+        f"{os.cpu_count()} cores, {cpu}; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}, trio {trio.__version__}; {go}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and calls, for a smoke test")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    options = parser.parse_args()
+    options.out.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    report = trio.run(run, options.quick, options.out)
+    targets = ["### Targets (issue 5)", "", "| target | measured | met |", "|---|---:|---|"]
+    targets += [
+        f"| {what} | {measured} | {'yes' if met else 'no'} |" for what, measured, met in report.targets
+    ]
+    print("\n".join(targets))
+    header = [
+        "# Benchmark results",
+        "",
+        f"Run {started} with `python benchmarks/bench.py{' --quick' if options.quick else ''}` on {machine()}.",
+        "",
+    ]
+    (options.out / "results.md").write_text(
+        "\n".join(header) + "\n".join(report.sections) + "\n" + "\n".join(targets) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The floor: the least work a Trio program can do to get a reply from the Go sidecar.
+
+One connection, request frames encoded once in advance, reply frames split by their length prefix
+and never decoded, no msgids matched, no cancellation, no errors handled. No library can beat this
+from Trio; trio_gotask is measured against it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+
+import msgpack
+import trio
+
+
+def request_frame(method: str, arg: object) -> bytes:
+    body: bytes = msgpack.packb([0, 1, method, arg, None], use_bin_type=True)
+    return struct.pack(">I", len(body)) + body
+
+
+class Floor:
+    """`call_direct` sends and reads in the caller (one caller at a time); `call` shares the
+    connection between many callers through one batching writer task and one reader task."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._outgoing: list[bytes] = []
+        self._wake_writer = trio.Event()
+        self._waiters: deque[trio.lowlevel.Task] = deque()
+
+    async def call_direct(self, frame: bytes) -> None:
+        await self._stream.send_all(frame)
+        while self._frames_ready() == 0:
+            self._buffer += await self._stream.receive_some(65536)
+        self._consume(1)
+
+    def _frames_ready(self) -> int:
+        count, pos, buf = 0, 0, self._buffer
+        while len(buf) - pos >= 4:
+            (length,) = struct.unpack_from(">I", buf, pos)
+            if len(buf) - pos - 4 < length:
+                break
+            pos += 4 + length
+            count += 1
+        return count
+
+    def _consume(self, frames: int) -> None:
+        pos = 0
+        for _ in range(frames):
+            (length,) = struct.unpack_from(">I", self._buffer, pos)
+            pos += 4 + length
+        del self._buffer[:pos]
+
+    async def call(self, frame: bytes) -> None:
+        self._outgoing.append(frame)
+        self._wake_writer.set()
+        self._waiters.append(trio.lowlevel.current_task())
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_loop)
+            nursery.start_soon(self._read_loop)
+            task_status.started()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer = trio.Event()
+            batch, self._outgoing = self._outgoing, []
+            await self._stream.send_all(b"".join(batch))
+
+    async def _read_loop(self) -> None:
+        while data := await self._stream.receive_some(65536):
+            self._buffer += data
+            ready = self._frames_ready()
+            if ready:
+                self._consume(ready)
+                for _ in range(ready):
+                    trio.lowlevel.reschedule(self._waiters.popleft())
