@@ -124,11 +124,11 @@ async def run(quick: bool, out: Path) -> Report:
     sidecar = str(await build_sidecar(EXAMPLE))
 
     async with AsyncExitStack() as stack:
-        nursery = await stack.enter_async_context(trio.open_nursery())
         gotasks = {t: await stack.enter_async_context(open_gotask(sidecar, transport=t)) for t in TRANSPORTS}
         floor_gt = await stack.enter_async_context(open_gotask(sidecar, transport="unix"))
         floor_stream = await trio.open_unix_socket(floor_gt.address)
         stack.push_async_callback(floor_stream.aclose)
+        nursery = await stack.enter_async_context(trio.open_nursery())  # exits before the close
         floor = Floor(floor_stream)
         echo_frame = request_frame("App.Echo", 1)
 
@@ -273,6 +273,7 @@ async def run(quick: bool, out: Path) -> Report:
         report.target(
             "a cancelled call returns in < 1 ms", f"{cancel_p50 * 1e3:.3f} ms (p50)", cancel_p50 < 1e-3
         )
+        nursery.cancel_scope.cancel()  # the floor's tasks
 
     # Start-up: entering open_gotask (prebuilt binary) to the first result.
     startup: dict[str, list[float]] = {t: [] for t in TRANSPORTS}
@@ -435,6 +436,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="fewer rounds and calls, for a smoke test")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--publish", action="store_true", help="also write docs/performance.md and its plots")
     options = parser.parse_args()
     options.out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -450,9 +452,15 @@ def main() -> None:
         f"Run {started} with `python benchmarks/bench.py{' --quick' if options.quick else ''}` on {machine()}.",
         "",
     ]
-    (options.out / "results.md").write_text(
-        "\n".join(header) + "\n".join(report.sections) + "\n" + "\n".join(targets) + "\n"
-    )
+    results = "\n".join(header) + "\n" + "\n".join(report.sections) + "\n" + "\n".join(targets) + "\n"
+    (options.out / "results.md").write_text(results)
+    if options.publish:
+        docs = Path(__file__).resolve().parent.parent / "docs"
+        (docs / "performance").mkdir(exist_ok=True)
+        for png in ("throughput.png", "payload.png"):
+            (docs / "performance" / png).write_bytes((options.out / png).read_bytes())
+        intro = (docs / "performance-intro.md").read_text()
+        (docs / "performance.md").write_text(intro + "\n" + results.replace("# Benchmark results\n", "", 1))
 
 
 if __name__ == "__main__":
