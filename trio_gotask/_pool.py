@@ -65,6 +65,9 @@ class Pool:
         return await connection.call(method, arg)
 
     async def _choose(self) -> Connection:
+        live = self._connections
+        if len(live) == 1 and self._size == 1 and not live[0].broken:
+            return live[0]  # the common case, on every call: nothing to choose
         while True:
             if self._failure is not None:
                 raise self._failure()
