@@ -295,9 +295,22 @@ class Connection:
     async def _read_loop(self) -> None:
         decoder = self._decoder
         receive_some = self._stream.receive_some
+        socket = self._stream.socket if isinstance(self._stream, trio.SocketStream) else None
         self._dispatch()
         while True:
-            data = await receive_some(min(max(decoder.bytes_wanted, _MIN_READ), _MAX_READ))
+            data: bytes | bytearray
+            view = decoder.large_frame_view() if socket is not None else None
+            if socket is not None and view is not None:
+                # A large frame: receive straight into its buffer, with no chunk in between.
+                with view:
+                    count = await socket.recv_into(view)
+                if count:
+                    decoder.large_frame_filled(count)
+                    self._dispatch()
+                    continue
+                data = b""
+            else:
+                data = await receive_some(min(max(decoder.bytes_wanted, _MIN_READ), _MAX_READ))
             if not data:
                 decoder.receive_eof()
                 raise _PeerClosed

@@ -97,7 +97,7 @@ class Encoder:
         return self._packer.pack(value)  # type: ignore[no-any-return]
 
 
-def decode_value(data: bytes | memoryview) -> Any:
+def decode_value(data: bytes | bytearray | memoryview) -> Any:
     """Decode exactly one msgpack value, raising `ProtocolError` (``bad_msgpack``) otherwise."""
     try:
         return msgpack.unpackb(
@@ -162,28 +162,58 @@ class Decoder:
     Feed it with `receive_data()`, then call `next_message()` until it returns ``None`` (more bytes
     needed). Call `receive_eof()` when the stream ends. Any protocol violation raises
     `ProtocolError`; after that the decoder must not be used again.
+
+    A frame of at least ``large_frame`` bytes gets a buffer of its own, sized once from its header:
+    `receive_data()` copies into it, or a reader that can receive into memory fills the view from
+    `large_frame_view()` and reports with `large_frame_filled()`. A big payload is then copied once
+    instead of being grown chunk by chunk.
     """
 
-    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *, large_frame: int = 1 << 18) -> None:
         self.max_frame_size = max_frame_size
+        self._large_frame = large_frame
         self._buf = bytearray()
         self._pos = 0
+        self._large: bytearray | None = None
+        self._large_filled = 0
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        if self._large is not None:
+            take = min(len(data), len(self._large) - self._large_filled)
+            self._large[self._large_filled : self._large_filled + take] = data[:take]
+            self._large_filled += take
+            data = data[take:]
+            if not data:
+                return
         if self._pos:
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
 
+    def large_frame_view(self) -> memoryview | None:
+        """Where the rest of the large frame being read goes, or ``None`` if none is being read."""
+        if self._large is None:
+            return None
+        return memoryview(self._large)[self._large_filled :]
+
+    def large_frame_filled(self, count: int) -> None:
+        """Record that ``count`` bytes were written at the start of `large_frame_view()`."""
+        assert self._large is not None
+        self._large_filled += count
+
     def receive_eof(self) -> None:
         """Raise `ProtocolError` (``truncated``) if the stream ended inside a frame."""
         left = len(self._buf) - self._pos
+        if self._large is not None:
+            left += 4 + self._large_filled
         if left:
             raise ProtocolError("truncated", f"stream ended inside a frame ({left} bytes left over)")
 
     @property
     def bytes_wanted(self) -> int:
         """How many more bytes would complete the frame being read (4 when between frames)."""
+        if self._large is not None:
+            return len(self._large) - self._large_filled
         left = len(self._buf) - self._pos
         if left < 4:
             return 4 - left
@@ -192,6 +222,11 @@ class Decoder:
 
     def next_payload(self) -> Any | None:
         """Return the next decoded payload (not yet checked against the message shapes)."""
+        if self._large is not None:
+            if self._large_filled < len(self._large):
+                return None
+            large, self._large = self._large, None
+            return decode_value(large)
         buf = self._buf
         pos = self._pos
         if len(buf) - pos < 4:
@@ -205,6 +240,13 @@ class Decoder:
             )
         end = pos + 4 + length
         if len(buf) < end:
+            if length >= self._large_frame:
+                # Move what has arrived to a buffer of the frame's size, where the rest will go.
+                self._large = bytearray(length)
+                arrived = len(buf) - pos - 4
+                self._large[:arrived] = memoryview(buf)[pos + 4 :]
+                self._large_filled = arrived
+                self._pos = len(buf)
             return None
         with memoryview(buf) as view, view[pos + 4 : end] as payload:
             obj = decode_value(payload)
