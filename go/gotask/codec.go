@@ -163,6 +163,10 @@ func (e *encBuf) appendResponse(msgid uint32, werr *wireError, result any) error
 	enc.EncodeUint(uint64(msgid))
 	if werr == nil {
 		enc.EncodeNil()
+		if b, ok := result.([]byte); ok {
+			// Binary replies are often large: size the buffer once instead of doubling it.
+			e.buf.Grow(len(b) + 8)
+		}
 		return enc.Encode(result)
 	}
 	n := 2
