@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 from typing import Literal
 
 import pytest
 import trio
 import trio.testing
+from standalone import standalone
 
 from trio_gotask import GoTaskError, SidecarError, build_sidecar, connect_gotask, open_gotask
 
@@ -163,27 +163,14 @@ async def test_bad_transport_name(sidecar: str) -> None:
 async def test_connect_to_a_sidecar_started_elsewhere(sidecar: str, address: str, tmp_path: Path) -> None:
     if address == "SOCKET":
         address = str(tmp_path / "app.sock")
-    process = await trio.lowlevel.open_process(
-        [sidecar, "-address", address, "-standalone"], stdout=subprocess.PIPE
-    )
-    try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(10):
-            while not line.endswith(b"\n"):
-                line += await process.stdout.receive_some(1)
-        real_address = line.decode().strip().split("|")[3]
-        async with connect_gotask(real_address) as gt:
+    async with standalone(sidecar, "-address", address) as app:
+        async with connect_gotask(app.address) as gt:
             assert await gt.call("App.Hi", "remote") == {"hello": "remote"}
             assert gt.pid is None
         # Not ours: still running after we left.
-        assert process.returncode is None
-        async with connect_gotask(real_address) as gt:
-            assert await gt.call("App.Pid") == process.pid
-    finally:
-        process.terminate()
-        with trio.fail_after(10):
-            assert await process.wait() == 0
+        assert app.process.returncode is None
+        async with connect_gotask(app.address) as gt:
+            assert await gt.call("App.Pid") == app.process.pid
 
 
 async def test_connect_to_nothing(tmp_path: Path) -> None:

@@ -6,45 +6,16 @@ import logging
 import os
 import ssl
 import stat
-import subprocess
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import trio
 import trustme
+from standalone import standalone
 
 from trio_gotask import SidecarError, connect_gotask, open_gotask
 
 SECRET = "correct horse battery staple"
-
-
-@asynccontextmanager
-async def standalone(sidecar: str, *flags: str, env: dict[str, str] | None = None) -> AsyncIterator[str]:
-    """A sidecar started by hand (not by open_gotask); yields the address from its handshake."""
-    process = await trio.lowlevel.open_process(
-        [sidecar, "-standalone", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(10):
-            while not line.endswith(b"\n"):
-                line += await process.stdout.receive_some(1)
-        yield line.decode().strip().split("|")[3]
-    finally:
-        process.terminate()
-        with trio.fail_after(10):
-            await process.wait()
-        assert process.stderr is not None
-        stderr = await process.stderr.receive_some(1 << 20)
-        assert SECRET.encode() not in stderr, "the secret leaked into the sidecar's log"
-        await process.stdout.aclose()  # type: ignore[union-attr]
-        await process.stderr.aclose()
 
 
 async def test_unix_socket_is_owner_only(sidecar: str) -> None:
@@ -72,9 +43,10 @@ async def test_secret_on_a_standalone_sidecar(
     caplog.set_level(logging.DEBUG)
     flags = [str(tmp_path / "s.sock") if f == "SOCKET" else f for f in transport_flags]
     async with (
-        standalone(sidecar, *flags, env={"GOTASK_SECRET": SECRET}) as address,
-        connect_gotask(address, secret=SECRET) as gt,
+        standalone(sidecar, *flags, env={"GOTASK_SECRET": SECRET}) as app,
+        connect_gotask(app.address, secret=SECRET) as gt,
     ):
+        address = app.address
         assert await gt.call("App.Hi", "friend") == {"hello": "friend"}
         for wrong in [None, "guess", SECRET + "x"]:
             async with connect_gotask(address, secret=wrong) as other:
@@ -83,6 +55,7 @@ async def test_secret_on_a_standalone_sidecar(
                 assert SECRET not in str(info.value)
         assert await gt.call("App.Hi", "friend again") == {"hello": "friend again"}
     assert SECRET not in caplog.text
+    assert SECRET.encode() not in app.stderr
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +77,10 @@ async def test_tls(sidecar: str, ca: trustme.CA, tmp_path: Path) -> None:
 
     flags = ["-address", "127.0.0.1:0", "-tls-cert", str(cert_file), "-tls-key", str(key_file)]
     async with (
-        standalone(sidecar, *flags, env={"GOTASK_SECRET": SECRET}) as address,
-        connect_gotask(address, secret=SECRET, ssl_context=client_context) as gt,
+        standalone(sidecar, *flags, env={"GOTASK_SECRET": SECRET}) as app,
+        connect_gotask(app.address, secret=SECRET, ssl_context=client_context) as gt,
     ):
+        address = app.address
         assert await gt.call("App.Hi", "over TLS") == {"hello": "over TLS"}
         assert await gt.call("App.Echo", b"\x00" * 100_000) == b"\x00" * 100_000
 
@@ -121,3 +95,4 @@ async def test_tls(sidecar: str, ca: trustme.CA, tmp_path: Path) -> None:
                 pass
 
         assert await gt.call("App.Hi", "still over TLS") == {"hello": "still over TLS"}
+    assert SECRET.encode() not in app.stderr

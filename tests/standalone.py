@@ -1,0 +1,54 @@
+"""A sidecar started by hand, as `./app -standalone -address ...` would be, for connect_gotask."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+
+@dataclass
+class Standalone:
+    process: trio.Process
+    address: str
+    """The address from the handshake line (the real port when asked for port 0)."""
+    stderr: bytes = b""
+    """What the sidecar wrote to stderr, once it has exited."""
+
+
+@asynccontextmanager
+async def standalone(
+    sidecar: str, *flags: str, env: dict[str, str] | None = None
+) -> AsyncIterator[Standalone]:
+    """Start ``sidecar -standalone FLAGS...``, wait for its handshake, and on the way out stop it
+    with SIGTERM and check that it exits 0 (its graceful shutdown)."""
+    process = await trio.lowlevel.open_process(
+        [sidecar, "-standalone", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        line = b""
+        with trio.fail_after(10):
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive_some(1)
+        handle = Standalone(process, line.decode().strip().split("|")[3])
+        yield handle
+    finally:
+        process.terminate()
+        with trio.fail_after(10):
+            returncode = await process.wait()
+            stderr = b""
+            while chunk := await process.stderr.receive_some():
+                stderr += chunk
+        await process.stdout.aclose()
+        await process.stderr.aclose()
+    handle.stderr = stderr
+    assert returncode == 0, stderr.decode(errors="replace")
