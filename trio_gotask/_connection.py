@@ -82,7 +82,7 @@ class Connection:
     callers. A cancelled caller abandons its reply slot (and tells the sidecar with ``$cancel``):
     it never touches the stream, so a shared connection is never left with half a frame.
 
-    Run `run` in a nursery before calling `call`.
+    Run `run` in a nursery before calling `call`; `fail` stops it.
     """
 
     def __init__(
@@ -211,7 +211,7 @@ class Connection:
         return call
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve the connection until it breaks or `close` is called; never raises on its own account."""
+        """Serve the connection until it breaks or `fail` is called; never raises on its own account."""
         try:
             with self._cancel_scope:
                 async with trio.open_nursery() as nursery:
@@ -222,10 +222,6 @@ class Connection:
             self.fail(error_factory(SidecarError, "the connection to the sidecar was closed"))
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self._stream)
-
-    def close(self) -> None:
-        """Stop the connection; calls still in flight on it fail."""
-        self.fail(error_factory(GoTaskError, "the connection was closed"))
 
     def fail(self, make_error: ErrorFactory) -> None:
         """Fail every call in flight with a fresh error from ``make_error``, then stop."""
