@@ -182,21 +182,25 @@ async def test_pool_opens_connections_under_load(sidecar: str) -> None:
 
 
 async def test_calls_wait_for_a_slot_past_max_inflight(sidecar: str) -> None:
-    done = 0
+    async with open_gotask(sidecar, pool_size=1, max_inflight=4) as client:
+        async with trio.open_nursery() as nursery:
+            for _ in range(50):
+                nursery.start_soon(client.call, "App.WaitCancelled", 1 << 62)
+            await trio.testing.wait_all_tasks_blocked()
+            assert client.statistics().in_flight == 50
+            (connection,) = pool_of(client)._connections
+            assert len(connection._pending) == 4
+            nursery.cancel_scope.cancel()
 
-    async def one() -> None:
-        nonlocal done
-        assert await client.call("App.Sleep", 1) == 1
-        done += 1
+        results = []
 
-    async with open_gotask(sidecar, pool_size=1, max_inflight=4) as client, trio.open_nursery() as nursery:
-        for _ in range(50):
-            nursery.start_soon(one)
-        await trio.testing.wait_all_tasks_blocked()
-        assert client.statistics().in_flight == 50
-        (connection,) = pool_of(client)._connections
-        assert len(connection._pending) == 4
-    assert done == 50
+        async def echo(i: int) -> None:
+            results.append(await client.call("App.Echo", i))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(echo, i)
+        assert sorted(results) == list(range(50))
 
 
 async def test_sidecar_stderr_goes_to_logging(sidecar: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -210,6 +210,7 @@ class Connection:
         self._slots.release()
         return call
 
+    @trio.lowlevel.enable_ki_protection
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the connection until it breaks or `fail` is called; never raises on its own account."""
         try:
@@ -236,6 +237,7 @@ class Connection:
         self._outbox.close()
         self._cancel_scope.cancel()
 
+    @trio.lowlevel.enable_ki_protection
     async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
         try:
             await loop()
@@ -251,6 +253,7 @@ class Connection:
         finally:
             self._cancel_scope.cancel()
 
+    @trio.lowlevel.enable_ki_protection
     async def _write_loop(self) -> None:
         send_all = self._stream.send_all
         inbox = self._inbox
@@ -288,6 +291,7 @@ class Connection:
             if out:
                 await send_all(out)
 
+    @trio.lowlevel.enable_ki_protection
     async def _read_loop(self) -> None:
         decoder = self._decoder
         receive_some = self._stream.receive_some

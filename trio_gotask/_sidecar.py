@@ -57,6 +57,7 @@ class Sidecar:
         self._grace = grace
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
         self._stderr_done = trio.Event()
+        self._stderr_partial = b""
         self.process: trio.Process | None = None
         self.exited = trio.Event()
 
@@ -78,6 +79,7 @@ class Sidecar:
             stderr_tail=self.stderr_tail,
         )
 
+    @trio.lowlevel.enable_ki_protection
     async def run(self, *, task_status: trio.TaskStatus[Handshake]) -> None:
         try:
             process = await trio.lowlevel.open_process(
@@ -154,27 +156,29 @@ class Sidecar:
             raise SidecarError(str(exc), stderr_tail=self.stderr_tail) from exc
         return Handshake(address, rest)
 
+    @trio.lowlevel.enable_ki_protection
     async def _drain_stderr(self) -> None:
+        """Log stderr line by line until EOF. Cancelled, it can be called again to go on."""
         process = self.process
         assert process is not None and process.stderr is not None
-        pending = b""
         try:
             while chunk := await process.stderr.receive_some(65536):
-                *lines, pending = (pending + chunk).split(b"\n")
+                *lines, self._stderr_partial = (self._stderr_partial + chunk).split(b"\n")
                 for raw in lines:
                     self._log(raw)
-            if pending:
-                self._log(pending)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-        finally:
-            self._stderr_done.set()
+        if self._stderr_partial:
+            self._log(self._stderr_partial)
+            self._stderr_partial = b""
+        self._stderr_done.set()
 
     def _log(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
         self._stderr_tail.append(line)
         logger.warning("%s: %s", self.name, line)
 
+    @trio.lowlevel.enable_ki_protection
     async def _stop(self) -> None:
         process = self.process
         assert process is not None
@@ -190,6 +194,10 @@ class Sidecar:
         if process.returncode is None:
             process.kill()
             await process.wait()
+        if not self._stderr_done.is_set():
+            # Its last words: what it wrote just before exiting is still in the pipe.
+            with trio.move_on_after(1):
+                await self._drain_stderr()
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 await trio.aclose_forcefully(stream)

@@ -105,6 +105,7 @@ class Supervisor:
             self._current.pool.close()
         self._publish(None)
 
+    @trio.lowlevel.enable_ki_protection
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         consecutive = 0
         started = False
