@@ -136,6 +136,11 @@ class Connection:
         finally:
             self.load -= 1
 
+    # Ctrl-C must not land between registering the call and parking in wait_task_rescheduled:
+    # a registered call whose caller left would later be woken by the reader, inside whatever the
+    # caller waits on by then. Protected, KeyboardInterrupt reaches the caller at the park, through
+    # `abort`, like a cancellation.
+    @trio.lowlevel.enable_ki_protection
     async def _call(self, method: str, arg: Any) -> Any:
         # Holds one slot of _slots, which _free gives back when the msgid is free again.
         if self._failure is not None:
