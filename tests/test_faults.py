@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 from trio_gotask import GoTaskError, RemoteError, RestartPolicy, SidecarError, open_gotask
+from trio_gotask._transport import Transport
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,15 +38,18 @@ async def wait_for_exit(pid: int) -> None:
 @pytest.mark.fault(
     fault="sidecar SIGKILLed with calls in flight", sees="SidecarError: exit status, stderr tail"
 )
-async def test_sigkill_mid_call_fails_every_call_promptly(sidecar: str) -> None:
+@pytest.mark.parametrize("transport", ["unix", "pipe"])
+async def test_sigkill_mid_call_fails_every_call_promptly(sidecar: str, transport: Transport) -> None:
+    errors: list[SidecarError] = []
     failed_after: list[float] = []
 
     async def waiting() -> None:
-        with pytest.raises(SidecarError, match="SIGKILL"):
+        with pytest.raises(SidecarError, match="SIGKILL") as info:
             await gt.call("App.Slow", 60_000)
+        errors.append(info.value)
         failed_after.append(trio.current_time() - killed_at)
 
-    async with open_gotask(sidecar) as gt:
+    async with open_gotask(sidecar, transport=transport) as gt:
         assert gt.pid is not None
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
@@ -54,9 +58,14 @@ async def test_sigkill_mid_call_fails_every_call_promptly(sidecar: str) -> None:
                 await trio.testing.wait_all_tasks_blocked()
                 killed_at = trio.current_time()
                 os.kill(gt.pid, signal.SIGKILL)
+        with pytest.raises(SidecarError) as later:
+            await gt.call("App.Hi", "anyone?")
         stats = gt.statistics()
     assert len(failed_after) == 20
-    assert stats.calls_failed == 20
+    for exc in [*errors, later.value]:
+        assert exc.returncode == -signal.SIGKILL
+        assert "SIGKILL" in str(exc)
+    assert stats.calls_failed == 21
     assert stats.in_flight == 0
     print(f"in-flight calls failed {max(failed_after) * 1000:.1f} ms after SIGKILL")
 

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from pathlib import Path
-from typing import Literal
 
 import pytest
-import trio
-import trio.testing
 from standalone import standalone
 
 from trio_gotask import GoTaskError, SidecarError, build_sidecar, connect_gotask, open_gotask
+from trio_gotask._transport import Transport
 
-Transport = Literal["unix", "tcp", "pipe"]
 EXAMPLE = Path(__file__).resolve().parent.parent / "go" / "example"
 
 
@@ -50,33 +46,6 @@ async def test_error_in_body_reaches_caller_unwrapped(sidecar: str) -> None:
         async with open_gotask(sidecar) as gt:
             await gt.call("App.Hi", "x")
             raise ValueError("mine")
-
-
-@pytest.mark.parametrize("transport", ["unix", "pipe"])
-async def test_killed_sidecar_fails_waiting_calls(sidecar: str, transport: Transport) -> None:
-    errors: list[BaseException] = []
-
-    async def waiting() -> None:
-        try:
-            await gt.call("App.Slow", 60_000)
-        except SidecarError as exc:
-            errors.append(exc)
-
-    async with open_gotask(sidecar, transport=transport) as gt:
-        assert gt.pid is not None
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                for _ in range(5):
-                    nursery.start_soon(waiting)
-                await trio.testing.wait_all_tasks_blocked()
-                os.kill(gt.pid, signal.SIGKILL)
-        with pytest.raises(SidecarError) as later:
-            await gt.call("App.Hi", "anyone?")
-    assert len(errors) == 5
-    for exc in [*errors, later.value]:
-        assert isinstance(exc, SidecarError)
-        assert exc.returncode == -signal.SIGKILL
-        assert "SIGKILL" in str(exc)
 
 
 async def test_exit_status_and_stderr_reach_the_error(sidecar: str) -> None:

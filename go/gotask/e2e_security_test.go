@@ -308,18 +308,8 @@ func TestSidecarBackpressure(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		batch = append(batch, frameOf(t, []any{0, i, "App.Large", 1 << 20, nil})...)
 	}
-	blocked := false
-	for i := 0; i < 10000 && !blocked; i++ { // a million requests, a terabyte of replies
-		greedy.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
-		if _, err := greedy.Write(batch); err != nil {
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() {
-				t.Fatal(err)
-			}
-			blocked = true
-		}
-	}
-	if !blocked {
+	// Up to a million requests, a terabyte of replies.
+	if !writeUntilBlocked(t, greedy, batch, 10000, 300*time.Millisecond) {
 		t.Fatal("the sidecar kept reading requests whose replies nobody read")
 	}
 	var hi map[string]any

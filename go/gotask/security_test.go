@@ -348,18 +348,7 @@ func TestServerBackpressure(t *testing.T) {
 	for i := 0; i < 1000; i++ {
 		batch = append(batch, frameOf(t, []any{0, i, "Big.Get", nil, nil})...)
 	}
-	blocked := false
-	for i := 0; i < 2000 && !blocked; i++ {
-		greedy.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-		if _, err := greedy.Write(batch); err != nil {
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() {
-				t.Fatal(err)
-			}
-			blocked = true
-		}
-	}
-	if !blocked {
+	if !writeUntilBlocked(t, greedy, batch, 2000, 200*time.Millisecond) {
 		t.Fatal("the server kept reading two million requests whose replies nobody read")
 	}
 	before := big.calls.Load()
@@ -428,4 +417,21 @@ func TestDeepNestingRejected(t *testing.T) {
 	if s := logBuf.String(); strings.Count(s, "\n") != 1 || !strings.Contains(s, "nesting") {
 		t.Fatalf("log %q", s)
 	}
+}
+
+// writeUntilBlocked writes batch up to rounds times and reports whether a write
+// ever stalled for longer than wait: the peer stopped reading (backpressure).
+func writeUntilBlocked(t *testing.T, conn net.Conn, batch []byte, rounds int, wait time.Duration) bool {
+	t.Helper()
+	for i := 0; i < rounds; i++ {
+		conn.SetWriteDeadline(time.Now().Add(wait))
+		if _, err := conn.Write(batch); err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatal(err)
+			}
+			return true
+		}
+	}
+	return false
 }
