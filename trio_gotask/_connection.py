@@ -101,11 +101,16 @@ class Connection:
         self._explain = explain
         self._pending: dict[int, _Call] = {}
         self._last_msgid = MAX_MSGID
-        self._outbox, self._inbox = trio.open_memory_channel[tuple[_Call | None, bytes, bytes]](math.inf)
+        # What the writer task sends next: (call or None, header, payload). A caller appends and,
+        # if the writer waits for work, wakes it; the writer takes everything queued at once.
+        self._queue: list[tuple[_Call | None, bytes, bytes]] = []
+        self._idle_writer: trio.lowlevel.Task | None = None
         self._write_now = _nonblocking_writer(stream)
-        self._writer_idle = False
-        self._queued = 0
-        self._slots = trio.Semaphore(max_inflight)
+        # A slot is a msgid in flight: taken before a request is encoded, given back when its msgid
+        # is free again. Callers beyond max_inflight wait in _slot_waiters; a freed slot is handed
+        # to the first of them (trio.Semaphore's rules, inlined for the hot path).
+        self._free_slots = max_inflight
+        self._slot_waiters = trio.lowlevel.ParkingLot()
         self._failure: ErrorFactory | None = None
         self._cancel_scope = trio.CancelScope()
         self.load = 0
@@ -115,17 +120,75 @@ class Connection:
     def broken(self) -> bool:
         return self._failure is not None
 
+    # Ctrl-C must not land between registering the call and parking in wait_task_rescheduled:
+    # a registered call whose caller left would later be woken by the reader, inside whatever the
+    # caller waits on by then. Protected, KeyboardInterrupt reaches the caller where it parks,
+    # through `abort`, like a cancellation.
+    @trio.lowlevel.enable_ki_protection
     async def call(self, method: str, arg: Any = None) -> Any:
         self.load += 1
         try:
             # The call always blocks below (a checkpoint), so a free slot is taken without
             # yielding to the scheduler an extra time; only a full connection makes callers wait.
             await trio.lowlevel.checkpoint_if_cancelled()
+            if self._free_slots and not self._slot_waiters:
+                self._free_slots -= 1
+            else:
+                await self._slot_waiters.park()  # returns holding the slot that woke it
+            if self._failure is not None:
+                self._release_slot()
+                raise self._failure()
+            deadline = trio.current_effective_deadline()
+            timeout = None if deadline == math.inf else deadline - trio.current_time()
+            msgid = self._next_msgid()
             try:
-                self._slots.acquire_nowait()
-            except trio.WouldBlock:
-                await self._slots.acquire()
-            return await self._call(method, arg)
+                payload = self._encoder.request(msgid, method, arg, timeout)
+                if len(payload) > self._decoder.max_frame_size:
+                    raise ValueError(
+                        f"the request to {method} is {len(payload)} bytes; the frame limit is "
+                        f"{self._decoder.max_frame_size} (max_frame_size)"
+                    )
+            except BaseException:
+                self._release_slot()
+                raise
+            call = _Call(trio.lowlevel.current_task(), method, msgid)
+            alone = not self._pending
+            self._pending[msgid] = call
+            header = frame_header(len(payload))
+            if (
+                alone
+                and self._idle_writer is not None
+                and self._write_now is not None
+                and len(payload) < _BIG
+            ):
+                # The only call, and the writer waits for work (so nothing is queued or half
+                # written): write the frame now, without waking the writer. (With other calls
+                # about, leave it to the writer, which batches what they queue into one write.)
+                # This is synchronous, so no cancel can cut it; whatever the socket did not take
+                # goes to the writer, first in line.
+                frame = header + payload
+                try:
+                    sent = self._write_now(frame)
+                except OSError:
+                    sent = 0  # the writer will meet the error and fail the connection
+                if sent:
+                    call.sent = True
+                    if sent < len(frame):
+                        self._enqueue(None, b"", frame[sent:])
+                else:
+                    self._enqueue(call, header, payload)
+            else:
+                self._enqueue(call, header, payload)
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                call.abandoned = True
+                if call.sent and self._failure is None:
+                    cancel = self._encoder.cancel(msgid)
+                    self._enqueue(None, frame_header(len(cancel)), cancel)
+                # Not sent yet: the writer drops the request and frees the msgid.
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            return await trio.lowlevel.wait_task_rescheduled(abort)
         except RemoteError as exc:
             if exc.type == "deadline_exceeded":
                 # The Go context shares the caller's deadline, and its reply can beat Trio to
@@ -136,71 +199,18 @@ class Connection:
         finally:
             self.load -= 1
 
-    # Ctrl-C must not land between registering the call and parking in wait_task_rescheduled:
-    # a registered call whose caller left would later be woken by the reader, inside whatever the
-    # caller waits on by then. Protected, KeyboardInterrupt reaches the caller at the park, through
-    # `abort`, like a cancellation.
-    @trio.lowlevel.enable_ki_protection
-    async def _call(self, method: str, arg: Any) -> Any:
-        # Holds one slot of _slots, which _free gives back when the msgid is free again.
-        if self._failure is not None:
-            self._slots.release()
-            raise self._failure()
-        deadline = trio.current_effective_deadline()
-        timeout = None if deadline == math.inf else deadline - trio.current_time()
-        msgid = self._next_msgid()
-        try:
-            payload = self._encoder.request(msgid, method, arg, timeout)
-            if len(payload) > self._decoder.max_frame_size:
-                raise ValueError(
-                    f"the request to {method} is {len(payload)} bytes; the frame limit is "
-                    f"{self._decoder.max_frame_size} (max_frame_size)"
-                )
-        except BaseException:
-            self._slots.release()
-            raise
-        call = _Call(trio.lowlevel.current_task(), method, msgid)
-        alone = not self._pending
-        self._pending[msgid] = call
-        header = frame_header(len(payload))
-        if (
-            alone
-            and self._writer_idle
-            and not self._queued
-            and self._write_now is not None
-            and len(payload) < _BIG
-        ):
-            # The only call, and nothing is being written or waits to be: write the frame now,
-            # without waking the writer task. (With other calls about, leave it to the writer,
-            # which batches what they queue into one write.) This is synchronous, so no cancel can
-            # cut it; whatever the socket did not take goes to the writer, first in line.
-            frame = header + payload
-            try:
-                sent = self._write_now(frame)
-            except OSError:
-                sent = 0  # the writer will meet the error and fail the connection
-            if sent:
-                call.sent = True
-                if sent < len(frame):
-                    self._enqueue(None, b"", frame[sent:])
-            else:
-                self._enqueue(call, header, payload)
-        else:
-            self._enqueue(call, header, payload)
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            call.abandoned = True
-            if call.sent and self._failure is None:
-                cancel = self._encoder.cancel(msgid)
-                self._enqueue(None, frame_header(len(cancel)), cancel)
-            # Not sent yet: the writer drops the request and frees the msgid.
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        return await trio.lowlevel.wait_task_rescheduled(abort)
-
     def _enqueue(self, call: _Call | None, header: bytes, payload: bytes) -> None:
-        self._queued += 1
-        self._outbox.send_nowait((call, header, payload))
+        self._queue.append((call, header, payload))
+        writer = self._idle_writer
+        if writer is not None:
+            self._idle_writer = None
+            trio.lowlevel.reschedule(writer)
+
+    def _release_slot(self) -> None:
+        if self._slot_waiters:
+            self._slot_waiters.unpark()
+        else:
+            self._free_slots += 1
 
     def _next_msgid(self) -> int:
         msgid = self._last_msgid
@@ -212,7 +222,7 @@ class Connection:
 
     def _free(self, msgid: int) -> _Call:
         call = self._pending.pop(msgid)
-        self._slots.release()
+        self._release_slot()
         return call
 
     @trio.lowlevel.enable_ki_protection
@@ -237,9 +247,9 @@ class Connection:
         for call in self._pending.values():
             if not call.abandoned:
                 trio.lowlevel.reschedule(call.task, outcome.Error(make_error()))
-            self._slots.release()
+            self._release_slot()
         self._pending.clear()
-        self._outbox.close()
+        self._queue.clear()
         self._cancel_scope.cancel()
 
     @trio.lowlevel.enable_ki_protection
@@ -261,22 +271,16 @@ class Connection:
     @trio.lowlevel.enable_ki_protection
     async def _write_loop(self) -> None:
         send_all = self._stream.send_all
-        inbox = self._inbox
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._idle_writer = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
         while True:
-            self._writer_idle = True
-            try:
-                item = await inbox.receive()
-            except trio.EndOfChannel:
-                return
-            finally:
-                self._writer_idle = False
-            batch = [item]
-            while True:
-                try:
-                    batch.append(inbox.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            self._queued -= len(batch)
+            if not self._queue:
+                self._idle_writer = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            batch, self._queue = self._queue, []
             if self._failure is not None:
                 return
             out = bytearray()

@@ -61,13 +61,14 @@ class Pool:
             await self._open()
 
     async def call(self, method: str, arg: Any) -> Any:
-        connection = await self._choose()
+        live = self._connections
+        if self._size == 1 and live and not live[0].broken:
+            connection = live[0]  # the common case, on every call: nothing to choose
+        else:
+            connection = await self._choose()
         return await connection.call(method, arg)
 
     async def _choose(self) -> Connection:
-        live = self._connections
-        if len(live) == 1 and self._size == 1 and not live[0].broken:
-            return live[0]  # the common case, on every call: nothing to choose
         while True:
             if self._failure is not None:
                 raise self._failure()

@@ -30,10 +30,13 @@ AUTH: Final = "$auth"
 MAX_MSGID: Final = 2**32 - 1
 
 _HEADER = struct.Struct(">I")
+_SLICE_BELOW = 16 * 1024
 _UNICODE_ERRORS = "surrogateescape"
 
 
-@dataclass(frozen=True, slots=True)
+# Plain slotted dataclasses, not frozen ones: a frozen dataclass's __init__ costs several times
+# more, and a Response is built for every reply.
+@dataclass(slots=True)
 class Request:
     msgid: int
     method: str
@@ -41,14 +44,14 @@ class Request:
     meta: dict[str, Any] | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Response:
     msgid: int
     error: dict[str, Any] | None
     result: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Notification:
     method: str
     params: Any
@@ -128,7 +131,7 @@ def parse_message(obj: Any) -> Message:
         if n != 4:
             raise _bad("a response has 4 elements", obj)
         _, msgid, error, result = obj
-        if not _is_msgid(msgid):
+        if not (type(msgid) is int and 0 <= msgid <= MAX_MSGID):
             raise _bad("msgid must be an unsigned 32-bit integer", obj)
         if error is not None and not (
             type(error) is dict and type(error.get("type")) is str and type(error.get("message")) is str
@@ -248,8 +251,11 @@ class Decoder:
                 self._large_filled = arrived
                 self._pos = len(buf)
             return None
-        with memoryview(buf) as view, view[pos + 4 : end] as payload:
-            obj = decode_value(payload)
+        if length < _SLICE_BELOW:
+            obj = decode_value(buf[pos + 4 : end])  # a copy, but cheaper than a memoryview
+        else:
+            with memoryview(buf) as view, view[pos + 4 : end] as payload:
+                obj = decode_value(payload)
         self._pos = end
         return obj
 
