@@ -42,19 +42,27 @@ async def lost_without_explanation(cause: BaseException) -> ErrorFactory:
     return error_factory(SidecarError, f"lost the connection to the sidecar: {cause}", cause=cause)
 
 
-def _nonblocking_writer(stream: trio.abc.Stream) -> Callable[[bytes], int] | None:
-    """A synchronous, non-blocking write to the stream's file descriptor, where it has one.
+def _descriptors(stream: trio.abc.Stream) -> tuple[Callable[[], int], Callable[[], int]] | None:
+    """Getters of the stream's (read, write) file descriptors, where it has them: a socket, or a
+    pair of pipes.
 
-    The descriptor is looked up on every write: once the stream is closed it is -1 and the write
+    A descriptor is looked up on every use: once the stream is closed it is -1 and I/O on it
     fails, rather than reaching a file that has since reused the number.
     """
     if isinstance(stream, trio.SocketStream):
-        sock = stream.socket
-        return lambda data: os.write(sock.fileno(), data)
-    if isinstance(stream, trio.StapledStream) and isinstance(stream.send_stream, trio.lowlevel.FdStream):
-        pipe = stream.send_stream
-        return lambda data: os.write(pipe.fileno(), data)
+        fileno = stream.socket.fileno
+        return fileno, fileno
+    if (
+        isinstance(stream, trio.StapledStream)
+        and isinstance(stream.receive_stream, trio.lowlevel.FdStream)
+        and isinstance(stream.send_stream, trio.lowlevel.FdStream)
+    ):
+        return stream.receive_stream.fileno, stream.send_stream.fileno
     return None
+
+
+def _read_size(decoder: Decoder) -> int:
+    return min(max(decoder.bytes_wanted, _MIN_READ), _MAX_READ)
 
 
 class _Call:
@@ -107,7 +115,7 @@ class Connection:
         # if the writer waits for work, wakes it; the writer takes everything queued at once.
         self._queue: list[tuple[_Call | None, bytes, bytes]] = []
         self._idle_writer: trio.lowlevel.Task | None = None
-        self._write_now = _nonblocking_writer(stream)
+        self._descriptors = _descriptors(stream)
         # A slot is a msgid in flight: taken before a request is encoded, given back when its msgid
         # is free again. Callers beyond max_inflight wait in _slot_waiters; a freed slot is handed
         # to the first of them (trio.Semaphore's rules, inlined for the hot path).
@@ -160,7 +168,7 @@ class Connection:
             if (
                 alone
                 and self._idle_writer is not None
-                and self._write_now is not None
+                and self._descriptors is not None
                 and len(payload) < _BIG
             ):
                 # The only call, and the writer waits for work (so nothing is queued or half
@@ -170,7 +178,7 @@ class Connection:
                 # goes to the writer, first in line.
                 frame = header + payload
                 try:
-                    sent = self._write_now(frame)
+                    sent = os.write(self._descriptors[1](), frame)
                 except OSError:
                     sent = 0  # the writer will meet the error and fail the connection
                 if sent:
@@ -305,28 +313,49 @@ class Connection:
     @trio.lowlevel.enable_ki_protection
     async def _read_loop(self) -> None:
         decoder = self._decoder
-        receive_some = self._stream.receive_some
-        socket = self._stream.socket if isinstance(self._stream, trio.SocketStream) else None
         self._dispatch()
+        if self._descriptors is None:
+            while True:
+                data = await self._stream.receive_some(_read_size(decoder))
+                if not data:
+                    decoder.receive_eof()
+                    raise _PeerClosed
+                decoder.receive_data(data)
+                self._dispatch()
+        # With a descriptor, read it directly. Between frames the last read took all there was,
+        # so wait for more before reading: reading first (as receive_some does) would meet
+        # EAGAIN, a system call between a reply and its caller. Inside a frame more is on its
+        # way, so read first. A large frame is read straight into its own buffer.
+        fileno = self._descriptors[0]
+        wait_readable = trio.lowlevel.wait_readable
         while True:
-            data: bytes | bytearray
-            view = decoder.large_frame_view() if socket is not None else None
-            if socket is not None and view is not None:
-                # A large frame: receive straight into its buffer, with no chunk in between.
-                with view:
-                    count = await socket.recv_into(view)
-                if count:
-                    decoder.large_frame_filled(count)
-                    self._dispatch()
-                    continue
-                data = b""
-            else:
-                data = await receive_some(min(max(decoder.bytes_wanted, _MIN_READ), _MAX_READ))
-            if not data:
+            try:
+                count = self._read_now(fileno())
+            except BlockingIOError:
+                await wait_readable(fileno())
+                continue
+            if not count:
                 decoder.receive_eof()
                 raise _PeerClosed
-            decoder.receive_data(data)
             self._dispatch()
+            if decoder.between_frames:
+                await wait_readable(fileno())
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _read_now(self, fd: int) -> int:
+        """Read what ``fd`` has into the decoder, without blocking; return the byte count (0 at
+        the end of the stream)."""
+        decoder = self._decoder
+        view = decoder.large_frame_view()
+        if view is None:
+            data = os.read(fd, _read_size(decoder))
+            decoder.receive_data(data)
+            return len(data)
+        with view:
+            count = os.readv(fd, [view])
+        decoder.large_frame_filled(count)
+        return count
 
     def _dispatch(self) -> None:
         decoder = self._decoder

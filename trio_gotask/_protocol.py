@@ -213,6 +213,11 @@ class Decoder:
             raise ProtocolError("truncated", f"stream ended inside a frame ({left} bytes left over)")
 
     @property
+    def between_frames(self) -> bool:
+        """Whether every byte received so far belongs to a whole frame (so none is half read)."""
+        return self._large is None and self._pos == len(self._buf)
+
+    @property
     def bytes_wanted(self) -> int:
         """How many more bytes would complete the frame being read (4 when between frames)."""
         if self._large is not None:
