@@ -141,7 +141,7 @@ class Connection:
             # The call always blocks below (a checkpoint), so a free slot is taken without
             # yielding to the scheduler an extra time; only a full connection makes callers wait.
             await trio.lowlevel.checkpoint_if_cancelled()
-            if self._free_slots and not self._slot_waiters:
+            if self._free_slots:  # then nobody waits: see _release_slot
                 self._free_slots -= 1
             else:
                 await self._slot_waiters.park()  # returns holding the slot that woke it
@@ -150,7 +150,10 @@ class Connection:
                 raise self._failure()
             deadline = trio.current_effective_deadline()
             timeout = None if deadline == math.inf else deadline - trio.current_time()
-            msgid = self._next_msgid()
+            msgid = self._last_msgid + 1
+            if msgid > MAX_MSGID or msgid in self._pending:
+                msgid = self._next_free_msgid()
+            self._last_msgid = msgid
             try:
                 payload = self._encoder.request(msgid, method, arg, timeout)
                 if len(payload) > self._decoder.max_frame_size:
@@ -217,17 +220,18 @@ class Connection:
             trio.lowlevel.reschedule(writer)
 
     def _release_slot(self) -> None:
-        if self._slot_waiters:
-            self._slot_waiters.unpark()
-        else:
+        # Callers wait only while no slot is free, and a slot freed while they wait is handed
+        # to the first of them: so while _free_slots > 0, nobody waits.
+        if self._free_slots or not self._slot_waiters:
             self._free_slots += 1
+        else:
+            self._slot_waiters.unpark()
 
-    def _next_msgid(self) -> int:
+    def _next_free_msgid(self) -> int:
         msgid = self._last_msgid
         while True:
             msgid = msgid + 1 if msgid < MAX_MSGID else 0
             if msgid not in self._pending:
-                self._last_msgid = msgid
                 return msgid
 
     def _free(self, msgid: int) -> _Call:
@@ -359,14 +363,15 @@ class Connection:
 
     def _dispatch(self) -> None:
         decoder = self._decoder
+        pending = self._pending
         while (message := decoder.next_message()) is not None:
             if type(message) is Response:
-                call = self._pending.get(message.msgid)
+                call = pending.pop(message.msgid, None)
                 if call is None:
                     raise ProtocolError(
                         "unknown_msgid", f"the sidecar answered msgid {message.msgid}, which is not in flight"
                     )
-                self._free(message.msgid)
+                self._release_slot()
                 if call.abandoned:
                     continue
                 if message.error is None:
