@@ -22,7 +22,7 @@ from ._pool import Connect, Pool
 from ._protocol import DEFAULT_MAX_FRAME_SIZE, Encoder, frame_header
 from ._sidecar import Handshake, Sidecar
 from ._supervisor import RestartPolicy, Supervisor
-from ._transport import TRANSPORTS, Transport, open_stream, split_host_port
+from ._transport import TRANSPORTS, Transport, enlarge_pipe, open_stream, split_host_port
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -343,6 +343,9 @@ def _pipe_connect(process: Sidecar, handshake: Handshake) -> Connect:
         used = True
         child = process.process
         assert child is not None and child.stdin is not None and child.stdout is not None
+        for pipe in (child.stdin, child.stdout):
+            if isinstance(pipe, trio.lowlevel.FdStream):
+                enlarge_pipe(pipe)
         return trio.StapledStream(child.stdin, child.stdout), handshake.rest
 
     return connect

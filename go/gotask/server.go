@@ -133,6 +133,10 @@ func (s *Server) logf(format string, args ...any) {
 
 var stderrLog = log.New(os.Stderr, "gotask: ", log.LstdFlags)
 
+// unixBufferSize is the kernel send and receive buffer size asked for each
+// accepted Unix socket connection.
+const unixBufferSize = 1 << 20
+
 // Serve accepts connections on l and serves each in its own goroutine. It
 // returns ErrServerClosed after Shutdown, or the listener's error.
 func (s *Server) Serve(l net.Listener) error {
@@ -166,6 +170,12 @@ func (s *Server) Serve(l net.Listener) error {
 			continue
 		}
 		delay = 0
+		if uc, ok := rwc.(*net.UnixConn); ok {
+			// Larger kernel buffers than the default 208 KiB: a large frame crosses in fewer
+			// writes and wake-ups. The kernel caps them at net.core.wmem_max/rmem_max.
+			uc.SetWriteBuffer(unixBufferSize)
+			uc.SetReadBuffer(unixBufferSize)
+		}
 		go s.serveConn(rwc, true)
 	}
 }
