@@ -89,7 +89,8 @@ class GoTask:
                 assert self._supervisor is not None
                 current = self._supervisor.current
                 pool = current.pool if current is not None else await self._supervisor.pool()
-            result = await pool.call(method, arg)
+            connection = pool.only or await pool.choose()
+            result = await connection.call(method, arg)
         except trio.Cancelled:
             self._cancelled += 1
             raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, final
+from typing import final
 
 import trio
 
@@ -60,15 +60,19 @@ class Pool:
         if not self._connections:
             await self._open()
 
-    async def call(self, method: str, arg: Any) -> Any:
+    @property
+    def only(self) -> Connection | None:
+        """The connection for every call, when the pool holds one, may hold no more, and it works.
+
+        The common case, looked up on every call; otherwise `choose` a connection.
+        """
         live = self._connections
         if self._size == 1 and live and not live[0].broken:
-            connection = live[0]  # the common case, on every call: nothing to choose
-        else:
-            connection = await self._choose()
-        return await connection.call(method, arg)
+            return live[0]
+        return None
 
-    async def _choose(self) -> Connection:
+    async def choose(self) -> Connection:
+        """The least-loaded connection, opening one if every open one is busy and there is room."""
         while True:
             if self._failure is not None:
                 raise self._failure()
