@@ -138,17 +138,21 @@ class Connection:
     async def call(self, method: str, arg: Any = None) -> Any:
         self.load += 1
         try:
-            # The call always blocks below (a checkpoint), so a free slot is taken without
-            # yielding to the scheduler an extra time; only a full connection makes callers wait.
-            await trio.lowlevel.checkpoint_if_cancelled()
+            # The call always parks below (a checkpoint). A caller cancelled already is stopped
+            # here, before anything is sent: its effective deadline is -inf. (This stands in for
+            # checkpoint_if_cancelled, and saves walking the cancel scopes twice a call.)
+            deadline = trio.current_effective_deadline()
+            if deadline == -math.inf:
+                await trio.lowlevel.checkpoint()
+            # A free slot is taken without yielding; only a full connection makes callers wait.
             if self._free_slots:  # then nobody waits: see _release_slot
                 self._free_slots -= 1
             else:
                 await self._slot_waiters.park()  # returns holding the slot that woke it
+                deadline = trio.current_effective_deadline()
             if self._failure is not None:
                 self._release_slot()
                 raise self._failure()
-            deadline = trio.current_effective_deadline()
             timeout = None if deadline == math.inf else deadline - trio.current_time()
             msgid = self._last_msgid + 1
             if msgid > MAX_MSGID or msgid in self._pending:
