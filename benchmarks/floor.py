@@ -7,6 +7,7 @@ from Trio; trio_gotask is measured against it.
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections import deque
 
@@ -80,3 +81,27 @@ class Floor:
                 self._consume(ready)
                 for _ in range(ready):
                     trio.lowlevel.reschedule(self._waiters.popleft())
+
+
+class BlockingEcho:
+    """No Trio at all: a blocking socket that sends a pre-encoded frame and reads the reply into
+    a buffer allocated once, without decoding it. What this machine can move through the sidecar
+    from Python, as a ceiling for the payload sweep; it blocks the event loop while it runs."""
+
+    def __init__(self, path: str) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.connect(path)
+        self._buffer = bytearray(64 * 1024)
+
+    def call(self, frame: bytes) -> None:
+        self._sock.sendall(frame)
+        (length,) = struct.unpack(">I", self._sock.recv(4, socket.MSG_WAITALL))
+        if len(self._buffer) < length:
+            self._buffer = bytearray(length)
+        with memoryview(self._buffer) as view:
+            got = 0
+            while got < length:
+                got += self._sock.recv_into(view[got:length])
+
+    def close(self) -> None:
+        self._sock.close()
