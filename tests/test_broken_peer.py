@@ -3,6 +3,7 @@ server that speaks the protocol correctly on some connections and wrongly on oth
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import trio
+import trio.testing
 
 from trio_gotask import GoTask, ProtocolError, connect_gotask
 from trio_gotask._pool import Pool
@@ -119,3 +121,35 @@ async def call_on_second_connection(gt: GoTask) -> object:
         return await gt.call("X.Echo", "on the second connection")
     finally:
         first.load -= 1
+
+
+@pytest.mark.parametrize("size", [100, 1 << 20], ids=["small", "large"])
+async def test_reply_arriving_in_pieces(tmp_path: Path, size: int) -> None:
+    """A reply cut anywhere, the client reading each piece before the next is sent: a small frame
+    is assembled in the read buffer, a large one in a buffer of its own."""
+    blob = bytes(range(256)) * (size // 256 + 1)
+
+    async def dribble(stream: trio.SocketStream) -> None:
+        decoder = Decoder()
+        while data := await stream.receive_some():
+            decoder.receive_data(data)
+            while (message := decoder.next_message()) is not None:
+                assert isinstance(message, Request)
+                reply = frame([1, message.msgid, None, blob[:size]])
+                cuts = [0, 3, 5, len(reply) // 2, len(reply) - 1, len(reply)]
+                for start, end in itertools.pairwise(cuts):
+                    await stream.send_all(reply[start:end])
+                    # Every task blocked: the client has read this piece and waits for the next.
+                    await trio.testing.wait_all_tasks_blocked()
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        path = str(tmp_path / "dribble.sock")
+        sock = trio.socket.socket(trio.socket.AF_UNIX)
+        await sock.bind(path)
+        sock.listen()
+        nursery.start_soon(trio.serve_listeners, dribble, [trio.SocketListener(sock)])
+        async with connect_gotask(path) as gt:
+            for _ in range(3):
+                assert await gt.call("X.Echo", None) == blob[:size]
+        nursery.cancel_scope.cancel()
