@@ -113,7 +113,7 @@ class Connection:
         self._last_msgid = MAX_MSGID
         # What the writer task sends next: (call or None, header, payload). A caller appends and,
         # if the writer waits for work, wakes it; the writer takes everything queued at once.
-        self._queue: list[tuple[_Call | None, bytes, bytes]] = []
+        self._queue: list[tuple[_Call | None, bytes, bytes | memoryview]] = []
         self._idle_writer: trio.lowlevel.Task | None = None
         self._descriptors = _descriptors(stream)
         # A slot is a msgid in flight: taken before a request is encoded, given back when its msgid
@@ -216,7 +216,7 @@ class Connection:
         finally:
             self.load -= 1
 
-    def _enqueue(self, call: _Call | None, header: bytes, payload: bytes) -> None:
+    def _enqueue(self, call: _Call | None, header: bytes, payload: bytes | memoryview) -> None:
         self._queue.append((call, header, payload))
         writer = self._idle_writer
         if writer is not None:

@@ -65,6 +65,14 @@ def frame_header(length: int) -> bytes:
     return _HEADER.pack(length)
 
 
+_BINARY: Final = (bytes, bytearray)
+_LARGE_BINARY: Final = 64 * 1024
+
+
+def _packer(**options: Any) -> msgpack.Packer:
+    return msgpack.Packer(use_bin_type=True, datetime=True, unicode_errors=_UNICODE_ERRORS, **options)
+
+
 class Encoder:
     """Encodes messages into frame payloads (without the length header).
 
@@ -73,11 +81,21 @@ class Encoder:
     """
 
     def __init__(self) -> None:
-        self._packer = msgpack.Packer(use_bin_type=True, datetime=True, unicode_errors=_UNICODE_ERRORS)
+        self._packer = _packer()
 
-    def request(self, msgid: int, method: str, params: Any, timeout: float | None = None) -> bytes:
+    def request(
+        self, msgid: int, method: str, params: Any, timeout: float | None = None
+    ) -> bytes | memoryview:
+        """The payload of a request; a view of a buffer of its own when ``params`` is large binary."""
         meta = None if timeout is None else {"timeout": timeout}
-        return self._packer.pack([REQUEST, msgid, method, params, meta])  # type: ignore[no-any-return]
+        message = [REQUEST, msgid, method, params, meta]
+        if type(params) in _BINARY and len(params) >= _LARGE_BINARY:
+            # Packed into a buffer of its final size and sent from there: the shared packer would
+            # grow its buffer step by step, then copy it out (16 MiB here: 12 ms against 1.7 ms).
+            packer = _packer(autoreset=False, buf_size=len(params) + 4 * len(method) + 64)
+            packer.pack(message)
+            return packer.getbuffer()  # type: ignore[no-any-return]
+        return self._packer.pack(message)  # type: ignore[no-any-return]
 
     def auth(self, secret: str) -> bytes:
         return self._packer.pack([NOTIFICATION, AUTH, secret])  # type: ignore[no-any-return]
