@@ -89,8 +89,9 @@ class Connection:
     ``send_all``, and one reader task decodes every frame a read returned and wakes the callers.
     (The queue is a list, not a memory channel: this is the hot path, and a channel's bookkeeping
     cost more per frame than the rest of the write.) A lone call with the writer idle writes its
-    own frame, synchronously. A cancelled caller abandons its reply slot (and tells the sidecar with ``$cancel``):
-    it never touches the stream, so a shared connection is never left with half a frame.
+    own frame, synchronously. A cancelled caller abandons its reply slot (and tells the sidecar
+    with ``$cancel``): it never touches the stream, so a shared connection is never left with half
+    a frame.
 
     Run `run` in a nursery before calling `call`; `fail` stops it.
     """
