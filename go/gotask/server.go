@@ -52,6 +52,7 @@ type Server struct {
 
 	baseCtx    context.Context
 	baseCancel context.CancelFunc
+	workers    *workers // run the calls; they exit when baseCtx is done
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -69,6 +70,7 @@ func NewServer() *Server {
 		conns:     make(map[*conn]struct{}),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
+	s.workers = newWorkers(s.baseCtx.Done())
 	return s
 }
 
@@ -535,7 +537,7 @@ func (c *conn) request(m *message) {
 	c.pending[m.msgid] = cl
 	c.mu.Unlock()
 	c.handlers.Add(1)
-	go func() {
+	s.workers.run(func() {
 		defer func() {
 			cancel()
 			c.mu.Lock()
@@ -549,7 +551,7 @@ func (c *conn) request(m *message) {
 		}()
 		result, werr := invoke(ctx, svc, mt, m.params)
 		c.reply(m.msgid, werr, result)
-	}()
+	})
 }
 
 // timeoutDuration converts meta.timeout seconds to a duration, saturating.
