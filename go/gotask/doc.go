@@ -61,9 +61,13 @@ cancelled, when its connection closes, or when the sidecar gives up waiting at
 shutdown; a Python-side deadline becomes the context's deadline. Returning
 ctx.Err() reports "cancelled" or "deadline_exceeded".
 
-Each call runs in its own goroutine, so methods must be safe for concurrent
-use. At most MaxInflight calls run at once per connection (default 1024);
-beyond that the sidecar stops reading from the connection until one finishes.
+Calls run concurrently, each on a goroutine of its own while it runs, so
+methods must be safe for concurrent use. The goroutines are reused for later
+calls (a grown stack is kept), as net/http reuses one for the requests of a
+connection: a method that locks its OS thread with runtime.LockOSThread must
+unlock it before returning. At most MaxInflight calls run at once per
+connection (default 1024); beyond that the sidecar stops reading from the
+connection until one finishes.
 
 # Running
 
