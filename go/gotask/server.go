@@ -304,7 +304,8 @@ func (s *Server) endCall() {
 }
 
 // conn is one served connection. One goroutine reads (ServeConn's), one
-// writes (writeLoop), and each call runs in its own goroutine.
+// writes (writeLoop), and each call runs on a worker goroutine of its own
+// (see workers).
 type conn struct {
 	srv      *Server
 	rwc      io.ReadWriteCloser
