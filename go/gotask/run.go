@@ -82,7 +82,13 @@ func Run() {
 		<-sigs
 		stop()
 	}()
-	os.Exit(run(ctx, DefaultServer, cmdline, launched, os.Stdin, os.Stdout, os.Stderr))
+	var stdin io.Reader = os.Stdin
+	var stdout io.Writer = os.Stdout
+	if cmdline.pipe {
+		// The calls travel over standard input and output, which nothing else may use.
+		stdin, stdout = pollable(os.Stdin), pollable(os.Stdout)
+	}
+	os.Exit(run(ctx, DefaultServer, cmdline, launched, stdin, stdout, os.Stderr))
 }
 
 const usage = `gotask: this program is a trio-gotask sidecar; the Python package
