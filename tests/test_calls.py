@@ -19,6 +19,7 @@ from trio_gotask import (
     open_gotask,
 )
 from trio_gotask._pool import Pool
+from trio_gotask._transport import Transport
 
 
 def pool_of(gt: GoTask) -> Pool:
@@ -208,3 +209,22 @@ async def test_sidecar_stderr_goes_to_logging(sidecar: str, caplog: pytest.LogCa
     async with open_gotask(sidecar) as gt:
         await gt.call("App.Log", "a line from Go")
     assert any("a line from Go" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.fault(
+    fault="a method prints to stdout (socket modes), far more than a pipe holds",
+    sees="nothing: the client logs it as a warning; calls go on",
+)
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+async def test_stray_stdout_is_logged_and_never_blocks_the_sidecar(
+    sidecar: str, transport: Transport, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In socket modes stdout should carry nothing after the handshake. A method that prints
+    anyway (20,000 lines, ~600 KB, ten times what a pipe holds) must not block: the client
+    drains it."""
+    caplog.set_level(logging.INFO, logger="trio_gotask.sidecar")
+    async with open_gotask(sidecar, transport=transport) as gt:
+        with trio.fail_after(30):
+            assert await gt.call("App.Print", 20_000) == 20_000
+            assert await gt.call("App.Hi", "after") == {"hello": "after"}
+    assert any("stray line 19999 from a method" in r.getMessage() for r in caplog.records)

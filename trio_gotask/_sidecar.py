@@ -1,4 +1,4 @@
-"""The sidecar process: start it, read its handshake, drain its stderr, notice its death, stop it."""
+"""The sidecar process: start it, read its handshake, drain its output, notice its death, stop it."""
 
 from __future__ import annotations
 
@@ -104,6 +104,10 @@ class Sidecar:
                     self._grace = 0
                 else:
                     task_status.started(handshake)
+                    if self.transport != "pipe":
+                        # Stdout carries nothing after the handshake here; a method that prints
+                        # anyway would block once the pipe is full, unless someone reads it.
+                        nursery.start_soon(self._drain_stdout, handshake.rest)
                     await process.wait()
                     with trio.move_on_after(_STDERR_SETTLE):
                         await self._stderr_done.wait()
@@ -172,6 +176,25 @@ class Sidecar:
             self._log(self._stderr_partial)
             self._stderr_partial = b""
         self._stderr_done.set()
+
+    async def _drain_stdout(self, already: bytes) -> None:
+        """Log what the sidecar writes to stdout after its handshake (in socket modes) until EOF."""
+        process = self.process
+        assert process is not None and process.stdout is not None
+        partial = already
+        try:
+            while chunk := await process.stdout.receive_some(65536):
+                *lines, partial = (partial + chunk).split(b"\n")
+                for raw in lines:
+                    self._log_stdout(raw)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        if partial:
+            self._log_stdout(partial)
+
+    def _log_stdout(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        logger.warning("%s (stdout, which should carry nothing after the handshake): %s", self.name, line)
 
     def _log(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")

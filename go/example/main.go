@@ -179,6 +179,16 @@ func (a *App) Log(msg string, r *any) error {
 	return nil
 }
 
+// Print writes n lines to standard output, which must carry nothing after the
+// handshake: a method that does it anyway must not hang the sidecar.
+func (a *App) Print(n int, r *int) error {
+	for i := 0; i < n; i++ {
+		fmt.Printf("stray line %d from a method\n", i)
+	}
+	*r = n
+	return nil
+}
+
 // Exit ends the sidecar at once with status code.
 func (a *App) Exit(code int, r *any) error {
 	fmt.Fprintf(os.Stderr, "exiting with %d\n", code)
