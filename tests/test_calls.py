@@ -159,6 +159,13 @@ async def test_bad_params(gt: GoTask) -> None:
     assert await gt.call("App.Add", {"a": 1, "b": 2}) == 3
 
 
+async def test_an_integer_the_go_type_cannot_hold_is_refused_not_wrapped(gt: GoTask) -> None:
+    # App.Add's fields are Go ints (64-bit); 2**63 would have wrapped to -2**63.
+    with pytest.raises(BadParams, match="does not fit in int"):
+        await gt.call("App.Add", {"a": 2**63, "b": 0})
+    assert await gt.call("App.Add", {"a": 2**63 - 1, "b": -(2**63 - 1)}) == 0
+
+
 async def test_thousand_concurrent_calls_on_one_connection(sidecar: str) -> None:
     results: dict[int, Any] = {}
 

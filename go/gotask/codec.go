@@ -78,7 +78,12 @@ func decodeValue(data []byte, v any) error {
 	d.r.Reset(data)
 	d.dec.ResetReader(&d.r)
 	d.dec.SetMapDecoder(decodeMap) // ResetReader clears it
-	err := d.dec.Decode(v)
+	var err error
+	if isInteger(v) {
+		err = d.dec.DecodeValue(reflect.ValueOf(v).Elem()) // to decodeInteger, not Decode's fast path
+	} else {
+		err = d.dec.Decode(v)
+	}
 	d.r.Reset(nil)
 	decPool.Put(d)
 	return err
