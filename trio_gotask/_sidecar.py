@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -57,7 +57,7 @@ class Sidecar:
         self._grace = grace
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
         self._stderr_done = trio.Event()
-        self._stderr_partial = b""
+        self._stderr_lines = _Lines(self._log_stderr)
         self.process: trio.Process | None = None
         self.exited = trio.Event()
 
@@ -163,41 +163,21 @@ class Sidecar:
     @trio.lowlevel.enable_ki_protection
     async def _drain_stderr(self) -> None:
         """Log stderr line by line until EOF. Cancelled, it can be called again to go on."""
-        process = self.process
-        assert process is not None and process.stderr is not None
-        try:
-            while chunk := await process.stderr.receive_some(65536):
-                *lines, self._stderr_partial = (self._stderr_partial + chunk).split(b"\n")
-                for raw in lines:
-                    self._log(raw)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        if self._stderr_partial:
-            self._log(self._stderr_partial)
-            self._stderr_partial = b""
+        assert self.process is not None and self.process.stderr is not None
+        await _drain(self.process.stderr, self._stderr_lines)
         self._stderr_done.set()
 
     async def _drain_stdout(self, already: bytes) -> None:
         """Log what the sidecar writes to stdout after its handshake (in socket modes) until EOF."""
-        process = self.process
-        assert process is not None and process.stdout is not None
-        partial = already
-        try:
-            while chunk := await process.stdout.receive_some(65536):
-                *lines, partial = (partial + chunk).split(b"\n")
-                for raw in lines:
-                    self._log_stdout(raw)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        if partial:
-            self._log_stdout(partial)
+        assert self.process is not None and self.process.stdout is not None
+        lines = _Lines(self._log_stdout)
+        lines.feed(already)
+        await _drain(self.process.stdout, lines)
 
-    def _log_stdout(self, raw: bytes) -> None:
-        line = raw.decode("utf-8", "replace").rstrip("\r")
+    def _log_stdout(self, line: str) -> None:
         logger.warning("%s (stdout, which should carry nothing after the handshake): %s", self.name, line)
 
-    def _log(self, raw: bytes) -> None:
-        line = raw.decode("utf-8", "replace").rstrip("\r")
+    def _log_stderr(self, line: str) -> None:
         self._stderr_tail.append(line)
         logger.warning("%s: %s", self.name, line)
 
@@ -224,6 +204,39 @@ class Sidecar:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 await trio.aclose_forcefully(stream)
+
+
+class _Lines:
+    """Splits bytes into lines for ``log``, keeping an unfinished last line for the next chunk."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self._log = log
+        self._partial = b""
+
+    def feed(self, chunk: bytes | bytearray) -> None:
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for raw in lines:
+            self._log(_text(raw))
+
+    def flush(self) -> None:
+        if self._partial:
+            self._log(_text(self._partial))
+            self._partial = b""
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace").rstrip("\r")
+
+
+async def _drain(stream: trio.abc.ReceiveStream, lines: _Lines) -> None:
+    """Feed ``lines`` from ``stream`` until EOF, then flush. Cancelled, the unfinished line stays
+    in ``lines`` for the next call."""
+    try:
+        while chunk := await stream.receive_some(65536):
+            lines.feed(chunk)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    lines.flush()
 
 
 def _describe_status(returncode: int | None) -> str:
