@@ -67,21 +67,16 @@ var decPool = sync.Pool{New: func() any {
 
 // decodeValue decodes one msgpack object into v, which must be a non-nil pointer.
 func decodeValue(data []byte, v any) error {
-	if p, ok := v.(*float32); ok {
-		// Decode's fast path for *float32 bypasses the registered decoder.
-		var f float64
-		err := decodeValue(data, &f)
-		*p = float32(f)
-		return err
-	}
 	d := decPool.Get().(*decBuf)
 	d.r.Reset(data)
 	d.dec.ResetReader(&d.r)
 	d.dec.SetMapDecoder(decodeMap) // ResetReader clears it
 	var err error
-	if isInteger(v) {
-		err = d.dec.DecodeValue(reflect.ValueOf(v).Elem()) // to decodeInteger, not Decode's fast path
-	} else {
+	switch v.(type) {
+	case *float32, *int, *int8, *int16, *int32, *int64, *uint, *uint8, *uint16, *uint32, *uint64:
+		// Decode has a fast path for these that skips the decoders registered for them.
+		err = d.dec.DecodeValue(reflect.ValueOf(v).Elem())
+	default:
 		err = d.dec.Decode(v)
 	}
 	d.r.Reset(nil)

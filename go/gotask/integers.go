@@ -21,16 +21,6 @@ func init() {
 	}
 }
 
-// isInteger reports whether p points to a predeclared integer type, which
-// Decode would decode on a fast path that skips the registered decoders.
-func isInteger(p any) bool {
-	switch p.(type) {
-	case *int, *int8, *int16, *int32, *int64, *uint, *uint8, *uint16, *uint32, *uint64:
-		return true
-	}
-	return false
-}
-
 func decodeInteger(d *msgpack.Decoder, v reflect.Value) error {
 	c, err := d.PeekCode()
 	if err != nil {
