@@ -2,6 +2,7 @@ package gotask
 
 import (
 	"context"
+	"log"
 	"strings"
 	"testing"
 )
@@ -90,22 +91,25 @@ func TestRegisterBad(t *testing.T) {
 		name string
 		want string
 	}{
-		{NoReplyPtr{}, "", "gotask.Register: method NoReplyPtr.Bad: reply type int must be a pointer"},
-		{TooFew{}, "", "gotask.Register: method TooFew.Bad: has 1 parameters"},
-		{TooMany{}, "", "gotask.Register: method TooMany.Bad: first of 3 parameters is string, must be context.Context"},
-		{NoCtxFirst{}, "", "must be context.Context"},
+		{NoReplyPtr{}, "", "gotask.Register: type NoReplyPtr has no exported methods of suitable type"},
+		{NoReplyPtr{}, "", "skipped: NoReplyPtr.Bad has reply type int, which is not a pointer"},
+		{TooFew{}, "", "TooFew.Bad takes 1 parameters; want func(args A, reply *R) error"},
+		{TooMany{}, "", "TooMany.Bad takes 3 parameters and the first, string, is not context.Context"},
+		{NoCtxFirst{}, "", "is not context.Context"},
 		{CtxNoArgs{}, "", "takes (context.Context, *int) but no args"},
-		{TwoResults{}, "", "gotask.Register: method TwoResults.Bad: returns 2 values; must return only error"},
-		{ChanArg{}, "", "cannot travel over msgpack"},
+		{TwoResults{}, "", "TwoResults.Bad does not return exactly one error"},
+		{ChanArg{}, "", "uses type chan int, which cannot travel over msgpack"},
 		{Nothing{}, "", "gotask.Register: type Nothing has no exported methods of suitable type"},
 		{PtrOnly{}, "", "(hint: pass a pointer to a value of that type)"},
-		{unexportedType{}, "", "type unexportedType is not exported"},
+		{unexportedType{}, "", "type unexportedType is not exported; use RegisterName"},
 		{nil, "", "receiver is nil"},
-		{new(Good), "Not.Ident", "is not a Go identifier"},
+		{new(Good), "-", "the service name is empty"},
 	}
 	for _, c := range cases {
 		var err error
-		if c.name != "" {
+		if c.name == "-" {
+			err = NewServer().RegisterName("", c.rcvr)
+		} else if c.name != "" {
 			err = NewServer().RegisterName(c.name, c.rcvr)
 		} else {
 			err = NewServer().Register(c.rcvr)
@@ -113,5 +117,46 @@ func TestRegisterBad(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Register(%T): %v, want an error containing %q", c.rcvr, err, c.want)
 		}
+	}
+}
+
+// DB is shaped like a user's service: RPC methods beside helpers of other
+// shapes, one of which returns an error.
+type DB struct{ closed bool }
+
+func (d *DB) Get(key string, reply *string) error { *reply = "value of " + key; return nil }
+func (d *DB) Close() error                        { d.closed = true; return nil }
+func (d *DB) String() string                      { return "DB" }
+
+func TestRegisterSkipsHelpersAndSaysSo(t *testing.T) {
+	var logged strings.Builder
+	s := NewServer()
+	s.ErrorLog = log.New(&logged, "", 0)
+	if err := s.Register(new(DB)); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	if _, _, err := s.lookup("DB.Get"); err != nil {
+		t.Errorf("DB.Get: %v", err)
+	}
+	if _, _, err := s.lookup("DB.Close"); err == nil {
+		t.Error("DB.Close was published")
+	}
+	want := "Register: not published: DB.Close takes 0 parameters; want func(args A, reply *R) error"
+	if got := logged.String(); !strings.Contains(got, want) || strings.Contains(got, "String") {
+		t.Errorf("log = %q, want one line containing %q and nothing about String", got, want)
+	}
+}
+
+func TestRegisterNameWithDots(t *testing.T) {
+	s := NewServer()
+	if err := s.RegisterName("net.rpc.Arith", new(Good)); err != nil {
+		t.Fatal(err)
+	}
+	svc, mt, err := s.lookup("net.rpc.Arith.Plain")
+	if err != nil || svc.name != "net.rpc.Arith" || mt.method.Name != "Plain" {
+		t.Fatalf("lookup: %v %v %v", svc, mt, err)
+	}
+	if _, _, err := s.lookup("net.rpc.Plain"); err == nil {
+		t.Error("net.rpc.Plain found")
 	}
 }

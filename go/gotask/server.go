@@ -89,21 +89,28 @@ func RegisterName(name string, rcvr any) error { return DefaultServer.RegisterNa
 //	func (t *T) Method(ctx context.Context, args A, reply *R) error
 //
 // under the service name of rcvr's concrete type, to be called as "T.Method".
-// Exported methods that return an error but have another shape are reported as
-// an error rather than skipped; other methods (not returning an error) are
-// ignored. It is an error if rcvr has no suitable methods.
+// As in net/rpc, methods of other shapes are not published; those that return
+// an error (and so look meant to be called, like a Close() error helper) are
+// logged once, with the reason, through ErrorLog. It is an error if rcvr has
+// no suitable method at all, if its type is not exported, or if the name is
+// taken.
 func (s *Server) Register(rcvr any) error { return s.register(rcvr, "", false) }
 
-// RegisterName is like Register but uses name as the service name.
+// RegisterName is like Register but uses name as the service name. The name
+// may contain dots, as in net/rpc: "net.rpc.Arith.Add" calls method Add of the
+// service "net.rpc.Arith" (a call's method name is split at its last dot).
 func (s *Server) RegisterName(name string, rcvr any) error { return s.register(rcvr, name, true) }
 
 func (s *Server) register(rcvr any, name string, useName bool) error {
-	svc, err := newService(rcvr, name, useName)
+	svc, skipped, err := newService(rcvr, name, useName)
 	if err != nil {
 		return err
 	}
 	if _, dup := s.services.LoadOrStore(svc.name, svc); dup {
 		return fmt.Errorf("gotask.Register: service already defined: %s", svc.name)
+	}
+	for _, why := range skipped {
+		s.logf("Register: not published: %s", why)
 	}
 	return nil
 }
@@ -590,6 +597,14 @@ func invoke(ctx context.Context, svc *service, mt *methodType, params []byte) (r
 		return nil, &wireError{Type: "bad_params", Message: fmt.Sprintf("cannot decode params of %s.%s into %s: %v", svc.name, mt.method.Name, mt.argType, err)}
 	}
 	replyv := reflect.New(mt.replyType.Elem())
+	// As net/rpc does, a map or slice reply starts empty rather than nil, so
+	// that (*reply)[k] = v works.
+	switch rt := mt.replyType.Elem(); rt.Kind() {
+	case reflect.Map:
+		replyv.Elem().Set(reflect.MakeMap(rt))
+	case reflect.Slice:
+		replyv.Elem().Set(reflect.MakeSlice(rt, 0, 0))
+	}
 
 	defer func() {
 		if r := recover(); r != nil {

@@ -42,7 +42,9 @@ func (s *Svc) Block(ctx context.Context, _ any, r *int) error {
 func (s *Svc) Teapot(_ any, _ *any) error               { return typedErr{} }
 func (s *Svc) Wrapped(_ any, _ *any) error              { return errors.Join(errors.New("x"), context.Canceled) }
 func (s *Svc) Unencodable(_ any, r *any) error          { *r = make(chan int); return nil }
-func (s *Svc) NilSlice(_ any, r *[]string) error        { return nil }
+func (s *Svc) NilSlice(_ any, r *[]string) error        { *r = nil; return nil }
+func (s *Svc) UnsetSlice(_ any, r *[]string) error      { return nil }
+func (s *Svc) MapReply(k int, r *map[int]int) error     { (*r)[k] = k * k; return nil }
 func (s *Svc) NilDeref(_ any, r *int) error             { var p *int; *r = *p; return nil }
 func (s *Svc) Args(a struct{ X, Y int }, r *int) error  { *r = a.X * a.Y; return nil }
 func (s *Svc) Float32(f float32, r *float32) error      { *r = f; return nil }
@@ -90,6 +92,14 @@ func TestServerErrors(t *testing.T) {
 	var ss []string
 	if err := c.call("Svc.NilSlice", nil, &ss); err != nil || ss != nil {
 		t.Errorf("nil slice: %v %v", ss, err)
+	}
+	// As in net/rpc, a map or slice reply reaches the method empty, not nil.
+	if err := c.call("Svc.UnsetSlice", nil, &ss); err != nil || ss == nil || len(ss) != 0 {
+		t.Errorf("unset slice: %#v %v", ss, err)
+	}
+	var m map[int]int
+	if err := c.call("Svc.MapReply", 3, &m); err != nil || len(m) != 1 || m[3] != 9 {
+		t.Errorf("map reply: %v %v", m, err)
 	}
 	if err := c.call("Svc.NilDeref", nil, nil); errType(err) != "panic" {
 		t.Errorf("nil dereference: %v", err)

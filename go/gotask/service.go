@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"go/token"
 	"reflect"
+	"strings"
 )
 
 var (
@@ -28,72 +29,77 @@ type service struct {
 	method map[string]*methodType
 }
 
-// newService inspects rcvr. It is strict where net/rpc is lenient: a method that
-// looks like an RPC method (exported, returns an error last) but has the wrong
-// shape is an error, so mistakes show up at start-up, not as not_found later.
-func newService(rcvr any, name string, useName bool) (*service, error) {
+// newService inspects rcvr. Like net/rpc it is lenient: exported methods of
+// other shapes are skipped, not errors, since real types have helpers such as
+// Close() error. skipped says why each exported method returning an error
+// (the ones that look meant to be called) was left out, for the log; it is an
+// error only if no method at all is suitable.
+func newService(rcvr any, name string, useName bool) (s *service, skipped []string, err error) {
 	if rcvr == nil {
-		return nil, errors.New("gotask.Register: receiver is nil")
+		return nil, nil, errors.New("gotask.Register: receiver is nil")
 	}
-	s := &service{typ: reflect.TypeOf(rcvr), rcvr: reflect.ValueOf(rcvr)}
+	s = &service{typ: reflect.TypeOf(rcvr), rcvr: reflect.ValueOf(rcvr)}
 	sname := name
 	if !useName {
 		sname = reflect.Indirect(s.rcvr).Type().Name()
-	}
-	if sname == "" {
-		return nil, fmt.Errorf("gotask.Register: no service name for type %s", s.typ)
-	}
-	if !useName && !token.IsExported(sname) {
-		return nil, fmt.Errorf("gotask.Register: type %s is not exported", sname)
-	}
-	if useName && !token.IsIdentifier(sname) {
-		return nil, fmt.Errorf("gotask.Register: service name %q is not a Go identifier", sname)
+		if sname == "" {
+			return nil, nil, fmt.Errorf("gotask.Register: no service name for type %s; use RegisterName", s.typ)
+		}
+		if !token.IsExported(sname) {
+			return nil, nil, fmt.Errorf("gotask.Register: type %s is not exported; use RegisterName to publish it under a name", sname)
+		}
+	} else if sname == "" {
+		return nil, nil, errors.New("gotask.RegisterName: the service name is empty")
 	}
 	s.name = sname
-	methods, err := suitableMethods(s.typ, sname)
-	if err != nil {
-		return nil, err
-	}
-	if len(methods) == 0 {
-		msg := fmt.Sprintf("gotask.Register: type %s has no exported methods of suitable type", sname)
+	s.method, skipped = suitableMethods(s.typ, sname)
+	if len(s.method) == 0 {
+		msg := fmt.Sprintf("gotask.Register: type %s has no exported methods of suitable type (%s)", sname, wantShape)
+		if len(skipped) > 0 {
+			msg += "; skipped: " + strings.Join(skipped, "; ")
+		}
 		if s.typ.Kind() != reflect.Pointer {
 			if m, _ := suitableMethods(reflect.PointerTo(s.typ), sname); len(m) != 0 {
 				msg += " (hint: pass a pointer to a value of that type)"
 			}
 		}
-		return nil, errors.New(msg)
+		return nil, skipped, errors.New(msg)
 	}
-	s.method = methods
-	return s, nil
+	return s, skipped, nil
 }
 
-func suitableMethods(typ reflect.Type, sname string) (map[string]*methodType, error) {
+// suitableMethods returns the methods of typ that can be called, and a reason
+// for each exported method returning an error that cannot.
+func suitableMethods(typ reflect.Type, sname string) (map[string]*methodType, []string) {
 	methods := make(map[string]*methodType)
+	var skipped []string
 	for i := 0; i < typ.NumMethod(); i++ {
 		m := typ.Method(i)
 		if !m.IsExported() {
 			continue
 		}
 		mt := m.Type
-		// Only methods returning an error as their last result look like RPC methods.
-		if mt.NumOut() == 0 || mt.Out(mt.NumOut()-1) != typeOfError {
-			continue
-		}
 		mtype, err := checkMethod(m)
 		if err != nil {
-			return nil, fmt.Errorf("gotask.Register: method %s.%s: %v", sname, m.Name, err)
+			// Only methods returning an error as their last result look meant to be called.
+			if mt.NumOut() > 0 && mt.Out(mt.NumOut()-1) == typeOfError {
+				skipped = append(skipped, fmt.Sprintf("%s.%s %v", sname, m.Name, err))
+			}
+			continue
 		}
 		methods[m.Name] = mtype
 	}
-	return methods, nil
+	return methods, skipped
 }
 
 const wantShape = "want func(args A, reply *R) error or func(ctx context.Context, args A, reply *R) error"
 
+// checkMethod returns the methodType of m, or why m cannot be called; the
+// reason reads after "Type.Method ".
 func checkMethod(m reflect.Method) (*methodType, error) {
 	mt := m.Type
-	if mt.NumOut() != 1 {
-		return nil, fmt.Errorf("returns %d values; must return only error", mt.NumOut())
+	if mt.NumOut() != 1 || mt.Out(0) != typeOfError {
+		return nil, fmt.Errorf("does not return exactly one error; %s", wantShape)
 	}
 	in := mt.NumIn() - 1 // without the receiver
 	var withCtx bool
@@ -104,11 +110,11 @@ func checkMethod(m reflect.Method) (*methodType, error) {
 		}
 	case 3:
 		if mt.In(1) != typeOfContext {
-			return nil, fmt.Errorf("first of 3 parameters is %s, must be context.Context", mt.In(1))
+			return nil, fmt.Errorf("takes 3 parameters and the first, %s, is not context.Context; %s", mt.In(1), wantShape)
 		}
 		withCtx = true
 	default:
-		return nil, fmt.Errorf("has %d parameters; %s", in, wantShape)
+		return nil, fmt.Errorf("takes %d parameters; %s", in, wantShape)
 	}
 	if mt.IsVariadic() {
 		return nil, fmt.Errorf("is variadic; %s", wantShape)
@@ -116,14 +122,14 @@ func checkMethod(m reflect.Method) (*methodType, error) {
 	argType := mt.In(mt.NumIn() - 2)
 	replyType := mt.In(mt.NumIn() - 1)
 	if argType == typeOfContext {
-		return nil, fmt.Errorf("args type is context.Context; %s", wantShape)
+		return nil, fmt.Errorf("takes context.Context as its args; %s", wantShape)
 	}
 	if replyType.Kind() != reflect.Pointer {
-		return nil, fmt.Errorf("reply type %s must be a pointer", replyType)
+		return nil, fmt.Errorf("has reply type %s, which is not a pointer; %s", replyType, wantShape)
 	}
 	for _, t := range []reflect.Type{argType, replyType} {
 		if bad := unencodable(t); bad != nil {
-			return nil, fmt.Errorf("type %s cannot travel over msgpack (contains %s)", t, bad)
+			return nil, fmt.Errorf("uses type %s, which cannot travel over msgpack (it contains %s)", t, bad)
 		}
 	}
 	return &methodType{method: m, withCtx: withCtx, argType: argType, replyType: replyType}, nil
