@@ -26,6 +26,7 @@ type testClient struct {
 	pending map[uint32]chan *message
 	err     error         // why the reader stopped
 	done    chan struct{} // closed when the reader stops
+	hello   chan *message // the sidecar's $hello, once it arrives
 }
 
 // remoteError is an error reply.
@@ -34,7 +35,7 @@ type remoteError struct{ wireError }
 func (e *remoteError) Error() string { return e.Type + ": " + e.Message }
 
 func newTestClient(t testing.TB, rwc io.ReadWriteCloser) *testClient {
-	c := &testClient{t: t, rwc: rwc, pending: map[uint32]chan *message{}, done: make(chan struct{})}
+	c := &testClient{t: t, rwc: rwc, pending: map[uint32]chan *message{}, done: make(chan struct{}), hello: make(chan *message, 1)}
 	go c.readLoop()
 	t.Cleanup(func() { c.rwc.Close() })
 	return c
@@ -51,6 +52,17 @@ func (c *testClient) readLoop() {
 		var m *message
 		if m, err = parseMessage(payload); err != nil {
 			break
+		}
+		if m.typ == typeNotification && m.method == "$hello" {
+			select {
+			case c.hello <- m:
+			default:
+				err = errors.New("client got a second $hello")
+			}
+			if err != nil {
+				break
+			}
+			continue
 		}
 		if m.typ != typeResponse {
 			err = fmt.Errorf("client got message type %d", m.typ)

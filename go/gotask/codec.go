@@ -15,8 +15,9 @@ import (
 // encBuf is a pooled buffer holding one outgoing frame, with the encoder bound to it.
 // The first four bytes are reserved for the length prefix.
 type encBuf struct {
-	buf bytes.Buffer
-	enc *msgpack.Encoder
+	buf     bytes.Buffer
+	enc     *msgpack.Encoder
+	release bool // a reply whose call's in-flight slot the writer frees (conn.reply)
 }
 
 // maxPooledBuf is the largest buffer returned to the pool; bigger ones are dropped
@@ -32,6 +33,7 @@ var encPool = sync.Pool{New: func() any {
 
 func getEncBuf() *encBuf {
 	e := encPool.Get().(*encBuf)
+	e.release = false
 	e.buf.Reset()
 	e.buf.Write([]byte{0, 0, 0, 0})
 	return e

@@ -94,7 +94,7 @@ func TestSidecarSecret(t *testing.T) {
 			expectClosed(t, conn, 10*time.Second, sc.transport+" "+bad.name)
 			lines++
 			waitLines(t, sc.stderr.String, lines, sc.transport+" "+bad.name)
-			if last := lastLine(sc.stderr.String()); !strings.Contains(last, bad.reason) || !strings.Contains(last, "closing connection") {
+			if last := lastLine(sc.stderr.String()); !strings.Contains(last, bad.reason) || !strings.Contains(last, "refusing connection") {
 				t.Errorf("%s %s: log line %q", sc.transport, bad.name, last)
 			}
 			var hi map[string]any
@@ -129,6 +129,9 @@ func TestSidecarSilentClient(t *testing.T) {
 	var hi map[string]any
 	if err := c.call("App.Hi", "x", &hi); err != nil {
 		t.Fatal(err)
+	}
+	if m := readAny(t, silent); m.method != "$hello" {
+		t.Fatalf("silent connection: first frame %+v, want the $hello", m)
 	}
 	silent.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	var ne net.Error

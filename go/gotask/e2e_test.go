@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -125,7 +126,7 @@ func startSidecarEnv(t *testing.T, env []string, cookie bool, args ...string) *s
 	select {
 	case s := <-line:
 		parts := strings.Split(strings.TrimSuffix(s, "\n"), "|")
-		if len(parts) != 4 || parts[0] != "gotask" || parts[1] != "1" {
+		if len(parts) != 4 || parts[0] != "gotask" || parts[1] != strconv.Itoa(ProtocolVersion) {
 			t.Fatalf("bad handshake %q; stderr: %s", s, sc.stderr.String())
 		}
 		sc.transport, sc.address = parts[2], parts[3]
@@ -325,7 +326,14 @@ func TestSidecarHostileInput(t *testing.T) {
 		if in.halfClose {
 			conn.CloseWrite()
 		}
+		// The connection may have sent its $hello before it read the bad input,
+		// and nothing else.
 		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if payload, err := readFrame(conn, DefaultMaxFrameSize); err == nil {
+			if m, err := parseMessage(payload); err != nil || m.method != "$hello" {
+				t.Fatalf("%s: the sidecar sent %+v %v", in.name, m, err)
+			}
+		}
 		if n, err := conn.Read(make([]byte, 1)); err == nil || n != 0 {
 			t.Fatalf("%s: connection not closed: %d %v", in.name, n, err)
 		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {

@@ -33,12 +33,19 @@ func ExampleServer() {
 	binary.Write(client, binary.BigEndian, uint32(len(req)))
 	client.Write(req)
 
-	var n uint32
-	binary.Read(client, binary.BigEndian, &n)
-	payload := make([]byte, n)
-	io.ReadFull(client, payload)
-	var resp []any // [1, msgid, error, result]
-	msgpack.Unmarshal(payload, &resp)
+	read := func() (msg []any) {
+		var n uint32
+		binary.Read(client, binary.BigEndian, &n)
+		payload := make([]byte, n)
+		io.ReadFull(client, payload)
+		msgpack.Unmarshal(payload, &msg)
+		return msg
+	}
+	hello := read() // [2, "$hello", {version, max_frame_size, max_inflight}]
+	fmt.Println(hello[1], hello[2].(map[string]any)["version"])
+	resp := read() // [1, msgid, error, result]
 	fmt.Println(resp[1], resp[2], resp[3])
-	// Output: 1 <nil> map[hello:gopher]
+	// Output:
+	// $hello 2
+	// 1 <nil> map[hello:gopher]
 }

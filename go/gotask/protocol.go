@@ -9,10 +9,14 @@ import (
 )
 
 // ProtocolVersion is the version of the wire protocol this package speaks.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // DefaultMaxFrameSize is the largest frame a server accepts unless told otherwise (64 MiB).
 const DefaultMaxFrameSize = 64 << 20
+
+// MinMaxFrameSize is the smallest frame limit a peer may set or announce
+// (protocol.md section 1): every error reply fits in it.
+const MinMaxFrameSize = 1024
 
 // DefaultMaxInflight is the default bound on calls running at once on one connection.
 const DefaultMaxInflight = 1024
@@ -506,4 +510,58 @@ func (c *cursor) number() (float64, bool) {
 		return -1, true
 	}
 	return float64(u), true
+}
+
+// helloFrameLimit returns the max_frame_size of a $hello's params, raised to
+// MinMaxFrameSize; ok is false when it has none.
+func helloFrameLimit(params []byte) (limit uint32, ok bool) {
+	c := cursor{b: params}
+	n, isMap := c.mapLen()
+	if !isMap {
+		return 0, false
+	}
+	for i := 0; i < n; i++ {
+		key, isStr := c.str()
+		if !isStr {
+			c.raw()
+			c.raw()
+			continue
+		}
+		if key != "max_frame_size" {
+			c.raw()
+			continue
+		}
+		u, isUint := c.uint()
+		if !isUint {
+			c.raw()
+			continue
+		}
+		limit, ok = uint32(min(u, math.MaxUint32)), true
+	}
+	return max(limit, MinMaxFrameSize), ok
+}
+
+// appendHello encodes the sidecar's first frame on a connection,
+// [2, "$hello", {"version", "max_frame_size", "max_inflight"}], into e.
+func (e *encBuf) appendHello(maxFrame uint32, maxInflight int) {
+	enc := e.enc
+	enc.EncodeArrayLen(3)
+	enc.EncodeUint(typeNotification)
+	enc.EncodeString("$hello")
+	enc.EncodeMapLen(3)
+	enc.EncodeString("version")
+	enc.EncodeUint(ProtocolVersion)
+	enc.EncodeString("max_frame_size")
+	enc.EncodeUint(uint64(maxFrame))
+	enc.EncodeString("max_inflight")
+	enc.EncodeUint(uint64(maxInflight))
+}
+
+// appendNotification encodes [2, method, text] into e.
+func (e *encBuf) appendNotification(method, text string) {
+	enc := e.enc
+	enc.EncodeArrayLen(3)
+	enc.EncodeUint(typeNotification)
+	enc.EncodeString(method)
+	enc.EncodeString(text)
 }

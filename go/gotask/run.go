@@ -112,8 +112,8 @@ func run(ctx context.Context, srv *Server, o options, launched bool, stdin io.Re
 		fmt.Fprintf(stderr, "gotask: "+format+"\n", args...)
 		return 1
 	}
-	if o.maxFrame == 0 || o.maxFrame > math.MaxUint32 {
-		return fail("-max-frame-size must be between 1 and %d", uint32(math.MaxUint32))
+	if o.maxFrame < MinMaxFrameSize || o.maxFrame > math.MaxUint32 {
+		return fail("-max-frame-size must be between %d and %d", MinMaxFrameSize, uint32(math.MaxUint32))
 	}
 	if o.maxInflight <= 0 {
 		return fail("-max-inflight must be at least 1")
@@ -149,7 +149,7 @@ func run(ctx context.Context, srv *Server, o options, launched bool, stdin io.Re
 		if o.address != "" {
 			return fail("-listen-on-pipe and -address exclude each other")
 		}
-		if _, err := io.WriteString(stdout, "gotask|1|pipe|-\n"); err != nil {
+		if _, err := fmt.Fprintf(stdout, "gotask|%d|pipe|-\n", ProtocolVersion); err != nil {
 			return fail("writing the handshake: %v", err)
 		}
 		done := make(chan struct{})
@@ -174,7 +174,7 @@ func run(ctx context.Context, srv *Server, o options, launched bool, stdin io.Re
 		l = tls.NewListener(l, tlsConfig)
 	}
 	addr := l.Addr().String()
-	if _, err := fmt.Fprintf(stdout, "gotask|1|%s|%s\n", transport, addr); err != nil {
+	if _, err := fmt.Fprintf(stdout, "gotask|%d|%s|%s\n", ProtocolVersion, transport, addr); err != nil {
 		l.Close()
 		return fail("writing the handshake: %v", err)
 	}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -73,19 +75,37 @@ func authClient(t *testing.T, conn net.Conn, secret string) *testClient {
 	return newTestClient(t, conn)
 }
 
-// expectClosed checks that the peer closes conn within d without sending a byte.
-func expectClosed(t *testing.T, conn net.Conn, d time.Duration, what string) {
+// expectClosed checks that the peer closes conn within d having sent at most
+// a $refused notification (whose reason it returns) and nothing else.
+func expectClosed(t *testing.T, conn net.Conn, d time.Duration, what string) string {
 	t.Helper()
 	conn.SetReadDeadline(time.Now().Add(d))
-	n, err := conn.Read(make([]byte, 1))
-	var ne net.Error
-	switch {
-	case n != 0:
-		t.Fatalf("%s: the server replied instead of closing", what)
-	case errors.As(err, &ne) && ne.Timeout():
-		t.Fatalf("%s: connection not closed within %v", what, d)
-	case err == nil:
-		t.Fatalf("%s: read returned nothing and no error", what)
+	reason := ""
+	for {
+		payload, err := readFrame(conn, DefaultMaxFrameSize)
+		var ne net.Error
+		switch {
+		case err == nil:
+			m, perr := parseMessage(payload)
+			cur := cursor{b: m.params}
+			text, isStr := "", false
+			if perr == nil {
+				text, isStr = cur.str()
+			}
+			if perr != nil || m.typ != typeNotification || m.method != "$refused" || !isStr || reason != "" {
+				t.Fatalf("%s: the server sent %+v (%v) instead of closing", what, m, perr)
+			}
+			reason = text
+			continue
+		case errors.As(err, &ne) && ne.Timeout():
+			t.Fatalf("%s: connection not closed within %v", what, d)
+		case err == io.EOF || errors.Is(err, syscall.ECONNRESET):
+			return reason
+		default:
+			// A TLS connection ends with an alert, and a half-sent frame with
+			// a truncated one: closed all the same.
+			return reason
+		}
 	}
 }
 
@@ -163,7 +183,10 @@ func TestServerSecret(t *testing.T) {
 				if bad.halfClose {
 					conn.(interface{ CloseWrite() error }).CloseWrite()
 				}
-				expectClosed(t, conn, 5*time.Second, bad.name)
+				told := expectClosed(t, conn, 5*time.Second, bad.name)
+				if !bad.halfClose && !strings.Contains(told, bad.reason) {
+					t.Errorf("%s: the client was told %q, which does not say %q", bad.name, told, bad.reason)
+				}
 				lines++
 				waitLines(t, log, lines, bad.name)
 				if last := lastLine(log()); !strings.Contains(last, bad.reason) {
@@ -180,7 +203,9 @@ func TestServerSecret(t *testing.T) {
 			if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
 				t.Fatalf("beside a silent connection: %v", err)
 			}
-			expectClosed(t, silent, 5*time.Second, "silent")
+			if told := expectClosed(t, silent, 5*time.Second, "silent"); !strings.Contains(told, "no $auth frame within") {
+				t.Errorf("silent: the client was told %q", told)
+			}
 			if d := time.Since(start); d < srv.authTimeout {
 				t.Errorf("silent connection closed after %v, before the %v timeout", d, srv.authTimeout)
 			}
@@ -221,8 +246,19 @@ func lastLine(s string) string {
 	return lines[len(lines)-1]
 }
 
-// readMessage reads one message from conn, failing the test after 5 s.
+// readMessage reads one message from conn, skipping the sidecar's $hello,
+// failing the test after 5 s.
 func readMessage(t *testing.T, conn net.Conn) *message {
+	t.Helper()
+	for {
+		if m := readAny(t, conn); m.typ != typeNotification || m.method != "$hello" {
+			return m
+		}
+	}
+}
+
+// readAny reads one message from conn, failing the test after 5 s.
+func readAny(t *testing.T, conn net.Conn) *message {
 	t.Helper()
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	defer conn.SetReadDeadline(time.Time{})

@@ -16,7 +16,9 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -26,11 +28,16 @@ var ErrServerClosed = errors.New("gotask: server closed")
 // Create one with NewServer; set its fields before serving.
 type Server struct {
 	// MaxFrameSize is the largest frame accepted, in bytes; a longer frame
-	// closes its connection. Zero means DefaultMaxFrameSize.
+	// closes its connection. Zero means DefaultMaxFrameSize; a value below
+	// MinMaxFrameSize counts as MinMaxFrameSize. Each connection announces it
+	// in its $hello, and replies never exceed the limit the client announces
+	// in its own (or MaxFrameSize, if it announces none).
 	MaxFrameSize uint32
-	// MaxInflight bounds the calls running at once on one connection; at the
-	// bound the server stops reading from that connection until a call
-	// finishes. Zero means DefaultMaxInflight.
+	// MaxInflight bounds the calls running at once on one connection. Each
+	// connection announces it in its $hello, and a client keeps to it; a
+	// request beyond it is answered at once with a "busy" error, so the
+	// server never stops reading and a $cancel always gets through. Zero
+	// means DefaultMaxInflight.
 	MaxInflight int
 	// ErrorLog receives one line per connection closed for a protocol error
 	// or turned away before its first request (TLS handshake, Secret).
@@ -222,7 +229,13 @@ func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 	go c.writeLoop()
 	err := c.readLoop(accepted)
 	var ae *admitError
-	if errorCode(err) != "" || errors.As(err, &ae) {
+	if errors.As(err, &ae) {
+		s.logf("refusing connection%s: %v", c.describe(), err)
+		if ae.tell {
+			c.refuse(ae.reason)
+		}
+		c.closeRWC()
+	} else if errorCode(err) != "" {
 		s.logf("closing connection%s: %v", c.describe(), err)
 		c.closeRWC()
 	}
@@ -314,15 +327,19 @@ func (s *Server) endCall() {
 // writes (writeLoop), and each call runs on a worker goroutine of its own
 // (see workers).
 type conn struct {
-	srv      *Server
-	rwc      io.ReadWriteCloser
-	maxFrame uint32
+	srv         *Server
+	rwc         io.ReadWriteCloser
+	maxFrame    uint32 // the largest frame we accept
+	maxInflight int
+
+	// replyLimit is the largest frame the client accepts: what its $hello
+	// announced, else maxFrame.
+	replyLimit atomic.Uint32
 
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
 
 	out        chan *encBuf  // encoded frames for the writer
-	sem        chan struct{} // one token per running call
 	quit       chan struct{} // closed to make the writer flush and stop
 	quitOnce   sync.Once
 	writerDone chan struct{}
@@ -330,8 +347,9 @@ type conn struct {
 
 	handlers sync.WaitGroup
 
-	mu      sync.Mutex
-	pending map[uint32]*call
+	mu       sync.Mutex
+	pending  map[uint32]*call
+	inflight int // calls running: at most maxInflight
 }
 
 type call struct{ cancel context.CancelFunc }
@@ -341,20 +359,22 @@ func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
 	if maxFrame == 0 {
 		maxFrame = DefaultMaxFrameSize
 	}
+	maxFrame = max(maxFrame, MinMaxFrameSize)
 	inflight := s.MaxInflight
 	if inflight <= 0 {
 		inflight = DefaultMaxInflight
 	}
 	c := &conn{
-		srv:        s,
-		rwc:        rwc,
-		maxFrame:   maxFrame,
-		out:        make(chan *encBuf, inflight+16),
-		sem:        make(chan struct{}, inflight),
-		quit:       make(chan struct{}),
-		writerDone: make(chan struct{}),
-		pending:    make(map[uint32]*call),
+		srv:         s,
+		rwc:         rwc,
+		maxFrame:    maxFrame,
+		maxInflight: inflight,
+		out:         make(chan *encBuf, inflight+16),
+		quit:        make(chan struct{}),
+		writerDone:  make(chan struct{}),
+		pending:     make(map[uint32]*call),
 	}
+	c.replyLimit.Store(maxFrame)
 	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
 	return c
 }
@@ -382,6 +402,7 @@ func (c *conn) readLoop(accepted bool) error {
 			return err
 		}
 	}
+	c.hello()
 	for {
 		if c.ctx.Err() != nil {
 			return nil // the writer failed, or Shutdown gave up: replies cannot be delivered
@@ -413,8 +434,12 @@ func (c *conn) readLoop(accepted bool) error {
 const defaultAuthTimeout = 10 * time.Second
 
 // admitError is why a connection accepted by Serve was turned away before its
-// first request. Its text never contains a secret.
-type admitError struct{ reason string }
+// first request. Its text never contains a secret. tell says the reason may be
+// sent to the peer in a $refused notification (it speaks our framing).
+type admitError struct {
+	reason string
+	tell   bool
+}
 
 func (e *admitError) Error() string { return e.reason }
 
@@ -441,9 +466,9 @@ func (c *conn) admit(br *bufio.Reader) error {
 				return err // we closed it: Shutdown
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return &admitError{fmt.Sprintf("no TLS handshake within %v", timeout)}
+				return &admitError{fmt.Sprintf("no TLS handshake within %v", timeout), false}
 			}
-			return &admitError{"TLS handshake failed: " + err.Error()}
+			return &admitError{"TLS handshake failed: " + err.Error(), false}
 		}
 	}
 	if secret != "" {
@@ -466,39 +491,46 @@ func (c *conn) authenticate(br *bufio.Reader, secret string, timeout time.Durati
 	switch {
 	case err == nil:
 	case err == io.EOF:
-		return &admitError{"connection closed before authenticating"}
+		return &admitError{"connection closed before authenticating", false}
 	case errors.Is(err, net.ErrClosed):
 		return err // we closed it: Shutdown
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return &admitError{fmt.Sprintf("no $auth frame within %v", timeout)}
+		return &admitError{fmt.Sprintf("no $auth frame within %v", timeout), true}
 	case errorCode(err) == codeTooLarge:
-		return &admitError{"authentication failed: the first frame is too long to be $auth"}
+		return &admitError{"authentication failed: the first frame is too long to be $auth", true}
 	default:
-		return &admitError{"authentication failed: " + err.Error()}
+		return &admitError{"authentication failed: " + err.Error(), true}
 	}
 	m, err := parseMessage(payload)
 	if err != nil {
-		return &admitError{"authentication failed: " + err.Error()}
+		return &admitError{"authentication failed: " + err.Error(), true}
 	}
 	if m.typ != typeNotification || m.method != "$auth" {
-		return &admitError{"authentication failed: the first frame is not an $auth notification"}
+		return &admitError{"authentication failed: the sidecar requires a secret, and the first frame is not an $auth notification", true}
 	}
 	cur := cursor{b: m.params}
 	got, ok := cur.str()
 	if !ok {
-		return &admitError{"authentication failed: the $auth secret is not a string"}
+		return &admitError{"authentication failed: the $auth secret is not a string", true}
 	}
 	// Hashing first makes the comparison take the same time whatever the
 	// lengths; ConstantTimeCompare alone returns early when they differ.
 	gotSum, wantSum := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(secret))
 	if subtle.ConstantTimeCompare(gotSum[:], wantSum[:]) != 1 {
-		return &admitError{"authentication failed: wrong secret"}
+		return &admitError{"authentication failed: wrong secret", true}
 	}
 	return nil
 }
 
 func (c *conn) notification(m *message) {
-	if m.method != "$cancel" {
+	switch m.method {
+	case "$cancel":
+	case "$hello":
+		if limit, ok := helloFrameLimit(m.params); ok {
+			c.replyLimit.Store(limit)
+		}
+		return
+	default:
 		return // unknown notifications are ignored
 	}
 	cur := cursor{b: m.params}
@@ -517,18 +549,12 @@ func (c *conn) notification(m *message) {
 func (c *conn) request(m *message) {
 	s := c.srv
 	if !s.startCall() {
-		c.reply(m.msgid, &wireError{Type: "shutting_down", Message: "the sidecar is shutting down"}, nil)
+		c.reply(m.msgid, &wireError{Type: "shutting_down", Message: "the sidecar is shutting down"}, nil, false)
 		return
 	}
 	svc, mt, err := s.lookup(m.method)
 	if err != nil {
-		c.reply(m.msgid, &wireError{Type: "not_found", Message: err.Error()}, nil)
-		s.endCall()
-		return
-	}
-	select {
-	case c.sem <- struct{}{}: // at the bound, stop reading until a call finishes
-	case <-c.ctx.Done(): // the connection broke while we waited
+		c.reply(m.msgid, &wireError{Type: "not_found", Message: err.Error()}, nil, false)
 		s.endCall()
 		return
 	}
@@ -542,23 +568,32 @@ func (c *conn) request(m *message) {
 	}
 	cl := &call{cancel: cancel}
 	c.mu.Lock()
+	if c.inflight >= c.maxInflight {
+		// A client keeps to the limit its $hello announced. Refusing, rather
+		// than waiting for a slot, keeps this goroutine reading: a $cancel
+		// queued behind this request must get through.
+		c.mu.Unlock()
+		cancel()
+		c.reply(m.msgid, &wireError{Type: "busy", Message: fmt.Sprintf(
+			"more than %d calls in flight on one connection (the sidecar's -max-inflight, announced in its $hello)", c.maxInflight)}, nil, false)
+		s.endCall()
+		return
+	}
+	c.inflight++
 	c.pending[m.msgid] = cl
 	c.mu.Unlock()
 	c.handlers.Add(1)
 	s.workers.run(func() {
-		defer func() {
-			cancel()
-			c.mu.Lock()
-			if c.pending[m.msgid] == cl {
-				delete(c.pending, m.msgid)
-			}
-			c.mu.Unlock()
-			<-c.sem
-			c.handlers.Done()
-			s.endCall()
-		}()
 		result, werr := invoke(ctx, svc, mt, m.params)
-		c.reply(m.msgid, werr, result)
+		cancel()
+		c.mu.Lock()
+		if c.pending[m.msgid] == cl {
+			delete(c.pending, m.msgid)
+		}
+		c.mu.Unlock()
+		c.reply(m.msgid, werr, result, true)
+		c.handlers.Done()
+		s.endCall()
 	})
 }
 
@@ -651,28 +686,112 @@ func panicStack() string {
 	return strings.TrimSuffix(b.String(), "\n")
 }
 
-// reply encodes a response and queues it for the writer.
-func (c *conn) reply(msgid uint32, werr *wireError, result any) {
+// reply encodes a response and queues it for the writer. Every request gets
+// one: a result that cannot be encoded, or would not fit the client's frame
+// limit, is replaced by an error, and an error is shortened until it fits.
+// release says the call holds an in-flight slot, which the writer frees as it
+// takes the reply: a client may send its next request as soon as the reply
+// arrives, and must find room, while a reply stuck behind a client that does
+// not read keeps its slot (the server's memory stays bounded).
+func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
 	e := getEncBuf()
-	var replace *wireError
-	if err := encodeResponse(e, msgid, werr, result); err != nil {
-		replace = &wireError{Type: "error", Message: "gotask: cannot encode reply: " + err.Error()}
-	} else if n := e.buf.Len() - 4; n > int(c.maxFrame) {
-		// The client would refuse the frame and lose every call on the connection with it.
-		replace = &wireError{Type: "too_large", Message: fmt.Sprintf("the reply is %d bytes; the frame limit is %d (-max-frame-size)", n, c.maxFrame)}
-	}
-	if replace != nil {
-		e.buf.Truncate(4)
-		if err := encodeResponse(e, msgid, replace, nil); err != nil {
-			putEncBuf(e)
+	e.release = release
+	limit := int(c.replyLimit.Load())
+	if werr == nil {
+		if err := encodeResponse(e, msgid, nil, result); err != nil {
+			werr = &wireError{Type: "bad_reply", Message: "the reply cannot be encoded: " + err.Error()}
+		} else if n := e.buf.Len() - 4; n > limit {
+			// The client would refuse the frame and lose every call on the connection with it.
+			werr = &wireError{Type: "too_large", Message: fmt.Sprintf("the reply is %d bytes; the client's frame limit is %d (max_frame_size)", n, limit)}
+		} else {
+			c.send(e)
 			return
 		}
 	}
+	appendErrorResponse(e, msgid, *werr, limit)
+	c.send(e)
+}
+
+// send queues an encoded frame for the writer, or drops it if the writer has
+// stopped (the connection is gone, and the reply with it).
+func (c *conn) send(e *encBuf) {
 	select {
 	case c.out <- e:
 	case <-c.writerDone:
+		c.taken(e)
 		putEncBuf(e)
 	}
+}
+
+// taken frees the in-flight slot of a reply the writer took (see reply).
+func (c *conn) taken(e *encBuf) {
+	if e.release {
+		e.release = false
+		c.mu.Lock()
+		c.inflight--
+		c.mu.Unlock()
+	}
+}
+
+// hello queues the connection's first frame, the $hello announcing its limits.
+func (c *conn) hello() {
+	e := getEncBuf()
+	e.appendHello(c.maxFrame, c.maxInflight)
+	e.frame()
+	c.send(e)
+}
+
+// refuse tells a peer turned away at admission why, in a $refused
+// notification, before the connection is closed. Nothing else has been
+// written to the connection yet.
+func (c *conn) refuse(reason string) {
+	e := getEncBuf()
+	defer putEncBuf(e)
+	e.appendNotification("$refused", reason)
+	b, _ := e.frame()
+	if nc, ok := c.rwc.(net.Conn); ok {
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+	}
+	c.rwc.Write(b)
+}
+
+// appendErrorResponse encodes [1, msgid, we, nil] into e (replacing what it
+// holds) in at most limit bytes, dropping the stack and then shortening the
+// message (and, last, the type) as needed. It cannot fail: a limit is at least
+// MinMaxFrameSize, far more than an empty error map needs.
+func appendErrorResponse(e *encBuf, msgid uint32, we wireError, limit int) {
+	for {
+		e.buf.Truncate(4)
+		e.appendResponse(msgid, &we, nil) // strings and integers only: cannot fail
+		e.frame()
+		over := e.buf.Len() - 4 - limit
+		switch {
+		case over <= 0:
+			return
+		case we.Stack != "":
+			we.Stack = ""
+		case we.Message != "":
+			we.Message = shorten(we.Message, over)
+		case we.Type != "":
+			we.Type = shorten(we.Type, over)
+		default:
+			return
+		}
+	}
+}
+
+// shorten returns s at least over bytes shorter, cut at a rune boundary and
+// marked as cut, or "" if that leaves nothing.
+func shorten(s string, over int) string {
+	const mark = " [truncated]"
+	keep := len(s) - over - len(mark)
+	if keep <= 0 {
+		return ""
+	}
+	for keep > 0 && !utf8.RuneStart(s[keep]) {
+		keep--
+	}
+	return s[:keep] + mark
 }
 
 func encodeResponse(e *encBuf, msgid uint32, werr *wireError, result any) (err error) {
@@ -703,6 +822,7 @@ func (c *conn) writeLoop() {
 	bw := bufio.NewWriterSize(c.rwc, 64<<10)
 	dead := false
 	write := func(e *encBuf) {
+		c.taken(e)
 		if !dead {
 			if _, err := bw.Write(e.buf.Bytes()); err != nil {
 				c.writeFailed()

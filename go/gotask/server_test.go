@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Svc is an in-process service for server tests.
@@ -52,6 +54,8 @@ func (s *Svc) Str(v string, r *string) error            { *r = v; return nil }
 func (s *Svc) Nested(v map[string][]int, r *int) error  { *r = len(v["a"]); return nil }
 func (s *Svc) TimePtr(v *time.Time, r *time.Time) error { *r = v.UTC(); return nil }
 func (s *Svc) Blob(n int, r *[]byte) error              { *r = make([]byte, n); return nil }
+func (s *Svc) LongError(n int, _ *any) error            { return errors.New(strings.Repeat("é", n)) }
+func (s *Svc) LongPanic(n int, _ *any) error            { panic(strings.Repeat("x", n)) }
 
 func newSvc() *Svc { return &Svc{release: make(chan struct{}), started: make(chan struct{}, 100)} }
 
@@ -86,7 +90,7 @@ func TestServerErrors(t *testing.T) {
 	if err := c.call("Svc.Wrapped", nil, nil); errType(err) != "cancelled" {
 		t.Errorf("wrapped context.Canceled: %v", err)
 	}
-	if err := c.call("Svc.Unencodable", nil, nil); errType(err) != "error" || !strings.Contains(err.Error(), "cannot encode reply") {
+	if err := c.call("Svc.Unencodable", nil, nil); errType(err) != "bad_reply" || !strings.Contains(err.Error(), "cannot be encoded") {
 		t.Errorf("unencodable reply: %v", err)
 	}
 	var ss []string
@@ -142,34 +146,118 @@ func TestServerReplyTooLarge(t *testing.T) {
 	}
 }
 
+// TestServerErrorRepliesFit: an error reply never exceeds the client's frame
+// limit (a client would refuse it and lose the connection): the stack goes,
+// then the message is shortened, at a character boundary.
+func TestServerErrorRepliesFit(t *testing.T) {
+	srv, _ := newTestServer(t, newSvc())
+	srv.MaxFrameSize = MinMaxFrameSize
+	c, _ := serve(t, srv)
+	err := c.call("Svc.LongError", 10000, nil)
+	var re *remoteError
+	if !errors.As(err, &re) || re.Type != "error" || !strings.HasSuffix(re.Message, "é [truncated]") || len(re.Message) > MinMaxFrameSize {
+		t.Fatalf("long error: %v", err)
+	}
+	if err := c.call("Svc.LongPanic", 5000, nil); !errors.As(err, &re) || re.Type != "panic" || !strings.HasSuffix(re.Message, "x [truncated]") {
+		t.Fatalf("long panic: %v", err)
+	}
+	if err := c.call("Svc.LongPanic", 10, nil); !errors.As(err, &re) || re.Message != "xxxxxxxxxx" || re.Stack == "" {
+		t.Fatalf("short panic keeps its stack: %v", err)
+	}
+	if err := c.call("Svc.Str", "still serving", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServerHonoursTheClientsFrameLimit: replies are bounded by the limit in
+// the client's $hello, not only by the server's own.
+func TestServerHonoursTheClientsFrameLimit(t *testing.T) {
+	srv, _ := newTestServer(t, newSvc())
+	c, _ := serve(t, srv)
+	hello, err := marshalCompact([]any{2, "$hello", map[string]any{"version": ProtocolVersion, "max_frame_size": 3000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.writeFrame(hello); err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	if err := c.call("Svc.Blob", 5000, &b); errType(err) != "too_large" || !strings.Contains(err.Error(), "frame limit is 3000") {
+		t.Fatalf("reply over the client's limit: %v", err)
+	}
+	if err := c.call("Svc.Blob", 2000, &b); err != nil || len(b) != 2000 {
+		t.Fatalf("reply within it: %v %d", err, len(b))
+	}
+}
+
 func TestServerInflightBound(t *testing.T) {
 	svc := newSvc()
 	srv, _ := newTestServer(t, svc)
 	srv.MaxInflight = 2
 	c, _ := serve(t, srv)
-	// net.Pipe is synchronous: the sends block while the server does not read.
-	chans := make(chan (<-chan *message), 5)
-	for i := 0; i < 5; i++ {
-		go func() {
-			_, ch := c.start("Svc.Block", nil, nil)
-			chans <- ch
-		}()
+	hello := <-c.hello
+	if limit, ok := helloField(hello.params, "max_inflight"); !ok || limit != 2 {
+		t.Fatalf("$hello announces max_inflight %d (%v), want 2", limit, ok)
 	}
+	first, ch1 := c.start("Svc.Block", nil, nil)
+	_, ch2 := c.start("Svc.Block", nil, nil)
 	<-svc.started
 	<-svc.started
-	select {
-	case <-svc.started:
-		t.Fatal("a third call started past MaxInflight")
-	case <-time.After(50 * time.Millisecond):
+	// A client past the announced limit gets busy at once: the server keeps
+	// reading, so a $cancel behind the request still gets through.
+	if err := c.call("Svc.Block", nil, nil); errType(err) != "busy" {
+		t.Fatalf("a third call: %v, want busy", err)
+	}
+	if err := c.cancel(first); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.wait(ch1, nil); errType(err) != "cancelled" {
+		t.Fatalf("cancelled call: %v", err)
 	}
 	close(svc.release)
-	for i := 0; i < 5; i++ {
-		ch := <-chans
-		var n int
-		if err := c.wait(ch, &n); err != nil || n > 2 {
-			t.Fatalf("Block: %d %v", n, err)
+	if err := c.wait(ch2, nil); err != nil {
+		t.Fatalf("second call: %v", err)
+	}
+}
+
+func TestServerFreesTheSlotBeforeReplying(t *testing.T) {
+	srv, _ := newTestServer(t, newSvc())
+	srv.MaxInflight = 1
+	c, _ := serve(t, srv)
+	// A client that sends its next request the moment a reply arrives must find
+	// the slot free, every time.
+	for i := 0; i < 500; i++ {
+		if err := c.call("Svc.Str", "x", nil); err != nil {
+			t.Fatalf("call %d: %v", i, err)
 		}
 	}
+}
+
+// helloField returns the unsigned integer field of a $hello's params.
+func helloField(params []byte, name string) (uint64, bool) {
+	var m map[string]any
+	if err := msgpack.Unmarshal(params, &m); err != nil {
+		return 0, false
+	}
+	switch v := m[name].(type) {
+	case uint8:
+		return uint64(v), true
+	case uint16:
+		return uint64(v), true
+	case uint32:
+		return uint64(v), true
+	case uint64:
+		return v, true
+	case int8:
+		return uint64(v), v >= 0
+	case int16:
+		return uint64(v), v >= 0
+	case int32:
+		return uint64(v), v >= 0
+	case int64:
+		return uint64(v), v >= 0
+	}
+	return 0, false
 }
 
 func TestServerConnCloseCancels(t *testing.T) {
@@ -258,7 +346,7 @@ func TestRunInProcess(t *testing.T) {
 	exit := make(chan int, 1)
 	go func() { exit <- run(ctx, srv, o, false, nil, pw, io.Discard) }()
 	line, err := readLine(pr)
-	if err != nil || !strings.HasPrefix(line, "gotask|1|tcp|127.0.0.1:") {
+	if err != nil || !strings.HasPrefix(line, "gotask|2|tcp|127.0.0.1:") {
 		t.Fatalf("handshake %q %v", line, err)
 	}
 	conn, err := net.Dial("tcp", strings.Split(line, "|")[3])
