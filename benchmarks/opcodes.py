@@ -25,8 +25,9 @@ import trio
 from floor import Floor, request_frame
 
 from trio_gotask._client import GoTask
-from trio_gotask._connection import lost_without_explanation
+from trio_gotask._connection import Opened, lost_without_explanation
 from trio_gotask._pool import Pool
+from trio_gotask._protocol import PROTOCOL_VERSION, Hello
 
 _HEADER = struct.Struct(">I")
 
@@ -94,8 +95,8 @@ async def main(callers: int, top: int) -> None:
     calls = 100 * callers
     async with trio.open_nursery() as nursery:
 
-        async def connect() -> tuple[trio.abc.Stream, bytes]:
-            return InstantPeer(), b""
+        async def connect() -> Opened:
+            return Opened(InstantPeer(), Hello(PROTOCOL_VERSION, 1 << 26, 1 << 16), b"")
 
         pool = Pool(
             nursery,

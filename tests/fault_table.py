@@ -37,9 +37,14 @@ GO_FAULTS: list[tuple[str, str, str]] = [
         "TestServerBackpressure",
     ),
     (
-        "more calls than -max-inflight on one connection",
-        "the reader waits; memory bounded",
+        "a client sending more calls than the -max-inflight its $hello announced",
+        "busy for the excess, at once; the reader keeps reading, so $cancel gets through",
         "TestServerInflightBound",
+    ),
+    (
+        "an error reply longer than the client's frame limit",
+        "the stack dropped, the message shortened to fit; never a reply left unsent",
+        "TestServerErrorRepliesFit",
     ),
     (
         "unknown method, undecodable params, a panic",

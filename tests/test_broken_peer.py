@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_gotask import GoTask, ProtocolError, connect_gotask
+from trio_gotask import PROTOCOL_VERSION, BadReply, GoTask, ProtocolError, connect_gotask
 from trio_gotask._pool import Pool
 from trio_gotask._protocol import Decoder, Request
 
@@ -23,6 +23,11 @@ Reply = Callable[[Request], bytes]
 def frame(obj: object) -> bytes:
     body: bytes = msgpack.packb(obj, use_bin_type=True)
     return struct.pack(">I", len(body)) + body
+
+
+def hello() -> bytes:
+    """The $hello a sidecar sends first on every connection."""
+    return frame([2, "$hello", {"version": PROTOCOL_VERSION, "max_frame_size": 1 << 20, "max_inflight": 64}])
 
 
 def echo(request: Request) -> bytes:
@@ -43,6 +48,7 @@ class FakeSidecar:
         reply = self.replies[index] if index < len(self.replies) else echo
         decoder = Decoder()
         try:
+            await stream.send_all(hello())
             while data := await stream.receive_some():
                 decoder.receive_data(data)
                 while (message := decoder.next_message()) is not None:
@@ -108,19 +114,22 @@ async def test_broken_reply_fails_only_its_connection(
                 inner.start_soon(good)
                 inner.start_soon(good)
             assert good_result == ["fine", "fine"]
+            # The second caller found connection 0 busy and had a replacement opened.
+            await trio.testing.wait_all_tasks_blocked()
+            assert pool_of(gt).connections == 2
         nursery.cancel_scope.cancel()
     assert fake.connections == 3
 
 
 async def call_on_second_connection(gt: GoTask) -> object:
-    """Call with connection 0 busy, so that the pool opens connection 1 for this call."""
+    """Call with connection 0 full, so that the pool opens connection 1 for this call."""
     pool = pool_of(gt)
     (first,) = pool._connections
-    first.load += 1  # pretend a caller is waiting on it
+    first.load += first.max_inflight  # pretend its slots are all taken
     try:
         return await gt.call("X.Echo", "on the second connection")
     finally:
-        first.load -= 1
+        first.load -= first.max_inflight
 
 
 @pytest.mark.parametrize("size", [100, 1 << 20], ids=["small", "large"])
@@ -131,10 +140,12 @@ async def test_reply_arriving_in_pieces(tmp_path: Path, size: int) -> None:
 
     async def dribble(stream: trio.SocketStream) -> None:
         decoder = Decoder()
+        await stream.send_all(hello())
         while data := await stream.receive_some():
             decoder.receive_data(data)
             while (message := decoder.next_message()) is not None:
-                assert isinstance(message, Request)
+                if not isinstance(message, Request):
+                    continue  # the client's $hello
                 reply = frame([1, message.msgid, None, blob[:size]])
                 cuts = [0, 3, 5, len(reply) // 2, len(reply) - 1, len(reply)]
                 for start, end in itertools.pairwise(cuts):
@@ -153,3 +164,57 @@ async def test_reply_arriving_in_pieces(tmp_path: Path, size: int) -> None:
             for _ in range(3):
                 assert await gt.call("X.Echo", None) == blob[:size]
         nursery.cancel_scope.cancel()
+
+
+def deep(levels: int) -> bytes:
+    return b"\x91" * levels + b"\xc0"
+
+
+UNDECODABLE: list[tuple[str, bytes, str]] = [
+    (
+        "year 12000",
+        msgpack.packb(msgpack.Timestamp(seconds=316_000_000_000)),
+        "timestamp outside the years 1-9999",
+    ),
+    ("array keys", b"\x81\x92\x01\x02\xa1x", "map whose key is an array or a map"),
+    ("map keys", b"\x81\x81\x01\x02\xa1x", "map whose key is an array or a map"),
+    ("2000 levels", deep(2000), "deeper than the 1024 levels"),
+]
+
+
+@pytest.mark.fault(
+    fault="a reply Python cannot represent (a time past year 9999, array map keys, 2000 levels deep)",
+    sees="BadReply for that call only; the connection goes on",
+)
+@pytest.mark.parametrize(("name", "result", "why"), UNDECODABLE, ids=[u[0] for u in UNDECODABLE])
+async def test_undecodable_reply_fails_only_its_call(
+    tmp_path: Path, name: str, result: bytes, why: str
+) -> None:
+    def reply(request: Request) -> bytes:
+        if request.params == "odd":
+            msgid: bytes = msgpack.packb(request.msgid)
+            body = b"\x94\x01" + msgid + b"\xc0" + result
+            return struct.pack(">I", len(body)) + body
+        return echo(request)
+
+    fake = FakeSidecar([reply])
+    async with trio.open_nursery() as nursery:
+        address = await serve(tmp_path, fake, nursery)
+        async with connect_gotask(address) as gt:
+            results: list[object] = []
+
+            async def fine() -> None:
+                results.append(await gt.call("X.Echo", "fine"))
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(fine)
+                with pytest.raises(BadReply, match=why) as info:
+                    await gt.call("X.Odd", "odd")
+                inner.start_soon(fine)
+            assert info.value.type == "bad_reply"
+            assert info.value.method == "X.Odd"
+            assert "cannot decode the reply" in str(info.value)
+            assert results == ["fine", "fine"]
+            assert await gt.call("X.Echo", 1) == 1
+        nursery.cancel_scope.cancel()
+    assert fake.connections == 1

@@ -178,15 +178,29 @@ async def test_thousand_concurrent_calls_on_one_connection(sidecar: str) -> None
     assert results == {i: [i, "x" * (i % 50)] for i in range(1000)}
 
 
-async def test_pool_opens_connections_under_load(sidecar: str) -> None:
-    async with open_gotask(sidecar, pool_size=3) as gt:
-        async with trio.open_nursery() as nursery:
-            for i in range(30):
-                nursery.start_soon(gt.call, "App.WaitCancelled", 1_000_000)
-                await trio.testing.wait_all_tasks_blocked()
-                assert opened(gt) == min(i + 1, 3)
-            nursery.cancel_scope.cancel()
-        assert gt.statistics().connections == 3
+async def test_a_burst_opens_the_pool_at_once_and_spreads_over_it(sidecar: str) -> None:
+    # 32 calls that return only once all 32 run at the same time: with 8 slots a connection,
+    # they must be spread over all four connections, opened while the burst waits.
+    async with open_gotask(sidecar, pool_size=4, max_inflight=8) as gt:
+        results: list[int] = []
+
+        async def one() -> None:
+            results.append(await gt.call("App.Barrier", 32))
+
+        with trio.fail_after(30):  # a burst stuck behind one full connection never completes
+            async with trio.open_nursery() as nursery:
+                for _ in range(32):
+                    nursery.start_soon(one)
+        assert results == [32] * 32
+        assert gt.statistics().connections == 4
+        assert opened(gt) == 4
+
+
+async def test_a_lone_caller_uses_one_connection(sidecar: str) -> None:
+    async with open_gotask(sidecar, pool_size=4) as gt:
+        for i in range(20):
+            assert await gt.call("App.Echo", i) == i
+        assert opened(gt) == 1
 
 
 async def test_calls_wait_for_a_slot_past_max_inflight(sidecar: str) -> None:

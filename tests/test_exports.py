@@ -12,6 +12,7 @@ def test_exports() -> None:
         [
             "PROTOCOL_VERSION",
             "BadParams",
+            "BadReply",
             "GoTask",
             "GoTaskError",
             "GoTaskStatistics",
@@ -37,5 +38,13 @@ def test_exports() -> None:
 
 
 def test_errors_share_a_base() -> None:
-    for name in ["BadParams", "MethodNotFound", "PanicError", "ProtocolError", "RemoteError", "SidecarError"]:
+    for name in [
+        "BadParams",
+        "BadReply",
+        "MethodNotFound",
+        "PanicError",
+        "ProtocolError",
+        "RemoteError",
+        "SidecarError",
+    ]:
         assert issubclass(getattr(trio_gotask, name), trio_gotask.GoTaskError)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,19 +99,47 @@ async def test_handshake_timeout() -> None:
 
 @pytest.mark.fault(fault="sidecar of another protocol version", sees="SidecarError naming both versions")
 async def test_protocol_version_mismatch() -> None:
-    with pytest.raises(SidecarError, match="speaks gotask protocol version 2; this client speaks version 1"):
-        async with open_gotask(sh("echo 'gotask|2|unix|/tmp/x.sock'; sleep 10")):
+    with pytest.raises(SidecarError, match="speaks gotask protocol version 1; this client speaks version 2"):
+        async with open_gotask(sh("echo 'gotask|1|unix|/tmp/x.sock'; sleep 10")):
             pass
 
 
-async def test_launch_environment(tmp_path: Path) -> None:
-    out = tmp_path / "env"
-    script = f'env > {out}; echo "gotask|1|pipe|-"; exec cat >/dev/null'
-    async with open_gotask(sh(script), transport="pipe", env={"EXTRA": "yes"}):
+# A stand-in sidecar that records its environment, hands shake over the pipe, and waits for EOF.
+RECORD_ENV = """
+import json, os, struct, sys
+import msgpack
+json.dump(dict(os.environ), open(sys.argv[1], "w"))
+hello = msgpack.packb([2, "$hello", {"version": 2, "max_frame_size": 1 << 20, "max_inflight": 8}])
+sys.stdout.buffer.write(b"gotask|2|pipe|-\\n" + struct.pack(">I", len(hello)) + hello)
+sys.stdout.flush()
+sys.stdin.buffer.read()
+"""
+
+
+async def test_launch_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "env.json"
+    monkeypatch.setenv("GOTASK_SECRET", "exported in the user's shell")
+    command = [sys.executable, "-c", RECORD_ENV, str(out)]
+    async with open_gotask(command, transport="pipe", env={"EXTRA": "yes", "GOTASK_SECRET": "in env="}):
         pass
-    env = out.read_text()
-    assert "GOTASK_MAGIC_COOKIE=d3a1c2b7e6f54a09" in env
-    assert "EXTRA=yes" in env
+    env = json.loads(out.read_text())
+    assert env["GOTASK_MAGIC_COOKIE"] == "d3a1c2b7e6f54a09"
+    assert env["EXTRA"] == "yes"
+    assert "GOTASK_SECRET" not in env  # the pipe needs none, and the client owns the secret
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
+@pytest.mark.parametrize("where", ["shell", "env="])
+async def test_a_secret_in_the_environment_does_not_break_the_sidecar(
+    sidecar: str, transport: Transport, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = None
+    if where == "shell":
+        monkeypatch.setenv("GOTASK_SECRET", "exported in the user's shell")
+    else:
+        env = {"GOTASK_SECRET": "passed in env="}
+    async with open_gotask(sidecar, transport=transport, env=env) as gt:
+        assert await gt.call("App.Hi", where) == {"hello": where}
 
 
 async def test_sidecar_from_environment(sidecar: str, monkeypatch: pytest.MonkeyPatch) -> None:

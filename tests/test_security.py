@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import trio
 import trustme
 from standalone import standalone
 
@@ -29,13 +30,16 @@ async def test_tcp_binds_loopback_and_needs_the_secret(sidecar: str) -> None:
         assert gt.address.startswith("127.0.0.1:")
         assert await gt.call("App.Hi", "with the secret") == {"hello": "with the secret"}
         # Another local user who found the port, without the secret, gets nowhere.
-        async with connect_gotask(gt.address) as intruder:
-            with pytest.raises(SidecarError):
-                await intruder.call("App.Hi", "no secret")
+        with pytest.raises(SidecarError, match="refused the connection"):
+            async with connect_gotask(gt.address):
+                pass
         assert await gt.call("App.Hi", "still fine") == {"hello": "still fine"}
 
 
-@pytest.mark.fault(fault="client with a wrong or no secret", sees="SidecarError; the sidecar serves others")
+@pytest.mark.fault(
+    fault="client with a wrong or no secret",
+    sees="SidecarError at connect, saying which; the sidecar serves others",
+)
 @pytest.mark.parametrize("transport_flags", [["-address", "127.0.0.1:0"], ["-address", "SOCKET"]])
 async def test_secret_on_a_standalone_sidecar(
     sidecar: str, transport_flags: Sequence[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -48,11 +52,15 @@ async def test_secret_on_a_standalone_sidecar(
     ):
         address = app.address
         assert await gt.call("App.Hi", "friend") == {"hello": "friend"}
-        for wrong in [None, "guess", SECRET + "x"]:
-            async with connect_gotask(address, secret=wrong) as other:
-                with pytest.raises(SidecarError) as info:
-                    await other.call("App.Hi", "foe")
-                assert SECRET not in str(info.value)
+        for wrong, says in [
+            (None, "requires a secret.*pass the same value as secret="),
+            ("guess", "wrong secret.*secret= differs"),
+            (SECRET + "x", "wrong secret.*secret= differs"),
+        ]:
+            with pytest.raises(SidecarError, match=says) as info:
+                async with connect_gotask(address, secret=wrong):
+                    pass
+            assert SECRET not in str(info.value)
         assert await gt.call("App.Hi", "friend again") == {"hello": "friend again"}
     assert SECRET not in caplog.text
     assert SECRET.encode() not in app.stderr
@@ -65,7 +73,7 @@ def ca() -> trustme.CA:
 
 @pytest.mark.fault(
     fault="plain client to a TLS sidecar; client trusting another CA",
-    sees="SidecarError / ssl error; TLS clients served",
+    sees="SidecarError at connect naming TLS as the likely cause / the certificate error",
 )
 async def test_tls(sidecar: str, ca: trustme.CA, tmp_path: Path) -> None:
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -84,10 +92,14 @@ async def test_tls(sidecar: str, ca: trustme.CA, tmp_path: Path) -> None:
         assert await gt.call("App.Hi", "over TLS") == {"hello": "over TLS"}
         assert await gt.call("App.Echo", b"\x00" * 100_000) == b"\x00" * 100_000
 
-        # Speaking plain msgpack to a TLS port gets the connection closed.
-        async with connect_gotask(address, secret=SECRET) as plain:
-            with pytest.raises(SidecarError):
-                await plain.call("App.Hi", "in clear")
+        # Speaking plain msgpack to a TLS port fails at once, naming the likely cause.
+        with pytest.raises(SidecarError, match=r"speaks TLS.*pass ssl_context="):
+            async with connect_gotask(address, secret=SECRET):
+                pass
+        with trio.fail_after(5):  # without a secret there is nothing to send first: no wait either
+            with pytest.raises(SidecarError, match=r"speaks TLS.*pass ssl_context="):
+                async with connect_gotask(address):
+                    pass
 
         # A client that does not trust the sidecar's certificate refuses it.
         with pytest.raises(SidecarError, match="CERTIFICATE_VERIFY_FAILED"):

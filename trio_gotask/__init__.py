@@ -13,6 +13,7 @@ from ._client import Service as Service
 from ._client import connect_gotask as connect_gotask
 from ._client import open_gotask as open_gotask
 from ._errors import BadParams as BadParams
+from ._errors import BadReply as BadReply
 from ._errors import GoTaskError as GoTaskError
 from ._errors import MethodNotFound as MethodNotFound
 from ._errors import PanicError as PanicError
@@ -26,6 +27,7 @@ from ._supervisor import RestartPolicy as RestartPolicy
 __all__ = [
     "PROTOCOL_VERSION",
     "BadParams",
+    "BadReply",
     "GoTask",
     "GoTaskError",
     "GoTaskStatistics",

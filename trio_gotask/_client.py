@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import shutil
 import ssl
 import sys
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,13 +18,21 @@ from typing import Any, Final, final
 import trio
 
 from ._build import build_sidecar
-from ._connection import lost_without_explanation
-from ._errors import SidecarError
+from ._connection import Opened, PeerClosed, Refused, greet, lost_without_explanation
+from ._errors import GoTaskError, ProtocolError, SidecarError
 from ._pool import Connect, Pool
-from ._protocol import DEFAULT_MAX_FRAME_SIZE, Encoder, frame_header
+from ._protocol import DEFAULT_MAX_FRAME_SIZE, MAX_MSGID, MIN_FRAME_SIZE
 from ._sidecar import Handshake, Sidecar
 from ._supervisor import RestartPolicy, Supervisor
-from ._transport import TRANSPORTS, Transport, enlarge_pipe, open_stream, split_host_port
+from ._transport import (
+    TRANSPORTS,
+    Transport,
+    check_address,
+    classify,
+    enlarge_pipe,
+    open_stream,
+    split_host_port,
+)
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -32,6 +42,7 @@ if sys.version_info < (3, 11):
 # keep one huge frame from delaying small calls behind it.
 DEFAULT_POOL_SIZE: Final = 1
 DEFAULT_MAX_INFLIGHT: Final = 1024
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 SIDECAR_ENV: Final = "GOTASK_SIDECAR"
 SECRET_ENV: Final = "GOTASK_SECRET"
 
@@ -66,6 +77,9 @@ class GoTask:
         self._pool = pool
         self._address = address
         self._supervisor = supervisor
+        # trio.run cannot nest in one thread, and this GoTask's tasks live in the run that
+        # opened it: the thread tells that run from any other, at the cost of one C call.
+        self._thread = threading.get_ident()
         self._done = 0
         self._failed = 0
         self._cancelled = 0
@@ -78,11 +92,20 @@ class GoTask:
         the Go handler's context is cancelled, and the connection stays usable; the caller's deadline
         becomes the Go context's deadline. A call is never retried.
 
-        Raises `RemoteError` (or a subclass) for an error from Go, `SidecarError` when the sidecar dies
-        or its connection is lost, `ProtocolError` for malformed replies, and `TypeError`,
-        `ValueError` or `OverflowError` for an argument msgpack cannot carry (or one larger than
-        ``max_frame_size``).
+        Raises `RemoteError` (or a subclass) for an error from Go, `BadReply` for a reply that
+        cannot reach Python, `SidecarError` when the sidecar dies or its connection is lost,
+        `ProtocolError` for malformed replies, and `TypeError`, `ValueError` or `OverflowError`
+        for a ``method`` that is not a string or an argument msgpack cannot carry (or one larger
+        than the frame limit), before anything is sent. A `GoTask` belongs to the `trio.run` that
+        opened it: calling it from another raises `RuntimeError`.
         """
+        if type(method) is not str:
+            raise TypeError(f"method must be a str such as 'App.Hi', not {type(method).__name__}: {method!r}")
+        if threading.get_ident() != self._thread:
+            raise RuntimeError(
+                "this GoTask belongs to the trio.run of another thread: open a GoTask in each "
+                "trio.run that makes calls, or reach this one with trio.from_thread.run"
+            )
         pool = self._pool
         try:
             if pool is None:
@@ -187,63 +210,85 @@ async def open_gotask(
 
     ``sidecar`` is an executable, a command list (the program and its own arguments), or a folder
     holding a Go main package, which is built with ``go build`` into a per-user cache (rebuilt only
-    when its module's sources, go.mod/go.sum or the Go toolchain change). Without it, the
-    ``GOTASK_SIDECAR`` environment variable names one. ``args`` are appended to the command, and the
-    protocol's flags (``-address``, ``-listen-on-pipe``, ``-max-frame-size``) after them: since Go's
-    flag package stops at the first positional argument, give the sidecar flags only. ``env`` adds
-    to the inherited environment.
+    when what it is built from changes). Without it, the ``GOTASK_SIDECAR`` environment variable
+    names one. ``args`` are appended to the command, and the protocol's flags (``-address``,
+    ``-listen-on-pipe``, ``-max-frame-size``) after them: since Go's flag package stops at the
+    first positional argument, give the sidecar flags only. ``env`` adds to the inherited
+    environment. The client owns the sidecar's ``GOTASK_SECRET``: it sets a fresh one for the
+    socket transports and clears it for the pipe, whatever the environment says.
 
     ``transport`` is ``"unix"`` (a socket in a private temporary folder), ``"tcp"`` (loopback, a
-    free port, and a fresh shared secret that every connection must present) or ``"pipe"`` (the
-    child's stdin and stdout, one connection). Up to ``pool_size`` connections are opened as load
-    needs them (always one for the pipe), each carrying up to ``max_inflight`` calls at once;
-    further callers wait. One connection is fastest, since its writer batches every queued frame
-    into one write; more isolate a broken connection's calls and keep a huge frame from delaying
-    small calls behind it. No frame larger than ``max_frame_size`` bytes is sent or accepted, on
-    either side.
+    free port) or ``"pipe"`` (the child's stdin and stdout, one connection). Up to ``pool_size``
+    connections are opened as load needs them (always one for the pipe), each carrying up to
+    ``max_inflight`` calls at once, or fewer if the sidecar's ``-max-inflight`` is lower; further
+    callers wait. One connection is fastest, since its writer batches every queued frame into one
+    write; more isolate a broken connection's calls and keep a huge frame from delaying small
+    calls behind it. No frame larger than ``max_frame_size`` bytes (at least 1024) is accepted, or
+    sent, on either side.
 
-    ``startup_timeout`` bounds the wait for the handshake: it is the one deadline that is an
-    argument, since start-up happens before the caller can scope it. Raises `SidecarError` if the
-    program is missing, fails to build, exits early, is too slow, or speaks another protocol.
+    ``startup_timeout`` bounds the wait for the handshake and each connection's greeting: it is
+    the one deadline that is an argument, since start-up happens before the caller can scope it.
+    Raises `SidecarError` if the program is missing, fails to build, exits early, is too slow, or
+    speaks another protocol; `ValueError` or `TypeError` at once for an argument out of range.
 
     If the sidecar dies, the calls in flight fail with `SidecarError`, and so does every later
     call, unless ``restart`` (a `RestartPolicy`) says to start a new one.
 
     On exit, calls still running fail, the connections close, the sidecar's stdin is closed (its
     signal to exit), and after ``shutdown_grace`` seconds it is terminated, then killed. The process
-    is always reaped and the temporary folder removed. An error in the body reaches the caller as
-    itself, not wrapped in an exception group.
+    is always reaped and the temporary folder removed. An exception raised in the body reaches the
+    caller unchanged (an exception group stays the same group), never wrapped by internal tasks.
     """
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+    if isinstance(args, (str, bytes)) or not all(isinstance(a, str) for a in args):
+        raise TypeError(f"args must be a sequence of str (one per argument), not {args!r}")
+    if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise TypeError("env must map str to str")
+    _check_int("pool_size", pool_size, 1)
+    _check_seconds("startup_timeout", startup_timeout, positive=True)
+    _check_frame_size(max_frame_size)
+    _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
+    _check_seconds("shutdown_grace", shutdown_grace, positive=False)
+    if restart is not None and not isinstance(restart, RestartPolicy):
+        raise TypeError(f"restart must be a RestartPolicy or None, not {restart!r}")
     command = await _resolve_command(sidecar)
-    folder = tempfile.mkdtemp(prefix="gotask-") if transport == "unix" else None
-    extra_env = dict(env or {})
+    environment = {**os.environ, **(env or {})}
+    environment.pop(SECRET_ENV, None)
     secret = None
+    if transport == "pipe":
+        flags = ["-listen-on-pipe"]
+    else:
+        secret = secrets.token_urlsafe(32)
+        environment[SECRET_ENV] = secret
+    folder = None
     try:
-        if folder is not None:
+        if transport == "unix":
+            folder = tempfile.mkdtemp(prefix="gotask-")
             flags = ["-address", os.path.join(folder, "gotask.sock")]
         elif transport == "tcp":
             flags = ["-address", "127.0.0.1:0"]
-            secret = secrets.token_urlsafe(32)
-            extra_env[SECRET_ENV] = secret
-        else:
-            flags = ["-listen-on-pipe"]
         flags += ["-max-frame-size", str(max_frame_size)]
 
         def new_sidecar() -> Sidecar:
             return Sidecar(
                 [*command, *args, *flags],
                 transport=transport,
-                env=extra_env,
+                env=environment,
                 startup_timeout=startup_timeout,
                 grace=shutdown_grace,
             )
 
         def new_connect(process: Sidecar, handshake: Handshake) -> Connect:
             if transport == "pipe":
-                return _pipe_connect(process, handshake)
-            return _socket_connect(handshake.address, secret=secret)
+                return _pipe_connect(process, handshake, max_frame_size, startup_timeout)
+            return _socket_connect(
+                handshake.address,
+                secret=secret,
+                max_frame_size=max_frame_size,
+                connect_timeout=startup_timeout,
+                launched=True,
+            )
 
         async with _background() as nursery:
             supervisor = Supervisor(
@@ -275,23 +320,53 @@ async def connect_gotask(
     pool_size: int = DEFAULT_POOL_SIZE,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> AsyncIterator[GoTask]:
     """Yield a `GoTask` for a sidecar started elsewhere (``./app -address ADDR -standalone``).
 
     ``address`` is a Unix socket path or a TCP ``host:port``. ``secret`` is presented first on every
-    connection, for a sidecar started with ``GOTASK_SECRET`` set; a sidecar that refuses it closes
-    the connection, and calls fail with `SidecarError`. ``ssl_context`` makes TCP connections speak
-    TLS (to a sidecar started with ``-tls-cert`` and ``-tls-key``), checking the certificate against
-    ``server_hostname`` (by default the address's host).
+    connection, for a sidecar started with ``GOTASK_SECRET`` set. ``ssl_context`` makes TCP
+    connections speak TLS (to a sidecar started with ``-tls-cert`` and ``-tls-key``), checking the
+    certificate against ``server_hostname`` (by default the address's host).
 
-    One connection is opened at once (so a wrong address fails here, with `SidecarError`), more as
-    load needs them. The process is not ours: leaving the block closes the connections and nothing
-    else.
+    One connection is opened at once, so that a wrong address, a missing or wrong secret, or a
+    missing ``ssl_context`` fails here, with a `SidecarError` that says which is most likely;
+    ``connect_timeout`` bounds each connection's opening and greeting. More connections are
+    opened as load needs them, up to ``pool_size``. Arguments that cannot work (an address that is
+    neither, TLS on a Unix socket, a limit out of range) raise `ValueError` or `TypeError` at once.
+    The process is not ours: leaving the block closes the connections and nothing else.
     """
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a str (a socket path or host:port), not {address!r}")
+    check_address(address)
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        raise ValueError("secret must be a non-empty str (the sidecar's GOTASK_SECRET), or None")
+    if ssl_context is not None:
+        if not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
+        if classify(address) != "tcp":
+            raise ValueError(
+                f"ssl_context needs a TCP address (host:port), and {address!r} is a Unix socket path: "
+                "a sidecar speaks TLS only over TCP"
+            )
+    elif server_hostname is not None:
+        raise ValueError("server_hostname is for checking a TLS certificate: pass ssl_context too")
+    _check_int("pool_size", pool_size, 1)
+    _check_frame_size(max_frame_size)
+    _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
+    _check_seconds("connect_timeout", connect_timeout, positive=True)
     async with _background() as nursery:
         pool = Pool(
             nursery,
-            _socket_connect(address, secret=secret, ssl_context=ssl_context, server_hostname=server_hostname),
+            _socket_connect(
+                address,
+                secret=secret,
+                ssl_context=ssl_context,
+                server_hostname=server_hostname,
+                max_frame_size=max_frame_size,
+                connect_timeout=connect_timeout,
+                launched=False,
+            ),
             size=pool_size,
             max_frame_size=max_frame_size,
             max_inflight=max_inflight,
@@ -304,40 +379,136 @@ async def connect_gotask(
             pool.close()
 
 
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    if type(value) is not int:
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be {bound}, not {value}")
+
+
+def _check_frame_size(value: object) -> None:
+    _check_int("max_frame_size", value, MIN_FRAME_SIZE, 2**32 - 1)
+
+
+def _check_seconds(name: str, value: object, *, positive: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    if math.isnan(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'more than' if positive else 'at least'} 0 seconds, not {value}")
+
+
 def _socket_connect(
     address: str,
     *,
     secret: str | None,
+    max_frame_size: int,
+    connect_timeout: float,
+    launched: bool,
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
 ) -> Connect:
-    hello = b""
-    if secret is not None:
-        payload = Encoder().auth(secret)
-        hello = frame_header(len(payload)) + payload
+    if classify(address) == "tcp":
+        kind = "TCP"
+    elif "/" in address:
+        kind = "Unix socket"
+    else:
+        kind = "read as a Unix socket path; a TCP address is host:port"
 
-    async def connect() -> tuple[trio.abc.Stream, bytes]:
-        stream = await open_stream(address)
+    async def connect() -> Opened:
         try:
-            if ssl_context is not None:
-                host = server_hostname or split_host_port(address)[0]
-                stream = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=False)
-                await stream.do_handshake()
-            if hello:
-                # Sent before the connection is shared: a cancel here discards the whole stream.
-                await stream.send_all(hello)
-        except BaseException:
+            with trio.fail_after(connect_timeout):
+                stream = await open_stream(address)
+        except trio.TooSlowError:
+            raise SidecarError(
+                f"cannot connect to the sidecar at {address!r} ({kind}): no answer within {connect_timeout} s"
+            ) from None
+        except OSError as exc:
+            raise SidecarError(
+                f"cannot connect to the sidecar at {address!r} ({kind}): {_os_reason(exc)}"
+            ) from exc
+        try:
+            with trio.fail_after(connect_timeout):
+                if ssl_context is not None:
+                    host = server_hostname or split_host_port(address)[0]
+                    stream = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=False)
+                    try:
+                        await stream.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        raise SidecarError(
+                            f"the TLS handshake with the sidecar at {address!r} failed: "
+                            f"{exc.__cause__ or exc}. Was it started with -tls-cert and -tls-key, and "
+                            "does ssl_context trust its certificate?"
+                        ) from exc
+                return await greet(stream, max_frame_size=max_frame_size, secret=secret)
+        except BaseException as exc:
             await trio.aclose_forcefully(stream)
+            if isinstance(
+                exc, (GoTaskError, Refused, PeerClosed, trio.TooSlowError, trio.BrokenResourceError)
+            ):
+                raise _greeting_error(exc, address, secret, ssl_context, connect_timeout, launched) from exc
             raise
-        return stream, b""
 
     return connect
 
 
-def _pipe_connect(process: Sidecar, handshake: Handshake) -> Connect:
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such socket file: is the sidecar running, with this -address?"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens there; is the sidecar running, with this -address?"
+    return str(exc) or type(exc).__name__
+
+
+def _greeting_error(
+    exc: BaseException,
+    address: str,
+    secret: str | None,
+    ssl_context: ssl.SSLContext | None,
+    timeout: float,
+    launched: bool,
+) -> GoTaskError:
+    """Say what most likely went wrong when a connection ended before the sidecar's $hello."""
+    where = f"the sidecar at {address!r}"
+    if isinstance(exc, SidecarError):
+        return exc
+    if isinstance(exc, Refused):
+        reason = str(exc)
+        if launched:
+            hint = ""
+        elif secret is None and "requires a secret" in reason:
+            hint = ": it was started with GOTASK_SECRET set; pass the same value as secret="
+        elif secret is not None and "wrong secret" in reason:
+            hint = ": secret= differs from the GOTASK_SECRET the sidecar was started with"
+        else:
+            hint = ""
+        return SidecarError(f"{where} refused the connection ({reason}){hint}")
+    if launched:
+        return SidecarError(f"{where} closed the connection before greeting it ({exc})")
+    if isinstance(exc, trio.TooSlowError):
+        causes = [f"it sent no $hello within {timeout} s (connect_timeout)"]
+    elif isinstance(exc, ProtocolError):
+        causes = [f"it sent something other than a $hello ({exc})"]
+    else:
+        causes = ["it closed the connection before its $hello"]
+    likely = []
+    if ssl_context is None:
+        likely.append("it speaks TLS (started with -tls-cert): pass ssl_context=")
+    likely.append(
+        "it is not a trio-gotask sidecar of protocol version 2 (another server, or one built with an "
+        "older gotask package)"
+    )
+    if isinstance(exc, PeerClosed) and secret is None:
+        likely.append("it requires a secret: pass secret=")
+    return SidecarError(
+        f"{where}: {causes[0]}. Most likely: " + "; or ".join(likely) + ". The sidecar's log says why."
+    )
+
+
+def _pipe_connect(process: Sidecar, handshake: Handshake, max_frame_size: int, timeout: float) -> Connect:
     used = False
 
-    async def connect() -> tuple[trio.abc.Stream, bytes]:
+    async def connect() -> Opened:
         nonlocal used
         if used:
             raise SidecarError("the pipe to the sidecar broke, and a pipe cannot be reopened")
@@ -347,7 +518,14 @@ def _pipe_connect(process: Sidecar, handshake: Handshake) -> Connect:
         for pipe in (child.stdin, child.stdout):
             if isinstance(pipe, trio.lowlevel.FdStream):
                 enlarge_pipe(pipe)
-        return trio.StapledStream(child.stdin, child.stdout), handshake.rest
+        stream = trio.StapledStream(child.stdin, child.stdout)
+        try:
+            with trio.fail_after(timeout):
+                return await greet(
+                    stream, max_frame_size=max_frame_size, secret=None, initial_data=handshake.rest
+                )
+        except (Refused, PeerClosed, ProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            raise SidecarError(f"the sidecar did not greet over its pipe: {exc}") from exc
 
     return connect
 
@@ -372,19 +550,32 @@ async def _resolve_command(sidecar: SidecarSpec | None) -> list[str]:
 
 @asynccontextmanager
 async def _background() -> AsyncIterator[trio.Nursery]:
-    """A nursery for internal tasks that shows the caller one exception, not a group of ours."""
+    """A nursery for internal tasks that hides them from the caller.
+
+    The body's exception comes out unchanged, whatever it is (a group stays the same group);
+    internal tasks never wrap it. Without one, a lone internal error comes out alone. (Each is
+    raised outside any ``except`` block, so that no ``__context__`` is added to it.)
+    """
+    body: BaseException | None = None
+    internal: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             try:
                 yield nursery
+            except BaseException as exc:
+                body = exc  # raised below, once the internal tasks are done
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         errors = _leaves(group)
-        if len(errors) != 1:
-            raise
-        (error,) = errors
-        raise error from error.__cause__
+        if body is None or any(isinstance(e, KeyboardInterrupt) for e in errors):
+            if len(errors) != 1:
+                raise
+            internal = errors[0]
+    if internal is not None:
+        raise internal
+    if body is not None:
+        raise body
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -5,13 +5,26 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final, final
 
 import outcome
 import trio
 
-from ._errors import GoTaskError, ProtocolError, RemoteError, SidecarError, remote_error
-from ._protocol import MAX_MSGID, Decoder, Encoder, Notification, Response, frame_header
+from ._errors import BadReply, GoTaskError, ProtocolError, RemoteError, SidecarError, remote_error
+from ._protocol import (
+    HELLO,
+    MAX_MSGID,
+    REFUSED,
+    BadResponse,
+    Decoder,
+    Encoder,
+    Hello,
+    Notification,
+    Response,
+    frame_header,
+    parse_hello,
+)
 
 ErrorFactory = Callable[[], GoTaskError]
 """Makes a fresh exception for each failed caller (one exception object must not be raised twice)."""
@@ -61,6 +74,60 @@ def _descriptors(stream: trio.abc.Stream) -> tuple[Callable[[], int], Callable[[
     return None
 
 
+class Refused(Exception):
+    """The sidecar turned the connection away (a ``$refused`` notification): ``str()`` is why."""
+
+
+class PeerClosed(Exception):
+    def __str__(self) -> str:
+        return "the sidecar closed the connection"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A stream to the sidecar after the greeting, ready for a `Connection`."""
+
+    stream: trio.abc.Stream
+    hello: Hello
+    initial_data: bytes
+    """Bytes that arrived after the sidecar's ``$hello``."""
+
+
+async def greet(
+    stream: trio.abc.Stream, *, max_frame_size: int, secret: str | None, initial_data: bytes = b""
+) -> Opened:
+    """Open the protocol on a fresh ``stream``: present ``secret`` (if any) and the client's
+    ``$hello``, then read up to the sidecar's ``$hello``.
+
+    Raises `Refused` when the sidecar says why it turns the connection away, `PeerClosed` when it
+    closes the stream first, and `ProtocolError` when it sends anything else. The stream is not
+    shared yet, so a cancelled greeting leaves nothing to clean up but the stream itself.
+    """
+    encoder = Encoder()
+    out = b""
+    if secret is not None:
+        auth = encoder.auth(secret)
+        out += frame_header(len(auth)) + auth
+    hello = encoder.hello(max_frame_size)
+    await stream.send_all(out + frame_header(len(hello)) + hello)
+    decoder = Decoder(max_frame_size)
+    decoder.receive_data(initial_data)
+    while True:
+        message = decoder.next_message()
+        if message is None:
+            data = await stream.receive_some(_MIN_READ)
+            if not data:
+                raise PeerClosed
+            decoder.receive_data(data)
+            continue
+        if type(message) is Notification and message.method == HELLO:
+            return Opened(stream, parse_hello(message.params), decoder.unconsumed())
+        if type(message) is Notification and message.method == REFUSED:
+            raise Refused(str(message.params))
+        if type(message) is not Notification:
+            raise ProtocolError("handshake", f"the sidecar sent {type(message).__name__} before its $hello")
+
+
 def _read_size(decoder: Decoder) -> int:
     return min(max(decoder.bytes_wanted, _MIN_READ), _MAX_READ)
 
@@ -76,11 +143,6 @@ class _Call:
         self.abandoned = False
 
 
-class _PeerClosed(Exception):
-    def __str__(self) -> str:
-        return "the sidecar closed the connection"
-
-
 @final
 class Connection:
     """Calls multiplexed over one stream.
@@ -93,22 +155,29 @@ class Connection:
     with ``$cancel``): it never touches the stream, so a shared connection is never left with half
     a frame.
 
+    The limits are the lower of the caller's and those the sidecar announced in its ``$hello``:
+    at most `max_inflight` calls are in flight (so the sidecar always reads, and a ``$cancel``
+    always gets through), and no request is larger than the sidecar accepts.
+
     Run `run` in a nursery before calling `call`; `fail` stops it.
     """
 
     def __init__(
         self,
-        stream: trio.abc.Stream,
+        opened: Opened,
         *,
         max_frame_size: int,
         max_inflight: int,
         explain: Explain = lost_without_explanation,
-        initial_data: bytes = b"",
     ) -> None:
+        stream = opened.stream
         self._stream = stream
         self._encoder = Encoder()
         self._decoder = Decoder(max_frame_size)
-        self._decoder.receive_data(initial_data)
+        self._decoder.receive_data(opened.initial_data)
+        self._max_request = min(max_frame_size, opened.hello.max_frame_size)
+        self.max_inflight: Final = min(max_inflight, opened.hello.max_inflight)
+        """Calls this connection carries at once; further callers wait for a slot."""
         self._explain = explain
         self._pending: dict[int, _Call] = {}
         self._last_msgid = MAX_MSGID
@@ -120,7 +189,7 @@ class Connection:
         # A slot is a msgid in flight: taken before a request is encoded, given back when its msgid
         # is free again. Callers beyond max_inflight wait in _slot_waiters; a freed slot is handed
         # to the first of them (trio.Semaphore's rules, inlined for the hot path).
-        self._free_slots = max_inflight
+        self._free_slots = self.max_inflight
         self._slot_waiters = trio.lowlevel.ParkingLot()
         self._failure: ErrorFactory | None = None
         self._cancel_scope = trio.CancelScope()
@@ -161,10 +230,11 @@ class Connection:
             self._last_msgid = msgid
             try:
                 payload = self._encoder.request(msgid, method, arg, timeout)
-                if len(payload) > self._decoder.max_frame_size:
+                if len(payload) > self._max_request:
                     raise ValueError(
                         f"the request to {method} is {len(payload)} bytes; the frame limit is "
-                        f"{self._decoder.max_frame_size} (max_frame_size)"
+                        f"{self._max_request} (the lower of max_frame_size and the sidecar's "
+                        "-max-frame-size)"
                     )
             except BaseException:
                 self._release_slot()
@@ -277,7 +347,7 @@ class Connection:
             await loop()
         except (
             ProtocolError,
-            _PeerClosed,
+            PeerClosed,
             trio.BrokenResourceError,
             trio.ClosedResourceError,
             OSError,
@@ -328,7 +398,7 @@ class Connection:
                 data = await self._stream.receive_some(_read_size(decoder))
                 if not data:
                     decoder.receive_eof()
-                    raise _PeerClosed
+                    raise PeerClosed
                 decoder.receive_data(data)
                 self._dispatch()
         # With a descriptor, read it directly. Between frames the last read took all there was,
@@ -345,7 +415,7 @@ class Connection:
                 continue
             if not count:
                 decoder.receive_eof()
-                raise _PeerClosed
+                raise PeerClosed
             self._dispatch()
             if decoder.between_frames:
                 await wait_readable(fileno())
@@ -385,5 +455,21 @@ class Connection:
                     trio.lowlevel.reschedule(
                         call.task, outcome.Error(remote_error(call.method, message.error))
                     )
+            elif type(message) is BadResponse:
+                call = pending.pop(message.msgid, None)
+                if call is None:
+                    raise ProtocolError(
+                        "unknown_msgid", f"the sidecar answered msgid {message.msgid}, which is not in flight"
+                    )
+                self._release_slot()
+                if call.abandoned:
+                    continue
+                if message.error is not None:
+                    error: RemoteError = remote_error(call.method, message.error)
+                else:
+                    error = BadReply(
+                        call.method, "bad_reply", f"this client cannot decode the reply: {message.reason}"
+                    )
+                trio.lowlevel.reschedule(call.task, outcome.Error(error))
             elif type(message) is not Notification:
                 raise ProtocolError("bad_message", "the sidecar sent a request; clients take no requests")

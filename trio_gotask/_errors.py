@@ -45,8 +45,8 @@ class RemoteError(GoTaskError):
     """A Go method returned an error (or failed in the sidecar before it could run).
 
     ``type`` is the protocol's error type (``error``, ``panic``, ``not_found``, ``bad_params``,
-    ``cancelled``, ``deadline_exceeded``, ``shutting_down``, ``too_large``, or one a Go error names
-    itself);
+    ``bad_reply``, ``cancelled``, ``deadline_exceeded``, ``shutting_down``, ``too_large``,
+    ``busy``, or one a Go error names itself);
     ``message`` is Go's error text and ``method`` the method called. Match on the subclass or on
     ``type``.
     """
@@ -74,6 +74,12 @@ class BadParams(RemoteError):
     """The argument could not be decoded into the Go method's argument type."""
 
 
+class BadReply(RemoteError):
+    """The method ran, but its reply cannot reach Python faithfully: the sidecar could not encode
+    it (a channel inside an ``any``, a time outside the years 1-9999, a map keyed by arrays), or
+    this client could not decode it. Only this call fails; the connection goes on."""
+
+
 class ShuttingDown(RemoteError):
     """The sidecar was shutting down and did not run the call."""
 
@@ -82,6 +88,7 @@ _BY_TYPE: dict[str, type[RemoteError]] = {
     "panic": PanicError,
     "not_found": MethodNotFound,
     "bad_params": BadParams,
+    "bad_reply": BadReply,
     "shutting_down": ShuttingDown,
 }
 

@@ -1,26 +1,34 @@
-"""A pool of multiplexed connections, opened lazily, least-loaded first."""
+"""A pool of multiplexed connections, opened as load needs them, least-loaded first."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
-from typing import final
+from typing import Final, final
 
 import trio
 
-from ._connection import Connection, ErrorFactory, Explain, error_factory
+from ._connection import Connection, ErrorFactory, Explain, Opened, error_factory
 from ._errors import GoTaskError, SidecarError
 
-Connect = Callable[[], Awaitable[tuple[trio.abc.Stream, bytes]]]
-"""Opens a new stream to the sidecar; returns it with any bytes already read from it."""
+logger: Final = logging.getLogger("trio_gotask")
+
+Connect = Callable[[], Awaitable[Opened]]
+"""Opens a new stream to the sidecar and greets it; raises `SidecarError` saying why it cannot."""
+
+# After a connection failed to open while others serve, how long before trying again.
+_RETRY_AFTER: Final = 1.0
 
 
 @final
 class Pool:
-    """Up to ``size`` connections; each call goes to the least-loaded one.
+    """Up to ``size`` connections; each call goes to the least-loaded one with a free slot.
 
-    A new connection is opened only when every open one is busy and the pool is not full. A
-    broken connection fails just its own calls and is dropped; the next call opens a replacement.
-    Connection tasks run in ``nursery``.
+    A caller that finds every connection busy starts opening another (if the pool is not full) in
+    the background and goes on with the least-loaded connection that has room; a burst therefore
+    opens the pool's connections at once and spreads over them as they come up. Callers wait for
+    a connection to open only when none has room. A broken connection fails just its own calls
+    and is dropped; the next call opens a replacement. Tasks run in ``nursery``.
     """
 
     def __init__(
@@ -42,7 +50,10 @@ class Pool:
         self._max_inflight = max_inflight
         self._explain = explain
         self._connections: list[Connection] = []
-        self._opening: trio.Event | None = None
+        self._opening = 0
+        self._opened_event = trio.Event()
+        self._open_error: GoTaskError | None = None
+        self._retry_at = -float("inf")
         self._failure: ErrorFactory | None = None
         self.opened = 0
         """Connections opened over the pool's life."""
@@ -58,6 +69,7 @@ class Pool:
     async def warm_up(self) -> None:
         """Open the first connection now, so that a bad address fails early."""
         if not self._connections:
+            self._opening += 1
             await self._open()
 
     @property
@@ -72,45 +84,75 @@ class Pool:
         return None
 
     async def choose(self) -> Connection:
-        """The least-loaded connection, opening one if every open one is busy and there is room."""
+        """The least-loaded connection with a free slot; see the class docstring for when more
+        are opened and when callers wait."""
         while True:
             if self._failure is not None:
                 raise self._failure()
             live = self._connections
             if any(c.broken for c in live):
                 live = self._connections = [c for c in live if not c.broken]
-            best = min(live, key=_load) if live else None
-            if best is not None and (best.load == 0 or len(live) >= self._size or self._opening is not None):
+            roomy = [c for c in live if c.load < c.max_inflight]
+            best = min(roomy, key=_load) if roomy else None
+            may_open = len(live) + self._opening < self._size and (
+                not live or trio.current_time() >= self._retry_at
+            )
+            if best is not None:
+                if best.load and may_open:
+                    self._open_soon()
                 return best
-            if self._opening is not None:
-                await self._opening.wait()
-                continue
-            return await self._open()
+            if may_open:
+                self._open_soon()
+            elif live and not self._opening:
+                return min(live, key=_load)  # all full, none coming: wait for a slot there
+            await self._opened_event.wait()
+            error = self._open_error
+            if error is not None and not self._connections:
+                raise SidecarError(str(error)) from error
+
+    def _open_soon(self) -> None:
+        self._opening += 1  # counted now, so that callers in this same tick see it
+        self._nursery.start_soon(self._open_in_background)
+
+    async def _open_in_background(self) -> None:
+        try:
+            await self._open()
+        except GoTaskError as exc:
+            self._retry_at = trio.current_time() + _RETRY_AFTER
+            if self._connections:
+                logger.warning("opening another connection to the sidecar failed: %s", exc)
 
     async def _open(self) -> Connection:
-        self._opening = opening = trio.Event()
+        """Open a connection; the caller counted it in ``_opening``."""
         try:
             try:
-                stream, initial = await self._connect()
+                opened = await self._connect()
             except GoTaskError:
                 raise
             except (OSError, trio.BrokenResourceError) as exc:
                 reason = exc if str(exc) or exc.__cause__ is None else exc.__cause__
                 raise SidecarError(f"cannot connect to the sidecar: {reason}") from exc
             connection = Connection(
-                stream,
+                opened,
                 max_frame_size=self._max_frame_size,
                 max_inflight=self._max_inflight,
                 explain=self._explain,
-                initial_data=initial,
             )
             await self._nursery.start(connection.run)
             self.opened += 1
-            self._connections.append(connection)
+            self._open_error = None
+            if self._failure is not None:
+                connection.fail(self._failure)
+            else:
+                self._connections.append(connection)
             return connection
+        except GoTaskError as exc:
+            self._open_error = exc
+            raise
         finally:
-            self._opening = None
-            opening.set()
+            self._opening -= 1
+            self._opened_event.set()
+            self._opened_event = trio.Event()
 
     def fail(self, make_error: ErrorFactory) -> None:
         """Fail every call in flight and every later call with ``make_error()``."""
@@ -119,6 +161,7 @@ class Pool:
         for connection in self._connections:
             connection.fail(make_error)
         self._connections = []
+        self._opened_event.set()
 
     def close(self) -> None:
         self.fail(error_factory(GoTaskError, "the GoTask is closed"))

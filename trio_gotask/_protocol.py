@@ -15,8 +15,10 @@ import msgpack
 
 from ._errors import ProtocolError
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024 * 1024
+MIN_FRAME_SIZE: Final = 1024
+"""The smallest frame limit a peer may set or announce: every error reply fits in it."""
 HANDSHAKE_MARKER: Final = "gotask"
 MAX_HANDSHAKE_LINE: Final = 4096
 LAUNCH_COOKIE_KEY: Final = "GOTASK_MAGIC_COOKIE"
@@ -27,6 +29,8 @@ RESPONSE: Final = 1
 NOTIFICATION: Final = 2
 CANCEL: Final = "$cancel"
 AUTH: Final = "$auth"
+HELLO: Final = "$hello"
+REFUSED: Final = "$refused"
 MAX_MSGID: Final = 2**32 - 1
 
 _HEADER = struct.Struct(">I")
@@ -57,7 +61,49 @@ class Notification:
     params: Any
 
 
+@dataclass(slots=True)
+class BadResponse:
+    """A response whose envelope decoded but whose result this client cannot represent (a
+    timestamp outside the years datetime holds, a map key that is an array or a map, nesting
+    deeper than msgpack's limit). The frame was whole, so only its call fails."""
+
+    msgid: int
+    error: dict[str, Any] | None
+    reason: str
+
+
 Message = Request | Response | Notification
+
+
+@dataclass(frozen=True)
+class Hello:
+    """What a sidecar announces in its ``$hello``, the first frame of every connection."""
+
+    version: int
+    max_frame_size: int
+    """The largest frame it accepts: requests must not be larger."""
+    max_inflight: int
+    """The most calls it runs at once on the connection: a client sends no more."""
+
+
+def parse_hello(params: Any) -> Hello:
+    """Check the params of a sidecar's ``$hello``; raise `ProtocolError` (``handshake``)."""
+    if type(params) is not dict:
+        raise _bad("$hello params must be a map", params, code="handshake")
+    version = params.get("version")
+    if version != PROTOCOL_VERSION or type(version) is not int:
+        raise ProtocolError(
+            "handshake",
+            f"the sidecar speaks gotask protocol version {version!r}; this client speaks version "
+            f"{PROTOCOL_VERSION}: rebuild the sidecar with a matching gotask Go package",
+        )
+    limits = []
+    for key, low in (("max_frame_size", MIN_FRAME_SIZE), ("max_inflight", 1)):
+        value = params.get(key)
+        if type(value) is not int or value < low:
+            raise _bad(f"$hello {key} must be an integer of at least {low}", params, code="handshake")
+        limits.append(value)
+    return Hello(version, limits[0], limits[1])
 
 
 def frame_header(length: int) -> bytes:
@@ -103,6 +149,11 @@ class Encoder:
     def cancel(self, msgid: int) -> bytes:
         return self._packer.pack([NOTIFICATION, CANCEL, msgid])  # type: ignore[no-any-return]
 
+    def hello(self, max_frame_size: int) -> bytes:
+        """The client's ``$hello``: the largest frame it accepts, which bounds the replies."""
+        params = {"version": PROTOCOL_VERSION, "max_frame_size": max_frame_size}
+        return self._packer.pack([NOTIFICATION, HELLO, params])  # type: ignore[no-any-return]
+
     def encode(self, message: Message) -> bytes:
         """Encode any message; the client itself only sends requests and notifications."""
         if isinstance(message, Request):
@@ -121,27 +172,88 @@ class Encoder:
 def decode_value(data: bytes | bytearray | memoryview) -> Any:
     """Decode exactly one msgpack value, raising `ProtocolError` (``bad_msgpack``) otherwise."""
     try:
-        return msgpack.unpackb(
-            data, raw=False, strict_map_key=False, timestamp=3, unicode_errors=_UNICODE_ERRORS
-        )
+        return msgpack.unpackb(data, timestamp=3, **_UNPACK_OPTIONS)
     except Exception as exc:
         raise ProtocolError("bad_msgpack", f"frame is not one msgpack value: {exc}") from exc
 
 
-def _bad(why: str, obj: Any) -> ProtocolError:
+def _decode_payload(data: bytes | bytearray | memoryview) -> Any:
+    """`decode_value`, except that a whole response this client cannot represent becomes a
+    `BadResponse`, failing its call and not the connection."""
+    try:
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=False, timestamp=3, unicode_errors=_UNICODE_ERRORS
+        )
+    except Exception as exc:
+        return _undecodable(bytes(data), exc)
+
+
+def _bad(why: str, obj: Any, *, code: str = "bad_message") -> ProtocolError:
     text = repr(obj)
     if len(text) > 200:
         text = text[:200] + "..."
-    return ProtocolError("bad_message", f"{why}: {text}")
+    return ProtocolError(code, f"{why}: {text}")
+
+
+_UNPACK_OPTIONS: Final[dict[str, Any]] = {
+    "raw": False,
+    "strict_map_key": False,
+    "unicode_errors": _UNICODE_ERRORS,
+}
+
+
+def _undecodable(payload: bytes, exc: Exception) -> BadResponse:
+    """The `BadResponse` for a payload that ``unpackb`` refused with ``exc``, if it is a
+    well-formed response whose result Python cannot represent; else raise `ProtocolError`."""
+    malformed = ProtocolError("bad_msgpack", f"frame is not one msgpack value: {exc}")
+    if isinstance(exc, (msgpack.FormatError, msgpack.ExtraData)):
+        raise malformed from exc
+    unpacker = msgpack.Unpacker(timestamp=0, max_buffer_size=max(len(payload), 1), **_UNPACK_OPTIONS)
+    unpacker.feed(payload)
+    try:
+        if unpacker.read_array_header() != 4:
+            raise malformed from exc
+        kind, msgid, error = unpacker.unpack(), unpacker.unpack(), unpacker.unpack()
+    except Exception:
+        raise malformed from exc
+    if type(kind) is not int or kind != RESPONSE or not _is_msgid(msgid):
+        raise malformed from exc
+    if error is not None and not (
+        type(error) is dict and type(error.get("type")) is str and type(error.get("message")) is str
+    ):
+        raise malformed from exc
+    try:
+        unpacker.skip()
+    except msgpack.StackError:
+        pass  # well formed as far as this decoder can nest; the reason says so
+    except Exception:
+        raise malformed from exc
+    else:
+        if unpacker.tell() != len(payload):
+            raise malformed from exc
+    return BadResponse(msgid, error, _why_undecodable(exc))
+
+
+def _why_undecodable(exc: Exception) -> str:
+    if isinstance(exc, msgpack.StackError):
+        return "it nests arrays and maps deeper than the 1024 levels Python's msgpack decodes"
+    if isinstance(exc, TypeError) and "unhashable" in str(exc):
+        return f"it holds a map whose key is an array or a map, which a dict cannot use ({exc})"
+    if isinstance(exc, (OverflowError, ValueError)) and ("date" in str(exc) or "year" in str(exc)):
+        return f"it holds a timestamp outside the years 1-9999 that datetime holds ({exc})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _is_msgid(v: Any) -> bool:
     return type(v) is int and 0 <= v <= MAX_MSGID
 
 
-def parse_message(obj: Any) -> Message:
-    """Check a decoded payload against the message shapes and return the message."""
+def parse_message(obj: Any) -> Message | BadResponse:
+    """Check a decoded payload against the message shapes and return the message (a
+    `BadResponse` from `Decoder.next_payload` is already one)."""
     if type(obj) is not list or not obj:
+        if type(obj) is BadResponse:
+            return obj
         raise _bad("a message must be a non-empty array", obj)
     kind = obj[0]
     n = len(obj)
@@ -247,12 +359,13 @@ class Decoder:
         return max(0, 4 + length - left)
 
     def next_payload(self) -> Any | None:
-        """Return the next decoded payload (not yet checked against the message shapes)."""
+        """Return the next decoded payload (not yet checked against the message shapes), or a
+        `BadResponse` for a response whose result cannot be represented."""
         if self._large is not None:
             if self._large_filled < len(self._large):
                 return None
             large, self._large = self._large, None
-            return decode_value(large)
+            return _decode_payload(large)
         buf = self._buf
         pos = self._pos
         if len(buf) - pos < 4:
@@ -275,18 +388,23 @@ class Decoder:
                 self._pos = len(buf)
             return None
         if length < _SLICE_BELOW:
-            obj = decode_value(buf[pos + 4 : end])  # a copy, but cheaper than a memoryview
+            obj = _decode_payload(buf[pos + 4 : end])  # a copy, but cheaper than a memoryview
         else:
             with memoryview(buf) as view, view[pos + 4 : end] as payload:
-                obj = decode_value(payload)
+                obj = _decode_payload(payload)
         self._pos = end
         return obj
 
-    def next_message(self) -> Message | None:
+    def next_message(self) -> Message | BadResponse | None:
         obj = self.next_payload()
         if obj is None:
             return None
         return parse_message(obj)
+
+    def unconsumed(self) -> bytes:
+        """The bytes received past the last whole frame (before a large frame began)."""
+        assert self._large is None
+        return bytes(self._buf[self._pos :])
 
 
 def parse_handshake(line: bytes, transport: str) -> str:

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -33,7 +33,7 @@ class Handshake:
 
 @final
 class Sidecar:
-    """One run of the sidecar program.
+    """One run of the sidecar program, in the environment ``env`` (the whole of it).
 
     `run` starts the process and reports the handshake through ``task_status``; it then waits for
     the process to exit, sets `exited`, and returns. Cancelling it stops the process: stdin is
@@ -46,13 +46,13 @@ class Sidecar:
         command: Sequence[str],
         *,
         transport: str,
-        env: dict[str, str] | None,
+        env: Mapping[str, str],
         startup_timeout: float,
         grace: float,
     ) -> None:
         self.command = list(command)
         self.transport = transport
-        self._env = {**os.environ, **(env or {}), LAUNCH_COOKIE_KEY: LAUNCH_COOKIE_VALUE}
+        self._env = {**env, LAUNCH_COOKIE_KEY: LAUNCH_COOKIE_VALUE}
         self._startup_timeout = startup_timeout
         self._grace = grace
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import socket
 from typing import Final, Literal
 
@@ -34,6 +35,26 @@ def classify(address: str) -> Literal["unix", "tcp"]:
 def split_host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+# sun_path holds 108 bytes on Linux, 104 on macOS, with the terminating NUL.
+_MAX_SOCKET_PATH: Final = 103
+
+
+def check_address(address: str) -> None:
+    """Raise `ValueError`, naming ``address``, if it can be neither a Unix socket path nor a TCP
+    ``host:port`` to connect to."""
+    if not address or "\0" in address:
+        raise ValueError(f"{address!r} is not an address: give a Unix socket path or host:port")
+    if classify(address) == "tcp":
+        port = split_host_port(address)[1]
+        if not 0 < port < 65536:
+            raise ValueError(f"the port of {address!r} must be between 1 and 65535")
+    elif len(os.fsencode(address)) > _MAX_SOCKET_PATH:
+        raise ValueError(
+            f"{address!r} is too long for a Unix socket path ({_MAX_SOCKET_PATH} bytes at most): "
+            "use a shorter path, or TCP (host:port)"
+        )
 
 
 async def open_stream(address: str) -> trio.abc.Stream:

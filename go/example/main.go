@@ -156,6 +156,38 @@ func (a *App) WaitCancelled(ctx context.Context, n int64, r *int64) error {
 	}
 }
 
+// The calls waiting in Barrier.
+var (
+	barrierMu      sync.Mutex
+	barrierWaiting int
+	barrierOpen    = make(chan struct{}) // closed, and replaced, when enough calls wait
+)
+
+// Barrier returns n once n calls of Barrier are running at the same time: a
+// test that a burst of calls really runs at once.
+func (a *App) Barrier(ctx context.Context, n int, r *int) error {
+	barrierMu.Lock()
+	open := barrierOpen
+	barrierWaiting++
+	if barrierWaiting >= n {
+		close(open)
+		barrierOpen, barrierWaiting = make(chan struct{}), 0
+	}
+	barrierMu.Unlock()
+	select {
+	case <-open:
+		*r = n
+		return nil
+	case <-ctx.Done():
+		barrierMu.Lock()
+		if barrierOpen == open {
+			barrierWaiting--
+		}
+		barrierMu.Unlock()
+		return ctx.Err()
+	}
+}
+
 // Deadline returns the seconds left until the call's deadline, or -1 if it has none.
 func (a *App) Deadline(ctx context.Context, _ any, r *float64) error {
 	if d, ok := ctx.Deadline(); ok {
