@@ -8,10 +8,22 @@ import shutil
 import sys
 from pathlib import Path
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
+
 import pytest
+import trio
 from standalone import standalone
 
-from trio_gotask import GoTaskError, SidecarError, build_sidecar, connect_gotask, open_gotask
+from trio_gotask import (
+    GoTask,
+    GoTaskError,
+    RemoteError,
+    SidecarError,
+    build_sidecar,
+    connect_gotask,
+    open_gotask,
+)
 from trio_gotask._transport import Transport
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "go" / "example"
@@ -48,6 +60,51 @@ async def test_error_in_body_reaches_caller_unwrapped(sidecar: str) -> None:
         async with open_gotask(sidecar) as gt:
             await gt.call("App.Hi", "x")
             raise ValueError("mine")
+
+
+@pytest.mark.parametrize("size", [1, 2])
+async def test_an_exception_group_from_the_body_comes_out_unchanged(sidecar: str, size: int) -> None:
+    group = ExceptionGroup("mine", [ValueError(i) for i in range(size)])
+    with pytest.raises(ExceptionGroup) as info:
+        async with open_gotask(sidecar):
+            raise group
+    assert info.value is group
+    assert group.__context__ is None
+
+
+async def test_calls_failing_in_the_users_nursery_are_nested_once(sidecar: str) -> None:
+    async def fail(gt: GoTask, message: str) -> None:
+        with trio.CancelScope(shield=True):  # the first failure must not cancel the second
+            await gt.call("App.Fail", message)
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with open_gotask(sidecar) as gt, trio.open_nursery() as nursery:
+            nursery.start_soon(fail, gt, "one")
+            nursery.start_soon(fail, gt, "two")
+    assert sorted(str(e) for e in info.value.exceptions) == ["App.Fail: one", "App.Fail: two"]
+    assert all(isinstance(e, RemoteError) for e in info.value.exceptions)
+
+
+async def test_a_gotask_refuses_calls_from_another_threads_trio_run(sidecar: str) -> None:
+    async with open_gotask(sidecar) as gt:
+
+        def elsewhere() -> BaseException | None:
+            try:
+                trio.run(gt.call, "App.Hi", "from another thread")
+            except BaseException as exc:
+                return exc
+            return None
+
+        error = await trio.to_thread.run_sync(elsewhere)
+        assert isinstance(error, RuntimeError)
+        assert "belongs to the trio.run of another thread" in str(error)
+        # The owner's run is unharmed, and trio.from_thread reaches it the supported way.
+        assert await gt.call("App.Hi", "here") == {"hello": "here"}
+        token = trio.lowlevel.current_trio_token()
+        reply = await trio.to_thread.run_sync(
+            lambda: trio.from_thread.run(gt.call, "App.Hi", "via from_thread", trio_token=token)
+        )
+        assert reply == {"hello": "via from_thread"}
 
 
 async def test_exit_status_and_stderr_reach_the_error(sidecar: str) -> None:

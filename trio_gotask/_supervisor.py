@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import final
@@ -36,6 +37,18 @@ class RestartPolicy:
     backoff: float = 0.1
     max_backoff: float = 5.0
     reset_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if type(self.max_restarts) is not int:
+            raise TypeError(f"max_restarts must be an int, not {self.max_restarts!r}")
+        if self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be at least 0, not {self.max_restarts}")
+        for name in ("backoff", "max_backoff", "reset_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+            if math.isnan(value) or value < 0:
+                raise ValueError(f"{name} must be at least 0 seconds, not {value}")
 
 
 @dataclass(frozen=True)
