@@ -562,6 +562,11 @@ func (c *checker) mapEntries(p *plan, pos int, h *head) (int, *pathError) {
 	pos += h.size
 	for i := 0; i < h.n; i++ {
 		keyPos := pos
+		if p.key.op == opAny { // the library would panic storing the key
+			if kh, ok := readHead(c.b, pos); ok && (kh.kind == vArray || kh.kind == vMap || kh.kind == vBin) {
+				return 0, refuse("expected a map key Go can hash for %s, got %s", p.key.name, describe(c.b, pos, &kh))
+			}
+		}
 		end, err := c.check(p.key, pos)
 		if err != nil {
 			return 0, &pathError{msg: "map key: " + err.Error()}

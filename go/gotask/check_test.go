@@ -220,6 +220,8 @@ func TestCheckRefuses(t *testing.T) {
 		{"array key into any", []byte{0x81, 0x91, 0x01, 0x02}, true, new(any), "expected a map key Go can hash for any, got array (1 item)"},
 		{"map key into any", []byte{0x81, 0x81, 0x01, 0x02, 0x03}, true, new(any), "expected a map key Go can hash for any, got map (1 entry)"},
 		{"bin key deep in any", []byte{0x81, 0xa1, 'a', 0x92, 0x01, 0x81, 0xc4, 0x01, 'k', 0x01}, true, new(any), "a[1]: expected a map key Go can hash for any, got bin (1 byte)"},
+		{"array key into map[any]int", []byte{0x81, 0x91, 0x01, 0x02}, true, new(map[any]int), "expected a map key Go can hash for any, got array (1 item)"},
+		{"bin key into map[any]int", []byte{0x81, 0xc4, 0x01, 'k', 0x02}, true, new(map[any]int), "expected a map key Go can hash for any, got bin (1 byte)"},
 		{"array key in map[string]any", []byte{0x81, 0xa1, 'x', 0x81, 0x90, 0x01}, true, new(map[string]any), "x: expected a map key Go can hash for any, got array (0 items)"},
 		{"bad timestamp in any", append([]byte{0x91}, ts(1, 2, 3)...), true, new(any), "[0]: expected a valid timestamp for any, got malformed timestamp (3 bytes)"},
 		// Interfaces with methods
@@ -320,6 +322,7 @@ func TestCheckAccepts(t *testing.T) {
 		{"a self-decoding field", map[string]any{"C": "green"}, false, new(struct{ C Color }), struct{ C Color }{2}},
 		{"a raw message", map[string]any{"R": []any{1, "x"}}, false, new(struct{ R msgpack.RawMessage }), struct{ R msgpack.RawMessage }{msgpack.RawMessage{0x92, 0x01, 0xa1, 'x'}}},
 		{"map with int keys", map[int]string{1: "a", -2: "b"}, false, new(map[int]string), map[int]string{1: "a", -2: "b"}},
+		{"keys of any kind into map[any]int", map[any]int{1: 1, "a": 2, nil: 3, 1.5: 4}, false, new(map[any]int), map[any]int{int8(1): 1, "a": 2, nil: 3, 1.5: 4}},
 		{"map with int keys into any", map[int]string{1: "a"}, false, new(any), map[any]any{int8(1): "a"}},
 		{"map with str keys into any", map[string]any{"a": []any{1, "x", []byte("y")}}, false, new(any), map[string]any{"a": []any{int8(1), "x", []byte("y")}}},
 		{"pointers", map[string]any{"P": 5}, false, new(struct{ P **int }), func() any { n := 5; p := &n; return struct{ P **int }{&p} }()},
@@ -741,6 +744,7 @@ func FuzzCheckThenDecode(f *testing.F) {
 		func() any { return new([2]int) }, func() any { return new([4]byte) }, func() any { return new(time.Time) },
 		func() any { return new(*time.Time) }, func() any { return new(WithBase) }, func() any { return new(ShadowBefore) },
 		func() any { return new(fmt.Stringer) }, func() any { return new(error) }, func() any { return new(QuickValue) },
+		func() any { return new(map[any]int) }, func() any { return new(map[[2]int]any) },
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if end, err := skipObject(data, 0); err != nil || end != len(data) || hasOtherExt(data) {
