@@ -19,13 +19,16 @@ import (
 // a readable message what the protocol refuses (protocol.md section 3):
 // integers that do not fit, floats into integers, str into []byte and bin into
 // string, maps none of whose keys is a field of the struct, lists of the wrong
-// length for an array, timestamps for anything but time.Time. Where the
-// library would do something else wrong (narrow a float 64 into a float32, a
-// uint64 above 2^63-1 into a float, nil into a time.Time) it rewrites those
-// few bytes, in a copy. Where the type decodes itself, it steps aside.
+// length for an array, anything but a timestamp for a time.Time. Where the
+// library would get an accepted value wrong (refuse a float 64 for a float32,
+// read a uint64 above 2^63-1 as negative for a float, panic on nil for a
+// time.Time) it rewrites those few bytes, in a copy. Where the type decodes
+// itself, it steps aside.
 //
 // It mirrors the library's own decoders (vmihailenco/msgpack v5.4.1,
-// decode_value.go and types.go); what it accepts, the library decodes.
+// decode_value.go and types.go): what it accepts, the library decodes
+// (FuzzCheckThenDecode), and what the library encodes from a Go value, it
+// accepts for that type (TestCheckRoundTripsRandomValues).
 
 // planOp is what the checker does with a value of one Go type.
 type planOp uint8
