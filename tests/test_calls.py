@@ -156,13 +156,17 @@ async def test_bad_params(gt: GoTask) -> None:
     with pytest.raises(BadParams) as info:
         await gt.call("App.Add", "not a struct")
     assert info.value.type == "bad_params"
+    assert info.value.message == 'expected a map for main.AddArgs, got str "not a struct"'
     assert await gt.call("App.Add", {"a": 1, "b": 2}) == 3
 
 
 async def test_an_integer_the_go_type_cannot_hold_is_refused_not_wrapped(gt: GoTask) -> None:
     # App.Add's fields are Go ints (64-bit); 2**63 would have wrapped to -2**63.
-    with pytest.raises(BadParams, match="does not fit in int"):
+    with pytest.raises(BadParams) as info:
         await gt.call("App.Add", {"a": 2**63, "b": 0})
+    assert info.value.message == (
+        "a: expected an integer from -9223372036854775808 to 9223372036854775807 for int, got int 9223372036854775808"
+    )
     assert await gt.call("App.Add", {"a": 2**63 - 1, "b": -(2**63 - 1)}) == 0
 
 

@@ -87,6 +87,48 @@ func (a *App) IntMap(m map[int]string, r *map[int]string) error {
 	return nil
 }
 
+// Int returns n. A float is refused (bad_params), never truncated.
+func (a *App) Int(n int64, r *int64) error {
+	*r = n
+	return nil
+}
+
+// Level is a named integer type: like int8, it refuses 300 instead of wrapping it.
+type Level int8
+
+// Level returns l.
+func (a *App) Level(l Level, r *Level) error {
+	*r = l
+	return nil
+}
+
+// Float32 returns f. Python sends every float as float 64; a float32 narrows it.
+func (a *App) Float32(f float32, r *float32) error {
+	*r = f
+	return nil
+}
+
+// Event has a field of each kind the type mapping keeps apart.
+type Event struct {
+	Name  string    `msgpack:"name"`
+	Data  []byte    `msgpack:"data"`
+	When  time.Time `msgpack:"when"`
+	Tags  []string  `msgpack:"tags"`
+	Level Level     `msgpack:"level"`
+}
+
+// Events returns es as decoded: Python sends a list of dicts.
+func (a *App) Events(es []Event, r *[]Event) error {
+	*r = es
+	return nil
+}
+
+// Pair returns the sum of a list of exactly two integers.
+func (a *App) Pair(p [2]int, r *int) error {
+	*r = p[0] + p[1]
+	return nil
+}
+
 // Now returns the current time; Python receives an aware datetime in UTC.
 func (a *App) Now(_ any, r *time.Time) error {
 	*r = time.Now().UTC()

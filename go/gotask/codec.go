@@ -67,23 +67,35 @@ var decPool = sync.Pool{New: func() any {
 	return d
 }}
 
-// decodeValue decodes one msgpack object into v, which must be a non-nil pointer.
-func decodeValue(data []byte, v any) error {
+// decodeValue decodes one msgpack object into v, which must be a non-nil
+// pointer, under the protocol's rules (protocol.md section 3): checkArg
+// refuses what they refuse, with a message that says what and where, and the
+// library decodes the rest. A panic in the library (or in a type's own
+// decoder) becomes an error.
+func decodeValue(data []byte, v any) (err error) {
+	rv := reflect.ValueOf(v).Elem()
+	if data, err = checkArg(data, rv.Type()); err != nil {
+		return err
+	}
 	d := decPool.Get().(*decBuf)
 	d.r.Reset(data)
 	d.dec.ResetReader(&d.r)
 	d.dec.SetMapDecoder(decodeMap) // ResetReader clears it
-	var err error
-	switch v.(type) {
-	case *float32, *int, *int8, *int16, *int32, *int64, *uint, *uint8, *uint16, *uint32, *uint64:
-		// Decode has a fast path for these that skips the decoders registered for them.
-		err = d.dec.DecodeValue(reflect.ValueOf(v).Elem())
-	default:
-		err = d.dec.Decode(v)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("decoding %s: panic: %v", typeName(rv.Type()), r)
+			return // the decoder may be in any state: drop it
+		}
+		d.r.Reset(nil)
+		decPool.Put(d)
+	}()
+	// DecodeValue, not Decode: Decode's fast paths for some pointer types
+	// (*time.Time among them) follow other rules than the decoders of the
+	// same types inside a struct or a slice.
+	if err := d.dec.DecodeValue(rv); err != nil {
+		return fmt.Errorf("decoding %s: %w", typeName(rv.Type()), err)
 	}
-	d.r.Reset(nil)
-	decPool.Put(d)
-	return err
+	return nil
 }
 
 // decodeMap decodes a map into an interface value: map[string]any when every key
@@ -118,7 +130,7 @@ func decodeMap(d *msgpack.Decoder) (any, error) {
 			}
 		}
 		if !hashable(k) {
-			return nil, fmt.Errorf("msgpack: map key of type %T cannot be a Go map key", k)
+			return nil, fmt.Errorf("expected a map key Go can hash for any, got %T", k)
 		}
 		am[k] = v
 	}
@@ -135,24 +147,6 @@ func hashable(k any) bool {
 		return true
 	}
 	return false
-}
-
-// strictKind checks the two cases where the library would mix str and bin: a
-// string argument given bin and a []byte argument given str.
-func strictKind(t reflect.Type, data []byte) error {
-	if len(data) == 0 {
-		return nil
-	}
-	c := data[0]
-	isStr := (c >= 0xa0 && c <= 0xbf) || (c >= 0xd9 && c <= 0xdb)
-	isBin := c >= 0xc4 && c <= 0xc6
-	switch {
-	case t.Kind() == reflect.String && isBin:
-		return fmt.Errorf("cannot decode bin into %s", t)
-	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 && isStr:
-		return fmt.Errorf("cannot decode str into %s", t)
-	}
-	return nil
 }
 
 // appendResponse encodes [1, msgid, error, result] into e.
@@ -185,17 +179,4 @@ func (e *encBuf) appendResponse(msgid uint32, werr *wireError, result any) error
 		enc.EncodeString(werr.Stack)
 	}
 	return enc.EncodeNil()
-}
-
-func init() {
-	// Python sends every float as float 64; a float32 argument narrows it
-	// (protocol.md section 3), where the library would refuse.
-	msgpack.Register(float32(0), nil, func(d *msgpack.Decoder, v reflect.Value) error {
-		f, err := d.DecodeFloat64()
-		if err != nil {
-			return err
-		}
-		v.SetFloat(f)
-		return nil
-	})
 }

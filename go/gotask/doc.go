@@ -34,20 +34,51 @@ shapes become callable, as "Type.Method" (or "Name.Method" with RegisterName):
 	func (t *T) Method(args A, reply *R) error
 	func (t *T) Method(ctx context.Context, args A, reply *R) error
 
-The argument is decoded from msgpack straight into A, which may be any type
-msgpack can carry: a struct (fields matched by `msgpack:"name"` tags, else by
-field name), string, []byte, numbers, time.Time, slices, maps such as
-map[string]T or map[int]T, or any. What the method stores in *reply is sent
-back. Unlike net/rpc, a method that looks meant to be called (exported,
-returning an error) but has another shape makes Register fail with a message
-saying why, instead of being skipped.
+The argument is decoded from msgpack into A, which may be any type msgpack can
+carry: a struct (fields matched by `msgpack:"name"` tags, else by field name),
+string, []byte, numbers, time.Time, slices, maps such as map[string]T or
+map[int]T, or any. What the method stores in *reply is sent back. Unlike
+net/rpc, a method that looks meant to be called (exported, returning an error)
+but has another shape makes Register fail with a message saying why, instead
+of being skipped.
 
-Python values map to Go as follows: None is nil; bool, int, float and str map
-to the Go types of the same kind; bytes is []byte (str and bytes never mix);
-list is a slice; a dict with str keys is a struct or map[string]T; a dict with
-int keys is map[int]T; an aware datetime is time.Time. Decoded into any, maps
-become map[string]any (str keys) or map[any]any (other keys), integers the
-smallest sized Go type that holds them, and bytes stay []byte.
+Python values map to Go as follows: None is the zero value of any type (nil
+for pointers, slices, maps and interfaces), as encoding/json treats null,
+since a call without an argument sends None; bool is bool; int is any integer
+type that holds it, named types included, or a float type; float is float64,
+or float32 narrowed to the nearest value, since Python has no narrower float
+to send; str is string, and bytes is []byte or [N]byte of exactly N bytes;
+list is a slice, or an array of exactly its length; a dict with str keys is a
+struct or map[string]T; a dict with int keys is map[int]T; an aware datetime
+is time.Time. Decoded into any, maps become map[string]any (str keys) or
+map[any]any (other keys), integers the smallest sized Go type that holds them,
+and bytes stay []byte.
+
+The argument is checked against its type before it is decoded, and what the
+rules refuse is answered "bad_params" with a message that says what and where,
+such as "[2].when: expected a timestamp for time.Time, got int 5". An integer
+the type cannot hold (300 for an int8 or a type Level int8) is refused, not
+wrapped, and a float for an integer is refused, not truncated: either would be
+a wrong value nobody notices. A float beyond float32's range is refused rather
+than made infinite. str and bytes never mix, at any depth, as in Python. A
+list shorter or longer than an array is refused: the length is part of the
+type. time.Time takes only a timestamp (or None), not a guessed format. A map
+key Go cannot hash (a list, a dict, bytes) is refused for any. A struct takes
+the keys that name its fields, matched as the msgpack library matches them
+(msgpack tags, else the field name; an embedded struct's fields inline), and
+ignores the others, as encoding/json does; but a map none of whose keys names
+a field is refused, as encoding/gob does, since it is a value of another type
+sent by mistake. A type implementing msgpack.CustomDecoder,
+msgpack.Unmarshaler, encoding.BinaryUnmarshaler or encoding.TextUnmarshaler
+decodes its value itself. gotask registers nothing with the msgpack library,
+so a program's own use of it is unaffected; by the same token, a decoder a
+program registers with msgpack.Register is not consulted by these rules: give
+such a type a DecodeMsgpack method instead.
+
+A reply the Python client could not decode faithfully (a time outside years 1
+to 9999, a map key that is a struct or an array, nesting deeper than 1023
+levels) is answered "bad_reply" instead of being sent. A time reaches Python
+with microseconds: the nanoseconds past them are dropped.
 
 # Errors, cancellation and deadlines
 

@@ -618,18 +618,13 @@ func invoke(ctx context.Context, svc *service, mt *methodType, params []byte) (r
 	if base.Kind() == reflect.Pointer {
 		argv = reflect.New(base.Elem())
 		target = argv.Interface()
-		base = base.Elem()
 	} else {
 		p := reflect.New(base)
 		target = p.Interface()
 		argv = p.Elem()
 	}
-	err := strictKind(base, params)
-	if err == nil {
-		err = decodeValue(params, target)
-	}
-	if err != nil {
-		return nil, &wireError{Type: "bad_params", Message: fmt.Sprintf("cannot decode params of %s.%s into %s: %v", svc.name, mt.method.Name, mt.argType, err)}
+	if err := decodeValue(params, target); err != nil {
+		return nil, &wireError{Type: "bad_params", Message: err.Error()}
 	}
 	replyv := reflect.New(mt.replyType.Elem())
 	// As net/rpc does, a map or slice reply starts empty rather than nil, so

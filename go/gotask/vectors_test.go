@@ -362,11 +362,11 @@ func TestNestingLimit(t *testing.T) {
 
 func TestDecodeStrictness(t *testing.T) {
 	var s string
-	bin := []byte{0xc4, 0x01, 'x'}
-	if err := strictKind(reflect.TypeOf(s), bin); err == nil {
+	if err := decodeValue([]byte{0xc4, 0x01, 'x'}, &s); err == nil {
 		t.Fatal("bin accepted as string")
 	}
-	if err := strictKind(reflect.TypeOf([]byte(nil)), []byte{0xa1, 'x'}); err == nil {
+	var bs []byte
+	if err := decodeValue([]byte{0xa1, 'x'}, &bs); err == nil {
 		t.Fatal("str accepted as []byte")
 	}
 	var m map[int]string
