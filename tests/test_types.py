@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from trio_gotask import BadParams, GoTask, open_gotask
+from trio_gotask import BadParams, BadReply, GoTask, open_gotask
 
 UTC = datetime.timezone.utc
 INT_RANGE = "from -9223372036854775808 to 9223372036854775807"
@@ -145,3 +145,17 @@ async def test_an_array_takes_a_list_of_exactly_its_length(gt: GoTask) -> None:
 async def test_a_map_key_go_cannot_hash_is_refused(gt: GoTask, value: Any, message: str) -> None:
     exc = await refused(gt, "App.Echo", value)
     assert exc.message == message
+
+
+@pytest.mark.fault(
+    fault="a Go reply Python cannot hold (a time past year 9999, a map keyed by arrays)",
+    sees="BadReply from the sidecar, saying what and where; the connection goes on",
+)
+async def test_a_reply_python_cannot_hold_is_refused_by_the_sidecar(gt: GoTask) -> None:
+    assert await gt.call("App.TimeAt", 2024) == datetime.datetime(2024, 1, 1, tzinfo=UTC)
+    with pytest.raises(BadReply, match="time 12000-01-01T00:00:00Z is outside years 1-9999"):
+        await gt.call("App.TimeAt", 12000)
+    with pytest.raises(BadReply, match="map key"):
+        await gt.call("App.Grid", 2)
+    assert await gt.call("App.Grid", 0) == {}
+    assert await gt.call("App.Hi", "after") == {"hello": "after"}

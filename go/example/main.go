@@ -135,6 +135,24 @@ func (a *App) Now(_ any, r *time.Time) error {
 	return nil
 }
 
+// TimeAt returns midnight, January 1st of year, in UTC: past year 9999 it is a
+// time Python cannot hold, and the sidecar answers bad_reply.
+func (a *App) TimeAt(year int, r *time.Time) error {
+	*r = time.Date(year, time.January, 1, 0, 0, 0, 0, time.UTC)
+	return nil
+}
+
+// Grid returns an n by n grid keyed by [row, column]: a map keyed by arrays,
+// which a Python dict cannot take, so the sidecar answers bad_reply.
+func (a *App) Grid(n int, r *map[[2]int]int) error {
+	for i := 0; i < n; i++ {
+		for j := 0; j < n; j++ {
+			(*r)[[2]int{i, j}] = i * j
+		}
+	}
+	return nil
+}
+
 // Fail returns an error with message msg.
 func (a *App) Fail(msg string, r *any) error {
 	return errors.New(msg)

@@ -698,6 +698,8 @@ func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
 		} else if n := e.buf.Len() - 4; n > limit {
 			// The client would refuse the frame and lose every call on the connection with it.
 			werr = &wireError{Type: "too_large", Message: fmt.Sprintf("the reply is %d bytes; the client's frame limit is %d (max_frame_size)", n, limit)}
+		} else if err := checkReply(responseResult(e.buf.Bytes()[4:])); err != nil {
+			werr = &wireError{Type: "bad_reply", Message: "the reply cannot reach Python faithfully: " + err.Error()}
 		} else {
 			c.send(e)
 			return
@@ -705,6 +707,17 @@ func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
 	}
 	appendErrorResponse(e, msgid, *werr, limit)
 	c.send(e)
+}
+
+// responseResult returns the result of an encoded successful response
+// [1, msgid, nil, result].
+func responseResult(payload []byte) []byte {
+	c := cursor{b: payload}
+	c.arrayLen()
+	c.uint()
+	c.uint()
+	c.nil()
+	return c.b[c.p:]
 }
 
 // send queues an encoded frame for the writer, or drops it if the writer has
