@@ -182,6 +182,11 @@ func (o *Options) addToCommandLine() error {
 // RunWith serves o.Server as a sidecar configured by o, without reading any
 // flag, and exits the program when done; it is Run for programs that parse
 // their own command line (see AddFlags) or configure the sidecar in code.
+//
+// Standard output belongs to the protocol: RunWith moves it aside, so that
+// what the program prints there from then on (with fmt.Println, say) goes to
+// standard error. The handshake, and with ListenOnPipe the frames, travel on
+// the original standard output.
 func RunWith(o Options) {
 	srv := o.Server
 	if srv == nil {
@@ -207,10 +212,13 @@ func RunWith(o Options) {
 		stop()
 	}()
 	var stdin io.Reader = os.Stdin
-	var stdout io.Writer = os.Stdout
 	if o.ListenOnPipe {
-		// The calls travel over standard input and output, which nothing else may use.
-		stdin, stdout = pollable(os.Stdin), pollable(os.Stdout)
+		stdin = pollable(os.Stdin)
+	}
+	stdout, err := takeStdout(o.ListenOnPipe)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gotask: moving standard output aside: %v\n", err)
+		os.Exit(1)
 	}
 	os.Exit(run(ctx, srv, o, launched, stdin, stdout, os.Stderr))
 }
@@ -225,7 +233,9 @@ Run %[1]s -help for all flags.
 `
 
 // run is RunWith without the process: ctx ends to ask for shutdown (a
-// signal), and it returns the exit status.
+// signal), and it returns the exit status. In socket modes it closes stdout
+// (if it is an io.Closer) once the handshake is written: nothing else may go
+// there.
 func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Reader, stdout, stderr io.Writer) int {
 	prog := filepath.Base(os.Args[0])
 	if !launched && !o.Standalone {
@@ -303,6 +313,9 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	if _, err := fmt.Fprintf(stdout, "gotask|1|%s|%s\n", transport, addr); err != nil {
 		l.Close()
 		return fail("writing the handshake: %v", err)
+	}
+	if c, ok := stdout.(io.Closer); ok {
+		c.Close()
 	}
 	if launched {
 		// The client keeps our standard input open; EOF means it is gone.

@@ -132,3 +132,39 @@ func TestRunFlags(t *testing.T) {
 		t.Fatalf("-max-frame-size 0: exit %d, stderr %s", code, sc.stderr.String())
 	}
 }
+
+// TestStrayStdout: what a method prints to standard output reaches standard
+// error, in every mode; in socket modes standard output ends after the
+// handshake.
+func TestStrayStdout(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{nil, {"-listen-on-pipe"}} {
+		sc := startSidecar(t, true, args...)
+		var c *testClient
+		if sc.transport == "pipe" {
+			c = sc.pipeClient()
+		} else {
+			c = sc.client()
+			// Bounds the wait of a failing test: a stdout still open never ends.
+			sc.stdoutF.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if b, err := sc.stdout.ReadByte(); err != io.EOF {
+				t.Fatalf("stdout after the handshake: %q %v, want EOF", b, err)
+			}
+		}
+		var n int
+		if err := c.call("App.Print", 1000, &n); err != nil || n != 1000 {
+			t.Fatalf("%s: Print: %d %v", sc.transport, n, err)
+		}
+		var hi map[string]any
+		if err := c.call("App.Hi", "after", &hi); err != nil || hi["hello"] != "after" {
+			t.Fatalf("%s: Hi after Print: %v %v", sc.transport, hi, err)
+		}
+		sc.stdin.Close()
+		if code := sc.waitExit(); code != 0 {
+			t.Fatalf("%s: exit %d", sc.transport, code)
+		}
+		if s := sc.stderr.String(); strings.Count(s, " from a method\n") != 1000 || !strings.Contains(s, "stray line 999 from a method\n") {
+			t.Fatalf("%s: stderr %q", sc.transport, s)
+		}
+	}
+}

@@ -251,6 +251,9 @@ func TestRunInProcess(t *testing.T) {
 	if err != nil || !strings.HasPrefix(line, "gotask|1|tcp|127.0.0.1:") {
 		t.Fatalf("handshake %q %v", line, err)
 	}
+	if n, err := pr.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("stdout after the handshake: %d bytes, %v; want it closed", n, err)
+	}
 	conn, err := net.Dial("tcp", strings.Split(line, "|")[3])
 	if err != nil {
 		t.Fatal(err)

@@ -19,3 +19,33 @@ func pollable(f *os.File) *os.File {
 	}
 	return os.NewFile(uintptr(fd), f.Name())
 }
+
+// takeStdout returns a new File for standard output, close-on-exec, and points
+// descriptor 1 at standard error, so that whatever else the program writes to
+// standard output (os.Stdout follows descriptor 1, and so do C code and the
+// processes that methods start with it) becomes standard error. With poll,
+// the returned File is in non-blocking mode, served by the network poller; a
+// terminal, whose mode its other users share, must not be.
+func takeStdout(poll bool) (*os.File, error) {
+	// Held for reading, the lock keeps a fork from copying the descriptor
+	// before it is close-on-exec.
+	syscall.ForkLock.RLock()
+	fd, err := syscall.Dup(1)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	if err := dup2(2, 1); err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	if poll {
+		// os.NewFile registers a descriptor with the poller only if it is
+		// already non-blocking.
+		syscall.SetNonblock(fd, true)
+	}
+	return os.NewFile(uintptr(fd), "/dev/stdout"), nil
+}
