@@ -211,6 +211,7 @@ func RunWith(o Options) {
 		<-sigs
 		stop()
 	}()
+	surviveClosedPipes()
 	var stdin io.Reader = os.Stdin
 	if o.ListenOnPipe {
 		stdin = pollable(os.Stdin)

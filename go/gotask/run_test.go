@@ -1,11 +1,16 @@
 package gotask
 
 import (
+	"bufio"
+	"errors"
 	"flag"
 	"io"
+	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -166,5 +171,80 @@ func TestStrayStdout(t *testing.T) {
 		if s := sc.stderr.String(); strings.Count(s, " from a method\n") != 1000 || !strings.Contains(s, "stray line 999 from a method\n") {
 			t.Fatalf("%s: stderr %q", sc.transport, s)
 		}
+	}
+}
+
+// TestClosedStderr: a sidecar whose host died while it logged (the reading
+// end of its standard error closed, then its standard input) is not killed
+// by SIGPIPE: it shuts down in order, removes its socket and exits 0.
+func TestClosedStderr(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(exampleBin)
+	cmd.Env = append(os.Environ(), MagicCookieKey+"="+MagicCookieValue)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = errW
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	errW.Close()
+	exited := make(chan struct{})
+	var waitErr error
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	parts := strings.Split(strings.TrimSuffix(line, "\n"), "|")
+	if err != nil || len(parts) != 4 || parts[2] != "unix" {
+		t.Fatalf("handshake %q %v", line, err)
+	}
+	conn, err := net.Dial("unix", parts[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newTestClient(t, conn)
+	c.start("App.LogUntilCancelled", "still here", nil)
+	if got, err := bufio.NewReader(errR).ReadString('\n'); got != "still here\n" {
+		t.Fatalf("stderr %q %v", got, err)
+	}
+	// The host dies: its ends of our pipes and its connection close, the
+	// stderr reader first, so that the sidecar writes to a closed pipe.
+	errR.Close()
+	stdin.Close()
+	conn.Close()
+	select {
+	case <-exited:
+		var exit *exec.ExitError
+		if errors.As(waitErr, &exit) {
+			if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				t.Fatalf("killed by %v", ws.Signal())
+			}
+		}
+		if waitErr != nil {
+			t.Fatalf("exit: %v", waitErr)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the sidecar did not exit")
+	}
+	if _, err := os.Stat(parts[3]); !os.IsNotExist(err) {
+		t.Fatalf("socket file left behind: %v", err)
+	}
+	if _, err := os.Stat(filepath.Dir(parts[3])); !os.IsNotExist(err) {
+		t.Fatalf("private directory left behind: %v", err)
 	}
 }

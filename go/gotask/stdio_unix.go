@@ -4,6 +4,7 @@ package gotask
 
 import (
 	"os"
+	"os/signal"
 	"syscall"
 )
 
@@ -48,4 +49,14 @@ func takeStdout(poll bool) (*os.File, error) {
 		syscall.SetNonblock(fd, true)
 	}
 	return os.NewFile(uintptr(fd), "/dev/stdout"), nil
+}
+
+// surviveClosedPipes makes a write to a pipe nobody reads fail with EPIPE
+// instead of killing the program. Go's runtime lets SIGPIPE kill it when the
+// write was to descriptor 1 or 2, unless the program asks for the signal, and
+// a host that died took the reading end of our standard error with it: the
+// sidecar must live on to shut down in order. Notify, unlike Ignore, is not
+// inherited by the processes that methods start.
+func surviveClosedPipes() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 }
