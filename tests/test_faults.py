@@ -233,7 +233,7 @@ REAPER = """
 
 @pytest.mark.fault(
     fault="Python SIGKILLed while the sidecar writes to stderr",
-    sees="no death by SIGPIPE: sidecar shuts down, exit 0, socket removed",
+    sees="no death by SIGPIPE: sidecar shuts down, exit 0, socket file and folder removed",
 )
 async def test_sidecar_outlives_its_stderr_when_python_is_killed(sidecar: str) -> None:
     # Without a SIGPIPE handler, Go's runtime kills a program whose write to fd 2 finds the pipe
@@ -261,6 +261,39 @@ async def test_sidecar_outlives_its_stderr_when_python_is_killed(sidecar: str) -
                 os.kill(info["pid"], signal.SIGKILL)
     assert exits[info["pid"]] == 0, f"the sidecar ended with {exits[info['pid']]} (-13 is SIGPIPE)"
     assert not os.path.exists(info["address"])
+    assert not os.path.exists(os.path.dirname(info["address"]))
+
+
+@pytest.mark.fault(
+    fault="the block ends by an error, KeyboardInterrupt, cancellation, the sidecar's SIGKILL",
+    sees="that exception; socket file and folder removed",
+)
+@pytest.mark.parametrize("ending", ["error", "KeyboardInterrupt", "cancelled", "sidecar killed"])
+async def test_socket_folder_removed_however_the_block_ends(sidecar: str, ending: str) -> None:
+    raised: dict[str, type[BaseException]] = {
+        "error": ValueError,
+        "KeyboardInterrupt": KeyboardInterrupt,
+        "sidecar killed": SidecarError,
+    }
+    expect = pytest.raises(raised[ending]) if ending in raised else contextlib.nullcontext()
+    address = ""
+    with trio.CancelScope() as scope, expect:
+        async with open_gotask(sidecar) as gt:
+            address = gt.address
+            assert os.path.exists(address)
+            if ending == "error":
+                raise ValueError("mine")
+            if ending == "KeyboardInterrupt":
+                raise KeyboardInterrupt
+            if ending == "cancelled":
+                scope.cancel()
+                await trio.sleep_forever()
+            assert gt.pid is not None
+            os.kill(gt.pid, signal.SIGKILL)
+            await gt.call("App.Slow", 60_000)
+    assert scope.cancelled_caught == (ending == "cancelled")
+    assert not os.path.exists(address)
+    assert not os.path.exists(os.path.dirname(address))
 
 
 HOLDER = """

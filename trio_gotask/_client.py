@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import ssl
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -193,14 +191,14 @@ async def open_gotask(
     flag package stops at the first positional argument, give the sidecar flags only. ``env`` adds
     to the inherited environment.
 
-    ``transport`` is ``"unix"`` (a socket in a private temporary folder), ``"tcp"`` (loopback, a
-    free port, and a fresh shared secret that every connection must present) or ``"pipe"`` (the
-    child's stdin and stdout, one connection). Up to ``pool_size`` connections are opened as load
-    needs them (always one for the pipe), each carrying up to ``max_inflight`` calls at once;
-    further callers wait. One connection is fastest, since its writer batches every queued frame
-    into one write; more isolate a broken connection's calls and keep a huge frame from delaying
-    small calls behind it. No frame larger than ``max_frame_size`` bytes is sent or accepted, on
-    either side.
+    ``transport`` is ``"unix"`` (a socket in a private temporary folder, which the sidecar makes and
+    removes), ``"tcp"`` (loopback, a free port, and a fresh shared secret that every connection must
+    present) or ``"pipe"`` (the child's stdin and stdout, one connection). Up to ``pool_size``
+    connections are opened as load needs them (always one for the pipe), each carrying up to
+    ``max_inflight`` calls at once; further callers wait. One connection is fastest, since its
+    writer batches every queued frame into one write; more isolate a broken connection's calls and
+    keep a huge frame from delaying small calls behind it. No frame larger than ``max_frame_size``
+    bytes is sent or accepted, on either side.
 
     ``startup_timeout`` bounds the wait for the handshake: it is the one deadline that is an
     argument, since start-up happens before the caller can scope it. Raises `SidecarError` if the
@@ -211,58 +209,55 @@ async def open_gotask(
 
     On exit, calls still running fail, the connections close, the sidecar's stdin is closed (its
     signal to exit), and after ``shutdown_grace`` seconds it is terminated, then killed. The process
-    is always reaped and the temporary folder removed. An error in the body reaches the caller as
+    is always reaped and its socket folder removed. An error in the body reaches the caller as
     itself, not wrapped in an exception group.
     """
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
     command = await _resolve_command(sidecar)
-    folder = tempfile.mkdtemp(prefix="gotask-") if transport == "unix" else None
     extra_env = dict(env or {})
     secret = None
-    try:
-        if folder is not None:
-            flags = ["-address", os.path.join(folder, "gotask.sock")]
-        elif transport == "tcp":
-            flags = ["-address", "127.0.0.1:0"]
-            secret = secrets.token_urlsafe(32)
-            extra_env[SECRET_ENV] = secret
-        else:
-            flags = ["-listen-on-pipe"]
-        flags += ["-max-frame-size", str(max_frame_size)]
+    if transport == "unix":
+        # No -address: the sidecar makes a private folder for its socket and removes it when it
+        # exits, even after this process was killed (see Sidecar for one that dies first).
+        flags = []
+    elif transport == "tcp":
+        flags = ["-address", "127.0.0.1:0"]
+        secret = secrets.token_urlsafe(32)
+        extra_env[SECRET_ENV] = secret
+    else:
+        flags = ["-listen-on-pipe"]
+    flags += ["-max-frame-size", str(max_frame_size)]
 
-        def new_sidecar() -> Sidecar:
-            return Sidecar(
-                [*command, *args, *flags],
-                transport=transport,
-                env=extra_env,
-                startup_timeout=startup_timeout,
-                grace=shutdown_grace,
-            )
+    def new_sidecar() -> Sidecar:
+        return Sidecar(
+            [*command, *args, *flags],
+            transport=transport,
+            env=extra_env,
+            startup_timeout=startup_timeout,
+            grace=shutdown_grace,
+        )
 
-        def new_connect(process: Sidecar, handshake: Handshake) -> Connect:
-            if transport == "pipe":
-                return _pipe_connect(process, handshake)
-            return _socket_connect(handshake.address, secret=secret)
+    def new_connect(process: Sidecar, handshake: Handshake) -> Connect:
+        if transport == "pipe":
+            return _pipe_connect(process, handshake)
+        return _socket_connect(handshake.address, secret=secret)
 
-        async with _background() as nursery:
-            supervisor = Supervisor(
-                nursery,
-                new_sidecar,
-                new_connect,
-                pool_size=1 if transport == "pipe" else pool_size,
-                max_frame_size=max_frame_size,
-                max_inflight=max_inflight,
-                restart=restart,
-            )
-            await nursery.start(supervisor.run)
-            try:
-                yield GoTask(supervisor=supervisor)
-            finally:
-                supervisor.close()
-    finally:
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+    async with _background() as nursery:
+        supervisor = Supervisor(
+            nursery,
+            new_sidecar,
+            new_connect,
+            pool_size=1 if transport == "pipe" else pool_size,
+            max_frame_size=max_frame_size,
+            max_inflight=max_inflight,
+            restart=restart,
+        )
+        await nursery.start(supervisor.run)
+        try:
+            yield GoTask(supervisor=supervisor)
+        finally:
+            supervisor.close()
 
 
 @asynccontextmanager
