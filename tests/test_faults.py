@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -182,6 +184,116 @@ async def test_sidecar_exits_when_python_is_killed(sidecar: str) -> None:
             await wait_for_exit(info["pid"])
         print(f"sidecar exited {(time.monotonic() - start) * 1000:.0f} ms after its parent was killed")
         assert not os.path.exists(info["address"])
+
+
+CHATTY_HOST = """
+    import json, logging, sys, trio
+    from trio_gotask import open_gotask
+
+    async def main():
+        logging_started = trio.Event()
+
+        class Started(logging.Handler):
+            def emit(self, record):
+                logging_started.set()
+
+        log = logging.getLogger("trio_gotask.sidecar")
+        log.propagate = False
+        log.addHandler(Started())
+        async with open_gotask(sys.argv[1]) as gt, trio.open_nursery() as nursery:
+            nursery.start_soon(gt.call, "App.LogUntilCancelled", "still here")
+            await logging_started.wait()
+            print(json.dumps({"pid": gt.pid, "address": gt.address}), flush=True)
+            await trio.sleep_forever()
+
+    trio.run(main)
+"""
+
+# Runs CHATTY_HOST as its child, and reports how each process it reaps ended: the orphaned sidecar
+# is re-parented to it (a Linux "child subreaper"), so its exit status can be seen.
+REAPER = """
+    import ctypes, json, os, subprocess, sys, textwrap
+    PR_SET_CHILD_SUBREAPER = 36
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        sys.exit(f"prctl(PR_SET_CHILD_SUBREAPER): errno {ctypes.get_errno()}")
+    host = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(sys.argv[1]), *sys.argv[2:]],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    print(json.dumps({"host": host.pid, **json.loads(host.stdout.readline())}), flush=True)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        print(json.dumps({"pid": pid, "exit": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+@pytest.mark.fault(
+    fault="Python SIGKILLed while the sidecar writes to stderr",
+    sees="no death by SIGPIPE: sidecar shuts down, exit 0, socket file and folder removed",
+)
+async def test_sidecar_outlives_its_stderr_when_python_is_killed(sidecar: str) -> None:
+    # Without a SIGPIPE handler, Go's runtime kills a program whose write to fd 2 finds the pipe
+    # closed: the sidecar would die at once, leaving its socket file behind.
+    with run_script(REAPER, CHATTY_HOST, sidecar) as reaper:
+        assert reaper.stdout is not None and reaper.stderr is not None
+        out = reaper.stdout
+
+        async def reaped() -> dict[str, int]:
+            line = await trio.to_thread.run_sync(out.readline, abandon_on_cancel=True)
+            assert line, "the reaper ended early"
+            result: dict[str, int] = json.loads(line)
+            return result
+
+        info: dict[str, Any] = json.loads(await trio.to_thread.run_sync(out.readline))
+        exits: dict[int, int] = {}
+        try:
+            os.kill(info["host"], signal.SIGKILL)
+            with trio.fail_after(15):
+                while info["pid"] not in exits:
+                    one = await reaped()
+                    exits[one["pid"]] = one["exit"]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(info["pid"], signal.SIGKILL)
+    assert exits[info["pid"]] == 0, f"the sidecar ended with {exits[info['pid']]} (-13 is SIGPIPE)"
+    assert not os.path.exists(info["address"])
+    assert not os.path.exists(os.path.dirname(info["address"]))
+
+
+@pytest.mark.fault(
+    fault="the block ends by an error, KeyboardInterrupt, cancellation, the sidecar's SIGKILL",
+    sees="that exception; socket file and folder removed",
+)
+@pytest.mark.parametrize("ending", ["error", "KeyboardInterrupt", "cancelled", "sidecar killed"])
+async def test_socket_folder_removed_however_the_block_ends(sidecar: str, ending: str) -> None:
+    raised: dict[str, type[BaseException]] = {
+        "error": ValueError,
+        "KeyboardInterrupt": KeyboardInterrupt,
+        "sidecar killed": SidecarError,
+    }
+    expect = pytest.raises(raised[ending]) if ending in raised else contextlib.nullcontext()
+    address = ""
+    with trio.CancelScope() as scope, expect:
+        async with open_gotask(sidecar) as gt:
+            address = gt.address
+            assert os.path.exists(address)
+            if ending == "error":
+                raise ValueError("mine")
+            if ending == "KeyboardInterrupt":
+                raise KeyboardInterrupt
+            if ending == "cancelled":
+                scope.cancel()
+                await trio.sleep_forever()
+            assert gt.pid is not None
+            os.kill(gt.pid, signal.SIGKILL)
+            await gt.call("App.Slow", 60_000)
+    assert scope.cancelled_caught == (ending == "cancelled")
+    assert not os.path.exists(address)
+    assert not os.path.exists(os.path.dirname(address))
 
 
 HOLDER = """

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import ExceptionGroup
+    from exceptiongroup import ExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 import pytest
 import trio

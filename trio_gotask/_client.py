@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import shutil
 import ssl
 import sys
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -217,14 +215,14 @@ async def open_gotask(
     environment. The client owns the sidecar's ``GOTASK_SECRET``: it sets a fresh one for the
     socket transports and clears it for the pipe, whatever the environment says.
 
-    ``transport`` is ``"unix"`` (a socket in a private temporary folder), ``"tcp"`` (loopback, a
-    free port) or ``"pipe"`` (the child's stdin and stdout, one connection). Up to ``pool_size``
-    connections are opened as load needs them (always one for the pipe), each carrying up to
-    ``max_inflight`` calls at once, or fewer if the sidecar's ``-max-inflight`` is lower; further
-    callers wait. One connection is fastest, since its writer batches every queued frame into one
-    write; more isolate a broken connection's calls and keep a huge frame from delaying small
-    calls behind it. No frame larger than ``max_frame_size`` bytes (at least 1024) is accepted, or
-    sent, on either side.
+    ``transport`` is ``"unix"`` (a socket in a private temporary folder, which the sidecar makes and
+    removes), ``"tcp"`` (loopback, a free port) or ``"pipe"`` (the child's stdin and stdout, one
+    connection). Up to ``pool_size`` connections are opened as load needs them (always one for the
+    pipe), each carrying up to ``max_inflight`` calls at once, or fewer if the sidecar's
+    ``-max-inflight`` is lower; further callers wait. One connection is fastest, since its writer
+    batches every queued frame into one write; more isolate a broken connection's calls and keep a
+    huge frame from delaying small calls behind it. No frame larger than ``max_frame_size`` bytes
+    (at least 1024) is accepted, or sent, on either side.
 
     ``startup_timeout`` bounds the wait for the handshake and each connection's greeting: it is
     the one deadline that is an argument, since start-up happens before the caller can scope it.
@@ -236,7 +234,7 @@ async def open_gotask(
 
     On exit, calls still running fail, the connections close, the sidecar's stdin is closed (its
     signal to exit), and after ``shutdown_grace`` seconds it is terminated, then killed. The process
-    is always reaped and the temporary folder removed. An exception raised in the body reaches the
+    is always reaped and its socket folder removed. An exception raised in the body reaches the
     caller unchanged (an exception group stays the same group), never wrapped by internal tasks.
     """
     if transport not in TRANSPORTS:
@@ -256,58 +254,54 @@ async def open_gotask(
     environment = {**os.environ, **(env or {})}
     environment.pop(SECRET_ENV, None)
     secret = None
-    if transport == "pipe":
-        flags = ["-listen-on-pipe"]
+    if transport == "unix":
+        # No -address: the sidecar makes a private folder for its socket and removes it when it
+        # exits, even after this process was killed (see Sidecar for one that dies first).
+        flags = []
+    elif transport == "tcp":
+        flags = ["-address", "127.0.0.1:0"]
     else:
+        flags = ["-listen-on-pipe"]
+    if transport != "pipe":
         secret = secrets.token_urlsafe(32)
         environment[SECRET_ENV] = secret
-    folder = None
-    try:
-        if transport == "unix":
-            folder = tempfile.mkdtemp(prefix="gotask-")
-            flags = ["-address", os.path.join(folder, "gotask.sock")]
-        elif transport == "tcp":
-            flags = ["-address", "127.0.0.1:0"]
-        flags += ["-max-frame-size", str(max_frame_size)]
+    flags += ["-max-frame-size", str(max_frame_size)]
 
-        def new_sidecar() -> Sidecar:
-            return Sidecar(
-                [*command, *args, *flags],
-                transport=transport,
-                env=environment,
-                startup_timeout=startup_timeout,
-                grace=shutdown_grace,
-            )
+    def new_sidecar() -> Sidecar:
+        return Sidecar(
+            [*command, *args, *flags],
+            transport=transport,
+            env=environment,
+            startup_timeout=startup_timeout,
+            grace=shutdown_grace,
+        )
 
-        def new_connect(process: Sidecar, handshake: Handshake) -> Connect:
-            if transport == "pipe":
-                return _pipe_connect(process, handshake, max_frame_size, startup_timeout)
-            return _socket_connect(
-                handshake.address,
-                secret=secret,
-                max_frame_size=max_frame_size,
-                connect_timeout=startup_timeout,
-                launched=True,
-            )
+    def new_connect(process: Sidecar, handshake: Handshake) -> Connect:
+        if transport == "pipe":
+            return _pipe_connect(process, handshake, max_frame_size, startup_timeout)
+        return _socket_connect(
+            handshake.address,
+            secret=secret,
+            max_frame_size=max_frame_size,
+            connect_timeout=startup_timeout,
+            launched=True,
+        )
 
-        async with _background() as nursery:
-            supervisor = Supervisor(
-                nursery,
-                new_sidecar,
-                new_connect,
-                pool_size=1 if transport == "pipe" else pool_size,
-                max_frame_size=max_frame_size,
-                max_inflight=max_inflight,
-                restart=restart,
-            )
-            await nursery.start(supervisor.run)
-            try:
-                yield GoTask(supervisor=supervisor)
-            finally:
-                supervisor.close()
-    finally:
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+    async with _background() as nursery:
+        supervisor = Supervisor(
+            nursery,
+            new_sidecar,
+            new_connect,
+            pool_size=1 if transport == "pipe" else pool_size,
+            max_frame_size=max_frame_size,
+            max_inflight=max_inflight,
+            restart=restart,
+        )
+        await nursery.start(supervisor.run)
+        try:
+            yield GoTask(supervisor=supervisor)
+        finally:
+            supervisor.close()
 
 
 @asynccontextmanager

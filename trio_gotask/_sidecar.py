@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import signal
+import stat
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +62,7 @@ class Sidecar:
         self._stderr_lines = _Lines(self._log_stderr)
         self.process: trio.Process | None = None
         self.exited = trio.Event()
+        self._socket: str | None = None
 
     @property
     def name(self) -> str:
@@ -103,6 +106,8 @@ class Sidecar:
                     # It failed to start: no point in a graceful stop.
                     self._grace = 0
                 else:
+                    if self.transport == "unix":
+                        self._socket = handshake.address
                     task_status.started(handshake)
                     if self.transport != "pipe":
                         # Stdout carries nothing after the handshake here; a method that prints
@@ -118,6 +123,8 @@ class Sidecar:
         finally:
             with trio.CancelScope(shield=True):
                 await self._stop()
+            if self._socket is not None:
+                _remove_socket(self._socket)
             self.exited.set()
 
     async def _read_handshake(self) -> Handshake:
@@ -237,6 +244,16 @@ async def _drain(stream: trio.abc.ReceiveStream, lines: _Lines) -> None:
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     lines.flush()
+
+
+def _remove_socket(path: str) -> None:
+    """Remove the socket file, and its folder if that is then empty, that a sidecar which did not
+    exit in order (it was killed, or crashed) left behind; one that did removed them itself."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))
 
 
 def _describe_status(returncode: int | None) -> str:

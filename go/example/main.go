@@ -271,6 +271,19 @@ func (a *App) Log(msg string, r *any) error {
 	return nil
 }
 
+// LogUntilCancelled writes msg as one line to standard error, again and again,
+// until the call is cancelled, then says how many it wrote: a sidecar still
+// logging when its host dies and takes the reading end of standard error with
+// it.
+func (a *App) LogUntilCancelled(ctx context.Context, msg string, r *int) error {
+	n := 0
+	for ; ctx.Err() == nil; n++ {
+		fmt.Fprintln(os.Stderr, msg)
+	}
+	fmt.Fprintf(os.Stderr, "cancelled after %d lines\n", n)
+	return ctx.Err()
+}
+
 // Print writes n lines to standard output, which must carry nothing after the
 // handshake: a method that does it anyway must not hang the sidecar.
 func (a *App) Print(n int, r *int) error {

@@ -102,8 +102,9 @@ connection until one finishes.
 
 # Running
 
-Run reads these flags (defined on flag.CommandLine, so a program may add its
-own and call flag.Parse itself before Run):
+Run serves DefaultServer with these flags, which it defines on
+flag.CommandLine when it is called (nothing is defined at import) before
+parsing the command line:
 
 	-address PATH       serve on a Unix socket at PATH
 	-address HOST:PORT  serve on TCP; port 0 picks a free port
@@ -111,9 +112,25 @@ own and call flag.Parse itself before Run):
 	-standalone         do not watch the parent process
 	-max-frame-size N   the largest frame accepted, in bytes (default 64 MiB)
 	-max-inflight N     the most calls running at once on one connection (default 1024)
-	-grace D            how long calls may finish at shutdown (default 5s)
+	-grace D            how long calls may finish at shutdown (default 5s; 0: at once)
 	-tls-cert FILE      serve TCP over TLS with this PEM certificate (needs -tls-key)
 	-tls-key FILE       the PEM private key of -tls-cert
+
+A program with flags of its own, or that parses the command line itself,
+uses Options, whose fields mirror the flags: AddFlags defines the flags on a
+FlagSet of its choosing, so that one parse reads both, and RunWith serves.
+If one of its own flags has one of these names, the sidecar's go on a
+FlagSet of their own:
+
+	var options gotask.Options
+	options.AddFlags(flag.CommandLine)
+	verbose := flag.Bool("verbose", false, "log every call")
+	flag.Parse()
+	gotask.Register(&App{verbose: *verbose})
+	gotask.RunWith(options)
+
+Run in such a program (the command line already parsed, or a name taken)
+does not panic: it says what to do on standard error and exits with status 1.
 
 trio_gotask starts the program with the environment variable
 GOTASK_MAGIC_COOKIE set; the program then prints one handshake line such as
@@ -127,8 +144,16 @@ hand, it needs -standalone:
 SIGTERM (and SIGINT when started by hand) shuts down gracefully: new calls are
 refused, calls in flight get up to -grace to finish before their contexts are
 cancelled, then connections are closed, the socket file is removed and the
-program exits with status 0. Standard output carries only the handshake (and,
-with -listen-on-pipe, the frames); write logs to standard error.
+program exits with status 0. A sidecar whose parent died shuts down the same
+way: Run and RunWith handle SIGPIPE, so that writing to a standard error
+nobody reads any more fails instead of killing the program.
+
+Standard output belongs to the protocol. Run and RunWith keep the original
+for the handshake (and, with -listen-on-pipe, the frames) and point standard
+output (descriptor 1, and so os.Stdout) at standard error: what the program
+prints there afterwards, with fmt.Println say, arrives as standard error,
+which trio_gotask logs. In socket modes the original is closed after the
+handshake. Write logs to standard error.
 
 # Security
 

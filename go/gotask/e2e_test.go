@@ -81,8 +81,14 @@ func startSidecar(t *testing.T, cookie bool, args ...string) *sidecar {
 // startSidecarEnv is startSidecar with extra environment variables.
 func startSidecarEnv(t *testing.T, env []string, cookie bool, args ...string) *sidecar {
 	t.Helper()
+	return startProgram(t, exampleBin, env, cookie, args...)
+}
+
+// startProgram is startSidecarEnv for the program bin.
+func startProgram(t *testing.T, bin string, env []string, cookie bool, args ...string) *sidecar {
+	t.Helper()
 	sc := &sidecar{t: t, stderr: new(syncBuffer), exited: make(chan struct{})}
-	sc.cmd = exec.Command(exampleBin, args...)
+	sc.cmd = exec.Command(bin, args...)
 	sc.cmd.Env = append(os.Environ(), env...)
 	if cookie {
 		sc.cmd.Env = append(sc.cmd.Env, MagicCookieKey+"="+MagicCookieValue)

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -26,46 +27,174 @@ const (
 // secretEnv names the environment variable that carries Server.Secret.
 const secretEnv = "GOTASK_SECRET"
 
-// options are the command-line flags of Run.
-type options struct {
-	address     string
-	pipe        bool
-	standalone  bool
-	maxFrame    uint64
-	maxInflight int
-	grace       time.Duration
-	tlsCert     string
-	tlsKey      string
+// DefaultGrace is how long calls in flight may finish at shutdown unless
+// Options.Grace (the -grace flag) says otherwise.
+const DefaultGrace = 5 * time.Second
+
+// Options configure RunWith; each field has a flag of the same meaning, which
+// AddFlags defines. The zero value is Run with no flags: a sidecar started by
+// trio_gotask, serving DefaultServer on a Unix socket in a new private
+// directory.
+type Options struct {
+	// Address is a Unix socket path, or host:port for TCP (port 0 picks a
+	// free port); empty means a Unix socket in a new private directory.
+	// Flag -address.
+	Address string
+	// ListenOnPipe serves one connection over standard input and output.
+	// Flag -listen-on-pipe.
+	ListenOnPipe bool
+	// Standalone serves a program started by hand: no launching client, and
+	// no watch on the parent process. Flag -standalone.
+	Standalone bool
+	// MaxFrameSize and MaxInflight, when not zero, replace the Server's own.
+	// Flags -max-frame-size and -max-inflight.
+	MaxFrameSize uint32
+	MaxInflight  int
+	// Grace is how long calls in flight may finish at shutdown before their
+	// contexts are cancelled: zero means DefaultGrace, and a negative Grace
+	// cancels them at once. Flag -grace (where 0 cancels them at once).
+	Grace time.Duration
+	// TLSCert and TLSKey name the PEM files of a certificate and its private
+	// key: a TCP sidecar then speaks TLS. Flags -tls-cert and -tls-key.
+	TLSCert, TLSKey string
+	// Server is the server to run; nil means DefaultServer.
+	Server *Server
 }
 
-func (o *options) define(fs *flag.FlagSet) {
-	fs.StringVar(&o.address, "address", "", "serve on this Unix socket `path`, or on TCP at host:port (port 0 picks a free port)")
-	fs.BoolVar(&o.pipe, "listen-on-pipe", false, "serve one connection over standard input and output")
-	fs.BoolVar(&o.standalone, "standalone", false, "do not watch the parent process")
-	fs.Uint64Var(&o.maxFrame, "max-frame-size", DefaultMaxFrameSize, "the largest frame accepted, in `bytes`")
-	fs.IntVar(&o.maxInflight, "max-inflight", DefaultMaxInflight, "the most calls running at once on one connection")
-	fs.DurationVar(&o.grace, "grace", 5*time.Second, "how long in-flight calls may finish at shutdown")
-	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TCP over TLS with the certificate in this PEM `file` (needs -tls-key)")
-	fs.StringVar(&o.tlsKey, "tls-key", "", "the PEM `file` holding the private key of -tls-cert")
+// AddFlags defines the sidecar's flags on fs, storing their values in o; the
+// values already in o are the defaults. A program with flags of its own adds
+// these to its FlagSet, parses once, and passes o to RunWith. Like any flag
+// definition, AddFlags panics if fs already has a flag of one of these names:
+// a program whose own flag takes one of them puts these on a FlagSet of their
+// own.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Address, "address", o.Address, "serve on this Unix socket `path`, or on TCP at host:port (port 0 picks a free port)")
+	fs.BoolVar(&o.ListenOnPipe, "listen-on-pipe", o.ListenOnPipe, "serve one connection over standard input and output")
+	fs.BoolVar(&o.Standalone, "standalone", o.Standalone, "serve without a launching client; do not watch the parent process")
+	frame := o.MaxFrameSize
+	if frame == 0 {
+		frame = DefaultMaxFrameSize
+	}
+	fs.Func("max-frame-size", fmt.Sprintf("the largest frame accepted, in `bytes` (default %d)", frame), func(s string) error {
+		n, err := strconv.ParseUint(s, 0, 32)
+		if err != nil || n < MinMaxFrameSize {
+			return fmt.Errorf("want a number of bytes from %d to %d", MinMaxFrameSize, uint32(math.MaxUint32))
+		}
+		o.MaxFrameSize = uint32(n)
+		return nil
+	})
+	inflight := o.MaxInflight
+	if inflight == 0 {
+		inflight = DefaultMaxInflight
+	}
+	fs.Func("max-inflight", fmt.Sprintf("the most `calls` running at once on one connection (default %d)", inflight), func(s string) error {
+		n, err := strconv.ParseInt(s, 0, strconv.IntSize)
+		if err != nil || n < 1 {
+			return errors.New("want a number of calls, at least 1")
+		}
+		o.MaxInflight = int(n)
+		return nil
+	})
+	grace := o.Grace
+	if grace == 0 {
+		grace = DefaultGrace
+	} else if grace < 0 {
+		grace = 0
+	}
+	fs.Func("grace", fmt.Sprintf("how long calls in flight may finish at shutdown, a `duration`; 0 cancels them at once (default %v)", grace), func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return errors.New("want a duration of 0 or more, such as 5s")
+		}
+		if d == 0 {
+			d = -1 // Options.Grace's "at once"; its zero is the default
+		}
+		o.Grace = d
+		return nil
+	})
+	fs.StringVar(&o.TLSCert, "tls-cert", o.TLSCert, "serve TCP over TLS with the certificate in this PEM `file` (needs -tls-key)")
+	fs.StringVar(&o.TLSKey, "tls-key", o.TLSKey, "the PEM `file` holding the private key of -tls-cert")
 }
-
-var cmdline options
-
-func init() { cmdline.define(flag.CommandLine) }
 
 // Run serves DefaultServer as a sidecar and exits the program when done; call
-// it at the end of main, after Register. It parses the command line (unless
-// the program already called flag.Parse, so programs may add flags of their
-// own), listens, prints the handshake line on standard output, and serves
-// until its client goes away or it receives SIGTERM. See the package
-// documentation for the flags.
+// it at the end of main, after Register. It defines the sidecar's flags on
+// flag.CommandLine, parses the command line, listens, prints the handshake
+// line on standard output, and serves until its client goes away or it
+// receives SIGTERM. See the package documentation for the flags.
+//
+// A program that parses the command line itself, or has a flag of one of
+// these names, calls RunWith instead, with AddFlags. Run detects both cases:
+// it then says so on standard error and exits with status 1.
 func Run() {
-	if !flag.Parsed() {
-		flag.Parse()
+	var o Options
+	if err := o.addToCommandLine(); err != nil {
+		fmt.Fprintf(os.Stderr, "gotask: %v\n", err)
+		os.Exit(1)
+	}
+	flag.Parse()
+	RunWith(o)
+}
+
+const parsedAdvice = `Run found the command line already parsed (flag.Parse was called first),
+before it could define the sidecar's flags (-address and the others). Let Run parse
+the command line, or add the flags before parsing and call RunWith:
+
+	var options gotask.Options
+	options.AddFlags(flag.CommandLine)
+	flag.Parse()
+	gotask.RunWith(options)`
+
+const takenAdvice = `Run cannot define the sidecar's flags on flag.CommandLine: the program
+already has %s. Put the sidecar's flags on a FlagSet of their own and call
+RunWith:
+
+	var options gotask.Options
+	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
+	options.AddFlags(fs)
+	fs.Parse(os.Args[1:])
+	gotask.RunWith(options)`
+
+// addToCommandLine defines o's flags on flag.CommandLine, or says why it
+// cannot without a panic or a wrong result.
+func (o *Options) addToCommandLine() error {
+	if flag.Parsed() {
+		return errors.New(parsedAdvice)
+	}
+	ours := flag.NewFlagSet("", flag.ContinueOnError)
+	o.AddFlags(ours)
+	var taken []string
+	ours.VisitAll(func(f *flag.Flag) {
+		if flag.Lookup(f.Name) != nil {
+			taken = append(taken, "-"+f.Name)
+		}
+	})
+	if len(taken) > 0 {
+		have := "a flag " + taken[0]
+		if len(taken) > 1 {
+			have = "flags " + strings.Join(taken, ", ")
+		}
+		return fmt.Errorf(takenAdvice, have)
+	}
+	o.AddFlags(flag.CommandLine)
+	return nil
+}
+
+// RunWith serves o.Server as a sidecar configured by o, without reading any
+// flag, and exits the program when done; it is Run for programs that parse
+// their own command line (see AddFlags) or configure the sidecar in code.
+//
+// Standard output belongs to the protocol: RunWith moves it aside, so that
+// what the program prints there from then on (with fmt.Println, say) goes to
+// standard error. The handshake, and with ListenOnPipe the frames, travel on
+// the original standard output.
+func RunWith(o Options) {
+	srv := o.Server
+	if srv == nil {
+		srv = DefaultServer
 	}
 	launched := os.Getenv(MagicCookieKey) == MagicCookieValue
 	if secret := os.Getenv(secretEnv); secret != "" {
-		DefaultServer.Secret = secret
+		srv.Secret = secret
 		// Keep it from the processes that methods may start.
 		os.Unsetenv(secretEnv)
 	}
@@ -82,13 +211,17 @@ func Run() {
 		<-sigs
 		stop()
 	}()
+	surviveClosedPipes()
 	var stdin io.Reader = os.Stdin
-	var stdout io.Writer = os.Stdout
-	if cmdline.pipe {
-		// The calls travel over standard input and output, which nothing else may use.
-		stdin, stdout = pollable(os.Stdin), pollable(os.Stdout)
+	if o.ListenOnPipe {
+		stdin = pollable(os.Stdin)
 	}
-	os.Exit(run(ctx, DefaultServer, cmdline, launched, stdin, stdout, os.Stderr))
+	stdout, err := takeStdout(o.ListenOnPipe)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gotask: moving standard output aside: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(run(ctx, srv, o, launched, stdin, stdout, os.Stderr))
 }
 
 const usage = `gotask: this program is a trio-gotask sidecar; the Python package
@@ -100,11 +233,13 @@ trio_gotask normally starts it. To run it by hand, pass -standalone and an addre
 Run %[1]s -help for all flags.
 `
 
-// run is Run without the process: ctx ends to ask for shutdown (a signal), and
-// it returns the exit status.
-func run(ctx context.Context, srv *Server, o options, launched bool, stdin io.Reader, stdout, stderr io.Writer) int {
+// run is RunWith without the process: ctx ends to ask for shutdown (a
+// signal), and it returns the exit status. In socket modes it closes stdout
+// (if it is an io.Closer) once the handshake is written: nothing else may go
+// there.
+func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Reader, stdout, stderr io.Writer) int {
 	prog := filepath.Base(os.Args[0])
-	if !launched && !o.standalone {
+	if !launched && !o.Standalone {
 		fmt.Fprintf(stderr, usage, prog, prog)
 		return 1
 	}
@@ -112,41 +247,46 @@ func run(ctx context.Context, srv *Server, o options, launched bool, stdin io.Re
 		fmt.Fprintf(stderr, "gotask: "+format+"\n", args...)
 		return 1
 	}
-	if o.maxFrame < MinMaxFrameSize || o.maxFrame > math.MaxUint32 {
-		return fail("-max-frame-size must be between %d and %d", MinMaxFrameSize, uint32(math.MaxUint32))
+	if o.MaxFrameSize != 0 && o.MaxFrameSize < MinMaxFrameSize {
+		return fail("-max-frame-size (Options.MaxFrameSize) must be at least %d", MinMaxFrameSize)
 	}
-	if o.maxInflight <= 0 {
-		return fail("-max-inflight must be at least 1")
+	if o.MaxInflight < 0 {
+		return fail("-max-inflight (Options.MaxInflight) must be at least 1")
 	}
-	if o.grace < 0 {
-		return fail("-grace must not be negative")
+	grace := o.Grace
+	if grace == 0 {
+		grace = DefaultGrace
 	}
 	var tlsConfig *tls.Config
-	if o.tlsCert != "" || o.tlsKey != "" {
-		if o.tlsCert == "" || o.tlsKey == "" {
+	if o.TLSCert != "" || o.TLSKey != "" {
+		if o.TLSCert == "" || o.TLSKey == "" {
 			return fail("-tls-cert and -tls-key go together: pass both or neither")
 		}
-		if o.pipe || !isTCPAddress(o.address) {
+		if o.ListenOnPipe || !isTCPAddress(o.Address) {
 			return fail("-tls-cert and -tls-key need a TCP -address (host:port); TLS is not available with -listen-on-pipe or a Unix socket")
 		}
-		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
 		if err != nil {
 			return fail("loading -tls-cert and -tls-key: %v", err)
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	srv.MaxFrameSize = uint32(o.maxFrame)
-	srv.MaxInflight = o.maxInflight
+	if o.MaxFrameSize != 0 {
+		srv.MaxFrameSize = o.MaxFrameSize
+	}
+	if o.MaxInflight != 0 {
+		srv.MaxInflight = o.MaxInflight
+	}
 
 	// shutdown is closed when the sidecar should stop.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	if launched && !o.standalone {
+	if launched && !o.Standalone {
 		go watchParent(ctx, stop)
 	}
 
-	if o.pipe {
-		if o.address != "" {
+	if o.ListenOnPipe {
+		if o.Address != "" {
 			return fail("-listen-on-pipe and -address exclude each other")
 		}
 		if _, err := fmt.Fprintf(stdout, "gotask|%d|pipe|-\n", ProtocolVersion); err != nil {
@@ -159,13 +299,13 @@ func run(ctx context.Context, srv *Server, o options, launched bool, stdin io.Re
 		}()
 		select {
 		case <-done: // standard input reached EOF: the only connection ended
-			return shutdown(srv, o.grace, stderr)
+			return shutdown(srv, grace, stderr)
 		case <-ctx.Done():
-			return shutdown(srv, o.grace, stderr)
+			return shutdown(srv, grace, stderr)
 		}
 	}
 
-	l, transport, cleanup, err := listen(o.address)
+	l, transport, cleanup, err := listen(o.Address)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -177,6 +317,9 @@ func run(ctx context.Context, srv *Server, o options, launched bool, stdin io.Re
 	if _, err := fmt.Fprintf(stdout, "gotask|%d|%s|%s\n", ProtocolVersion, transport, addr); err != nil {
 		l.Close()
 		return fail("writing the handshake: %v", err)
+	}
+	if c, ok := stdout.(io.Closer); ok {
+		c.Close()
 	}
 	if launched {
 		// The client keeps our standard input open; EOF means it is gone.
@@ -191,12 +334,12 @@ func run(ctx context.Context, srv *Server, o options, launched bool, stdin io.Re
 	case err := <-served:
 		if !errors.Is(err, ErrServerClosed) {
 			fmt.Fprintf(stderr, "gotask: serve: %v\n", err)
-			shutdown(srv, o.grace, stderr)
+			shutdown(srv, grace, stderr)
 			return 1
 		}
 	case <-ctx.Done():
 	}
-	return shutdown(srv, o.grace, stderr)
+	return shutdown(srv, grace, stderr)
 }
 
 func shutdown(srv *Server, grace time.Duration, stderr io.Writer) int {

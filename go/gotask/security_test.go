@@ -334,20 +334,20 @@ func TestUnixSocketMode(t *testing.T) {
 
 func TestRunTLSFlags(t *testing.T) {
 	certFile, keyFile := writeCert(t)
-	base := options{standalone: true, maxFrame: DefaultMaxFrameSize, maxInflight: 1, grace: time.Second}
+	base := Options{Standalone: true, MaxInflight: 1, Grace: time.Second}
 	for _, tc := range []struct {
 		name          string
-		edit          func(o *options)
+		edit          func(o *Options)
 		want          string
 		wantHandshake bool
 	}{
-		{"cert only", func(o *options) { o.address, o.tlsCert = "127.0.0.1:0", certFile }, "go together", false},
-		{"key only", func(o *options) { o.address, o.tlsKey = "127.0.0.1:0", keyFile }, "go together", false},
-		{"unix", func(o *options) { o.address, o.tlsCert, o.tlsKey = filepath.Join(t.TempDir(), "s"), certFile, keyFile }, "TCP", false},
-		{"default address", func(o *options) { o.tlsCert, o.tlsKey = certFile, keyFile }, "TCP", false},
-		{"pipe", func(o *options) { o.pipe, o.tlsCert, o.tlsKey = true, certFile, keyFile }, "TCP", false},
-		{"missing file", func(o *options) { o.address, o.tlsCert, o.tlsKey = "127.0.0.1:0", certFile+".nope", keyFile }, "loading", false},
-		{"key for cert", func(o *options) { o.address, o.tlsCert, o.tlsKey = "127.0.0.1:0", keyFile, keyFile }, "loading", false},
+		{"cert only", func(o *Options) { o.Address, o.TLSCert = "127.0.0.1:0", certFile }, "go together", false},
+		{"key only", func(o *Options) { o.Address, o.TLSKey = "127.0.0.1:0", keyFile }, "go together", false},
+		{"unix", func(o *Options) { o.Address, o.TLSCert, o.TLSKey = filepath.Join(t.TempDir(), "s"), certFile, keyFile }, "TCP", false},
+		{"default address", func(o *Options) { o.TLSCert, o.TLSKey = certFile, keyFile }, "TCP", false},
+		{"pipe", func(o *Options) { o.ListenOnPipe, o.TLSCert, o.TLSKey = true, certFile, keyFile }, "TCP", false},
+		{"missing file", func(o *Options) { o.Address, o.TLSCert, o.TLSKey = "127.0.0.1:0", certFile+".nope", keyFile }, "loading", false},
+		{"key for cert", func(o *Options) { o.Address, o.TLSCert, o.TLSKey = "127.0.0.1:0", keyFile, keyFile }, "loading", false},
 	} {
 		o := base
 		tc.edit(&o)

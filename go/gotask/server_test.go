@@ -327,20 +327,20 @@ func TestServerShutdown(t *testing.T) {
 
 func TestRunInProcess(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), NewServer(), options{}, false, strings.NewReader(""), &stdout, &stderr); code != 1 || stdout.Len() != 0 {
+	if code := run(context.Background(), NewServer(), Options{}, false, strings.NewReader(""), &stdout, &stderr); code != 1 || stdout.Len() != 0 {
 		t.Fatalf("no cookie: %d %q", code, stdout.String())
 	}
-	base := options{standalone: true, maxFrame: DefaultMaxFrameSize, maxInflight: 1, grace: time.Second}
+	base := Options{Standalone: true, MaxInflight: 1, Grace: time.Second}
 	bad := base
-	bad.maxFrame = 1 << 33
+	bad.MaxInflight = -1
 	if code := run(context.Background(), NewServer(), bad, false, nil, &stdout, &stderr); code != 1 {
-		t.Fatalf("bad -max-frame-size: %d", code)
+		t.Fatalf("bad -max-inflight: %d", code)
 	}
 
 	// Standalone on TCP until the context (the signal) ends.
 	srv, _ := newTestServer(t, newSvc())
 	o := base
-	o.address = "127.0.0.1:0"
+	o.Address = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	exit := make(chan int, 1)
@@ -348,6 +348,9 @@ func TestRunInProcess(t *testing.T) {
 	line, err := readLine(pr)
 	if err != nil || !strings.HasPrefix(line, "gotask|2|tcp|127.0.0.1:") {
 		t.Fatalf("handshake %q %v", line, err)
+	}
+	if n, err := pr.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("stdout after the handshake: %d bytes, %v; want it closed", n, err)
 	}
 	conn, err := net.Dial("tcp", strings.Split(line, "|")[3])
 	if err != nil {
