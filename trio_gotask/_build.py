@@ -339,8 +339,9 @@ def _digest(place: _Place, goenv_json: bytes, listing: bytes, started: int) -> _
     tools = {place.go, os.path.join(goroot, "bin", "go")}
     if cgo and goenv.get("CGO_ENABLED") == "1":
         tools.update(_compiler(goenv.get(name, "")) for name in ("CC", "CXX"))
-    tools.discard("")
-    watched_only = {os.path.join(goroot, "VERSION"), os.path.join(goroot, "go.env"), goenv.get("GOENV", "")}
+    # The go env file (GOENV may be "off") and the toolchain's own settings; their values are in
+    # go env's report, and a change to them must be noticed without running go.
+    settings = {os.path.join(goroot, "VERSION"), os.path.join(goroot, "go.env"), goenv.get("GOENV", "")}
 
     digest = hashlib.sha256(_text("format", str(_FORMAT)))
     digest.update(_text("package", str(place.package), root.get("ImportPath", "")))
@@ -351,13 +352,13 @@ def _digest(place: _Place, goenv_json: bytes, listing: bytes, started: int) -> _
         if name.startswith(("CGO_", "PKG_CONFIG")):  # not all of them are in go env's report
             digest.update(_text("environ", name, os.environ[name]))
     inputs: dict[str, Stat | None] = {}
-    for path in sorted(tools):
+    for path in sorted(filter(os.path.isabs, tools)):
         inputs[path] = stat = _stat(path)
         digest.update(_text("tool", path, repr(stat and stat[:2])))  # size and mtime
     for path in sorted(files):
         inputs[path] = stat = _stat(path)  # before reading: a later change must show in the stat
         digest.update(_text("file", path, _content(path) if stat else "absent"))
-    for path in folders | (watched_only - {""}):
+    for path in folders | set(filter(os.path.isabs, settings)):
         inputs[path] = _stat(path)
     settled = all(_settled(stat, started) for stat in inputs.values())
     return _Survey(digest.hexdigest()[:32], sorted(inputs.items()), settled)
