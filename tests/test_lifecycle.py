@@ -1,10 +1,9 @@
-"""The sidecar's life: start-up failures, death mid-call, clean exit, connect_gotask, building."""
+"""The sidecar's life: start-up failures, death mid-call, clean exit, connect_gotask."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -20,13 +19,10 @@ from trio_gotask import (
     GoTaskError,
     RemoteError,
     SidecarError,
-    build_sidecar,
     connect_gotask,
     open_gotask,
 )
 from trio_gotask._transport import Transport
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "go" / "example"
 
 
 def gone(pid: int) -> bool:
@@ -240,37 +236,3 @@ async def test_closed_gotask_refuses_calls(sidecar: str) -> None:
         pass
     with pytest.raises(GoTaskError, match="closed"):
         await gt.call("App.Hi", "late")
-
-
-@pytest.fixture
-def module_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of the Go module, with its own build cache."""
-    shutil.copytree(EXAMPLE.parent, tmp_path / "go", ignore=shutil.ignore_patterns("testdata"))
-    monkeypatch.setenv("GOTASK_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "go" / "example"
-
-
-async def test_build_is_cached_and_redone_when_sources_change(module_copy: Path) -> None:
-    first = await build_sidecar(module_copy)
-    assert await build_sidecar(module_copy) == first
-    main = module_copy / "main.go"
-    main.write_text(main.read_text().replace('"hello"', '"bonjour"'))
-    second = await build_sidecar(module_copy)
-    assert second != first
-    async with open_gotask(module_copy) as gt:
-        assert await gt.call("App.Hi", "x") == {"bonjour": "x"}
-
-
-@pytest.mark.fault(fault="Go sources that do not compile", sees="SidecarError with the compiler's output")
-async def test_build_failure_shows_compiler_output(module_copy: Path) -> None:
-    (module_copy / "broken.go").write_text("package main\n\nfunc broken() { undefinedThing() }\n")
-    with pytest.raises(SidecarError, match="go build' failed") as info:
-        async with open_gotask(module_copy):
-            pass
-    assert "undefinedThing" in str(info.value)
-
-
-async def test_missing_go_toolchain(module_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(SidecarError, match="needs the Go toolchain"):
-        await build_sidecar(module_copy)
