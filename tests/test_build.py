@@ -21,12 +21,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from gomodule import LIBRARY, ROOT, write, write_module
 
 from trio_gotask import SidecarError, build_sidecar, open_gotask
 from trio_gotask._build import KEEP_BUILDS, _settled
-
-ROOT = Path(__file__).resolve().parent.parent
-LIBRARY = ROOT / "go"
 
 MAIN_GO = """package main
 
@@ -49,38 +47,11 @@ func main() {
 """
 
 
-def library_requirements() -> list[str]:
-    """The library's own requirements, which a module using it must list too (as indirect)."""
-    found = []
-    for line in (LIBRARY / "go.mod").read_text().splitlines():
-        if match := re.fullmatch(r"(?:require\s+)?\s*(\S+) (v\S+)(?:\s*//.*)?", line.strip()):
-            found.append(f"{match[1]} {match[2]} // indirect")
-    return found
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
 def sidecar_module(folder: Path, value_go: str, *, requires: str = "", replaces: str = "") -> Path:
     """A sidecar module in ``folder``: main.go, the given value.go, go.mod using the library here."""
-    require_lines = [
-        "github.com/trio-gotask/trio-gotask/go v0.0.0",
-        *library_requirements(),
-        *requires.splitlines(),
-    ]
-    write(
-        folder / "go.mod",
-        f"module example.com/{folder.name}\n\ngo 1.22\n\nrequire (\n"
-        + "".join(f"\t{line}\n" for line in require_lines if line)
-        + f")\n\nreplace github.com/trio-gotask/trio-gotask/go => {LIBRARY}\n{replaces}",
+    return write_module(
+        folder, {"main.go": MAIN_GO, "value.go": value_go}, requires=requires, replaces=replaces
     )
-    shutil.copy(LIBRARY / "go.sum", folder / "go.sum")
-    write(folder / "main.go", MAIN_GO)
-    write(folder / "value.go", value_go)
-    return folder
 
 
 def library_module(folder: Path, value: str) -> Path:

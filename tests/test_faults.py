@@ -18,8 +18,17 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from standalone import standalone
 
-from trio_gotask import GoTaskError, RemoteError, RestartPolicy, SidecarError, open_gotask
+from trio_gotask import (
+    GoTaskError,
+    PanicError,
+    RemoteError,
+    RestartPolicy,
+    SidecarError,
+    connect_gotask,
+    open_gotask,
+)
 from trio_gotask._transport import Transport
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +149,41 @@ async def test_reply_over_the_frame_limit(sidecar: str) -> None:
         assert info.value.type == "too_large"
         assert await gt.call("App.Large", 1 << 15) == bytes(i % 256 for i in range(1 << 15))
         assert gt.statistics().connections == 1
+
+
+@pytest.mark.fault(
+    fault="a sidecar started elsewhere with a larger frame limit than the client's",
+    sees="RemoteError too_large for the large reply (the client's $hello told it); connection fine",
+)
+async def test_a_standalone_sidecar_keeps_to_the_clients_frame_limit(sidecar: str, tmp_path: Path) -> None:
+    # The sidecar runs with its default 64 MiB limit; only the client's $hello tells it 64 KiB.
+    async with (
+        standalone(sidecar, "-address", str(tmp_path / "s.sock")) as app,
+        connect_gotask(app.address, max_frame_size=1 << 16) as gt,
+    ):
+        with pytest.raises(RemoteError) as info:
+            await gt.call("App.Large", 1 << 17)
+        assert info.value.type == "too_large"
+        assert "client's frame limit is 65536" in info.value.message
+        assert len(await gt.call("App.Large", 1 << 15)) == 1 << 15
+        assert gt.statistics().connections == 1
+
+
+@pytest.mark.fault(
+    fault="an error message longer than the frame limit",
+    sees="RemoteError with the message shortened to fit; connection fine",
+)
+async def test_a_long_error_is_shortened_to_fit_the_frame_limit(sidecar: str) -> None:
+    async with open_gotask(sidecar, max_frame_size=1024) as gt:
+        with pytest.raises(RemoteError) as info:
+            await gt.call("App.FailRepeated", {"s": "é", "n": 5000})
+        assert info.value.message.endswith("é [truncated]")
+        assert len(info.value.message.encode()) < 1024
+        with pytest.raises(PanicError) as panic:
+            await gt.call("App.PanicRepeated", {"s": "x", "n": 5000})
+        assert panic.value.message.endswith("x [truncated]")
+        assert panic.value.stack is None  # dropped first, to make room
+        assert await gt.call("App.Hi", "after") == {"hello": "after"}
 
 
 @contextmanager

@@ -17,11 +17,13 @@ from trio_gotask._protocol import (
     BadResponse,
     Decoder,
     Encoder,
+    Hello,
     Notification,
     Request,
     Response,
     decode_value,
     frame_header,
+    parse_hello,
     parse_message,
 )
 
@@ -114,13 +116,14 @@ def test_message_encodes_canonically(vector: dict[str, Any]) -> None:
     assert (frame_header(len(payload)) + payload).hex() == vector["hex"]
 
 
-def test_client_request_and_cancel_match_vectors() -> None:
+def test_client_request_cancel_and_hello_match_vectors() -> None:
     by_name = {v["name"]: v["hex"] for v in MESSAGES}
     enc = Encoder()
     for name, payload in [
         ("request", enc.request(1, "App.Hi", "Reasno")),
         ("request_with_timeout", enc.request(2, "App.Slow", 5000, timeout=0.25)),
         ("notification_cancel", enc.cancel(42)),
+        ("notification_hello_client", enc.hello(64 * 1024 * 1024)),
     ]:
         assert (frame_header(len(payload)) + payload).hex() == by_name[name]
 
@@ -151,3 +154,12 @@ def test_decoder_finds_every_frame_in_one_read() -> None:
     assert isinstance(got[0], Request)
     assert any(isinstance(m, Response) for m in got)
     assert isinstance(got[-1], Notification)
+
+
+def test_the_sidecars_hello_parses() -> None:
+    (vector,) = [v for v in MESSAGES if v["name"] == "notification_hello_sidecar"]
+    decoder = Decoder()
+    decoder.receive_data(bytes.fromhex(vector["hex"]))
+    message = decoder.next_message()
+    assert isinstance(message, Notification)
+    assert parse_hello(message.params) == Hello(2, 64 * 1024 * 1024, 1024)

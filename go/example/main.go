@@ -158,6 +158,23 @@ func (a *App) Fail(msg string, r *any) error {
 	return errors.New(msg)
 }
 
+// FailRepeated returns an error whose message is s repeated n times: longer
+// than a small frame limit, for the test that error replies always fit.
+func (a *App) FailRepeated(args struct {
+	S string `msgpack:"s"`
+	N int    `msgpack:"n"`
+}, r *any) error {
+	return errors.New(strings.Repeat(args.S, args.N))
+}
+
+// PanicRepeated panics with s repeated n times.
+func (a *App) PanicRepeated(args struct {
+	S string `msgpack:"s"`
+	N int    `msgpack:"n"`
+}, r *any) error {
+	panic(strings.Repeat(args.S, args.N))
+}
+
 // Panic panics with msg; the sidecar answers with a "panic" error and keeps serving.
 func (a *App) Panic(msg string, r *any) error {
 	panic(msg)

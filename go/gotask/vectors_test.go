@@ -383,3 +383,33 @@ func TestDecodeStrictness(t *testing.T) {
 		t.Fatalf("mixed keys: %#v", a)
 	}
 }
+
+// TestVectorHello: the sidecar's $hello and $refused encoders give the bytes
+// of the vectors, and the client's $hello vector announces its frame limit.
+func TestVectorHello(t *testing.T) {
+	byName := map[string][]byte{}
+	for _, v := range loadVectors(t, "messages.json") {
+		byName[v.Name] = mustHex(t, v.Hex)
+	}
+	e := getEncBuf()
+	e.appendHello(DefaultMaxFrameSize, DefaultMaxInflight)
+	if got, _ := e.frame(); !bytes.Equal(got, byName["notification_hello_sidecar"]) {
+		t.Errorf("$hello %x, want %x", got, byName["notification_hello_sidecar"])
+	}
+	e = getEncBuf()
+	e.appendNotification("$refused", "authentication failed: wrong secret")
+	if got, _ := e.frame(); !bytes.Equal(got, byName["notification_refused"]) {
+		t.Errorf("$refused %x, want %x", got, byName["notification_refused"])
+	}
+	payload, err := readFrame(bytes.NewReader(byName["notification_hello_client"]), DefaultMaxFrameSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := parseMessage(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if limit, ok := helloFrameLimit(m.params); m.method != "$hello" || !ok || limit != DefaultMaxFrameSize {
+		t.Errorf("client $hello: %s, limit %d (%v)", m.method, limit, ok)
+	}
+}

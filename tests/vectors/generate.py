@@ -142,6 +142,13 @@ MESSAGES: list[tuple[str, Any, bool]] = [
     ),
     ("response_unknown_error_type", [1, 7, {"type": "teapot", "message": "short and stout"}, None], False),
     ("notification_cancel", [2, "$cancel", 42], True),
+    (
+        "notification_hello_sidecar",
+        [2, "$hello", {"version": 2, "max_frame_size": 67108864, "max_inflight": 1024}],
+        False,  # a map of several keys: TestVectorHello checks the sidecar's own bytes
+    ),
+    ("notification_hello_client", [2, "$hello", {"version": 2, "max_frame_size": 67108864}], False),
+    ("notification_refused", [2, "$refused", "authentication failed: wrong secret"], True),
     ("notification_unknown", [2, "$future", [1, 2]], True),
 ]
 
