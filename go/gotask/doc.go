@@ -7,7 +7,11 @@ A sidecar is a program whose main registers one or more values and calls Run:
 
 	package main
 
-	import "github.com/trio-gotask/trio-gotask/go/gotask"
+	import (
+		"log"
+
+		"github.com/trio-gotask/trio-gotask/go/gotask"
+	)
 
 	type App struct{}
 
@@ -17,7 +21,9 @@ A sidecar is a program whose main registers one or more values and calls Run:
 	}
 
 	func main() {
-		gotask.Register(new(App))
+		if err := gotask.Register(new(App)); err != nil {
+			log.Fatal(err)
+		}
 		gotask.Run()
 	}
 
@@ -37,10 +43,18 @@ shapes become callable, as "Type.Method" (or "Name.Method" with RegisterName):
 The argument is decoded from msgpack into A, which may be any type msgpack can
 carry: a struct (fields matched by `msgpack:"name"` tags, else by field name),
 string, []byte, numbers, time.Time, slices, maps such as map[string]T or
-map[int]T, or any. What the method stores in *reply is sent back. Unlike
-net/rpc, a method that looks meant to be called (exported, returning an error)
-but has another shape makes Register fail with a message saying why, instead
-of being skipped.
+map[int]T, or any. What the method stores in *reply is sent back; a map or
+slice reply starts empty, not nil, as in net/rpc, so (*reply)[k] = v works.
+
+A service written for net/rpc works unchanged. As there, exported methods of
+other shapes are not published: a Close() error helper does not stop the rest
+of the type from being served. Those that return an error (and so look meant
+to be called) are logged once through Server.ErrorLog with the reason, so a
+mistake in a method's shape shows at start-up, not as not_found later.
+Register fails only when the type has no suitable method at all (its error
+lists the reasons), is not exported, or its name is taken; check its error.
+RegisterName accepts any non-empty name, dots included: "net.rpc.Arith.Add"
+calls Add of the service "net.rpc.Arith" (a call is split at its last dot).
 
 Python values map to Go as follows: None is the zero value of any type (nil
 for pointers, slices, maps and interfaces), as encoding/json treats null,
@@ -97,8 +111,14 @@ methods must be safe for concurrent use. The goroutines are reused for later
 calls (a grown stack is kept), as net/http reuses one for the requests of a
 connection: a method that locks its OS thread with runtime.LockOSThread must
 unlock it before returning. At most MaxInflight calls run at once per
-connection (default 1024); beyond that the sidecar stops reading from the
-connection until one finishes.
+connection (default 1024). Each connection announces that limit, and its
+MaxFrameSize, in its first frame ($hello), and the client keeps to them. The
+sidecar never stops reading a connection because calls are running, so a
+cancellation always gets through; a request past the limit, from a client that
+ignored it, is answered "busy" at once. Every request gets exactly one reply:
+one that cannot be encoded, or that the client could not hold, becomes a
+"bad_reply" or "too_large" error, and an error too long for the client's frame
+limit is shortened to fit.
 
 # Running
 
@@ -166,10 +186,11 @@ it to Server.Secret (and removes it from the environment, so processes that
 methods start do not inherit it). Every socket connection must then send
 [2, "$auth", secret] as its first frame within 10 seconds; until it does,
 nothing else on it is read. A connection that sends anything else, a wrong
-secret (compared in constant time) or nothing in time is closed without a
-reply, and one line that contains neither secret is logged. The pipe of
--listen-on-pipe, private to the parent, needs no secret. trio_gotask sets a
-fresh random secret for TCP; the environment keeps it off the command line.
+secret (compared in constant time) or nothing in time is told why in a
+$refused notification and closed, and one line that contains neither secret is
+logged. The pipe of -listen-on-pipe, private to the parent, needs no secret.
+trio_gotask sets a fresh random secret for the sidecars it starts on a socket;
+the environment keeps it off the command line.
 
 With -tls-cert and -tls-key, a TCP sidecar speaks TLS 1.2 or later on every
 connection, and $auth, if required, travels inside it. The TLS handshake, too,

@@ -46,9 +46,10 @@ type Server struct {
 	// Secret, when not empty, is the shared secret every connection accepted
 	// by Serve must present before anything else: its first frame must be the
 	// notification [2, "$auth", Secret], within ten seconds. A connection that
-	// sends anything else, another secret or nothing in time is closed without
-	// a reply, and one line that contains neither secret is logged. ServeConn
-	// does not ask for it: its caller vouches for the connection.
+	// sends anything else, another secret or nothing in time is told why in a
+	// $refused notification and closed, and one line that contains neither
+	// secret is logged. ServeConn does not ask for it: its caller vouches for
+	// the connection.
 	Secret string
 
 	// authTimeout bounds the TLS handshake and the $auth frame of an accepted
