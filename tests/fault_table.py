@@ -53,7 +53,7 @@ GO_FAULTS: list[tuple[str, str, str]] = [
     ),
     (
         "wrong or missing shared secret, silence",
-        "connection closed before any method runs",
+        "a $refused saying why, then closed; no method runs",
         "TestServerSecret",
     ),
     ("a plain client talking to a TLS sidecar", "connection closed; TLS clients served", "TestRunTLSFlags"),

@@ -33,6 +33,10 @@ BAD_OPEN: list[tuple[str, Any, type[Exception], str]] = [
 ]
 
 
+@pytest.mark.fault(
+    fault="nonsense arguments (max_inflight=0 or -1, a 100-byte frame limit, a NaN timeout...)",
+    sees="ValueError / TypeError at once, naming the argument and its range",
+)
 @pytest.mark.parametrize(
     ("name", "value", "error", "says"), BAD_OPEN, ids=[f"{b[0]}={b[1]!r}" for b in BAD_OPEN]
 )
@@ -94,6 +98,10 @@ async def test_connect_gotask_refuses_nonsense_at_once(
             pass
 
 
+@pytest.mark.fault(
+    fault="connect_gotask to something that is not an address, or to a missing socket",
+    sees="SidecarError naming the address and how it was read",
+)
 async def test_an_address_that_leads_nowhere_is_named(tmp_path: Path) -> None:
     with pytest.raises(SidecarError, match=r"'not an address' \(read as a Unix socket path; a TCP address"):
         async with connect_gotask("not an address"):
@@ -104,6 +112,10 @@ async def test_an_address_that_leads_nowhere_is_named(tmp_path: Path) -> None:
             pass
 
 
+@pytest.mark.fault(
+    fault="a method name that is not a str (bytes, None, an int)",
+    sees="TypeError before anything is sent; the connection unaffected",
+)
 async def test_a_method_that_is_not_a_string_is_refused_before_sending(sidecar: str) -> None:
     async with open_gotask(sidecar) as gt:
         for method in [b"App.Hi", None, 42, ("App", "Hi")]:

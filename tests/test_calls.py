@@ -259,3 +259,14 @@ async def test_stray_stdout_is_logged_and_never_blocks_the_sidecar(
     assert stray[-1].endswith(": stray line 19999 from a method")
     # Not through the client's stdout drain, which stays for sidecars that leave stdout alone.
     assert not any("(stdout" in line for line in stray)
+
+
+@pytest.mark.fault(
+    fault="a method reads stdin while the calls travel over it (pipe transport)",
+    sees="nothing: it reads an empty stdin; the frames are not taken",
+)
+async def test_a_method_reading_stdin_takes_no_frames(sidecar: str) -> None:
+    async with open_gotask(sidecar, transport="pipe") as gt:
+        with trio.fail_after(30):  # a method holding the frames' pipe hangs every later call
+            assert await gt.call("App.ReadStdin", 64) == b""
+            assert await gt.call("App.Hi", "after") == {"hello": "after"}

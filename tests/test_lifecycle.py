@@ -81,6 +81,10 @@ async def test_calls_failing_in_the_users_nursery_are_nested_once(sidecar: str) 
     assert all(isinstance(e, RemoteError) for e in info.value.exceptions)
 
 
+@pytest.mark.fault(
+    fault="a GoTask called from another thread's trio.run",
+    sees="RuntimeError naming trio.from_thread.run; the owner's run unharmed",
+)
 async def test_a_gotask_refuses_calls_from_another_threads_trio_run(sidecar: str) -> None:
     async with open_gotask(sidecar) as gt:
 
@@ -181,6 +185,10 @@ async def test_launch_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "GOTASK_SECRET" not in env  # the pipe needs none, and the client owns the secret
 
 
+@pytest.mark.fault(
+    fault="GOTASK_SECRET exported in the user's shell, or passed in env=",
+    sees="nothing: the client sets its own secret (unix, tcp) or clears it (pipe)",
+)
 @pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
 @pytest.mark.parametrize("where", ["shell", "env="])
 async def test_a_secret_in_the_environment_does_not_break_the_sidecar(

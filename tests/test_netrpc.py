@@ -219,6 +219,10 @@ func main() {
 """
 
 
+@pytest.mark.fault(
+    fault="a service with helper methods of other shapes (Close() error, Ping(ctx) error)",
+    sees="its RPC methods served; one log line per helper left out, with the reason",
+)
 async def test_a_users_service_with_helpers_is_published(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -97,6 +97,10 @@ async def test_a_struct_takes_each_field_in_its_own_type(gt: GoTask) -> None:
     assert await gt.call("App.Events", [sent]) == [sent]
 
 
+@pytest.mark.fault(
+    fault="an argument the Go type cannot hold (a float for an int, bin for a string field, a nested mismatch)",
+    sees="BadParams saying what did not fit and where; the connection goes on",
+)
 async def test_the_message_names_where_a_nested_value_is_wrong(gt: GoTask) -> None:
     exc = await refused(gt, "App.Events", [{}, {"level": 1}, {"when": 5}])
     assert str(exc) == "App.Events: bad_params: [2].when: expected a timestamp for time.Time, got int 5"

@@ -18,6 +18,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -308,6 +309,19 @@ func (a *App) Print(n int, r *int) error {
 		fmt.Printf("stray line %d from a method\n", i)
 	}
 	*r = n
+	return nil
+}
+
+// ReadStdin reads what standard input holds, up to n bytes: with
+// -listen-on-pipe it must be empty (the frames travel on a copy of it), and
+// the call must not take the next calls' frames.
+func (a *App) ReadStdin(n int, r *[]byte) error {
+	buf := make([]byte, n)
+	got, err := io.ReadFull(os.Stdin, buf)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return err
+	}
+	*r = buf[:got]
 	return nil
 }
 

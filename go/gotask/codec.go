@@ -49,7 +49,7 @@ func putEncBuf(e *encBuf) {
 func (e *encBuf) frame() ([]byte, error) {
 	b := e.buf.Bytes()
 	n := len(b) - 4
-	if n > math.MaxUint32 {
+	if uint64(n) > math.MaxUint32 {
 		return nil, fmt.Errorf("frame of %d bytes is too large for the wire", n)
 	}
 	binary.BigEndian.PutUint32(b, uint32(n))

@@ -214,7 +214,12 @@ func RunWith(o Options) {
 	surviveClosedPipes()
 	var stdin io.Reader = os.Stdin
 	if o.ListenOnPipe {
-		stdin = pollable(os.Stdin)
+		in, err := takeStdin()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "gotask: moving standard input aside: %v\n", err)
+			os.Exit(1)
+		}
+		stdin = in
 	}
 	stdout, err := takeStdout(o.ListenOnPipe)
 	if err != nil {

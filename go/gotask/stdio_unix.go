@@ -8,19 +8,6 @@ import (
 	"syscall"
 )
 
-// pollable returns f in non-blocking mode, as a File served by the runtime's
-// network poller, or f itself if the mode cannot be changed. A blocking read
-// of a pipe holds a thread in a system call, and a request that woke it waited
-// for the scheduler to take the thread back: a small call over the pipe
-// measured p50 230-540 us, erratically, against 170-230 us pollable.
-func pollable(f *os.File) *os.File {
-	fd := int(f.Fd())
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		return f
-	}
-	return os.NewFile(uintptr(fd), f.Name())
-}
-
 // takeStdout returns a new File for standard output, close-on-exec, and points
 // descriptor 1 at standard error, so that whatever else the program writes to
 // standard output (os.Stdout follows descriptor 1, and so do C code and the
@@ -49,6 +36,33 @@ func takeStdout(poll bool) (*os.File, error) {
 		syscall.SetNonblock(fd, true)
 	}
 	return os.NewFile(uintptr(fd), "/dev/stdout"), nil
+}
+
+// takeStdin returns a new File for standard input, close-on-exec and served by
+// the network poller, and points descriptor 0 at the null device: with
+// -listen-on-pipe the frames arrive there, and a method that reads standard
+// input (os.Stdin follows descriptor 0) must find it empty, not take them.
+func takeStdin() (*os.File, error) {
+	syscall.ForkLock.RLock()
+	fd, err := syscall.Dup(0)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	null, err := os.Open(os.DevNull)
+	if err == nil {
+		err = dup2(int(null.Fd()), 0)
+		null.Close()
+	}
+	if err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	syscall.SetNonblock(fd, true)
+	return os.NewFile(uintptr(fd), "/dev/stdin"), nil
 }
 
 // surviveClosedPipes makes a write to a pipe nobody reads fail with EPIPE
