@@ -16,6 +16,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,7 @@ from trio_gotask import build_sidecar, open_gotask
 from trio_gotask._transport import Transport
 
 sys.path.insert(0, str(Path(__file__).parent))
-from floor import BlockingEcho, Floor, request_frame
+from floor import BlockingEcho, Floor, floor_sidecar, request_frame
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "go" / "example"
 Call = Callable[[], Awaitable[object]]
@@ -127,11 +128,13 @@ async def run(quick: bool, out: Path) -> Report:
 
     async with AsyncExitStack() as stack:
         gotasks = {t: await stack.enter_async_context(open_gotask(sidecar, transport=t)) for t in TRANSPORTS}
-        floor_gt = await stack.enter_async_context(open_gotask(sidecar, transport="unix"))
-        floor_stream = await trio.open_unix_socket(floor_gt.address)
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="gotask-floor-"))
+        floor_address = await stack.enter_async_context(floor_sidecar(sidecar, f"{folder}/floor.sock"))
+        floor_stream = await trio.open_unix_socket(floor_address)
         stack.push_async_callback(floor_stream.aclose)
         nursery = await stack.enter_async_context(trio.open_nursery())  # exits before the close
         floor = Floor(floor_stream)
+        await floor.skip_hello()
         echo_frame = request_frame("App.Echo", 1)
 
         variants: dict[str, Call] = {
@@ -223,7 +226,7 @@ async def run(quick: bool, out: Path) -> Report:
         # Payload sweep: bytes echoed through the sidecar, and the ceiling: the same frames
         # through a blocking socket, neither encoded nor decoded per call.
         sizes = [16, 1 << 10, 64 << 10, 1 << 20, 16 << 20]
-        blocking = BlockingEcho(floor_gt.address)
+        blocking = BlockingEcho(floor_address)
         stack.callback(blocking.close)
         mbps: dict[tuple[str, int], list[float]] = {}
         for _ in range(rounds):

@@ -7,9 +7,13 @@ from Trio; trio_gotask is measured against it.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import subprocess
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import msgpack
 import trio
@@ -18,6 +22,28 @@ import trio
 def request_frame(method: str, arg: object) -> bytes:
     body: bytes = msgpack.packb([0, 1, method, arg, None], use_bin_type=True)
     return struct.pack(">I", len(body)) + body
+
+
+@asynccontextmanager
+async def floor_sidecar(sidecar: str, path: str) -> AsyncIterator[str]:
+    """Run ``sidecar`` by hand on the Unix socket ``path``, with no secret (trio_gotask sets one
+    for the sidecars it starts, which only it knows); yield the address once it hands shake."""
+    env = {k: v for k, v in os.environ.items() if k != "GOTASK_SECRET"}
+    process = await trio.lowlevel.open_process(
+        [sidecar, "-standalone", "-address", path], stdout=subprocess.PIPE, env=env
+    )
+    assert process.stdout is not None
+    try:
+        line = b""
+        with trio.fail_after(10):
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive_some(1)
+        yield line.decode().strip().split("|")[3]
+    finally:
+        process.terminate()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+            await process.stdout.aclose()
 
 
 class Floor:
@@ -30,6 +56,12 @@ class Floor:
         self._outgoing: list[bytes] = []
         self._wake_writer = trio.Event()
         self._waiters: deque[trio.lowlevel.Task] = deque()
+
+    async def skip_hello(self) -> None:
+        """Read past the sidecar's $hello, the first frame of every connection."""
+        while self._frames_ready() == 0:
+            self._buffer += await self._stream.receive_some(65536)
+        self._consume(1)
 
     async def call_direct(self, frame: bytes) -> None:
         await self._stream.send_all(frame)
@@ -92,9 +124,13 @@ class BlockingEcho:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.connect(path)
         self._buffer = bytearray(64 * 1024)
+        self._receive_frame()  # the sidecar's $hello
 
     def call(self, frame: bytes) -> None:
         self._sock.sendall(frame)
+        self._receive_frame()
+
+    def _receive_frame(self) -> None:
         (length,) = struct.unpack(">I", self._sock.recv(4, socket.MSG_WAITALL))
         if len(self._buffer) < length:
             self._buffer = bytearray(length)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 if sys.version_info < (3, 11):
@@ -237,6 +238,29 @@ async def test_connect_to_nothing(tmp_path: Path) -> None:
     with pytest.raises(SidecarError, match="cannot connect"):
         async with connect_gotask(str(tmp_path / "nobody.sock")):
             pass
+
+
+@pytest.mark.fault(
+    fault="connect_gotask to a server that is not a gotask sidecar (HTTP, or silent)",
+    sees="SidecarError at connect naming the likely causes, within connect_timeout",
+)
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 400 Bad Request\r\n\r\n", b""])
+async def test_connect_to_something_else(answer: bytes) -> None:
+    async def other(stream: trio.SocketStream) -> None:
+        if answer:
+            await stream.send_all(answer)
+            await stream.aclose()
+        else:
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, other, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        says = "sent no \\$hello within 0.5 s" if not answer else "sent something other than a \\$hello"
+        with pytest.raises(SidecarError, match=f"{says}.*not a trio-gotask sidecar"):
+            async with connect_gotask(f"127.0.0.1:{port}", connect_timeout=0.5):
+                pass
+        nursery.cancel_scope.cancel()
 
 
 async def test_closed_gotask_refuses_calls(sidecar: str) -> None:

@@ -437,8 +437,10 @@ def _socket_connect(
                 return await greet(stream, max_frame_size=max_frame_size, secret=secret)
         except BaseException as exc:
             await trio.aclose_forcefully(stream)
+            if isinstance(exc, SidecarError):
+                raise
             if isinstance(
-                exc, (GoTaskError, Refused, PeerClosed, trio.TooSlowError, trio.BrokenResourceError)
+                exc, (ProtocolError, Refused, PeerClosed, trio.TooSlowError, trio.BrokenResourceError)
             ):
                 raise _greeting_error(exc, address, secret, ssl_context, connect_timeout, launched) from exc
             raise
@@ -464,8 +466,6 @@ def _greeting_error(
 ) -> GoTaskError:
     """Say what most likely went wrong when a connection ended before the sidecar's $hello."""
     where = f"the sidecar at {address!r}"
-    if isinstance(exc, SidecarError):
-        return exc
     if isinstance(exc, Refused):
         reason = str(exc)
         if launched:
@@ -477,14 +477,16 @@ def _greeting_error(
         else:
             hint = ""
         return SidecarError(f"{where} refused the connection ({reason}){hint}")
+    if isinstance(exc, ProtocolError) and exc.code == "handshake":
+        return SidecarError(f"{where}: {exc}")  # a $hello, of another version
     if launched:
-        return SidecarError(f"{where} closed the connection before greeting it ({exc})")
+        return SidecarError(f"{where} did not greet the client ({exc})")
     if isinstance(exc, trio.TooSlowError):
-        causes = [f"it sent no $hello within {timeout} s (connect_timeout)"]
+        cause = f"it sent no $hello within {timeout} s (connect_timeout)"
     elif isinstance(exc, ProtocolError):
-        causes = [f"it sent something other than a $hello ({exc})"]
+        cause = f"it sent something other than a $hello ({exc})"
     else:
-        causes = ["it closed the connection before its $hello"]
+        cause = "it closed the connection before its $hello"
     likely = []
     if ssl_context is None:
         likely.append("it speaks TLS (started with -tls-cert): pass ssl_context=")
@@ -495,7 +497,7 @@ def _greeting_error(
     if isinstance(exc, PeerClosed) and secret is None:
         likely.append("it requires a secret: pass secret=")
     return SidecarError(
-        f"{where}: {causes[0]}. Most likely: " + "; or ".join(likely) + ". The sidecar's log says why."
+        f"{where}: {cause}. Most likely: " + "; or ".join(likely) + ". The sidecar's log says why."
     )
 
 
