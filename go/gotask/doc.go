@@ -146,7 +146,9 @@ FlagSet of their own:
 	options.AddFlags(flag.CommandLine)
 	verbose := flag.Bool("verbose", false, "log every call")
 	flag.Parse()
-	gotask.Register(&App{verbose: *verbose})
+	if err := gotask.Register(&App{verbose: *verbose}); err != nil {
+		log.Fatal(err)
+	}
 	gotask.RunWith(options)
 
 Run in such a program (the command line already parsed, or a name taken)
@@ -154,7 +156,7 @@ does not panic: it says what to do on standard error and exits with status 1.
 
 trio_gotask starts the program with the environment variable
 GOTASK_MAGIC_COOKIE set; the program then prints one handshake line such as
-"gotask|1|unix|/tmp/gotask-123/gotask.sock" on standard output and serves.
+"gotask|2|unix|/tmp/gotask-123/gotask.sock" on standard output and serves.
 It exits when its standard input reaches end of file or its parent process
 goes away, and ignores SIGINT (the client shuts it down in order). Started by
 hand, it needs -standalone:
