@@ -11,12 +11,11 @@ from typing import Any, Final, final
 import outcome
 import trio
 
-from ._errors import BadReply, GoTaskError, ProtocolError, RemoteError, SidecarError, remote_error
+from ._errors import GoTaskError, ProtocolError, RemoteError, SidecarError, remote_error
 from ._protocol import (
     HELLO,
     MAX_MSGID,
     REFUSED,
-    BadResponse,
     Decoder,
     Encoder,
     Hello,
@@ -455,21 +454,5 @@ class Connection:
                     trio.lowlevel.reschedule(
                         call.task, outcome.Error(remote_error(call.method, message.error))
                     )
-            elif type(message) is BadResponse:
-                call = pending.pop(message.msgid, None)
-                if call is None:
-                    raise ProtocolError(
-                        "unknown_msgid", f"the sidecar answered msgid {message.msgid}, which is not in flight"
-                    )
-                self._release_slot()
-                if call.abandoned:
-                    continue
-                if message.error is not None:
-                    error: RemoteError = remote_error(call.method, message.error)
-                else:
-                    error = BadReply(
-                        call.method, "bad_reply", f"this client cannot decode the reply: {message.reason}"
-                    )
-                trio.lowlevel.reschedule(call.task, outcome.Error(error))
             elif type(message) is not Notification:
                 raise ProtocolError("bad_message", "the sidecar sent a request; clients take no requests")

@@ -61,17 +61,6 @@ class Notification:
     params: Any
 
 
-@dataclass(slots=True)
-class BadResponse:
-    """A response whose envelope decoded but whose result this client cannot represent (a
-    timestamp outside the years datetime holds, a map key that is an array or a map, nesting
-    deeper than msgpack's limit). The frame was whole, so only its call fails."""
-
-    msgid: int
-    error: dict[str, Any] | None
-    reason: str
-
-
 Message = Request | Response | Notification
 
 
@@ -179,7 +168,7 @@ def decode_value(data: bytes | bytearray | memoryview) -> Any:
 
 def _decode_payload(data: bytes | bytearray | memoryview) -> Any:
     """`decode_value`, except that a whole response this client cannot represent becomes a
-    `BadResponse`, failing its call and not the connection."""
+    ``bad_reply`` error response, failing its call and not the connection."""
     try:
         return msgpack.unpackb(
             data, raw=False, strict_map_key=False, timestamp=3, unicode_errors=_UNICODE_ERRORS
@@ -202,9 +191,11 @@ _UNPACK_OPTIONS: Final[dict[str, Any]] = {
 }
 
 
-def _undecodable(payload: bytes, exc: Exception) -> BadResponse:
-    """The `BadResponse` for a payload that ``unpackb`` refused with ``exc``, if it is a
-    well-formed response whose result Python cannot represent; else raise `ProtocolError`."""
+def _undecodable(payload: bytes, exc: Exception) -> list[Any]:
+    """For a payload that ``unpackb`` refused with ``exc``: if it is a well-formed response whose
+    result Python cannot represent, that response with a ``bad_reply`` error (or its own error)
+    in place of the result; else raise `ProtocolError`. The frame was whole, so only its call
+    fails."""
     malformed = ProtocolError("bad_msgpack", f"frame is not one msgpack value: {exc}")
     if isinstance(exc, (msgpack.FormatError, msgpack.ExtraData)):
         raise malformed from exc
@@ -231,7 +222,12 @@ def _undecodable(payload: bytes, exc: Exception) -> BadResponse:
     else:
         if unpacker.tell() != len(payload):
             raise malformed from exc
-    return BadResponse(msgid, error, _why_undecodable(exc))
+    if error is None:
+        error = {
+            "type": "bad_reply",
+            "message": f"this client cannot decode the reply: {_why_undecodable(exc)}",
+        }
+    return [RESPONSE, msgid, error, None]
 
 
 def _why_undecodable(exc: Exception) -> str:
@@ -248,12 +244,9 @@ def _is_msgid(v: Any) -> bool:
     return type(v) is int and 0 <= v <= MAX_MSGID
 
 
-def parse_message(obj: Any) -> Message | BadResponse:
-    """Check a decoded payload against the message shapes and return the message (a
-    `BadResponse` from `Decoder.next_payload` is already one)."""
+def parse_message(obj: Any) -> Message:
+    """Check a decoded payload against the message shapes and return the message."""
     if type(obj) is not list or not obj:
-        if type(obj) is BadResponse:
-            return obj
         raise _bad("a message must be a non-empty array", obj)
     kind = obj[0]
     n = len(obj)
@@ -359,8 +352,8 @@ class Decoder:
         return max(0, 4 + length - left)
 
     def next_payload(self) -> Any | None:
-        """Return the next decoded payload (not yet checked against the message shapes), or a
-        `BadResponse` for a response whose result cannot be represented."""
+        """Return the next decoded payload (not yet checked against the message shapes); a
+        response whose result cannot be represented comes with a ``bad_reply`` error instead."""
         if self._large is not None:
             if self._large_filled < len(self._large):
                 return None
@@ -395,7 +388,7 @@ class Decoder:
         self._pos = end
         return obj
 
-    def next_message(self) -> Message | BadResponse | None:
+    def next_message(self) -> Message | None:
         obj = self.next_payload()
         if obj is None:
             return None

@@ -515,30 +515,13 @@ func (c *cursor) number() (float64, bool) {
 // helloFrameLimit returns the max_frame_size of a $hello's params, raised to
 // MinMaxFrameSize; ok is false when it has none.
 func helloFrameLimit(params []byte) (limit uint32, ok bool) {
-	c := cursor{b: params}
-	n, isMap := c.mapLen()
-	if !isMap {
+	var hello struct {
+		MaxFrameSize *uint64 `msgpack:"max_frame_size"`
+	}
+	if decodeValue(params, &hello) != nil || hello.MaxFrameSize == nil {
 		return 0, false
 	}
-	for i := 0; i < n; i++ {
-		key, isStr := c.str()
-		if !isStr {
-			c.raw()
-			c.raw()
-			continue
-		}
-		if key != "max_frame_size" {
-			c.raw()
-			continue
-		}
-		u, isUint := c.uint()
-		if !isUint {
-			c.raw()
-			continue
-		}
-		limit, ok = uint32(min(u, math.MaxUint32)), true
-	}
-	return max(limit, MinMaxFrameSize), ok
+	return max(uint32(min(*hello.MaxFrameSize, math.MaxUint32)), MinMaxFrameSize), true
 }
 
 // appendHello encodes the sidecar's first frame on a connection,

@@ -15,14 +15,7 @@ import (
 // the returned File is in non-blocking mode, served by the network poller; a
 // terminal, whose mode its other users share, must not be.
 func takeStdout(poll bool) (*os.File, error) {
-	// Held for reading, the lock keeps a fork from copying the descriptor
-	// before it is close-on-exec.
-	syscall.ForkLock.RLock()
-	fd, err := syscall.Dup(1)
-	if err == nil {
-		syscall.CloseOnExec(fd)
-	}
-	syscall.ForkLock.RUnlock()
+	fd, err := dupCloseOnExec(1)
 	if err != nil {
 		return nil, err
 	}
@@ -43,12 +36,7 @@ func takeStdout(poll bool) (*os.File, error) {
 // -listen-on-pipe the frames arrive there, and a method that reads standard
 // input (os.Stdin follows descriptor 0) must find it empty, not take them.
 func takeStdin() (*os.File, error) {
-	syscall.ForkLock.RLock()
-	fd, err := syscall.Dup(0)
-	if err == nil {
-		syscall.CloseOnExec(fd)
-	}
-	syscall.ForkLock.RUnlock()
+	fd, err := dupCloseOnExec(0)
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +51,18 @@ func takeStdin() (*os.File, error) {
 	}
 	syscall.SetNonblock(fd, true)
 	return os.NewFile(uintptr(fd), "/dev/stdin"), nil
+}
+
+// dupCloseOnExec returns a close-on-exec copy of descriptor fd. Held for
+// reading, the lock keeps a fork from copying it before it is close-on-exec.
+func dupCloseOnExec(fd int) (int, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	dup, err := syscall.Dup(fd)
+	if err == nil {
+		syscall.CloseOnExec(dup)
+	}
+	return dup, err
 }
 
 // surviveClosedPipes makes a write to a pipe nobody reads fail with EPIPE
