@@ -25,9 +25,10 @@ import trio
 from floor import Floor, request_frame
 
 from trio_gotask._client import GoTask
-from trio_gotask._connection import Opened, lost_without_explanation
-from trio_gotask._pool import Pool
-from trio_gotask._protocol import PROTOCOL_VERSION, Hello
+from trio_gotask._errors import lost_without_explanation
+from trio_gotask._pool import Pool, Remote
+from trio_gotask._transport import Opened
+from trio_gotask._wire import PROTOCOL_VERSION, Hello
 
 _HEADER = struct.Struct(">I")
 
@@ -107,7 +108,7 @@ async def main(callers: int, top: int) -> None:
             explain=lost_without_explanation,
         )
         await pool.warm_up()
-        gotask = GoTask(pool=pool)
+        gotask = GoTask(Remote(pool, "in-process"))
         floor = Floor(InstantPeer())
         nursery.start_soon(floor.run)
         frame = request_frame("App.Echo", 1)

@@ -15,7 +15,7 @@ import trio.testing
 
 from trio_gotask import PROTOCOL_VERSION, BadReply, GoTask, ProtocolError, connect_gotask
 from trio_gotask._pool import Pool
-from trio_gotask._protocol import Decoder, Request
+from trio_gotask._wire import Decoder, Request
 
 Reply = Callable[[Request], bytes]
 
@@ -71,7 +71,7 @@ async def serve(tmp_path: Path, fake: FakeSidecar, nursery: trio.Nursery) -> str
 
 
 def pool_of(gt: GoTask) -> Pool:
-    pool = gt._current_pool()
+    pool = gt._backend.current_pool
     assert pool is not None
     return pool
 

@@ -23,7 +23,7 @@ from trio_gotask._transport import Transport
 
 
 def pool_of(gt: GoTask) -> Pool:
-    pool = gt._current_pool()
+    pool = gt._backend.current_pool
     assert pool is not None
     return pool
 
@@ -215,7 +215,7 @@ async def test_calls_wait_for_a_slot_past_max_inflight(sidecar: str) -> None:
             await trio.testing.wait_all_tasks_blocked()
             assert client.statistics().in_flight == 50
             (connection,) = pool_of(client)._connections
-            assert len(connection._pending) == 4
+            assert connection._protocol.in_flight == 4
             nursery.cancel_scope.cancel()
 
         results = []

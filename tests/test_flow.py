@@ -15,7 +15,7 @@ LIMITS = [(2, 8), (8, 2), (2, 1024)]
 
 
 def only_connection(gt: GoTask) -> Connection:
-    pool = gt._current_pool()
+    pool = gt._backend.current_pool
     assert pool is not None
     (connection,) = pool._connections
     return connection
@@ -39,7 +39,7 @@ async def test_cancelling_calls_at_the_limit_never_wedges_the_connection(
                 for _ in range(6):
                     nursery.start_soon(gt.call, "App.Slow", 600_000)
                 await trio.testing.wait_all_tasks_blocked()
-                assert len(connection._pending) == 2  # two sent, four wait in the client
+                assert connection._protocol.in_flight == 2  # two sent, four wait in the client
                 nursery.cancel_scope.cancel()
             # Both handlers that ran saw their context cancelled: the $cancel frames got through.
             assert await gt.call("App.WaitCancelled", 2) == 2

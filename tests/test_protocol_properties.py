@@ -9,9 +9,10 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
+from wirehelpers import encode
 
 from trio_gotask._errors import ProtocolError
-from trio_gotask._protocol import Decoder, Encoder, Request, Response, frame_header, parse_message
+from trio_gotask._wire import Decoder, Encoder, Request, Response, frame_header, parse_message
 
 UTC = datetime.timezone.utc
 
@@ -72,7 +73,7 @@ def test_requests_survive_any_split(msgid: int, method: str, params: Any, data: 
 @given(st.integers(0, 2**32 - 1), values)
 def test_responses_round_trip(msgid: int, result: Any) -> None:
     message = Response(msgid, None, result)
-    payload = Encoder().encode(message)
+    payload = encode(message)
     decoder = Decoder()
     decoder.receive_data(frame_header(len(payload)) + payload)
     assert decode_all(decoder) == [message]
@@ -92,7 +93,7 @@ def test_large_frames_fill_their_own_buffer(blob: bytes, chunks: list[int], use_
     # A tiny threshold sends these frames through the large-frame buffer, fed either way a reader
     # can: receive_data() copies, or a receive straight into large_frame_view().
     message = Response(7, None, blob)
-    payload = Encoder().encode(message)
+    payload = encode(message)
     stream = frame_header(len(payload)) + payload + frame_header(len(payload)) + payload
     decoder = Decoder(large_frame=16)
     got: list[Any] = []
@@ -115,7 +116,7 @@ def test_large_frames_fill_their_own_buffer(blob: bytes, chunks: list[int], use_
 
 
 def test_truncated_large_frame_is_reported() -> None:
-    payload = Encoder().encode(Response(1, None, bytes(100)))
+    payload = encode(Response(1, None, bytes(100)))
     decoder = Decoder(large_frame=16)
     decoder.receive_data(frame_header(len(payload)) + payload[:50])
     assert decoder.next_message() is None

@@ -11,9 +11,10 @@ from typing import Any
 
 import msgpack
 import pytest
+from wirehelpers import encode, pack
 
 from trio_gotask._errors import ProtocolError
-from trio_gotask._protocol import (
+from trio_gotask._wire import (
     Decoder,
     Encoder,
     Hello,
@@ -87,7 +88,7 @@ def test_value_decodes(vector: dict[str, Any]) -> None:
 @pytest.mark.parametrize("vector", [v for v in VALUES if v["canonical"]], ids=ids)
 def test_value_encodes_canonically(vector: dict[str, Any]) -> None:
     value = from_json(vector["value"], exact_timestamps=True)
-    assert Encoder().value(value).hex() == vector["hex"]
+    assert pack(value).hex() == vector["hex"]
 
 
 @pytest.mark.parametrize("vector", MESSAGES, ids=ids)
@@ -110,7 +111,7 @@ def test_message_decodes(vector: dict[str, Any]) -> None:
 )
 def test_message_encodes_canonically(vector: dict[str, Any]) -> None:
     message = parse_message(from_json(vector["message"]))
-    payload = Encoder().encode(message)
+    payload = encode(message)
     assert (frame_header(len(payload)) + payload).hex() == vector["hex"]
 
 

@@ -21,8 +21,8 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteError as RemoteError
 from ._errors import ShuttingDown as ShuttingDown
 from ._errors import SidecarError as SidecarError
-from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._supervisor import RestartPolicy as RestartPolicy
+from ._wire import PROTOCOL_VERSION as PROTOCOL_VERSION
 
 __all__ = [
     "PROTOCOL_VERSION",

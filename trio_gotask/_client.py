@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import ssl
 import sys
 import threading
@@ -16,28 +15,18 @@ from typing import Any, Final, final
 import trio
 
 from ._build import build_sidecar
-from ._connection import Opened, PeerClosed, Refused, greet, lost_without_explanation
-from ._errors import GoTaskError, ProtocolError, SidecarError
-from ._pool import Connect, Pool
-from ._protocol import DEFAULT_MAX_FRAME_SIZE, MAX_MSGID, MIN_FRAME_SIZE
+from ._errors import SidecarError, lost_without_explanation
+from ._pool import Backend, Pool, Remote
 from ._sidecar import Handshake, Sidecar
 from ._supervisor import RestartPolicy, Supervisor
-from ._transport import (
-    TRANSPORTS,
-    Transport,
-    check_address,
-    classify,
-    enlarge_pipe,
-    open_stream,
-    split_host_port,
-)
+from ._transport import TRANSPORTS, Connect, Launch, Transport, check_address, pipe_connect, socket_connect
+from ._wire import DEFAULT_MAX_FRAME_SIZE, MAX_MSGID, MIN_FRAME_SIZE
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-# One connection carries everything best: its writer batches all queued frames into one write
-# (measured: 64 callers, 1 connection ~40% faster than 2). More connections isolate failures and
-# keep one huge frame from delaying small calls behind it.
+# One connection is fastest: its writer batches every queued frame into one write
+# (docs/performance.md, "Pool size").
 DEFAULT_POOL_SIZE: Final = 1
 DEFAULT_MAX_INFLIGHT: Final = 1024
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
@@ -69,12 +58,8 @@ class GoTaskStatistics:
 class GoTask:
     """A sidecar to call. Get one from `open_gotask` or `connect_gotask`; don't construct it."""
 
-    def __init__(
-        self, *, pool: Pool | None = None, supervisor: Supervisor | None = None, address: str = ""
-    ) -> None:
-        self._pool = pool
-        self._address = address
-        self._supervisor = supervisor
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
         # trio.run cannot nest in one thread, and this GoTask's tasks live in the run that
         # opened it: the thread tells that run from any other, at the cost of one C call.
         self._thread = threading.get_ident()
@@ -104,12 +89,9 @@ class GoTask:
                 "this GoTask belongs to the trio.run of another thread: open a GoTask in each "
                 "trio.run that makes calls, or reach this one with trio.from_thread.run"
             )
-        pool = self._pool
+        backend = self._backend
         try:
-            if pool is None:
-                assert self._supervisor is not None
-                current = self._supervisor.current
-                pool = current.pool if current is not None else await self._supervisor.pool()
+            pool = backend.current_pool or await backend.wait_pool()
             connection = pool.only or await pool.choose()
             result = await connection.call(method, arg)
         except trio.Cancelled:
@@ -128,9 +110,9 @@ class GoTask:
 
     def statistics(self) -> GoTaskStatistics:
         """Counters and gauges of this GoTask, as a frozen record."""
-        pool = self._current_pool()
+        pool = self._backend.current_pool
         return GoTaskStatistics(
-            restarts=self._supervisor.restarts if self._supervisor else 0,
+            restarts=self._backend.restarts,
             connections=pool.connections if pool else 0,
             in_flight=pool.in_flight if pool else 0,
             calls_done=self._done,
@@ -138,27 +120,16 @@ class GoTask:
             calls_cancelled=self._cancelled,
         )
 
-    def _current_pool(self) -> Pool | None:
-        if self._supervisor is None:
-            return self._pool
-        current = self._supervisor.current
-        return current.pool if current else None
-
     @property
     def address(self) -> str:
         """Where the sidecar listens: a socket path, ``host:port``, or ``-`` for the pipe transport."""
-        if self._supervisor is None:
-            return self._address
-        return self._supervisor.address
+        return self._backend.address
 
     @property
     def pid(self) -> int | None:
         """The running sidecar's process id, or ``None`` when it was started elsewhere (or is
         restarting)."""
-        current = self._supervisor.current if self._supervisor else None
-        if current is None or current.sidecar.process is None:
-            return None
-        return current.sidecar.process.pid
+        return self._backend.pid
 
 
 @final
@@ -251,21 +222,12 @@ async def open_gotask(
     if restart is not None and not isinstance(restart, RestartPolicy):
         raise TypeError(f"restart must be a RestartPolicy or None, not {restart!r}")
     command = await _resolve_command(sidecar)
+    launch = Launch.plan(transport)
     environment = {**os.environ, **(env or {})}
     environment.pop(SECRET_ENV, None)
-    secret = None
-    if transport == "unix":
-        # No -address: the sidecar makes a private folder for its socket and removes it when it
-        # exits, even after this process was killed (see Sidecar for one that dies first).
-        flags = []
-    elif transport == "tcp":
-        flags = ["-address", "127.0.0.1:0"]
-    else:
-        flags = ["-listen-on-pipe"]
-    if transport != "pipe":
-        secret = secrets.token_urlsafe(32)
-        environment[SECRET_ENV] = secret
-    flags += ["-max-frame-size", str(max_frame_size)]
+    if launch.secret is not None:
+        environment[SECRET_ENV] = launch.secret
+    flags = [*launch.flags, "-max-frame-size", str(max_frame_size)]
 
     def new_sidecar() -> Sidecar:
         return Sidecar(
@@ -278,10 +240,18 @@ async def open_gotask(
 
     def new_connect(process: Sidecar, handshake: Handshake) -> Connect:
         if transport == "pipe":
-            return _pipe_connect(process, handshake, max_frame_size, startup_timeout)
-        return _socket_connect(
+            child = process.process
+            assert child is not None and child.stdin is not None and child.stdout is not None
+            return pipe_connect(
+                child.stdin,
+                child.stdout,
+                handshake.rest,
+                max_frame_size=max_frame_size,
+                timeout=startup_timeout,
+            )
+        return socket_connect(
             handshake.address,
-            secret=secret,
+            secret=launch.secret,
             max_frame_size=max_frame_size,
             connect_timeout=startup_timeout,
             launched=True,
@@ -299,7 +269,7 @@ async def open_gotask(
         )
         await nursery.start(supervisor.run)
         try:
-            yield GoTask(supervisor=supervisor)
+            yield GoTask(supervisor)
         finally:
             supervisor.close()
 
@@ -332,13 +302,13 @@ async def connect_gotask(
     """
     if not isinstance(address, str):
         raise TypeError(f"address must be a str (a socket path or host:port), not {address!r}")
-    check_address(address)
+    parsed = check_address(address)
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ValueError("secret must be a non-empty str (the sidecar's GOTASK_SECRET), or None")
     if ssl_context is not None:
         if not isinstance(ssl_context, ssl.SSLContext):
             raise TypeError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
-        if classify(address) != "tcp":
+        if parsed.kind != "tcp":
             raise ValueError(
                 f"ssl_context needs a TCP address (host:port), and {address!r} is a Unix socket path: "
                 "a sidecar speaks TLS only over TCP"
@@ -352,7 +322,7 @@ async def connect_gotask(
     async with _background() as nursery:
         pool = Pool(
             nursery,
-            _socket_connect(
+            socket_connect(
                 address,
                 secret=secret,
                 ssl_context=ssl_context,
@@ -368,7 +338,7 @@ async def connect_gotask(
         )
         await pool.warm_up()
         try:
-            yield GoTask(pool=pool, address=address)
+            yield GoTask(Remote(pool, address))
         finally:
             pool.close()
 
@@ -390,140 +360,6 @@ def _check_seconds(name: str, value: object, *, positive: bool) -> None:
         raise TypeError(f"{name} must be a number of seconds, not {value!r}")
     if math.isnan(value) or value < 0 or (positive and value == 0):
         raise ValueError(f"{name} must be {'more than' if positive else 'at least'} 0 seconds, not {value}")
-
-
-def _socket_connect(
-    address: str,
-    *,
-    secret: str | None,
-    max_frame_size: int,
-    connect_timeout: float,
-    launched: bool,
-    ssl_context: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-) -> Connect:
-    if classify(address) == "tcp":
-        kind = "TCP"
-    elif "/" in address:
-        kind = "Unix socket"
-    else:
-        kind = "read as a Unix socket path; a TCP address is host:port"
-
-    async def connect() -> Opened:
-        try:
-            with trio.fail_after(connect_timeout):
-                stream = await open_stream(address)
-        except trio.TooSlowError:
-            raise SidecarError(
-                f"cannot connect to the sidecar at {address!r} ({kind}): no answer within {connect_timeout} s"
-            ) from None
-        except OSError as exc:
-            raise SidecarError(
-                f"cannot connect to the sidecar at {address!r} ({kind}): {_os_reason(exc)}"
-            ) from exc
-        try:
-            with trio.fail_after(connect_timeout):
-                if ssl_context is not None:
-                    host = server_hostname or split_host_port(address)[0]
-                    stream = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=False)
-                    try:
-                        await stream.do_handshake()
-                    except trio.BrokenResourceError as exc:
-                        raise SidecarError(
-                            f"the TLS handshake with the sidecar at {address!r} failed: "
-                            f"{exc.__cause__ or exc}. Was it started with -tls-cert and -tls-key, and "
-                            "does ssl_context trust its certificate?"
-                        ) from exc
-                return await greet(stream, max_frame_size=max_frame_size, secret=secret)
-        except BaseException as exc:
-            await trio.aclose_forcefully(stream)
-            if isinstance(exc, SidecarError):
-                raise
-            if isinstance(
-                exc, (ProtocolError, Refused, PeerClosed, trio.TooSlowError, trio.BrokenResourceError)
-            ):
-                raise _greeting_error(exc, address, secret, ssl_context, connect_timeout, launched) from exc
-            raise
-
-    return connect
-
-
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "no such socket file: is the sidecar running, with this -address?"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused: nothing listens there; is the sidecar running, with this -address?"
-    return str(exc) or type(exc).__name__
-
-
-def _greeting_error(
-    exc: BaseException,
-    address: str,
-    secret: str | None,
-    ssl_context: ssl.SSLContext | None,
-    timeout: float,
-    launched: bool,
-) -> GoTaskError:
-    """Say what most likely went wrong when a connection ended before the sidecar's $hello."""
-    where = f"the sidecar at {address!r}"
-    if isinstance(exc, Refused):
-        reason = str(exc)
-        if launched:
-            hint = ""
-        elif secret is None and "requires a secret" in reason:
-            hint = ": it was started with GOTASK_SECRET set; pass the same value as secret="
-        elif secret is not None and "wrong secret" in reason:
-            hint = ": secret= differs from the GOTASK_SECRET the sidecar was started with"
-        else:
-            hint = ""
-        return SidecarError(f"{where} refused the connection ({reason}){hint}")
-    if isinstance(exc, ProtocolError) and exc.code == "handshake":
-        return SidecarError(f"{where}: {exc}")  # a $hello, of another version
-    if launched:
-        return SidecarError(f"{where} did not greet the client ({exc})")
-    if isinstance(exc, trio.TooSlowError):
-        cause = f"it sent no $hello within {timeout} s (connect_timeout)"
-    elif isinstance(exc, ProtocolError):
-        cause = f"it sent something other than a $hello ({exc})"
-    else:
-        cause = "it closed the connection before its $hello"
-    likely = []
-    if ssl_context is None:
-        likely.append("it speaks TLS (started with -tls-cert): pass ssl_context=")
-    likely.append(
-        "it is not a trio-gotask sidecar of protocol version 2 (another server, or one built with an "
-        "older gotask package)"
-    )
-    if isinstance(exc, PeerClosed) and secret is None:
-        likely.append("it requires a secret: pass secret=")
-    return SidecarError(
-        f"{where}: {cause}. Most likely: " + "; or ".join(likely) + ". The sidecar's log says why."
-    )
-
-
-def _pipe_connect(process: Sidecar, handshake: Handshake, max_frame_size: int, timeout: float) -> Connect:
-    used = False
-
-    async def connect() -> Opened:
-        nonlocal used
-        if used:
-            raise SidecarError("the pipe to the sidecar broke, and a pipe cannot be reopened")
-        used = True
-        child = process.process
-        assert child is not None and child.stdin is not None and child.stdout is not None
-        for pipe in (child.stdin, child.stdout):
-            if isinstance(pipe, trio.lowlevel.FdStream):
-                enlarge_pipe(pipe)
-        stream = trio.StapledStream(child.stdin, child.stdout)
-        try:
-            with trio.fail_after(timeout):
-                return await greet(
-                    stream, max_frame_size=max_frame_size, secret=None, initial_data=handshake.rest
-                )
-        except (Refused, PeerClosed, ProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-            raise SidecarError(f"the sidecar did not greet over its pipe: {exc}") from exc
-
-    return connect
 
 
 async def _resolve_command(sidecar: SidecarSpec | None) -> list[str]:

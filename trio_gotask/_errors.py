@@ -1,7 +1,8 @@
-"""The exceptions a caller can see."""
+"""The exceptions a caller can see, and the factories the layers below hand them around with."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -99,3 +100,31 @@ def remote_error(method: str, error: dict[str, Any]) -> RemoteError:
     stack = error.get("stack")
     cls = _BY_TYPE.get(type_, RemoteError)
     return cls(method, type_, error["message"], stack if isinstance(stack, str) else None)
+
+
+ErrorFactory = Callable[[], GoTaskError]
+"""Makes a fresh exception for each failed caller (one exception object must not be raised twice)."""
+
+Explain = Callable[[BaseException], Awaitable[ErrorFactory]]
+"""Turns the reason a connection was lost into the error its callers see (the process layer knows
+more: an exit status, the last lines of stderr)."""
+
+
+def error_factory(
+    cls: type[GoTaskError], *args: Any, cause: BaseException | None = None, **kw: Any
+) -> ErrorFactory:
+    """A factory of ``cls(*args, **kw)``, each with ``cause`` as its ``__cause__``."""
+
+    def make() -> GoTaskError:
+        exc = cls(*args, **kw)
+        exc.__cause__ = cause
+        return exc
+
+    return make
+
+
+async def lost_without_explanation(cause: BaseException) -> ErrorFactory:
+    """The `Explain` of a connection with no process to ask: the cause, as the caller's error."""
+    if isinstance(cause, ProtocolError):
+        return error_factory(ProtocolError, cause.code, str(cause), cause=cause)
+    return error_factory(SidecarError, f"lost the connection to the sidecar: {cause}", cause=cause)

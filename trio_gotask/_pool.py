@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Final, final
+from typing import Final, Protocol, final
 
 import trio
 
-from ._connection import Connection, ErrorFactory, Explain, Opened, error_factory
-from ._errors import GoTaskError, SidecarError
+from ._connection import Connection
+from ._errors import ErrorFactory, Explain, GoTaskError, SidecarError, error_factory
+from ._transport import Connect
 
 logger: Final = logging.getLogger("trio_gotask")
-
-Connect = Callable[[], Awaitable[Opened]]
-"""Opens a new stream to the sidecar and greets it; raises `SidecarError` saying why it cannot."""
 
 # After a connection failed to open while others serve, how long before trying again.
 _RETRY_AFTER: Final = 1.0
@@ -169,3 +166,44 @@ class Pool:
 
 def _load(connection: Connection) -> int:
     return connection.load
+
+
+class Backend(Protocol):
+    """Where a `GoTask` sends its calls: a `Remote` sidecar, or a `Supervisor`'s sidecars."""
+
+    @property
+    def current_pool(self) -> Pool | None:
+        """The pool to call now; ``None`` while there is none (a sidecar restarting)."""
+
+    async def wait_pool(self) -> Pool:
+        """The pool to call, once there is one; raises the error that ended the backend."""
+
+    @property
+    def restarts(self) -> int: ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def close(self) -> None:
+        """Fail the calls in flight and every later call."""
+
+
+@final
+class Remote:
+    """The `Backend` of a sidecar started elsewhere: one pool, one address, no process."""
+
+    restarts: Final = 0
+    pid: Final = None
+
+    def __init__(self, pool: Pool, address: str) -> None:
+        self.current_pool: Final = pool
+        self.address: Final = address
+
+    async def wait_pool(self) -> Pool:
+        return self.current_pool
+
+    def close(self) -> None:
+        self.current_pool.close()

@@ -15,9 +15,8 @@ from typing import Final, final
 
 import trio
 
-from ._connection import ErrorFactory, error_factory
-from ._errors import ProtocolError, SidecarError
-from ._protocol import LAUNCH_COOKIE_KEY, LAUNCH_COOKIE_VALUE, MAX_HANDSHAKE_LINE, parse_handshake
+from ._errors import ErrorFactory, ProtocolError, SidecarError, error_factory
+from ._wire import LAUNCH_COOKIE_KEY, LAUNCH_COOKIE_VALUE, MAX_HANDSHAKE_LINE, parse_handshake
 
 logger: Final = logging.getLogger("trio_gotask.sidecar")
 

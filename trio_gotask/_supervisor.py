@@ -9,10 +9,17 @@ from typing import final
 
 import trio
 
-from ._connection import ErrorFactory, error_factory, lost_without_explanation
-from ._errors import GoTaskError, ProtocolError, SidecarError
-from ._pool import Connect, Pool
+from ._errors import (
+    ErrorFactory,
+    GoTaskError,
+    ProtocolError,
+    SidecarError,
+    error_factory,
+    lost_without_explanation,
+)
+from ._pool import Pool
 from ._sidecar import Handshake, Sidecar
+from ._transport import Connect
 
 # After a connection is lost, how long to wait for the process to be seen exiting, so that callers
 # get the exit status and stderr rather than a bare "connection lost".
@@ -96,7 +103,19 @@ class Supervisor:
     def current(self) -> Generation | None:
         return self._current
 
-    async def pool(self) -> Pool:
+    @property
+    def current_pool(self) -> Pool | None:
+        return self._current.pool if self._current is not None else None
+
+    @property
+    def pid(self) -> int | None:
+        """The running sidecar's process id; ``None`` while it restarts."""
+        current = self._current
+        if current is None or current.sidecar.process is None:
+            return None
+        return current.sidecar.process.pid
+
+    async def wait_pool(self) -> Pool:
         """The pool of the running sidecar, waiting while one restarts."""
         while True:
             if self._current is not None:

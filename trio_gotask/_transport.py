@@ -1,76 +1,97 @@
-"""Transports: how a stream to the sidecar is opened for each kind of address."""
+"""Transports: what an address means, how each kind of stream is opened and greeted, and the
+`Channel` a connection moves its bytes through."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fcntl
 import os
+import secrets
 import socket
-from typing import Final, Literal
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final, Literal, final
 
 import trio
+
+from ._errors import GoTaskError, ProtocolError, SidecarError
+from ._protocol import Refused, greeting, read_greeting
+from ._wire import Decoder, Hello
 
 Transport = Literal["unix", "tcp", "pipe"]
 TRANSPORTS: Final = ("unix", "tcp", "pipe")
 
-# Kernel buffers for Unix sockets and pipes larger than the defaults (208 KiB and 64 KiB): a large
-# frame then crosses in fewer writes and wake-ups. The kernel caps the sizes at its limits
-# (net.core.wmem_max, fs.pipe-max-size) and allocates them only as data waits. TCP is left to the
-# kernel's own tuning. A 1 MiB pipe moved 16 MiB no faster than a 256 KiB one here, and small
-# calls over it looked slower (p50 1.4-2.5x of unix, against 1.1-1.5x).
+# Larger kernel buffers than the defaults (208 KiB, 64 KiB) let a large frame cross in fewer
+# writes and wake-ups (docs/performance.md, "Payload sizes"); the kernel caps them at its limits.
+# TCP is left to the kernel's own tuning.
 SOCKET_BUFFER_SIZE: Final = 1 << 20
 PIPE_BUFFER_SIZE: Final = 256 * 1024
-
-
-def classify(address: str) -> Literal["unix", "tcp"]:
-    """Tell a Unix socket path from a TCP ``host:port``, the way the sidecar's ``-address`` does."""
-    if "/" in address:
-        return "unix"
-    host, sep, port = address.rpartition(":")
-    if sep and port.isdigit() and host:
-        return "tcp"
-    return "unix"
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 # sun_path holds 108 bytes on Linux, 104 on macOS, with the terminating NUL.
 _MAX_SOCKET_PATH: Final = 103
+_GREETING_READ: Final = 64 * 1024
 
 
-def check_address(address: str) -> None:
-    """Raise `ValueError`, naming ``address``, if it can be neither a Unix socket path nor a TCP
-    ``host:port`` to connect to."""
+# -- addresses (docs/protocol.md, section 5, "Addresses") ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Address:
+    """An address read by the rule both sides share."""
+
+    kind: Literal["unix", "tcp"]
+    host: str = ""
+    """The TCP host (brackets removed), ``""`` for the local machine."""
+    port: int = 0
+
+
+def parse_address(address: str) -> Address:
+    """Read ``address`` as a Unix socket path or a TCP ``host:port``; raise `ValueError`, naming
+    it and saying why, for one that can be neither."""
     if not address or "\0" in address:
         raise ValueError(f"{address!r} is not an address: give a Unix socket path or host:port")
-    if classify(address) == "tcp":
-        port = split_host_port(address)[1]
-        if not 0 < port < 65536:
-            raise ValueError(f"the port of {address!r} must be between 1 and 65535")
-    elif len(os.fsencode(address)) > _MAX_SOCKET_PATH:
+    if "/" in address:
+        return Address("unix")
+    host, _, port = address.rpartition(":")
+    if not (port.isascii() and port.isdigit()):
+        return Address("unix")
+    number = int(port)
+    if number > 65535:
+        raise ValueError(f"the port of {address!r} is above 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if "[" in host or "]" in host:
+            raise ValueError(f"{address!r} is not host:port: stray brackets in its host")
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError(f"{address!r} is not host:port: an IPv6 host goes in brackets, as in [::1]:{port}")
+    return Address("tcp", host, number)
+
+
+def check_address(address: str) -> Address:
+    """`parse_address`, for an address to connect to: a port must not be 0, a socket path must
+    fit in ``sun_path``."""
+    parsed = parse_address(address)
+    if parsed.kind == "tcp" and parsed.port == 0:
+        raise ValueError(f"the port of {address!r} must be between 1 and 65535")
+    if parsed.kind == "unix" and len(os.fsencode(address)) > _MAX_SOCKET_PATH:
         raise ValueError(
             f"{address!r} is too long for a Unix socket path ({_MAX_SOCKET_PATH} bytes at most): "
             "use a shorter path, or TCP (host:port)"
         )
+    return parsed
 
 
 async def open_stream(address: str) -> trio.abc.Stream:
     """Connect to a sidecar listening at ``address`` (a socket path or ``host:port``)."""
-    if classify(address) == "tcp":
-        host, port = split_host_port(address)
-        return await trio.open_tcp_stream(host, port)
+    parsed = parse_address(address)
+    if parsed.kind == "tcp":
+        return await trio.open_tcp_stream(parsed.host or "localhost", parsed.port)
     stream = await trio.open_unix_socket(address)
-    enlarge_socket_buffers(stream.socket)
-    return stream
-
-
-def enlarge_socket_buffers(sock: trio.socket.SocketType) -> None:
     for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
         with contextlib.suppress(OSError):  # only a speed-up
-            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE)
+            stream.socket.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE)
+    return stream
 
 
 def enlarge_pipe(stream: trio.lowlevel.FdStream) -> None:
@@ -78,3 +99,346 @@ def enlarge_pipe(stream: trio.lowlevel.FdStream) -> None:
     if set_size is not None:
         with contextlib.suppress(OSError):  # over the user's pipe quota: only a speed-up
             fcntl.fcntl(stream.fileno(), set_size, PIPE_BUFFER_SIZE)
+
+
+# -- channels --------------------------------------------------------------------------------------
+
+
+class Channel(abc.ABC):
+    """A stream as a `Connection` uses it: one task writes whole chunks with `send_all`, and one
+    task reads. `send_now` lets a caller write without waking the writer when it is idle.
+
+    Two implementations: `FdChannel` reads and writes the descriptors of a socket or a pair of
+    pipes directly, which pays on every call (docs/performance.md, "The descriptor fast path");
+    `StreamChannel` works with any `trio.abc.Stream` (TLS, memory streams in tests).
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream: Final = stream
+
+    @abc.abstractmethod
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data``; a checkpoint."""
+
+    @abc.abstractmethod
+    def send_now(self, data: bytes | bytearray | memoryview) -> int:
+        """Write what can be written of ``data`` without blocking, and return how much; 0 when
+        nothing can (an error included: `send_all` meets it and says so)."""
+
+    @abc.abstractmethod
+    async def receive_some(self, max_bytes: int) -> bytes | bytearray:
+        """Read up to ``max_bytes``; ``b""`` at the end of the stream."""
+
+    @abc.abstractmethod
+    async def receive_into(self, buffer: memoryview) -> int:
+        """Read into the start of ``buffer``; return the byte count, 0 at the end of the stream."""
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+def open_channel(stream: trio.abc.Stream) -> Channel:
+    """The fastest `Channel` over ``stream``."""
+    if isinstance(stream, trio.SocketStream):
+        fileno = stream.socket.fileno
+        return FdChannel(stream, fileno, fileno)
+    if (
+        isinstance(stream, trio.StapledStream)
+        and isinstance(stream.receive_stream, trio.lowlevel.FdStream)
+        and isinstance(stream.send_stream, trio.lowlevel.FdStream)
+    ):
+        return FdChannel(stream, stream.receive_stream.fileno, stream.send_stream.fileno)
+    return StreamChannel(stream)
+
+
+@final
+class StreamChannel(Channel):
+    """A `Channel` over any Trio stream."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    def send_now(self, data: bytes | bytearray | memoryview) -> int:
+        return 0
+
+    async def receive_some(self, max_bytes: int) -> bytes | bytearray:
+        return await self.stream.receive_some(max_bytes)
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        data = await self.stream.receive_some(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@final
+class FdChannel(Channel):
+    """A `Channel` that reads and writes non-blocking descriptors itself.
+
+    Trio's streams try a read first and wait for the descriptor on ``EAGAIN``; after a read that
+    took all there was, this waits first, saving a system call between a reply and its caller.
+    A large frame is read straight into its own buffer. Descriptors are looked up on every use:
+    once the stream is closed the number is -1 and I/O fails, rather than reaching a file that
+    has since reused the number.
+    """
+
+    def __init__(
+        self, stream: trio.abc.Stream, read_fd: Callable[[], int], write_fd: Callable[[], int]
+    ) -> None:
+        super().__init__(stream)
+        self._read_fd = read_fd
+        self._write_fd = write_fd
+        self._drained = True
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        with memoryview(data) as view:
+            sent = 0
+            while sent < len(view):
+                try:
+                    sent += os.write(self._write_fd(), view[sent:])
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self._write_fd())
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def send_now(self, data: bytes | bytearray | memoryview) -> int:
+        try:
+            return os.write(self._write_fd(), data)
+        except OSError:
+            return 0
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        if self._drained:
+            await trio.lowlevel.wait_readable(self._read_fd())
+        else:
+            await trio.lowlevel.checkpoint()
+        while True:
+            try:
+                data = os.read(self._read_fd(), max_bytes)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._read_fd())
+                continue
+            self._drained = len(data) < max_bytes
+            return data
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        await trio.lowlevel.checkpoint()  # more of the frame is on its way: read first
+        while True:
+            try:
+                count = os.readv(self._read_fd(), [buffer])
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._read_fd())
+                continue
+            self._drained = count < len(buffer)
+            return count
+
+
+# -- opening and greeting --------------------------------------------------------------------------
+
+
+class PeerClosed(Exception):
+    def __str__(self) -> str:
+        return "the sidecar closed the connection"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A stream to the sidecar after the greeting, ready for a `Connection`."""
+
+    stream: trio.abc.Stream
+    hello: Hello
+    initial_data: bytes
+    """Bytes that arrived after the sidecar's ``$hello``."""
+
+
+Connect = Callable[[], Awaitable[Opened]]
+"""Opens a new stream to the sidecar and greets it; raises `SidecarError` saying why it cannot."""
+
+
+async def greet(
+    stream: trio.abc.Stream, *, max_frame_size: int, secret: str | None, initial_data: bytes = b""
+) -> Opened:
+    """Open the protocol on a fresh ``stream``: present ``secret`` (if any) and the client's
+    ``$hello``, then read up to the sidecar's ``$hello``.
+
+    Raises `Refused` when the sidecar says why it turns the connection away, `PeerClosed` when it
+    closes the stream first, and `ProtocolError` when it sends anything else. The stream is not
+    shared yet, so a cancelled greeting leaves nothing to clean up but the stream itself.
+    """
+    await stream.send_all(greeting(max_frame_size, secret))
+    decoder = Decoder(max_frame_size)
+    decoder.receive_data(initial_data)
+    while (hello := read_greeting(decoder)) is None:
+        data = await stream.receive_some(_GREETING_READ)
+        if not data:
+            raise PeerClosed
+        decoder.receive_data(data)
+    return Opened(stream, hello, decoder.unconsumed())
+
+
+def socket_connect(
+    address: str,
+    *,
+    secret: str | None,
+    max_frame_size: int,
+    connect_timeout: float,
+    launched: bool,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> Connect:
+    """How to open and greet a connection to the sidecar at ``address``; ``launched`` says
+    whether this client started it (and so knows its secret and that it speaks TLS only if
+    asked)."""
+    parsed = parse_address(address)
+    if parsed.kind == "tcp":
+        kind = "TCP"
+    elif "/" in address:
+        kind = "Unix socket"
+    else:
+        kind = "read as a Unix socket path; a TCP address is host:port"
+
+    async def connect() -> Opened:
+        try:
+            with trio.fail_after(connect_timeout):
+                stream = await open_stream(address)
+        except trio.TooSlowError:
+            raise SidecarError(
+                f"cannot connect to the sidecar at {address!r} ({kind}): no answer within {connect_timeout} s"
+            ) from None
+        except OSError as exc:
+            raise SidecarError(
+                f"cannot connect to the sidecar at {address!r} ({kind}): {_os_reason(exc)}"
+            ) from exc
+        try:
+            with trio.fail_after(connect_timeout):
+                if ssl_context is not None:
+                    host = server_hostname or parsed.host
+                    stream = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=False)
+                    try:
+                        await stream.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        raise SidecarError(
+                            f"the TLS handshake with the sidecar at {address!r} failed: "
+                            f"{exc.__cause__ or exc}. Was it started with -tls-cert and -tls-key, and "
+                            "does ssl_context trust its certificate?"
+                        ) from exc
+                return await greet(stream, max_frame_size=max_frame_size, secret=secret)
+        except BaseException as exc:
+            await trio.aclose_forcefully(stream)
+            if isinstance(exc, SidecarError):
+                raise
+            if isinstance(
+                exc, (ProtocolError, Refused, PeerClosed, trio.TooSlowError, trio.BrokenResourceError)
+            ):
+                raise _greeting_error(exc, address, secret, ssl_context, connect_timeout, launched) from exc
+            raise
+
+    return connect
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such socket file: is the sidecar running, with this -address?"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens there; is the sidecar running, with this -address?"
+    return str(exc) or type(exc).__name__
+
+
+def _greeting_error(
+    exc: BaseException,
+    address: str,
+    secret: str | None,
+    ssl_context: ssl.SSLContext | None,
+    timeout: float,
+    launched: bool,
+) -> GoTaskError:
+    """Say what most likely went wrong when a connection ended before the sidecar's $hello."""
+    where = f"the sidecar at {address!r}"
+    if isinstance(exc, Refused):
+        reason = str(exc)
+        if launched:
+            hint = ""
+        elif secret is None and "requires a secret" in reason:
+            hint = ": it was started with GOTASK_SECRET set; pass the same value as secret="
+        elif secret is not None and "wrong secret" in reason:
+            hint = ": secret= differs from the GOTASK_SECRET the sidecar was started with"
+        else:
+            hint = ""
+        return SidecarError(f"{where} refused the connection ({reason}){hint}")
+    if isinstance(exc, ProtocolError) and exc.code == "handshake":
+        return SidecarError(f"{where}: {exc}")  # a $hello, of another version
+    if launched:
+        return SidecarError(f"{where} did not greet the client ({exc})")
+    if isinstance(exc, trio.TooSlowError):
+        cause = f"it sent no $hello within {timeout} s (connect_timeout)"
+    elif isinstance(exc, ProtocolError):
+        cause = f"it sent something other than a $hello ({exc})"
+    else:
+        cause = "it closed the connection before its $hello"
+    likely = []
+    if ssl_context is None:
+        likely.append("it speaks TLS (started with -tls-cert): pass ssl_context=")
+    likely.append(
+        "it is not a trio-gotask sidecar of protocol version 2 (another server, or one built with an "
+        "older gotask package)"
+    )
+    if isinstance(exc, PeerClosed) and secret is None:
+        likely.append("it requires a secret: pass secret=")
+    return SidecarError(
+        f"{where}: {cause}. Most likely: " + "; or ".join(likely) + ". The sidecar's log says why."
+    )
+
+
+def pipe_connect(
+    stdin: trio.abc.SendStream,
+    stdout: trio.abc.ReceiveStream,
+    initial_data: bytes,
+    *,
+    max_frame_size: int,
+    timeout: float,
+) -> Connect:
+    """How to greet a launched sidecar over its ``stdin`` and ``stdout``: once, since a pipe
+    cannot be reopened. ``initial_data`` is what followed the handshake line on stdout."""
+    used = False
+
+    async def connect() -> Opened:
+        nonlocal used
+        if used:
+            raise SidecarError("the pipe to the sidecar broke, and a pipe cannot be reopened")
+        used = True
+        for pipe in (stdin, stdout):
+            if isinstance(pipe, trio.lowlevel.FdStream):
+                enlarge_pipe(pipe)
+        stream = trio.StapledStream(stdin, stdout)
+        try:
+            with trio.fail_after(timeout):
+                return await greet(
+                    stream, max_frame_size=max_frame_size, secret=None, initial_data=initial_data
+                )
+        except (Refused, PeerClosed, ProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            raise SidecarError(f"the sidecar did not greet over its pipe: {exc}") from exc
+
+    return connect
+
+
+# -- launching -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a launched sidecar needs to serve one transport: its flags, and the secret this
+    client sets in its ``GOTASK_SECRET`` (``None``: none, and none inherited either)."""
+
+    transport: Transport
+    flags: tuple[str, ...]
+    secret: str | None
+
+    @staticmethod
+    def plan(transport: Transport) -> Launch:
+        if transport == "unix":
+            # No -address: the sidecar makes a private folder for its socket and removes it when
+            # it exits, even after this process was killed.
+            return Launch(transport, (), secrets.token_urlsafe(32))
+        if transport == "tcp":
+            return Launch(transport, ("-address", "127.0.0.1:0"), secrets.token_urlsafe(32))
+        # The pipe reaches only the child: nothing to authenticate.
+        return Launch(transport, ("-listen-on-pipe",), None)
