@@ -68,6 +68,10 @@ class Sidecar:
         return os.path.basename(self.command[0])
 
     @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
     def stderr_tail(self) -> str:
         return "\n".join(self._stderr_tail)
 

@@ -1,11 +1,12 @@
-"""Keeps a sidecar running for a GoTask: starts it, notices its death, restarts it if asked to."""
+"""Process supervision: keeps a sidecar running for a GoTask, notices its death, restarts it if
+asked to."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import final
+from typing import Generic, Protocol, TypeVar, final
 
 import trio
 
@@ -18,7 +19,7 @@ from ._errors import (
     lost_without_explanation,
 )
 from ._pool import Pool
-from ._sidecar import Handshake, Sidecar
+from ._sidecar import Handshake
 from ._transport import Connect
 
 # After a connection is lost, how long to wait for the process to be seen exiting, so that callers
@@ -58,16 +59,35 @@ class RestartPolicy:
                 raise ValueError(f"{name} must be at least 0 seconds, not {value}")
 
 
+class Process(Protocol):
+    """What a `Supervisor` needs of one run of a sidecar; `Sidecar` is the real one."""
+
+    exited: trio.Event
+    """Set once the process has exited (and been reaped)."""
+
+    async def run(self, *, task_status: trio.TaskStatus[Handshake]) -> None:
+        """Start, report the handshake, return when the process exits; cancelled, stop it."""
+
+    def death_error(self) -> ErrorFactory:
+        """The error for calls that the process's death cut off."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+
+P = TypeVar("P", bound=Process)
+
+
 @dataclass(frozen=True)
-class Generation:
+class Generation(Generic[P]):
     """One run of the sidecar and the connection pool that talks to it."""
 
-    sidecar: Sidecar
+    sidecar: P
     pool: Pool
 
 
 @final
-class Supervisor:
+class Supervisor(Generic[P]):
     """Runs sidecar after sidecar (per the restart policy) and publishes the current `Generation`.
 
     `run` reports through ``task_status`` once the first sidecar shook hands and its first
@@ -77,8 +97,8 @@ class Supervisor:
     def __init__(
         self,
         nursery: trio.Nursery,
-        new_sidecar: Callable[[], Sidecar],
-        new_connect: Callable[[Sidecar, Handshake], Connect],
+        new_sidecar: Callable[[], P],
+        new_connect: Callable[[P, Handshake], Connect],
         *,
         pool_size: int,
         max_frame_size: int,
@@ -92,7 +112,7 @@ class Supervisor:
         self._max_frame_size = max_frame_size
         self._max_inflight = max_inflight
         self._policy = restart
-        self._current: Generation | None = None
+        self._current: Generation[P] | None = None
         self._changed = trio.Event()
         self._failure: ErrorFactory | None = None
         self.closing = False
@@ -100,7 +120,7 @@ class Supervisor:
         self.address = ""
 
     @property
-    def current(self) -> Generation | None:
+    def current(self) -> Generation[P] | None:
         return self._current
 
     @property
@@ -110,10 +130,7 @@ class Supervisor:
     @property
     def pid(self) -> int | None:
         """The running sidecar's process id; ``None`` while it restarts."""
-        current = self._current
-        if current is None or current.sidecar.process is None:
-            return None
-        return current.sidecar.process.pid
+        return self._current.sidecar.pid if self._current is not None else None
 
     async def wait_pool(self) -> Pool:
         """The pool of the running sidecar, waiting while one restarts."""
@@ -124,7 +141,7 @@ class Supervisor:
                 raise self._failure()
             await self._changed.wait()
 
-    def _publish(self, generation: Generation | None) -> None:
+    def _publish(self, generation: Generation[P] | None) -> None:
         self._current = generation
         self._changed.set()
         self._changed = trio.Event()
@@ -178,7 +195,7 @@ class Supervisor:
             consecutive += 1
             self.restarts += 1
 
-    def _new_pool(self, sidecar: Sidecar, handshake: Handshake) -> Pool:
+    def _new_pool(self, sidecar: P, handshake: Handshake) -> Pool:
         async def explain(cause: BaseException) -> ErrorFactory:
             if not isinstance(cause, ProtocolError):
                 with trio.move_on_after(_DEATH_NOTICE):
