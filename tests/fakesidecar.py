@@ -94,14 +94,17 @@ class FakePeer:
                     if message is None:
                         while not self.reading:
                             await self._may_read.wait()
-                        data = await self.stream.receive_some()
+                        try:
+                            data = await self.stream.receive_some()
+                        except (trio.ClosedResourceError, trio.BrokenResourceError):
+                            return  # hung up, by either side
                         if not data:
                             return
                         decoder.receive_data(data)
                         continue
                     if not greeted:
                         greeted = await self._greet(message)
-                        if self.refuse is not None:
+                        if greeted and self.refuse is not None:
                             return
                         continue
                     if type(message) is Notification and message.method == CANCEL:
@@ -128,17 +131,28 @@ class FakePeer:
         if self.refuse is not None:
             await self.send(frame(Notification(REFUSED, self.refuse)))
         else:
-            hello = {"version": self.version, "max_frame_size": self.max_frame_size, "max_inflight": self.max_inflight}
+            hello = {
+                "version": self.version,
+                "max_frame_size": self.max_frame_size,
+                "max_inflight": self.max_inflight,
+            }
             await self.send(frame(Notification(HELLO, hello)))
         return True
 
     async def _answer(self, answer: Answer, request: Request) -> None:
         try:
-            result = await answer(request)
-        except Fail as exc:
-            await self.reply(request.msgid, error=exc.error)
-        else:
-            await self.reply(request.msgid, result)
+            try:
+                result = await answer(request)
+            except Fail as exc:
+                await self.reply(request.msgid, error=exc.error)
+            else:
+                await self.reply(request.msgid, result)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the connection is gone: nobody waits for the reply
+
+    async def hang_up(self) -> None:
+        """Close the connection from the sidecar's side."""
+        await self.stream.aclose()
 
     def resume_reading(self) -> None:
         self.reading = True
@@ -165,6 +179,8 @@ async def open_fake(
 ) -> tuple[Opened, FakePeer]:
     """A greeted client stream and the peer serving it (in ``nursery``). ``lockstep`` makes every
     write wait for the other side to read it (a peer that stops reading then blocks the writer)."""
+    client: trio.abc.Stream
+    server: trio.abc.Stream
     if lockstep:
         client, server = trio.testing.lockstep_stream_pair()
     else:

@@ -69,6 +69,7 @@ def python_rows() -> list[tuple[str, str, str]]:
         spec = importlib.util.spec_from_file_location(f"_fault_table_{path.stem}", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
         for name, obj in vars(module).items():
             marks: list[Any] = getattr(obj, "pytestmark", [])

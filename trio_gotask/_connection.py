@@ -46,9 +46,9 @@ class Connection:
 
     A caller takes a slot (a `trio.Semaphore` of `max_inflight`; further callers wait for one),
     queues its request in the protocol and parks until the reader hands it the reply. One writer
-    task writes everything queued, batched, and only it writes, so a shared stream never carries
-    half a frame. A lone call, with the writer idle, writes its own frame without waking it (a
-    synchronous write, which no cancel can cut short). A cancelled caller abandons its call and
+    task writes everything queued, batched; a lone call, with the writer idle, writes its own
+    frame without waking it, synchronously, so that no cancel can cut it short. A shared stream
+    therefore never carries half a frame. A cancelled caller abandons its call and
     leaves at once; the protocol sends a ``$cancel`` if the request went out.
 
     The limits are the lower of the caller's and those the sidecar announced in its ``$hello``
@@ -111,13 +111,16 @@ class Connection:
             except BaseException:
                 self._slots.release()
                 raise
-            self._send_soon()
+            if protocol.in_flight == 1 and self._writer_idle:
+                self._write_alone()
+            else:
+                self._wake_writer()  # it batches what every caller queued by the time it runs
 
             def abort(_: Any) -> trio.lowlevel.Abort:
                 if protocol.abandon(call):
                     self._slots.release()
                 else:
-                    self._send_soon()  # the $cancel
+                    self._wake_writer()  # for the $cancel
                 return trio.lowlevel.Abort.SUCCEEDED
 
             return await trio.lowlevel.wait_task_rescheduled(abort)
@@ -131,18 +134,20 @@ class Connection:
         finally:
             self.load -= 1
 
-    def _send_soon(self) -> None:
-        """Get what the protocol queued written: by the writer if it is busy (it takes the
-        protocol's queue when done), else here, synchronously, handing it what is left."""
-        if not self._writer_idle or self._failure is not None:
-            return
+    def _wake_writer(self) -> None:
+        if self._writer_idle:  # cheaper than unpark() when the writer is busy, as it mostly is
+            self._writer_idle.unpark()
+
+    def _write_alone(self) -> None:
+        """Write the only call's request here and now, saving the writer's wake-up; hand the
+        writer what the stream did not take."""
         chunks = self._protocol.data_to_send()
         send_now = self._channel.send_now
         for i, chunk in enumerate(chunks):
             sent = send_now(chunk)
             if sent < len(chunk):
                 self._unsent = [memoryview(chunk)[sent:], *chunks[i + 1 :]]
-                self._writer_idle.unpark()
+                self._wake_writer()
                 return
 
     @trio.lowlevel.enable_ki_protection

@@ -129,6 +129,7 @@ class ClientProtocol:
         self._calls: dict[int, Call] = {}
         self._last_msgid = MAX_MSGID
         self._outgoing: list[_Frame] = []
+        self._room = self.max_inflight  # 0 once closed: one test on the hot path for both
         self.closed = False
 
     # -- sending --------------------------------------------------------------------------------
@@ -145,9 +146,9 @@ class ClientProtocol:
         encoder raises for an argument msgpack cannot carry, and `ValueError` for a request larger
         than the sidecar accepts; nothing is queued then.
         """
-        if self.closed:
-            raise RuntimeError("the protocol is closed")
-        if len(self._calls) >= self.max_inflight:
+        if len(self._calls) >= self._room:
+            if self.closed:
+                raise RuntimeError("the protocol is closed")
             raise RuntimeError(f"no free slot: {self.max_inflight} calls are in flight already")
         msgid = self._last_msgid + 1
         if msgid > MAX_MSGID or msgid in self._calls:
@@ -267,6 +268,7 @@ class ClientProtocol:
         self._calls.clear()
         self._outgoing.clear()
         self.closed = True
+        self._room = 0
         return waiting
 
     @property

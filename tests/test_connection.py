@@ -1,0 +1,376 @@
+"""`Connection` against a sidecar written in Python (tests/fakesidecar.py) over memory streams, with
+the autojump clock: every interleaving here is deterministic. The same behaviours against the
+real Go sidecar are in test_calls.py, test_cancel.py and test_flow.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from fakesidecar import Fail, FakePeer, frame, open_fake
+
+from trio_gotask import BadReply, MethodNotFound, ProtocolError, RemoteError, SidecarError
+from trio_gotask._connection import Connection, deadline_unless_cancelled
+from trio_gotask._errors import ErrorFactory, error_factory
+from trio_gotask._protocol import Refused
+from trio_gotask._transport import PeerClosed, greet
+from trio_gotask._wire import Notification, Request, Response, frame_header
+
+
+@asynccontextmanager
+async def connected(
+    *, max_inflight: int = 1024, client_max_frame_size: int = 1 << 20, lockstep: bool = False, **peer: Any
+) -> AsyncIterator[tuple[Connection, FakePeer]]:
+    async with trio.open_nursery() as nursery:
+        opened, fake = await open_fake(
+            nursery, lockstep=lockstep, client_max_frame_size=client_max_frame_size, **peer
+        )
+        connection = Connection(opened, max_frame_size=client_max_frame_size, max_inflight=max_inflight)
+        await nursery.start(connection.run)
+        yield connection, fake
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_call_returns_the_reply(autojump_clock: trio.testing.MockClock) -> None:
+    async with connected() as (connection, _):
+        assert await connection.call("App.Echo", {"a": [1, 2.5, None]}) == {"a": [1, 2.5, None]}
+        assert connection.load == 0
+
+
+async def test_an_error_reply_raises_the_matching_exception(autojump_clock: trio.testing.MockClock) -> None:
+    async def answer(request: Request) -> Any:
+        raise Fail(request.params, "no such thing")
+
+    async with connected(answer=answer) as (connection, _):
+        with pytest.raises(MethodNotFound, match=r"App\.X: not_found: no such thing"):
+            await connection.call("App.X", "not_found")
+        with pytest.raises(RemoteError) as info:
+            await connection.call("App.X", "custom")
+        assert info.value.type == "custom" and info.value.method == "App.X"
+
+
+async def test_replies_out_of_order_reach_their_own_callers(autojump_clock: trio.testing.MockClock) -> None:
+    async with connected(answer=None) as (connection, fake):
+        results: dict[int, Any] = {}
+
+        async def call(i: int) -> None:
+            results[i] = await connection.call("App.Echo", i)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(call, i)
+            requests = [await fake.requests.receive() for _ in range(5)]
+            for request in reversed(requests):
+                await fake.reply(request.msgid, request.params * 10)
+        assert results == {i: i * 10 for i in range(5)}
+
+
+@pytest.mark.parametrize("split_at", range(1, 30))
+async def test_a_reply_split_at_any_byte_arrives_whole(
+    split_at: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with connected(answer=None) as (connection, fake):
+        async with trio.open_nursery() as nursery:
+            got = []
+
+            async def call() -> None:
+                got.append(await connection.call("App.Echo", "x"))
+
+            nursery.start_soon(call)
+            request = await fake.requests.receive()
+            wire = frame(Response(request.msgid, None, "a reply of some length"))
+            assert split_at < len(wire)
+            await fake.send(wire[:split_at])
+            await trio.testing.wait_all_tasks_blocked()
+            assert not got
+            await fake.send(wire[split_at:])
+        assert got == ["a reply of some length"]
+
+
+async def test_a_reply_sent_one_byte_at_a_time(autojump_clock: trio.testing.MockClock) -> None:
+    async with connected(answer=None) as (connection, fake):
+        async with trio.open_nursery() as nursery:
+            got = []
+
+            async def call() -> None:
+                got.append(await connection.call("App.Echo", b"z" * 300))
+
+            nursery.start_soon(call)
+            request = await fake.requests.receive()
+            for byte in frame(Response(request.msgid, None, request.params)):
+                await fake.send(bytes([byte]))
+        assert got == [b"z" * 300]
+
+
+async def test_the_deadline_travels_with_the_request(autojump_clock: trio.testing.MockClock) -> None:
+    async with connected(answer=None) as (connection, fake), trio.open_nursery() as nursery:
+
+        async def call() -> None:
+            with trio.move_on_after(7.5):
+                await connection.call("App.Slow", 1)
+
+        nursery.start_soon(call)
+        request = await fake.requests.receive()
+        assert request.meta == {"timeout": 7.5}
+        await fake.reply(request.msgid, None)
+        nursery.start_soon(connection.call, "App.Fast", 2)
+        request = await fake.requests.receive()
+        assert request.meta is None
+        await fake.reply(request.msgid, None)
+
+
+async def test_a_cancelled_call_sends_cancel_and_its_late_reply_is_dropped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connected(answer=None) as (connection, fake):
+        with trio.move_on_after(1) as scope:
+            await connection.call("App.Slow", 1)
+        assert scope.cancelled_caught
+        request = await fake.requests.receive()
+        await trio.testing.wait_all_tasks_blocked()
+        assert fake.cancels == [request.msgid]
+        await fake.reply(request.msgid, "late")  # dropped, and its slot freed
+        fake.answer = echo_now
+        assert await connection.call("App.Echo", 2) == 2
+        assert connection._protocol.in_flight == 0
+
+
+async def echo_now(request: Request) -> Any:
+    return request.params
+
+
+async def test_a_caller_cancelled_before_calling_sends_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connected(answer=None) as (connection, fake):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await connection.call("App.Echo", 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert fake.requests.statistics().current_buffer_used == 0
+        assert connection._protocol.in_flight == 0
+
+
+async def test_callers_past_the_sidecars_limit_wait_for_a_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connected(answer=None, max_inflight=2) as (connection, fake):
+        assert connection.max_inflight == 2  # the lower of 1024 and the sidecar's 2
+        async with trio.open_nursery() as nursery:
+            for i in range(6):
+                nursery.start_soon(connection.call, "App.Echo", i)
+            for _ in range(6):
+                request = await fake.requests.receive()
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(fake.in_flight) <= 2
+                await fake.reply(request.msgid, request.params)
+        assert fake.most_in_flight == 2
+
+
+async def test_a_caller_waiting_for_a_slot_can_be_cancelled(autojump_clock: trio.testing.MockClock) -> None:
+    async with connected(answer=None, max_inflight=1) as (connection, fake):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.call, "App.Slow", 1)
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.move_on_after(1):
+                await connection.call("App.Echo", 2)  # waits for the slot, then gives up
+            request = await fake.requests.receive()
+            await trio.testing.wait_all_tasks_blocked()
+            assert fake.requests.statistics().current_buffer_used == 0  # only the first was sent
+            await fake.reply(request.msgid, None)
+        fake.answer = echo_now
+        assert await connection.call("App.Echo", 3) == 3
+
+
+async def test_cancelled_calls_stuck_behind_a_peer_that_stops_reading_free_their_slots(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connected(answer=None, max_inflight=4, lockstep=True) as (connection, fake):
+        fake.reading = False
+        with trio.move_on_after(5):
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(connection.call, "App.Echo", b"y" * 5000)
+        # Nothing was read, so nothing was answered: the calls that were never sent gave their
+        # slots back at once; those on the wire keep theirs until their replies.
+        assert connection._protocol.in_flight <= 4
+        fake.resume_reading()
+        fake.answer = echo_now
+        while fake.requests.statistics().current_buffer_used:
+            request = fake.requests.receive_nowait()
+            await fake.reply(request.msgid, None)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await connection.call("App.Echo", 1) == 1
+
+
+async def test_the_peer_closing_fails_calls_in_flight_and_later_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connected(answer=None) as (connection, fake):
+        async with trio.open_nursery() as nursery:
+
+            async def call() -> None:
+                with pytest.raises(SidecarError, match="lost the connection to the sidecar"):
+                    await connection.call("App.Slow", 1)
+
+            nursery.start_soon(call)
+            await fake.requests.receive()
+            await fake.hang_up()
+        assert connection.broken
+        with pytest.raises(SidecarError):
+            await connection.call("App.Echo", 1)
+
+
+async def test_a_frame_cut_short_by_the_end_of_the_stream_is_a_protocol_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connected(answer=None) as (connection, fake), trio.open_nursery() as nursery:
+
+        async def call() -> None:
+            with pytest.raises(ProtocolError) as info:
+                await connection.call("App.Slow", 1)
+            assert info.value.code == "truncated"
+
+        nursery.start_soon(call)
+        request = await fake.requests.receive()
+        await fake.send(frame(Response(request.msgid, None, "x"))[:-1])
+        await fake.hang_up()
+
+
+@pytest.mark.parametrize(
+    ("wire", "code"),
+    [
+        (frame(Response(999, None, 1)), "unknown_msgid"),
+        (frame(Request(1, "Py.Call", None, None)), "bad_message"),
+        (frame_header(0), "empty_frame"),
+        (frame_header(2 << 20), "too_large"),
+        (frame_header(1) + b"\xc1", "bad_msgpack"),
+    ],
+)
+async def test_a_malformed_frame_fails_the_calls_of_its_connection(
+    wire: bytes, code: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with connected(answer=None) as (connection, fake):
+        async with trio.open_nursery() as nursery:
+
+            async def call() -> None:
+                with pytest.raises(ProtocolError) as info:
+                    await connection.call("App.Slow", 1)
+                assert info.value.code == code
+
+            nursery.start_soon(call)
+            await fake.requests.receive()
+            await fake.send(wire)
+        assert connection.broken
+
+
+async def test_an_undecodable_result_fails_only_its_call(autojump_clock: trio.testing.MockClock) -> None:
+    async with connected(answer=None) as (connection, fake):
+        async with trio.open_nursery() as nursery:
+
+            async def call() -> None:
+                with pytest.raises(BadReply, match="a map whose key is an array"):
+                    await connection.call("App.Odd", 1)
+
+            nursery.start_soon(call)
+            request = await fake.requests.receive()
+            # [1, msgid, nil, {[1]: 2}]: a map keyed by an array, which no dict holds.
+            payload = b"\x94\x01" + bytes([request.msgid]) + b"\xc0\x81\x91\x01\x02"
+            await fake.send(frame_header(len(payload)) + payload)
+        fake.answer = echo_now
+        assert await connection.call("App.Echo", 5) == 5
+
+
+async def test_notifications_from_the_sidecar_are_ignored(autojump_clock: trio.testing.MockClock) -> None:
+    async with connected() as (connection, fake):
+        await fake.send(frame(Notification("$log", {"msg": "hi"})))
+        assert await connection.call("App.Echo", 1) == 1
+
+
+async def test_fail_wakes_every_caller_with_a_fresh_error(autojump_clock: trio.testing.MockClock) -> None:
+    async with connected(answer=None, max_inflight=2) as (connection, _):
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await connection.call("App.Slow", 1)
+            except SidecarError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):  # two in flight, three waiting for a slot
+                nursery.start_soon(call)
+            await trio.testing.wait_all_tasks_blocked()
+            connection.fail(error_factory(SidecarError, "gone"))
+        assert len(errors) == 5 and len({id(e) for e in errors}) == 5
+        assert all(str(e) == "gone" for e in errors)
+
+
+async def test_the_explain_hook_names_the_error_callers_see(autojump_clock: trio.testing.MockClock) -> None:
+    async def explain(cause: BaseException) -> ErrorFactory:
+        assert isinstance(cause, PeerClosed)
+        return error_factory(SidecarError, "the sidecar exited with status 3", returncode=3)
+
+    async with trio.open_nursery() as nursery:
+        opened, fake = await open_fake(nursery, answer=None)
+        connection = Connection(opened, max_frame_size=1 << 20, max_inflight=8, explain=explain)
+        await nursery.start(connection.run)
+
+        async def call() -> None:
+            with pytest.raises(SidecarError, match="status 3") as info:
+                await connection.call("App.Slow", 1)
+            assert info.value.returncode == 3
+
+        nursery.start_soon(call)
+        await fake.requests.receive()
+        await fake.hang_up()
+
+
+async def test_a_request_larger_than_the_sidecar_accepts_is_refused_before_sending(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connected(max_frame_size=2048) as (connection, _):
+        with pytest.raises(ValueError, match="frame limit is 2048"):
+            await connection.call("App.Echo", b"x" * 4096)
+        assert await connection.call("App.Echo", b"x" * 1000) == b"x" * 1000
+        assert connection._protocol.in_flight == 0
+
+
+async def test_large_payloads_both_ways(autojump_clock: trio.testing.MockClock) -> None:
+    async with connected(max_frame_size=1 << 22, client_max_frame_size=1 << 22) as (connection, _):
+        blob = bytes(range(256)) * 8192  # 2 MiB: read into a buffer of its own
+        assert await connection.call("App.Echo", blob) == blob
+
+
+async def test_greet_refused_closed_and_other_versions(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(Refused, match="wrong secret"):
+            client, server = trio.testing.memory_stream_pair()
+            nursery.start_soon(FakePeer(server, secret="right").serve)
+            await greet(client, max_frame_size=4096, secret="wrong")
+
+        client, server = trio.testing.memory_stream_pair()
+        nursery.start_soon(FakePeer(server, version=3).serve)
+        with pytest.raises(ProtocolError, match="version 3"):
+            await greet(client, max_frame_size=4096, secret=None)
+        await client.aclose()
+
+        client, server = trio.testing.memory_stream_pair()
+        await server.send_stream.aclose()
+        with pytest.raises(PeerClosed):
+            await greet(client, max_frame_size=4096, secret=None)
+
+
+async def test_deadline_unless_cancelled(autojump_clock: trio.testing.MockClock) -> None:
+    assert await deadline_unless_cancelled() == float("inf")
+    with trio.move_on_after(3):
+        assert await deadline_unless_cancelled() == trio.current_time() + 3
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await deadline_unless_cancelled()
+        pytest.fail("a cancelled caller got past deadline_unless_cancelled")
+    assert scope.cancelled_caught
