@@ -29,8 +29,11 @@ import trio
 import trio.testing
 import trio_parallel
 
-from trio_gotask import build_sidecar, open_gotask
-from trio_gotask._transport import Transport
+from trio_gotask import GoTask, build_sidecar, open_gotask
+from trio_gotask._errors import lost_without_explanation
+from trio_gotask._pool import Pool, Remote
+from trio_gotask._transport import Opened, Transport, greet, open_stream
+from trio_gotask._wire import DEFAULT_MAX_FRAME_SIZE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from floor import BlockingEcho, Floor, floor_sidecar, request_frame
@@ -43,6 +46,8 @@ PARALLEL = "trio_parallel.run_sync"
 THREAD = "trio.to_thread.run_sync"
 RAW = "blocking socket, no decoding (unix)"
 FROM_SOURCE = "unix, from a source folder, nothing changed"
+DESCRIPTORS = "descriptors (FdChannel)"
+STREAMS = "Trio streams (StreamChannel)"
 
 
 def trivial(x: int) -> int:
@@ -223,6 +228,9 @@ async def run(quick: bool, out: Path) -> Report:
             logx=True,
         )
 
+        await fast_path(floor_address, report, rounds, quick)
+        await pool_sizes(sidecar, report, rounds, quick)
+
         # Payload sweep: bytes echoed through the sidecar, and the ceiling: the same frames
         # through a blocking socket, neither encoded nor decoded per call.
         sizes = [16, 1 << 10, 64 << 10, 1 << 20, 16 << 20]
@@ -326,6 +334,90 @@ async def run(quick: bool, out: Path) -> Report:
     await memory_per_call(sidecar, report)
     await cpu_bound(sidecar, report, quick)
     return report
+
+
+async def fast_path(address: str, report: Report, rounds: int, quick: bool) -> None:
+    """The same sidecar through `FdChannel` and through `StreamChannel`: what reading and writing
+    the socket's descriptor directly buys, sequentially and with 64 callers."""
+    async with trio.open_nursery() as nursery:
+        gotasks: dict[str, GoTask] = {}
+        for name, generic in ((DESCRIPTORS, False), (STREAMS, True)):
+
+            async def connect(generic: bool = generic) -> Opened:
+                stream: trio.abc.Stream = await open_stream(address)
+                if generic:
+                    stream = trio.StapledStream(stream, stream)  # not a SocketStream: the generic channel
+                return await greet(stream, max_frame_size=DEFAULT_MAX_FRAME_SIZE, secret=None)
+
+            pool = Pool(
+                nursery,
+                connect,
+                size=1,
+                max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                max_inflight=1024,
+                explain=lost_without_explanation,
+            )
+            await pool.warm_up()
+            gotasks[name] = GoTask(Remote(pool, address))
+        n = 500 if quick else 2000
+        latency: dict[str, list[float]] = {name: [] for name in gotasks}
+        rates: dict[str, list[float]] = {name: [] for name in gotasks}
+        for _ in range(rounds):
+            for name, gt in gotasks.items():
+                call = partial(gt.call, "App.Echo", 1)
+                latency[name] += [await timed(call) for _ in range(n)]
+                rates[name].append(await throughput(call, 2000 if quick else 8000, 64))
+        report.table(
+            "The descriptor fast path (unix)",
+            ["channel", "sequential p50 µs", "64 callers, calls/s", "64 callers vs Trio streams"],
+            [
+                [
+                    name,
+                    f"{median(latency[name]) * 1e6:.0f}",
+                    f"{median(rates[name]):,.0f}",
+                    f"{median(rates[name]) / median(rates[STREAMS]):.2f}x",
+                ]
+                for name in gotasks
+            ],
+            "One sidecar, two clients: one reads and writes the socket's descriptor itself "
+            "(`FdChannel`, what unix, tcp and pipe use), the other goes through `trio.SocketStream` "
+            "(`StreamChannel`, what TLS uses). The fast path stays while its row is the faster.",
+        )
+        for gt in gotasks.values():
+            gt._backend.close()
+        nursery.cancel_scope.cancel()
+
+
+async def pool_sizes(sidecar: str, report: Report, rounds: int, quick: bool) -> None:
+    """64 and 256 callers over pools of 1, 2 and 4 connections (unix)."""
+    sizes = [1, 2, 4]
+    async with AsyncExitStack() as stack:
+        gotasks = {s: await stack.enter_async_context(open_gotask(sidecar, pool_size=s)) for s in sizes}
+        for gt in gotasks.values():
+            await throughput(partial(gt.call, "App.Echo", 1), 1024, 256)  # open every connection
+        rates: dict[tuple[int, int], list[float]] = {}
+        for _ in range(rounds):
+            for callers in (64, 256):
+                for size, gt in gotasks.items():
+                    call = partial(gt.call, "App.Echo", 1)
+                    rates.setdefault((size, callers), []).append(
+                        await throughput(call, 2000 if quick else 8000, callers)
+                    )
+        report.table(
+            "Pool size (unix)",
+            ["pool_size", "64 callers, calls/s", "256 callers, calls/s", "64 callers vs pool_size=1"],
+            [
+                [
+                    str(size),
+                    f"{median(rates[size, 64]):,.0f}",
+                    f"{median(rates[size, 256]):,.0f}",
+                    f"{median(rates[size, 64]) / median(rates[1, 64]):.2f}x",
+                ]
+                for size in sizes
+            ],
+            "One connection's writer batches every queued frame into one write; more connections "
+            "split the batches. The default, `pool_size=1`, is the fastest row.",
+        )
 
 
 async def memory_per_call(sidecar: str, report: Report) -> None:

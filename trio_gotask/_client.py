@@ -25,8 +25,7 @@ from ._wire import DEFAULT_MAX_FRAME_SIZE, MAX_MSGID, MIN_FRAME_SIZE
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-# One connection is fastest: its writer batches every queued frame into one write
-# (docs/performance.md, "Pool size").
+# One connection is fastest (docs/performance.md, "Pool size").
 DEFAULT_POOL_SIZE: Final = 1
 DEFAULT_MAX_INFLIGHT: Final = 1024
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0

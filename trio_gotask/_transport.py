@@ -23,9 +23,8 @@ from ._wire import Decoder, Hello
 Transport = Literal["unix", "tcp", "pipe"]
 TRANSPORTS: Final = ("unix", "tcp", "pipe")
 
-# Larger kernel buffers than the defaults (208 KiB, 64 KiB) let a large frame cross in fewer
-# writes and wake-ups (docs/performance.md, "Payload sizes"); the kernel caps them at its limits.
-# TCP is left to the kernel's own tuning.
+# Larger kernel buffers than the defaults (docs/performance.md, "Payload sizes"); the kernel caps
+# them at its limits. TCP is left to the kernel's own tuning.
 SOCKET_BUFFER_SIZE: Final = 1 << 20
 PIPE_BUFFER_SIZE: Final = 256 * 1024
 # sun_path holds 108 bytes on Linux, 104 on macOS, with the terminating NUL.

@@ -1,0 +1,59 @@
+"""Each module of the package imports only from the layers below it (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parent.parent / "trio_gotask"
+# Bottom first; a module may import any module listed before it.
+LAYERS = [
+    "_errors",
+    "_wire",
+    "_protocol",
+    "_transport",
+    "_connection",
+    "_pool",
+    "_sidecar",
+    "_supervisor",
+    "_build",
+    "_client",
+    "__init__",
+]
+
+
+def imported(module: str) -> set[str]:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("trio_gotask."):
+            names.add(node.module.split(".")[1])  # type: ignore[union-attr]
+    return names
+
+
+def test_every_module_has_a_layer() -> None:
+    assert sorted(p.stem for p in PACKAGE.glob("*.py")) == sorted(LAYERS)
+
+
+def test_modules_import_only_from_layers_below() -> None:
+    for depth, module in enumerate(LAYERS):
+        above = set(LAYERS[depth:])
+        assert not imported(module) & above, f"{module} imports from its own layer or above"
+
+
+def test_the_protocol_knows_no_io() -> None:
+    for module in ("_wire", "_protocol"):
+        tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+        roots = {
+            alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            (node.module or "").split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+        }
+        assert not roots & {"trio", "socket", "os", "select", "asyncio", "outcome"}, module
