@@ -30,7 +30,6 @@ DEFAULT_POOL_SIZE: Final = 1
 DEFAULT_MAX_INFLIGHT: Final = 1024
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 SIDECAR_ENV: Final = "GOTASK_SIDECAR"
-SECRET_ENV: Final = "GOTASK_SECRET"
 
 SidecarSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -222,10 +221,7 @@ async def open_gotask(
         raise TypeError(f"restart must be a RestartPolicy or None, not {restart!r}")
     command = await _resolve_command(sidecar)
     launch = Launch.plan(transport)
-    environment = {**os.environ, **(env or {})}
-    environment.pop(SECRET_ENV, None)
-    if launch.secret is not None:
-        environment[SECRET_ENV] = launch.secret
+    environment = launch.environment({**os.environ, **(env or {})})
     flags = [*launch.flags, "-max-frame-size", str(max_frame_size)]
 
     def new_sidecar() -> Sidecar:

@@ -10,7 +10,7 @@ import os
 import secrets
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, final
 
@@ -30,6 +30,7 @@ PIPE_BUFFER_SIZE: Final = 256 * 1024
 # sun_path holds 108 bytes on Linux, 104 on macOS, with the terminating NUL.
 _MAX_SOCKET_PATH: Final = 103
 _GREETING_READ: Final = 64 * 1024
+SECRET_ENV: Final = "GOTASK_SECRET"
 
 
 # -- addresses (docs/protocol.md, section 5, "Addresses") ------------------------------------------
@@ -441,3 +442,11 @@ class Launch:
             return Launch(transport, ("-address", "127.0.0.1:0"), secrets.token_urlsafe(32))
         # The pipe reaches only the child: nothing to authenticate.
         return Launch(transport, ("-listen-on-pipe",), None)
+
+    def environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
+        """The sidecar's environment: ``inherited``, with ``GOTASK_SECRET`` set to this launch's
+        secret, or removed (a secret the user exported must not stop the client connecting)."""
+        env = {k: v for k, v in inherited.items() if k != SECRET_ENV}
+        if self.secret is not None:
+            env[SECRET_ENV] = self.secret
+        return env
