@@ -10,9 +10,9 @@ import (
 	"sync/atomic"
 )
 
-// conn is one served connection. One goroutine reads (ServeConn's), one
-// writes (writeLoop), and each call runs on a worker goroutine of its own
-// (see workers).
+// conn is one served connection. One goroutine reads (serveConn's, in
+// readLoop), one writes (writeLoop), and each call runs on a worker goroutine
+// of its own (see workers).
 type conn struct {
 	srv         *Server
 	rwc         io.ReadWriteCloser
@@ -34,11 +34,12 @@ type conn struct {
 
 	handlers sync.WaitGroup
 
-	mu       sync.Mutex
-	pending  map[uint32]*call
-	inflight int // calls running: at most maxInflight
+	mu       sync.Mutex       // guards pending and inflight
+	pending  map[uint32]*call // by msgid: the calls a $cancel can reach
+	inflight int              // calls holding a slot: at most maxInflight
 }
 
+// call is a running call, kept in pending for a $cancel to reach.
 type call struct{ cancel context.CancelFunc }
 
 func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
@@ -66,6 +67,9 @@ func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
 	return c
 }
 
+// describe names the connection for the log: the peer's address, or ours
+// when the peer has none (a Unix socket client), or nothing if it is not a
+// net.Conn (a pipe).
 func (c *conn) describe() string {
 	if nc, ok := c.rwc.(net.Conn); ok && nc.RemoteAddr() != nil {
 		if a := nc.RemoteAddr().String(); a != "" && a != "@" {
@@ -116,6 +120,7 @@ func (c *conn) readLoop(accepted bool) error {
 	}
 }
 
+// notification acts on $cancel and $hello, and ignores any other.
 func (c *conn) notification(m *message) {
 	switch m.method {
 	case "$cancel":
@@ -128,18 +133,21 @@ func (c *conn) notification(m *message) {
 		return // unknown notifications are ignored
 	}
 	cur := cursor{b: m.params}
-	id, ok := cur.uint()
-	if !ok || id > 1<<32-1 {
-		return
+	id, err := cur.msgid()
+	if err != nil {
+		return // not a msgid: no call has it
 	}
 	c.mu.Lock()
-	cl := c.pending[uint32(id)]
+	cl := c.pending[id]
 	c.mu.Unlock()
 	if cl != nil {
 		cl.cancel()
 	}
 }
 
+// request answers a request at once (shutting_down, not_found, busy) or
+// starts its call on a worker, which queues the reply. It never blocks on a
+// call, so that the read loop keeps reading.
 func (c *conn) request(m *message) {
 	s := c.srv
 	if !s.startCall() {
@@ -153,13 +161,7 @@ func (c *conn) request(m *message) {
 		return
 	}
 
-	var ctx context.Context
-	var cancel context.CancelFunc
-	if m.hasTimeout {
-		ctx, cancel = context.WithTimeout(c.ctx, timeoutDuration(m.timeout))
-	} else {
-		ctx, cancel = context.WithCancel(c.ctx)
-	}
+	ctx, cancel := callContext(c.ctx, m)
 	cl := &call{cancel: cancel}
 	c.mu.Lock()
 	if c.inflight >= c.maxInflight {

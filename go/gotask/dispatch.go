@@ -10,6 +10,8 @@ import (
 	"time"
 )
 
+// lookup finds the method a request names, "Service.Method", or says why
+// there is none.
 func (s *Server) lookup(name string) (*service, *methodType, error) {
 	dot := strings.LastIndexByte(name, '.')
 	if dot < 0 {
@@ -25,6 +27,15 @@ func (s *Server) lookup(name string) (*service, *methodType, error) {
 		return nil, nil, fmt.Errorf("service %q has no method %q", svc.name, name[dot+1:])
 	}
 	return svc, mt, nil
+}
+
+// callContext is the context of a call: the connection's, with the request's
+// deadline when its meta has a timeout.
+func callContext(parent context.Context, m *message) (context.Context, context.CancelFunc) {
+	if m.hasTimeout {
+		return context.WithTimeout(parent, timeoutDuration(m.timeout))
+	}
+	return context.WithCancel(parent)
 }
 
 // timeoutDuration converts meta.timeout seconds to a duration, saturating.
