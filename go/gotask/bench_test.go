@@ -114,3 +114,23 @@ func BenchmarkDecodeArgs(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSkipObject measures the frame scanner alone on many small objects
+// of the usual kinds, where its per-object cost shows.
+func BenchmarkSkipObject(b *testing.B) {
+	var items []any
+	for i := 0; i < 1000; i++ {
+		items = append(items, i*300, "a string longer than thirty-one bytes", 1.5, nil, map[string]any{"k": -5}, []byte{1, 2})
+	}
+	payload, err := msgpack.Marshal(items)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(payload)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := skipObject(payload, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,6 +1,53 @@
 package gotask
 
-import "math"
+import (
+	"math"
+
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
+)
+
+// neverUsed is the one byte msgpack reserves; msgpcode has no name for it.
+const neverUsed = 0xc1
+
+// scanRule is how skipObject passes over an object whose first byte is not a
+// fix format (fixint, fixmap, fixarray, fixstr) or nil or a bool.
+type scanRule struct {
+	fixed   uint8 // bytes after the code, when their number is fixed
+	lenSize uint8 // bytes of the length field after the code, when there is one
+	extra   uint8 // bytes between the length field and the data: ext's type
+	per     uint8 // objects each unit of length counts (1 array, 2 map), or 0 for bytes
+}
+
+// scanRules holds the scanRule of each such first byte. A table rather than a
+// switch: msgpcode's codes are variables, which a switch compares one by one
+// (BenchmarkSkipObject).
+var scanRules = func() (rules [256]scanRule) {
+	set := func(r scanRule, codes ...byte) {
+		for _, c := range codes {
+			rules[c] = r
+		}
+	}
+	set(scanRule{lenSize: 1}, msgpcode.Bin8, msgpcode.Str8)
+	set(scanRule{lenSize: 2}, msgpcode.Bin16, msgpcode.Str16)
+	set(scanRule{lenSize: 4}, msgpcode.Bin32, msgpcode.Str32)
+	set(scanRule{lenSize: 1, extra: 1}, msgpcode.Ext8)
+	set(scanRule{lenSize: 2, extra: 1}, msgpcode.Ext16)
+	set(scanRule{lenSize: 4, extra: 1}, msgpcode.Ext32)
+	set(scanRule{lenSize: 2, per: 1}, msgpcode.Array16)
+	set(scanRule{lenSize: 4, per: 1}, msgpcode.Array32)
+	set(scanRule{lenSize: 2, per: 2}, msgpcode.Map16)
+	set(scanRule{lenSize: 4, per: 2}, msgpcode.Map32)
+	set(scanRule{fixed: 1}, msgpcode.Uint8, msgpcode.Int8)
+	set(scanRule{fixed: 2}, msgpcode.Uint16, msgpcode.Int16)
+	set(scanRule{fixed: 4}, msgpcode.Uint32, msgpcode.Int32, msgpcode.Float)
+	set(scanRule{fixed: 8}, msgpcode.Uint64, msgpcode.Int64, msgpcode.Double)
+	set(scanRule{fixed: 1 + 1}, msgpcode.FixExt1) // the ext type, then the data
+	set(scanRule{fixed: 1 + 2}, msgpcode.FixExt2)
+	set(scanRule{fixed: 1 + 4}, msgpcode.FixExt4)
+	set(scanRule{fixed: 1 + 8}, msgpcode.FixExt8)
+	set(scanRule{fixed: 1 + 16}, msgpcode.FixExt16)
+	return rules
+}()
 
 // skipObject checks that b[pos:] starts with one well-formed msgpack object and
 // returns the offset just past it. It is iterative, so nesting cannot blow the
@@ -23,51 +70,19 @@ func skipObject(b []byte, pos int) (int, error) {
 		pos++
 		var children, skip uint64
 		switch {
-		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
-		case c <= 0x8f:
-			children = 2 * uint64(c&0x0f)
-		case c <= 0x9f:
-			children = uint64(c & 0x0f)
-		case c <= 0xbf:
-			skip = uint64(c & 0x1f)
-		case c == 0xc1:
+		case msgpcode.IsFixedNum(c) || c == msgpcode.Nil || c == msgpcode.False || c == msgpcode.True:
+		case msgpcode.IsFixedMap(c):
+			children = 2 * uint64(c&msgpcode.FixedMapMask)
+		case msgpcode.IsFixedArray(c):
+			children = uint64(c & msgpcode.FixedArrayMask)
+		case msgpcode.IsFixedString(c):
+			skip = uint64(c & msgpcode.FixedStrMask)
+		case c == neverUsed:
 			return 0, protoErr(codeBadMsgpack, "reserved byte 0xc1 at offset %d", pos-1)
 		default:
-			var sz int // size of the length field that follows
-			var extra uint64
-			switch c {
-			case 0xc4, 0xd9:
-				sz = 1
-			case 0xc5, 0xda:
-				sz = 2
-			case 0xc6, 0xdb:
-				sz = 4
-			case 0xc7:
-				sz, extra = 1, 1
-			case 0xc8:
-				sz, extra = 2, 1
-			case 0xc9:
-				sz, extra = 4, 1
-			case 0xca:
-				skip = 4
-			case 0xcb:
-				skip = 8
-			case 0xcc, 0xd0:
-				skip = 1
-			case 0xcd, 0xd1:
-				skip = 2
-			case 0xce, 0xd2:
-				skip = 4
-			case 0xcf, 0xd3:
-				skip = 8
-			case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8:
-				skip = 1 + 1<<(c-0xd4)
-			case 0xdc, 0xde:
-				sz = 2
-			case 0xdd, 0xdf:
-				sz = 4
-			}
-			if sz > 0 {
+			r := scanRules[c]
+			skip = uint64(r.fixed)
+			if sz := int(r.lenSize); sz > 0 {
 				if len(b)-pos < sz {
 					return 0, protoErr(codeBadMsgpack, "object ends early")
 				}
@@ -76,13 +91,10 @@ func skipObject(b []byte, pos int) (int, error) {
 					n = n<<8 | uint64(x)
 				}
 				pos += sz
-				switch c {
-				case 0xdc, 0xdd:
-					children = n
-				case 0xde, 0xdf:
-					children = 2 * n
-				default:
-					skip = n + extra
+				if r.per == 0 {
+					skip = n + uint64(r.extra)
+				} else {
+					children = uint64(r.per) * n
 				}
 			}
 		}
@@ -132,7 +144,7 @@ func (c *cursor) raw() []byte {
 }
 
 func (c *cursor) nil() bool {
-	if c.b[c.p] == 0xc0 {
+	if c.b[c.p] == msgpcode.Nil {
 		c.p++
 		return true
 	}
@@ -141,13 +153,13 @@ func (c *cursor) nil() bool {
 
 func (c *cursor) arrayLen() (int, bool) {
 	switch x := c.b[c.p]; {
-	case x >= 0x90 && x <= 0x9f:
+	case msgpcode.IsFixedArray(x):
 		c.p++
-		return int(x & 0x0f), true
-	case x == 0xdc:
+		return int(x & msgpcode.FixedArrayMask), true
+	case x == msgpcode.Array16:
 		c.p++
 		return int(c.be(2)), true
-	case x == 0xdd:
+	case x == msgpcode.Array32:
 		c.p++
 		return int(c.be(4)), true
 	}
@@ -156,13 +168,13 @@ func (c *cursor) arrayLen() (int, bool) {
 
 func (c *cursor) mapLen() (int, bool) {
 	switch x := c.b[c.p]; {
-	case x >= 0x80 && x <= 0x8f:
+	case msgpcode.IsFixedMap(x):
 		c.p++
-		return int(x & 0x0f), true
-	case x == 0xde:
+		return int(x & msgpcode.FixedMapMask), true
+	case x == msgpcode.Map16:
 		c.p++
 		return int(c.be(2)), true
-	case x == 0xdf:
+	case x == msgpcode.Map32:
 		c.p++
 		return int(c.be(4)), true
 	}
@@ -174,16 +186,16 @@ func (c *cursor) str() (string, bool) {
 	x := c.b[c.p]
 	var n int
 	switch {
-	case x >= 0xa0 && x <= 0xbf:
+	case msgpcode.IsFixedString(x):
 		c.p++
-		n = int(x & 0x1f)
-	case x == 0xd9:
+		n = int(x & msgpcode.FixedStrMask)
+	case x == msgpcode.Str8:
 		c.p++
 		n = int(c.be(1))
-	case x == 0xda:
+	case x == msgpcode.Str16:
 		c.p++
 		n = int(c.be(2))
-	case x == 0xdb:
+	case x == msgpcode.Str32:
 		c.p++
 		n = int(c.be(4))
 	default:
@@ -199,18 +211,18 @@ func (c *cursor) str() (string, bool) {
 func (c *cursor) integer() (u uint64, neg, ok bool) {
 	x := c.b[c.p]
 	switch {
-	case x <= 0x7f:
+	case x <= msgpcode.PosFixedNumHigh:
 		c.p++
 		return uint64(x), false, true
-	case x >= 0xe0:
+	case x >= msgpcode.NegFixedNumLow:
 		c.p++
 		return 0, true, true
-	case x >= 0xcc && x <= 0xcf:
+	case x >= msgpcode.Uint8 && x <= msgpcode.Uint64:
 		c.p++
-		return c.be(1 << (x - 0xcc)), false, true
-	case x >= 0xd0 && x <= 0xd3:
+		return c.be(1 << (x - msgpcode.Uint8)), false, true
+	case x >= msgpcode.Int8 && x <= msgpcode.Int64:
 		c.p++
-		n := 1 << (x - 0xd0)
+		n := 1 << (x - msgpcode.Int8)
 		v := c.be(n)
 		shift := 64 - 8*uint(n)
 		s := int64(v<<shift) >> shift // sign-extend
@@ -241,10 +253,10 @@ func (c *cursor) msgid() (uint32, error) {
 func (c *cursor) number() (float64, bool) {
 	x := c.b[c.p]
 	switch x {
-	case 0xca:
+	case msgpcode.Float:
 		c.p++
 		return float64(math.Float32frombits(uint32(c.be(4)))), true
-	case 0xcb:
+	case msgpcode.Double:
 		c.p++
 		return math.Float64frombits(c.be(8)), true
 	}
