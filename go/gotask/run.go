@@ -283,7 +283,9 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 		srv.MaxInflight = o.MaxInflight
 	}
 
-	// shutdown is closed when the sidecar should stop.
+	// ctx ends when the sidecar should stop: on a signal (the caller's ctx)
+	// or, for a launched sidecar, when its parent is gone: a new parent
+	// process (watchParent) or, in socket modes, EOF on standard input.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	if launched && !o.Standalone {
