@@ -35,9 +35,11 @@ const DefaultGrace = 5 * time.Second
 // trio_gotask, serving DefaultServer on a Unix socket in a new private
 // directory.
 type Options struct {
-	// Address is a Unix socket path, or host:port for TCP (port 0 picks a
-	// free port); empty means a Unix socket in a new private directory.
-	// Flag -address.
+	// Address is host:port for TCP (port 0 picks a free port; an IPv6 host
+	// goes in brackets, [::1]:0), or else a Unix socket path, which a '/'
+	// marks as one (./app.sock); empty means a Unix socket in a new private
+	// directory. protocol.md section 5 (Addresses) has the rule. Flag
+	// -address.
 	Address string
 	// ListenOnPipe serves one connection over standard input and output.
 	// Flag -listen-on-pipe.
@@ -261,12 +263,16 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	if grace == 0 {
 		grace = DefaultGrace
 	}
+	addr, err := parseAddress(o.Address)
+	if err != nil {
+		return fail("-address %s: %v", printable(o.Address), err)
+	}
 	var tlsConfig *tls.Config
 	if o.TLSCert != "" || o.TLSKey != "" {
 		if o.TLSCert == "" || o.TLSKey == "" {
 			return fail("-tls-cert and -tls-key go together: pass both or neither")
 		}
-		if o.ListenOnPipe || !isTCPAddress(o.Address) {
+		if o.ListenOnPipe || addr.network != "tcp" {
 			return fail("-tls-cert and -tls-key need a TCP -address (host:port); TLS is not available with -listen-on-pipe or a Unix socket")
 		}
 		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
@@ -311,7 +317,7 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 		}
 	}
 
-	l, transport, cleanup, err := listen(o.Address)
+	l, cleanup, err := listen(addr)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -319,8 +325,7 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	if tlsConfig != nil {
 		l = tls.NewListener(l, tlsConfig)
 	}
-	addr := l.Addr().String()
-	if _, err := fmt.Fprintf(stdout, "gotask|%d|%s|%s\n", ProtocolVersion, transport, addr); err != nil {
+	if _, err := fmt.Fprintf(stdout, "gotask|%d|%s|%s\n", ProtocolVersion, addr.network, l.Addr()); err != nil {
 		l.Close()
 		return fail("writing the handshake: %v", err)
 	}
@@ -346,6 +351,15 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	case <-ctx.Done():
 	}
 	return shutdown(srv, grace, stderr)
+}
+
+// printable is s as an error message shows it: quoted if it holds a byte a
+// terminal would not show as itself.
+func printable(s string) string {
+	if q := strconv.Quote(s); q[1:len(q)-1] != s {
+		return q
+	}
+	return s
 }
 
 func shutdown(srv *Server, grace time.Duration, stderr io.Writer) int {

@@ -380,17 +380,6 @@ func readLine(r io.Reader) (string, error) {
 	}
 }
 
-func TestIsTCPAddress(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"127.0.0.1:0": true, "localhost:8080": true, ":0": true, "[::1]:9": true,
-		"/tmp/x.sock": false, "x.sock": false, "dir/a:1": false, "host:port": false, "a:70000": false,
-	} {
-		if got := isTCPAddress(addr); got != want {
-			t.Errorf("isTCPAddress(%q) = %v", addr, got)
-		}
-	}
-}
-
 // TestTimeoutNaN: a NaN meta.timeout (found by FuzzReadMessage; it used to
 // panic the reader) is ignored like an unknown key: no deadline.
 func TestTimeoutNaN(t *testing.T) {
