@@ -6,6 +6,9 @@ import (
 	"net"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Bench is the service the benchmarks call.
@@ -50,3 +53,84 @@ func benchmarkEcho(b *testing.B, arg any) {
 //	go test -run '^$' -bench Echo16MiB -cpuprofile cpu.out ./gotask && go tool pprof -top cpu.out
 func BenchmarkEchoSmall(b *testing.B) { benchmarkEcho(b, 1) }
 func BenchmarkEcho16MiB(b *testing.B) { benchmarkEcho(b, make([]byte, 16<<20)) }
+
+// benchArgs is a call's arguments of the usual kinds: strings, integers of
+// several sizes, floats, a timestamp, bytes, a list and a nested map.
+type benchArgs struct {
+	Name   string             `msgpack:"name"`
+	Count  int                `msgpack:"count"`
+	Big    uint64             `msgpack:"big"`
+	Neg    int32              `msgpack:"neg"`
+	Ratio  float64            `msgpack:"ratio"`
+	When   time.Time          `msgpack:"when"`
+	Blob   []byte             `msgpack:"blob"`
+	Tags   []string           `msgpack:"tags"`
+	Scores map[string]float32 `msgpack:"scores"`
+	Extra  map[string]any     `msgpack:"extra"`
+}
+
+// benchRequest is [0, msgid, "Bench.Args", args, {"timeout": 5.0}], encoded.
+func benchRequest(b *testing.B) (payload, params []byte) {
+	args := benchArgs{
+		Name: "a name of some length", Count: 300, Big: 1 << 40, Neg: -70000, Ratio: 0.25,
+		When: time.Unix(1700000000, 5), Blob: make([]byte, 64),
+		Tags:   []string{"alpha", "beta", "gamma", "delta"},
+		Scores: map[string]float32{"x": 1, "y": 2, "z": 3},
+		Extra:  map[string]any{"list": []any{1, "two", 3.0, nil, true}, "map": map[string]any{"k": -1}},
+	}
+	params, err := msgpack.Marshal(args)
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload, err = msgpack.Marshal([]any{0, 7, "Bench.Args", msgpack.RawMessage(params), map[string]any{"timeout": 5.0}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return payload, params
+}
+
+// BenchmarkParseMessage measures the frame decoder: skipObject and cursor.
+func BenchmarkParseMessage(b *testing.B) {
+	payload, _ := benchRequest(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := parseMessage(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeArgs measures the argument checker (readHead) and the
+// library's decoder behind it.
+func BenchmarkDecodeArgs(b *testing.B) {
+	_, params := benchRequest(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var args benchArgs
+		if err := decodeValue(params, &args); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSkipObject measures the frame scanner alone on many small objects
+// of the usual kinds, where its per-object cost shows.
+func BenchmarkSkipObject(b *testing.B) {
+	var items []any
+	for i := 0; i < 1000; i++ {
+		items = append(items, i*300, "a string longer than thirty-one bytes", 1.5, nil, map[string]any{"k": -5}, []byte{1, 2})
+	}
+	payload, err := msgpack.Marshal(items)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(payload)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := skipObject(payload, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 	"github.com/vmihailenco/tagparser/v2"
 )
 
@@ -369,7 +370,8 @@ func (c *checker) rewrite(pos, end int, with []byte) {
 // zeroTimestamp is time.Time{} as a 12-byte timestamp: the library panics
 // decoding nil into a time.Time, so nil is rewritten into this.
 var zeroTimestamp = func() []byte {
-	b := []byte{0xc7, 12, 0xff, 0, 0, 0, 0}
+	// ext 8 of 12 bytes and type -1 (0xff), then 0 nanoseconds and the seconds.
+	b := []byte{msgpcode.Ext8, 12, 0xff, 0, 0, 0, 0}
 	return binary.BigEndian.AppendUint64(b, uint64(time.Time{}.Unix()))
 }()
 
@@ -452,7 +454,7 @@ func (c *checker) check(p *plan, pos int) (int, *pathError) {
 		case vInt:
 			if !h.neg && h.u > math.MaxInt64 {
 				var w [9]byte
-				w[0] = 0xcb
+				w[0] = msgpcode.Double
 				binary.BigEndian.PutUint64(w[1:], math.Float64bits(float64(h.u)))
 				c.rewrite(pos, h.end(pos), w[:]) // the library would read it as negative
 			}
@@ -471,7 +473,7 @@ func (c *checker) check(p *plan, pos int) (int, *pathError) {
 			return h.end(pos), nil
 		}
 	case opTime:
-		if h.kind == vExt && h.ext == -1 {
+		if h.kind == vExt && h.ext == timestampExt {
 			if _, _, ok := timestamp(b[pos+h.size : h.end(pos)]); !ok {
 				return 0, refuse("expected a valid timestamp for %s, got %s", p.name, describe(b, pos, &h))
 			}
@@ -536,7 +538,7 @@ func expected(p *plan, h *head) string {
 
 func (c *checker) rewriteFloat32(pos, end int, f float32) {
 	var w [5]byte
-	w[0] = 0xca
+	w[0] = msgpcode.Float
 	binary.BigEndian.PutUint32(w[1:], math.Float32bits(f))
 	c.rewrite(pos, end, w[:])
 }
@@ -729,19 +731,19 @@ func (c *checker) iface(p *plan, pos int, h *head) (int, *pathError) {
 // intType is the Go type the library decodes an integer into for any.
 func intType(code byte) reflect.Type {
 	switch code {
-	case 0xcc:
+	case msgpcode.Uint8:
 		return reflect.TypeOf(uint8(0))
-	case 0xcd:
+	case msgpcode.Uint16:
 		return reflect.TypeOf(uint16(0))
-	case 0xce:
+	case msgpcode.Uint32:
 		return reflect.TypeOf(uint32(0))
-	case 0xcf:
+	case msgpcode.Uint64:
 		return reflect.TypeOf(uint64(0))
-	case 0xd1:
+	case msgpcode.Int16:
 		return reflect.TypeOf(int16(0))
-	case 0xd2:
+	case msgpcode.Int32:
 		return reflect.TypeOf(int32(0))
-	case 0xd3:
+	case msgpcode.Int64:
 		return reflect.TypeOf(int64(0))
 	}
 	return reflect.TypeOf(int8(0)) // fixint, int 8

@@ -148,35 +148,3 @@ func hashable(k any) bool {
 	}
 	return false
 }
-
-// appendResponse encodes [1, msgid, error, result] into e.
-func (e *encBuf) appendResponse(msgid uint32, werr *wireError, result any) error {
-	enc := e.enc
-	if err := enc.EncodeArrayLen(4); err != nil {
-		return err
-	}
-	enc.EncodeUint(typeResponse)
-	enc.EncodeUint(uint64(msgid))
-	if werr == nil {
-		enc.EncodeNil()
-		if b, ok := result.([]byte); ok {
-			// Binary replies are often large: size the buffer once instead of doubling it.
-			e.buf.Grow(len(b) + 8)
-		}
-		return enc.Encode(result)
-	}
-	n := 2
-	if werr.Stack != "" {
-		n = 3
-	}
-	enc.EncodeMapLen(n)
-	enc.EncodeString("type")
-	enc.EncodeString(werr.Type)
-	enc.EncodeString("message")
-	enc.EncodeString(werr.Message)
-	if werr.Stack != "" {
-		enc.EncodeString("stack")
-		enc.EncodeString(werr.Stack)
-	}
-	return enc.EncodeNil()
-}

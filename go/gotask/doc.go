@@ -136,6 +136,12 @@ parsing the command line:
 	-tls-cert FILE      serve TCP over TLS with this PEM certificate (needs -tls-key)
 	-tls-key FILE       the PEM private key of -tls-cert
 
+An -address with a '/' in it is a Unix socket path, so ./app.sock names one
+in the current directory; one that ends in a colon and digits is HOST:PORT,
+with an IPv6 HOST in brackets ([::1]:7000). An address of that form that is
+not valid, such as host:70000 or ::1:7000, is an error, not a socket name
+(protocol.md section 5, Addresses).
+
 A program with flags of its own, or that parses the command line itself,
 uses Options, whose fields mirror the flags: AddFlags defines the flags on a
 FlagSet of its choosing, so that one parse reads both, and RunWith serves.

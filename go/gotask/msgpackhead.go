@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // vkind is the kind of one msgpack object, as the checkers see it.
@@ -55,59 +57,59 @@ func readHead(b []byte, pos int) (h head, ok bool) {
 	be := func(n int) (uint64, bool) { return bigEndian(rest, n) }
 	var v uint64
 	switch {
-	case c <= 0x7f:
+	case c <= msgpcode.PosFixedNumHigh:
 		h.kind, h.size, h.u = vInt, 1, uint64(c)
 		return h, true
-	case c >= 0xe0:
+	case c >= msgpcode.NegFixedNumLow:
 		h.kind, h.size, h.neg, h.i = vInt, 1, true, int64(int8(c))
 		return h, true
-	case c <= 0x8f:
-		h.kind, h.size, h.n = vMap, 1, int(c&0x0f)
+	case c <= msgpcode.FixedMapHigh:
+		h.kind, h.size, h.n = vMap, 1, int(c&msgpcode.FixedMapMask)
 		return h, true
-	case c <= 0x9f:
-		h.kind, h.size, h.n = vArray, 1, int(c&0x0f)
+	case c <= msgpcode.FixedArrayHigh:
+		h.kind, h.size, h.n = vArray, 1, int(c&msgpcode.FixedArrayMask)
 		return h, true
-	case c <= 0xbf:
-		h.kind, h.size, h.n = vStr, 1, int(c&0x1f)
-	case c == 0xc0:
+	case c <= msgpcode.FixedStrHigh:
+		h.kind, h.size, h.n = vStr, 1, int(c&msgpcode.FixedStrMask)
+	case c == msgpcode.Nil:
 		h.kind, h.size = vNil, 1
 		return h, true
-	case c == 0xc2, c == 0xc3:
+	case c == msgpcode.False, c == msgpcode.True:
 		h.kind, h.size, h.u = vBool, 1, uint64(c&1)
 		return h, true
-	case c >= 0xc4 && c <= 0xc6: // bin 8, 16, 32
-		sz := 1 << (c - 0xc4)
+	case c >= msgpcode.Bin8 && c <= msgpcode.Bin32:
+		sz := 1 << (c - msgpcode.Bin8)
 		if v, ok = be(sz); !ok {
 			return h, false
 		}
 		h.kind, h.size, h.n = vBin, 1+sz, int(v)
-	case c >= 0xc7 && c <= 0xc9: // ext 8, 16, 32
-		sz := 1 << (c - 0xc7)
+	case c >= msgpcode.Ext8 && c <= msgpcode.Ext32:
+		sz := 1 << (c - msgpcode.Ext8)
 		if v, ok = be(sz); !ok || len(rest) < sz+1 {
 			return h, false
 		}
 		h.kind, h.size, h.n, h.ext = vExt, 2+sz, int(v), int8(rest[sz])
-	case c == 0xca:
+	case c == msgpcode.Float:
 		if v, ok = be(4); !ok {
 			return h, false
 		}
 		h.kind, h.size, h.f = vFloat32, 5, float64(math.Float32frombits(uint32(v)))
 		return h, true
-	case c == 0xcb:
+	case c == msgpcode.Double:
 		if v, ok = be(8); !ok {
 			return h, false
 		}
 		h.kind, h.size, h.f = vFloat64, 9, math.Float64frombits(v)
 		return h, true
-	case c >= 0xcc && c <= 0xcf: // uint 8 ... 64
-		sz := 1 << (c - 0xcc)
+	case c >= msgpcode.Uint8 && c <= msgpcode.Uint64:
+		sz := 1 << (c - msgpcode.Uint8)
 		if v, ok = be(sz); !ok {
 			return h, false
 		}
 		h.kind, h.size, h.u = vInt, 1+sz, v
 		return h, true
-	case c >= 0xd0 && c <= 0xd3: // int 8 ... 64
-		sz := 1 << (c - 0xd0)
+	case c >= msgpcode.Int8 && c <= msgpcode.Int64:
+		sz := 1 << (c - msgpcode.Int8)
 		if v, ok = be(sz); !ok {
 			return h, false
 		}
@@ -120,32 +122,32 @@ func readHead(b []byte, pos int) (h head, ok bool) {
 			h.u = uint64(s)
 		}
 		return h, true
-	case c >= 0xd4 && c <= 0xd8: // fixext 1 ... 16
+	case c >= msgpcode.FixExt1 && c <= msgpcode.FixExt16:
 		if len(rest) < 1 {
 			return h, false
 		}
-		h.kind, h.size, h.n, h.ext = vExt, 2, 1<<(c-0xd4), int8(rest[0])
-	case c >= 0xd9 && c <= 0xdb: // str 8, 16, 32
-		sz := 1 << (c - 0xd9)
+		h.kind, h.size, h.n, h.ext = vExt, 2, 1<<(c-msgpcode.FixExt1), int8(rest[0])
+	case c >= msgpcode.Str8 && c <= msgpcode.Str32:
+		sz := 1 << (c - msgpcode.Str8)
 		if v, ok = be(sz); !ok {
 			return h, false
 		}
 		h.kind, h.size, h.n = vStr, 1+sz, int(v)
-	case c == 0xdc, c == 0xdd: // array 16, 32
-		sz := 2 << (c - 0xdc)
+	case c == msgpcode.Array16, c == msgpcode.Array32:
+		sz := 2 << (c - msgpcode.Array16)
 		if v, ok = be(sz); !ok {
 			return h, false
 		}
 		h.kind, h.size, h.n = vArray, 1+sz, int(v)
 		return h, true
-	case c == 0xde, c == 0xdf: // map 16, 32
-		sz := 2 << (c - 0xde)
+	case c == msgpcode.Map16, c == msgpcode.Map32:
+		sz := 2 << (c - msgpcode.Map16)
 		if v, ok = be(sz); !ok {
 			return h, false
 		}
 		h.kind, h.size, h.n = vMap, 1+sz, int(v)
 		return h, true
-	default: // 0xc1, never used
+	default: // neverUsed
 		return h, false
 	}
 	// str, bin, ext: their data must be there too.
@@ -173,7 +175,10 @@ const (
 	maxPySeconds = 253402300799 // 9999-12-31T23:59:59Z
 )
 
-// timestamp decodes the data of a timestamp extension (type -1). It reports
+// timestampExt is the extension type of a msgpack timestamp.
+const timestampExt = -1
+
+// timestamp decodes the data of a timestamp extension. It reports
 // false for a length other than 4, 8 or 12 bytes, or nanoseconds past 10^9-1.
 func timestamp(data []byte) (sec int64, nsec uint32, ok bool) {
 	switch len(data) {
@@ -220,7 +225,7 @@ func describe(b []byte, pos int, h *head) string {
 		return fmt.Sprintf("map (%s)", plural(h.n, "entry"))
 	}
 	data := b[pos+h.size : h.end(pos)]
-	if h.ext == -1 {
+	if h.ext == timestampExt {
 		if sec, nsec, ok := timestamp(data); ok {
 			return "timestamp " + time.Unix(sec, int64(nsec)).UTC().Format(time.RFC3339Nano)
 		}

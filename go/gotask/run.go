@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -36,9 +35,11 @@ const DefaultGrace = 5 * time.Second
 // trio_gotask, serving DefaultServer on a Unix socket in a new private
 // directory.
 type Options struct {
-	// Address is a Unix socket path, or host:port for TCP (port 0 picks a
-	// free port); empty means a Unix socket in a new private directory.
-	// Flag -address.
+	// Address is host:port for TCP (port 0 picks a free port; an IPv6 host
+	// goes in brackets, [::1]:0), or else a Unix socket path, which a '/'
+	// marks as one (./app.sock); empty means a Unix socket in a new private
+	// directory. protocol.md section 5 (Addresses) has the rule. Flag
+	// -address.
 	Address string
 	// ListenOnPipe serves one connection over standard input and output.
 	// Flag -listen-on-pipe.
@@ -262,12 +263,16 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	if grace == 0 {
 		grace = DefaultGrace
 	}
+	addr, err := parseAddress(o.Address)
+	if err != nil {
+		return fail("-address %s: %v", printable(o.Address), err)
+	}
 	var tlsConfig *tls.Config
 	if o.TLSCert != "" || o.TLSKey != "" {
 		if o.TLSCert == "" || o.TLSKey == "" {
 			return fail("-tls-cert and -tls-key go together: pass both or neither")
 		}
-		if o.ListenOnPipe || !isTCPAddress(o.Address) {
+		if o.ListenOnPipe || addr.network != "tcp" {
 			return fail("-tls-cert and -tls-key need a TCP -address (host:port); TLS is not available with -listen-on-pipe or a Unix socket")
 		}
 		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
@@ -283,7 +288,9 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 		srv.MaxInflight = o.MaxInflight
 	}
 
-	// shutdown is closed when the sidecar should stop.
+	// ctx ends when the sidecar should stop: on a signal (the caller's ctx)
+	// or, for a launched sidecar, when its parent is gone: a new parent
+	// process (watchParent) or, in socket modes, EOF on standard input.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	if launched && !o.Standalone {
@@ -310,7 +317,7 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 		}
 	}
 
-	l, transport, cleanup, err := listen(o.Address)
+	l, cleanup, err := listen(addr)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -318,8 +325,7 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	if tlsConfig != nil {
 		l = tls.NewListener(l, tlsConfig)
 	}
-	addr := l.Addr().String()
-	if _, err := fmt.Fprintf(stdout, "gotask|%d|%s|%s\n", ProtocolVersion, transport, addr); err != nil {
+	if _, err := fmt.Fprintf(stdout, "gotask|%d|%s|%s\n", ProtocolVersion, addr.network, l.Addr()); err != nil {
 		l.Close()
 		return fail("writing the handshake: %v", err)
 	}
@@ -345,6 +351,15 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	case <-ctx.Done():
 	}
 	return shutdown(srv, grace, stderr)
+}
+
+// printable is s as an error message shows it: quoted if it holds a byte a
+// terminal would not show as itself.
+func printable(s string) string {
+	if q := strconv.Quote(s); q[1:len(q)-1] != s {
+		return q
+	}
+	return s
 }
 
 func shutdown(srv *Server, grace time.Duration, stderr io.Writer) int {
@@ -373,84 +388,6 @@ func watchParent(ctx context.Context, stop func()) {
 			}
 		}
 	}
-}
-
-// isTCPAddress reports whether address has the form host:port with a numeric
-// port and no slash; anything else names a Unix socket.
-func isTCPAddress(address string) bool {
-	for i := 0; i < len(address); i++ {
-		if address[i] == '/' {
-			return false
-		}
-	}
-	_, port, err := net.SplitHostPort(address)
-	if err != nil {
-		return false
-	}
-	n, err := strconv.ParseUint(port, 10, 16)
-	return err == nil && n <= math.MaxUint16
-}
-
-// listen opens the listener for address ("" means a Unix socket in a new
-// private directory) and returns a function that removes what it created.
-func listen(address string) (l net.Listener, transport string, cleanup func(), err error) {
-	if address != "" && isTCPAddress(address) {
-		l, err = net.Listen("tcp", address)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		return l, "tcp", func() { l.Close() }, nil
-	}
-	dir := ""
-	path := address
-	if path == "" {
-		dir, err = os.MkdirTemp("", "gotask-")
-		if err != nil {
-			return nil, "", nil, err
-		}
-		path = filepath.Join(dir, "gotask.sock")
-	} else if err := removeStaleSocket(path); err != nil {
-		return nil, "", nil, err
-	}
-	l, err = net.Listen("unix", path)
-	if err == nil {
-		// Connecting needs write permission on the file. Until this chmod the
-		// umask decides it; under the usual 022 or 077 nobody else has it, and
-		// with no -address the directory is private anyway.
-		if err = os.Chmod(path, 0o600); err != nil {
-			l.Close()
-		}
-	}
-	if err != nil {
-		if dir != "" {
-			os.RemoveAll(dir)
-		}
-		return nil, "", nil, err
-	}
-	return l, "unix", func() {
-		l.Close()
-		os.Remove(path)
-		if dir != "" {
-			os.Remove(dir)
-		}
-	}, nil
-}
-
-// removeStaleSocket removes a socket file left at path by a sidecar that died,
-// refusing to touch anything else or a socket someone still listens on.
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return nil // nothing there (or we cannot tell; Listen will say)
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket", path)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("%s is in use by another process", path)
-	}
-	return os.Remove(path)
 }
 
 // pipeConn joins standard input and output into one connection.

@@ -308,9 +308,13 @@ func TestServeConnIgnoresSecret(t *testing.T) {
 
 func TestUnixSocketMode(t *testing.T) {
 	for _, address := range []string{"", filepath.Join(t.TempDir(), "s.sock")} {
-		l, transport, cleanup, err := listen(address)
-		if err != nil || transport != "unix" {
-			t.Fatalf("listen(%q): %v %v", address, transport, err)
+		addr, err := parseAddress(address)
+		if err != nil || addr.network != "unix" {
+			t.Fatalf("parseAddress(%q) = %+v, %v", address, addr, err)
+		}
+		l, cleanup, err := listen(addr)
+		if err != nil {
+			t.Fatalf("listen(%q): %v", address, err)
 		}
 		path := l.Addr().String()
 		fi, err := os.Stat(path)

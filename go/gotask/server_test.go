@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math"
@@ -346,7 +347,7 @@ func TestRunInProcess(t *testing.T) {
 	exit := make(chan int, 1)
 	go func() { exit <- run(ctx, srv, o, false, nil, pw, io.Discard) }()
 	line, err := readLine(pr)
-	if err != nil || !strings.HasPrefix(line, "gotask|2|tcp|127.0.0.1:") {
+	if err != nil || !strings.HasPrefix(line, fmt.Sprintf("gotask|%d|tcp|127.0.0.1:", ProtocolVersion)) {
 		t.Fatalf("handshake %q %v", line, err)
 	}
 	if n, err := pr.Read(make([]byte, 1)); err != io.EOF {
@@ -376,17 +377,6 @@ func readLine(r io.Reader) (string, error) {
 			return string(b), nil
 		}
 		b = append(b, one[0])
-	}
-}
-
-func TestIsTCPAddress(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"127.0.0.1:0": true, "localhost:8080": true, ":0": true, "[::1]:9": true,
-		"/tmp/x.sock": false, "x.sock": false, "dir/a:1": false, "host:port": false, "a:70000": false,
-	} {
-		if got := isTCPAddress(addr); got != want {
-			t.Errorf("isTCPAddress(%q) = %v", addr, got)
-		}
 	}
 }
 

@@ -159,16 +159,40 @@ func unencodableSeen(t reflect.Type, seen map[reflect.Type]bool) reflect.Type {
 	return nil
 }
 
-// callError is the wire error for an error a handler returned.
-func callError(err error) *wireError {
-	var typed interface{ ErrorType() string }
-	switch {
-	case errors.As(err, &typed) && typed.ErrorType() != "":
-		return &wireError{Type: typed.ErrorType(), Message: err.Error()}
-	case errors.Is(err, context.Canceled):
-		return &wireError{Type: "cancelled", Message: err.Error()}
-	case errors.Is(err, context.DeadlineExceeded):
-		return &wireError{Type: "deadline_exceeded", Message: err.Error()}
+// Register publishes the methods of rcvr on DefaultServer; see Server.Register.
+func Register(rcvr any) error { return DefaultServer.Register(rcvr) }
+
+// RegisterName is like Register but names the service.
+func RegisterName(name string, rcvr any) error { return DefaultServer.RegisterName(name, rcvr) }
+
+// Register publishes the exported methods of rcvr of the forms
+//
+//	func (t *T) Method(args A, reply *R) error
+//	func (t *T) Method(ctx context.Context, args A, reply *R) error
+//
+// under the service name of rcvr's concrete type, to be called as "T.Method".
+// As in net/rpc, methods of other shapes are not published; those that return
+// an error (and so look meant to be called, like a Close() error helper) are
+// logged once, with the reason, through ErrorLog. It is an error if rcvr has
+// no suitable method at all, if its type is not exported, or if the name is
+// taken.
+func (s *Server) Register(rcvr any) error { return s.register(rcvr, "", false) }
+
+// RegisterName is like Register but uses name as the service name. The name
+// may contain dots, as in net/rpc: "net.rpc.Arith.Add" calls method Add of the
+// service "net.rpc.Arith" (a call's method name is split at its last dot).
+func (s *Server) RegisterName(name string, rcvr any) error { return s.register(rcvr, name, true) }
+
+func (s *Server) register(rcvr any, name string, useName bool) error {
+	svc, skipped, err := newService(rcvr, name, useName)
+	if err != nil {
+		return err
 	}
-	return &wireError{Type: "error", Message: err.Error()}
+	if _, dup := s.services.LoadOrStore(svc.name, svc); dup {
+		return fmt.Errorf("gotask.Register: service already defined: %s", svc.name)
+	}
+	for _, why := range skipped {
+		s.logf("Register: not published: %s", why)
+	}
+	return nil
 }

@@ -64,7 +64,7 @@ func walkValue(b []byte, pos int, rules walkRules, typ string) (int, *pathError)
 				continue
 			}
 		case vExt:
-			if h.ext == -1 {
+			if h.ext == timestampExt {
 				sec, nsec, ok := timestamp(b[pos+h.size : h.end(pos)])
 				switch {
 				case rules == argRules && !ok:

@@ -1,0 +1,194 @@
+package gotask
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// conn is one served connection. One goroutine reads (serveConn's, in
+// readLoop), one writes (writeLoop), and each call runs on a worker goroutine
+// of its own (see workers).
+type conn struct {
+	srv         *Server
+	rwc         io.ReadWriteCloser
+	maxFrame    uint32 // the largest frame we accept
+	maxInflight int
+
+	// replyLimit is the largest frame the client accepts: what its $hello
+	// announced, else maxFrame.
+	replyLimit atomic.Uint32
+
+	ctx    context.Context // cancelled when the connection ends
+	cancel context.CancelFunc
+
+	out        chan *encBuf  // encoded frames for the writer
+	quit       chan struct{} // closed to make the writer flush and stop
+	quitOnce   sync.Once
+	writerDone chan struct{}
+	closeOnce  sync.Once
+
+	handlers sync.WaitGroup
+
+	mu       sync.Mutex       // guards pending and inflight
+	pending  map[uint32]*call // by msgid: the calls a $cancel can reach
+	inflight int              // calls holding a slot: at most maxInflight
+}
+
+// call is a running call, kept in pending for a $cancel to reach.
+type call struct{ cancel context.CancelFunc }
+
+func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
+	maxFrame := s.MaxFrameSize
+	if maxFrame == 0 {
+		maxFrame = DefaultMaxFrameSize
+	}
+	maxFrame = max(maxFrame, MinMaxFrameSize)
+	inflight := s.MaxInflight
+	if inflight <= 0 {
+		inflight = DefaultMaxInflight
+	}
+	c := &conn{
+		srv:         s,
+		rwc:         rwc,
+		maxFrame:    maxFrame,
+		maxInflight: inflight,
+		out:         make(chan *encBuf, inflight+16),
+		quit:        make(chan struct{}),
+		writerDone:  make(chan struct{}),
+		pending:     make(map[uint32]*call),
+	}
+	c.replyLimit.Store(maxFrame)
+	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
+	return c
+}
+
+// describe names the connection for the log: the peer's address, or ours
+// when the peer has none (a Unix socket client), or nothing if it is not a
+// net.Conn (a pipe).
+func (c *conn) describe() string {
+	if nc, ok := c.rwc.(net.Conn); ok && nc.RemoteAddr() != nil {
+		if a := nc.RemoteAddr().String(); a != "" && a != "@" {
+			return " from " + a
+		}
+		return " on " + nc.LocalAddr().String()
+	}
+	return ""
+}
+
+func (c *conn) closeRWC() { c.closeOnce.Do(func() { c.rwc.Close() }) }
+
+func (c *conn) stopWriter() { c.quitOnce.Do(func() { close(c.quit) }) }
+
+// readLoop reads messages until the stream ends (nil), fails, or is malformed
+// (a protocol error). A connection accepted by Serve is admitted first.
+func (c *conn) readLoop(accepted bool) error {
+	br := bufio.NewReaderSize(c.rwc, 64<<10)
+	if accepted {
+		if err := c.admit(br); err != nil {
+			return err
+		}
+	}
+	c.hello()
+	for {
+		if c.ctx.Err() != nil {
+			return nil // the writer failed, or Shutdown gave up: replies cannot be delivered
+		}
+		payload, err := readFrame(br, c.maxFrame)
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+		m, err := parseMessage(payload)
+		if err != nil {
+			return err
+		}
+		switch m.typ {
+		case typeRequest:
+			c.request(m)
+		case typeNotification:
+			c.notification(m)
+		default:
+			return protoErr(codeBadMessage, "a sidecar does not accept responses")
+		}
+	}
+}
+
+// notification acts on $cancel and $hello, and ignores any other.
+func (c *conn) notification(m *message) {
+	switch m.method {
+	case "$cancel":
+	case "$hello":
+		if limit, ok := helloFrameLimit(m.params); ok {
+			c.replyLimit.Store(limit)
+		}
+		return
+	default:
+		return // unknown notifications are ignored
+	}
+	cur := cursor{b: m.params}
+	id, err := cur.msgid()
+	if err != nil {
+		return // not a msgid: no call has it
+	}
+	c.mu.Lock()
+	cl := c.pending[id]
+	c.mu.Unlock()
+	if cl != nil {
+		cl.cancel()
+	}
+}
+
+// request answers a request at once (shutting_down, not_found, busy) or
+// starts its call on a worker, which queues the reply. It never blocks on a
+// call, so that the read loop keeps reading.
+func (c *conn) request(m *message) {
+	s := c.srv
+	if !s.startCall() {
+		c.reply(m.msgid, &wireError{Type: "shutting_down", Message: "the sidecar is shutting down"}, nil, false)
+		return
+	}
+	svc, mt, err := s.lookup(m.method)
+	if err != nil {
+		c.reply(m.msgid, &wireError{Type: "not_found", Message: err.Error()}, nil, false)
+		s.endCall()
+		return
+	}
+
+	ctx, cancel := callContext(c.ctx, m)
+	cl := &call{cancel: cancel}
+	c.mu.Lock()
+	if c.inflight >= c.maxInflight {
+		// A client keeps to the limit its $hello announced. Refusing, rather
+		// than waiting for a slot, keeps this goroutine reading: a $cancel
+		// queued behind this request must get through.
+		c.mu.Unlock()
+		cancel()
+		c.reply(m.msgid, &wireError{Type: "busy", Message: fmt.Sprintf(
+			"more than %d calls in flight on one connection (the sidecar's -max-inflight, announced in its $hello)", c.maxInflight)}, nil, false)
+		s.endCall()
+		return
+	}
+	c.inflight++
+	c.pending[m.msgid] = cl
+	c.mu.Unlock()
+	c.handlers.Add(1)
+	s.workers.run(func() {
+		result, werr := invoke(ctx, svc, mt, m.params)
+		cancel()
+		c.mu.Lock()
+		if c.pending[m.msgid] == cl {
+			delete(c.pending, m.msgid)
+		}
+		c.mu.Unlock()
+		c.reply(m.msgid, werr, result, true)
+		c.handlers.Done()
+		s.endCall()
+	})
+}

@@ -1,0 +1,172 @@
+package gotask
+
+import (
+	"bufio"
+	"fmt"
+	"unicode/utf8"
+)
+
+// reply encodes a response and queues it for the writer. Every request gets
+// one: a result that cannot be encoded, or would not fit the client's frame
+// limit, is replaced by an error, and an error is shortened until it fits.
+// release says the call holds an in-flight slot, which the writer frees as it
+// takes the reply: a client may send its next request as soon as the reply
+// arrives, and must find room, while a reply stuck behind a client that does
+// not read keeps its slot (the server's memory stays bounded).
+func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
+	e := getEncBuf()
+	e.release = release
+	limit := int(c.replyLimit.Load())
+	if werr == nil {
+		if err := encodeResponse(e, msgid, nil, result); err != nil {
+			werr = &wireError{Type: "bad_reply", Message: "the reply cannot be encoded: " + err.Error()}
+		} else if n := e.buf.Len() - 4; n > limit {
+			// The client would refuse the frame and lose every call on the connection with it.
+			werr = &wireError{Type: "too_large", Message: fmt.Sprintf("the reply is %d bytes; the client's frame limit is %d (max_frame_size)", n, limit)}
+		} else if err := checkReply(responseResult(e.buf.Bytes()[4:])); err != nil {
+			werr = &wireError{Type: "bad_reply", Message: "the reply cannot reach Python faithfully: " + err.Error()}
+		} else {
+			c.send(e)
+			return
+		}
+	}
+	appendErrorResponse(e, msgid, *werr, limit)
+	c.send(e)
+}
+
+// responseResult returns the result of an encoded successful response
+// [1, msgid, nil, result].
+func responseResult(payload []byte) []byte {
+	c := cursor{b: payload}
+	c.arrayLen()
+	c.uint()
+	c.uint()
+	c.nil()
+	return c.b[c.p:]
+}
+
+// send queues an encoded frame for the writer, or drops it if the writer has
+// stopped (the connection is gone, and the reply with it).
+func (c *conn) send(e *encBuf) {
+	select {
+	case c.out <- e:
+	case <-c.writerDone:
+		c.taken(e)
+		putEncBuf(e)
+	}
+}
+
+// taken frees the in-flight slot of a reply the writer took (see reply).
+func (c *conn) taken(e *encBuf) {
+	if e.release {
+		e.release = false
+		c.mu.Lock()
+		c.inflight--
+		c.mu.Unlock()
+	}
+}
+
+// appendErrorResponse encodes [1, msgid, we, nil] into e (replacing what it
+// holds) in at most limit bytes, dropping the stack and then shortening the
+// message (and, last, the type) as needed. It cannot fail: a limit is at least
+// MinMaxFrameSize, far more than an empty error map needs.
+func appendErrorResponse(e *encBuf, msgid uint32, we wireError, limit int) {
+	for {
+		e.buf.Truncate(4)
+		e.appendResponse(msgid, &we, nil) // strings and integers only: cannot fail
+		e.frame()
+		over := e.buf.Len() - 4 - limit
+		switch {
+		case over <= 0:
+			return
+		case we.Stack != "":
+			we.Stack = ""
+		case we.Message != "":
+			we.Message = shorten(we.Message, over)
+		case we.Type != "":
+			we.Type = shorten(we.Type, over)
+		default:
+			return
+		}
+	}
+}
+
+// shorten returns s at least over bytes shorter, cut at a rune boundary and
+// marked as cut, or "" if that leaves nothing.
+func shorten(s string, over int) string {
+	const mark = " [truncated]"
+	keep := len(s) - over - len(mark)
+	if keep <= 0 {
+		return ""
+	}
+	for keep > 0 && !utf8.RuneStart(s[keep]) {
+		keep--
+	}
+	return s[:keep] + mark
+}
+
+func encodeResponse(e *encBuf, msgid uint32, werr *wireError, result any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	if err := e.appendResponse(msgid, werr, result); err != nil {
+		return err
+	}
+	_, err = e.frame()
+	return err
+}
+
+// writeFailed ends a connection whose replies can no longer be delivered (the
+// peer went away, perhaps without reading them): the calls are cancelled, the
+// reader stops starting new ones, and closing the connection wakes it up.
+func (c *conn) writeFailed() {
+	c.cancel()
+	c.closeRWC()
+}
+
+// writeLoop writes queued frames through one buffer and flushes only when
+// nothing more is queued, so replies finishing together share a write.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	bw := bufio.NewWriterSize(c.rwc, 64<<10)
+	dead := false
+	write := func(e *encBuf) {
+		c.taken(e)
+		if !dead {
+			if _, err := bw.Write(e.buf.Bytes()); err != nil {
+				c.writeFailed()
+				dead = true
+			}
+		}
+		putEncBuf(e)
+	}
+	flush := func() {
+		if !dead && bw.Buffered() > 0 {
+			if err := bw.Flush(); err != nil {
+				c.writeFailed()
+				dead = true
+			}
+		}
+	}
+	for {
+		select {
+		case e := <-c.out:
+			write(e)
+			if len(c.out) == 0 {
+				flush()
+			}
+		case <-c.quit:
+			for {
+				select {
+				case e := <-c.out:
+					write(e)
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
+}
