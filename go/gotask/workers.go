@@ -9,11 +9,10 @@ import (
 const workerIdle = 10 * time.Second
 
 // workers runs calls on goroutines that outlive a call. A fresh goroutine
-// starts with a small stack, and decoding and invoking a call grows it: for a
-// small call the stack copies cost more than the rest of the server's work
-// (BenchmarkEchoSmall's profile: runtime.newstack, 13% of the process). A
-// worker keeps its grown stack for the next call, and exits after workerIdle
-// without one, or once done is closed.
+// starts with a small stack, and decoding and invoking a call grows it, which
+// costs a small call more than the rest of the server's work (see "What a call
+// costs" in docs/performance.md). A worker keeps its grown stack for the next
+// call, and exits after workerIdle without one, or once done is closed.
 type workers struct {
 	tasks chan func() // unbuffered: a task goes only to a worker waiting for one
 	done  <-chan struct{}
