@@ -375,6 +375,7 @@ async def test_calls_wait_through_a_restart_that_fails(autojump_clock: trio.test
     async with supervising(
         policy, lifetimes={0: 0}, start_errors={1: "no handshake"}, answer=None
     ) as harness:
+        await trio.testing.wait_all_tasks_blocked()  # #0 exited: the first backoff
         waiting = await start_call(harness, "waited")
         await trio.sleep(0.5 + 1)  # two restarts' backoff
         await trio.testing.wait_all_tasks_blocked()
