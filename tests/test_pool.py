@@ -1,0 +1,409 @@
+"""`Pool` against fake sidecars over memory streams (tests/fakesidecar.py): when connections
+open, which one a call takes, and what a broken, failed or closed one does to the calls."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import outcome
+import pytest
+import trio
+import trio.testing
+from fakesidecar import FakePeer, fake_connect
+from wirehelpers import pack
+
+from trio_gotask import GoTask, GoTaskError, ProtocolError, SidecarError
+from trio_gotask._errors import error_factory, lost_without_explanation
+from trio_gotask._pool import _RETRY_AFTER, Pool, Remote
+from trio_gotask._transport import Connect, Opened
+from trio_gotask._wire import frame_header
+
+# Every test runs on the autojump clock, so that a test waiting for what never comes fails at once,
+# its clock jumping to this deadline.
+STUCK = 10_000
+
+
+class Sidecar:
+    """The `Connect` of a pool: each call opens a fresh `FakePeer` (all in ``peers``), after
+    ``gate`` is set, unless ``error`` is set, which it raises as a `SidecarError`."""
+
+    def __init__(self, nursery: trio.Nursery, **peer: Any) -> None:
+        self.nursery = nursery
+        self.peers: list[FakePeer] = []
+        self.attempts: list[float] = []
+        """When each connection was asked for."""
+        self.error: str | None = None
+        self.gate = trio.Event()
+        self.gate.set()
+        self._connect = fake_connect(nursery, self.peers, **peer)
+
+    async def __call__(self) -> Opened:
+        self.attempts.append(trio.current_time())
+        await self.gate.wait()
+        if self.error is not None:
+            raise SidecarError(self.error)
+        return await self._connect()
+
+    def loads(self) -> list[int]:
+        """Requests each peer holds unanswered."""
+        return [len(peer.in_flight) for peer in self.peers]
+
+
+def new_pool(nursery: trio.Nursery, connect: Connect, *, size: int = 1) -> Pool:
+    return Pool(
+        nursery, connect, size=size, max_frame_size=1 << 20, max_inflight=64, explain=lost_without_explanation
+    )
+
+
+@asynccontextmanager
+async def open_pool(*, size: int = 1, **peer: Any) -> AsyncIterator[tuple[Pool, Sidecar]]:
+    """A pool of ``size`` and its fake sidecar (``peer`` configures each `FakePeer`)."""
+    with trio.fail_after(STUCK):
+        async with trio.open_nursery() as nursery:
+            sidecar = Sidecar(nursery, **peer)
+            pool = new_pool(nursery, sidecar, size=size)
+            try:
+                yield pool, sidecar
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+class Call:
+    """A call to ``Echo`` running in the background; ``result`` holds its outcome once ``done``."""
+
+    def __init__(self, nursery: trio.Nursery, pool: Pool, arg: Any = None) -> None:
+        self.result: outcome.Outcome[Any] | None = None
+        self.done = trio.Event()
+        nursery.start_soon(self._run, pool, arg)
+
+    async def _run(self, pool: Pool, arg: Any) -> None:
+        self.result = await outcome.acapture(call, pool, arg)
+        self.done.set()
+
+    async def outcome(self) -> Any:
+        """The call's result, or its exception raised."""
+        await self.done.wait()
+        assert self.result is not None
+        return self.result.unwrap()
+
+
+async def start_call(nursery: trio.Nursery, pool: Pool, arg: Any = None) -> Call:
+    """A `Call`, once it settled: sent on the connection it chose, or waiting. (Calls started
+    together may choose in any order: Trio runs the tasks of one batch in random order.)"""
+    started = Call(nursery, pool, arg)
+    await trio.testing.wait_all_tasks_blocked()
+    return started
+
+
+async def call(pool: Pool, arg: Any = None) -> Any:
+    """One call, the way a `GoTask` makes it."""
+    return await GoTask(Remote(pool, "fake")).call("Echo", arg)
+
+
+async def hang_up(peer: FakePeer) -> None:
+    """The peer closes its side of the stream, as a sidecar does when it exits."""
+    assert isinstance(peer.stream, trio.StapledStream)
+    await peer.stream.send_eof()
+
+
+async def answer_all(peer: FakePeer) -> None:
+    """Answer every request the peer holds (each with its argument)."""
+    while True:
+        try:
+            request = peer.requests.receive_nowait()
+        except trio.WouldBlock:
+            return
+        await peer.reply(request.msgid, request.params)
+
+
+# -- opening connections ---------------------------------------------------------------------------
+
+
+async def test_a_pool_holds_at_least_one_connection(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pool() as (_, sidecar):
+        with pytest.raises(ValueError, match="pool_size must be at least 1, not 0"):
+            new_pool(sidecar.nursery, sidecar, size=0)
+
+
+async def test_no_connection_opens_before_a_call_needs_it(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pool(size=4) as (pool, sidecar):
+        await trio.testing.wait_all_tasks_blocked()
+        assert sidecar.attempts == []
+        assert await call(pool, "x") == "x"
+        assert (len(sidecar.peers), pool.connections, pool.opened) == (1, 1, 1)
+
+
+async def test_warm_up_opens_the_first_connection_once(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pool(size=4) as (pool, sidecar):
+        await pool.warm_up()
+        await pool.warm_up()
+        assert (len(sidecar.peers), pool.connections) == (1, 1)
+
+
+async def test_only_is_the_connection_of_a_full_pool_of_one(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pool(size=1) as (pool, _):
+        assert pool.only is None
+        await pool.warm_up()
+        assert pool.only is not None
+        assert await pool.choose() is pool.only
+
+
+async def test_a_pool_that_may_grow_has_no_only_connection(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pool(size=2) as (pool, _):
+        await pool.warm_up()
+        assert pool.only is None
+
+
+async def test_a_burst_opens_size_connections_at_once_and_spreads_over_them(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=3, answer=None) as (pool, sidecar):
+        for i in range(20):
+            Call(sidecar.nursery, pool, i)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (len(sidecar.attempts), pool.connections, pool.opened) == (3, 3, 3)
+        assert sorted(sidecar.loads()) == [6, 7, 7]
+        assert pool.in_flight == 20
+
+
+async def test_calls_go_to_the_least_loaded_connection_and_open_more_only_when_it_is_busy(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=3, answer=None) as (pool, sidecar):
+        await pool.warm_up()
+        # Each caller in turn: the least-loaded connection was idle (no new one), or busy (one
+        # opens for the next caller), until the pool is full.
+        expected = [[1], [2, 0], [2, 1], [2, 2, 0], [2, 2, 1], [2, 2, 2], [3, 2, 2]]
+        for i, loads in enumerate(expected):
+            await start_call(sidecar.nursery, pool, i)
+            assert sidecar.loads() == loads
+
+
+# -- failing to open -------------------------------------------------------------------------------
+
+
+async def test_warm_up_raises_the_error_of_connect(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pool() as (pool, sidecar):
+        sidecar.error = "nobody listens at fake.sock"
+        with pytest.raises(SidecarError, match=r"nobody listens at fake\.sock"):
+            await pool.warm_up()
+        assert pool.connections == 0
+
+
+async def _refused() -> Opened:
+    raise ConnectionRefusedError("connection refused")
+
+
+async def _broken() -> Opened:
+    try:
+        raise OSError("broken pipe")
+    except OSError as exc:
+        raise trio.BrokenResourceError from exc
+
+
+@pytest.mark.parametrize(
+    ("connect", "says"),
+    [(_refused, "connection refused"), (_broken, "broken pipe")],
+)
+async def test_an_os_error_of_connect_becomes_a_sidecar_error(
+    autojump_clock: trio.testing.MockClock, connect: Connect, says: str
+) -> None:
+    async with trio.open_nursery() as nursery:
+        pool = new_pool(nursery, connect)
+        with pytest.raises(SidecarError, match=rf"^cannot connect to the sidecar: {says}$"):
+            await pool.warm_up()
+
+
+async def test_callers_waiting_for_a_connection_that_fails_to_open_get_its_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=2) as (pool, sidecar):
+        sidecar.error = "the sidecar is not there"
+        calls = [Call(sidecar.nursery, pool) for _ in range(3)]
+        for waiting in calls:
+            with pytest.raises(SidecarError, match="the sidecar is not there"):
+                await waiting.outcome()
+        # With no connection at all, the next call tries again at once.
+        sidecar.error = None
+        failed_at = trio.current_time()
+        assert await call(pool, "again") == "again"
+        assert sidecar.attempts[-1] == failed_at
+
+
+async def test_an_open_failing_while_others_serve_is_logged_and_retried_later(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_pool(size=2, answer=None) as (pool, sidecar):
+        await pool.warm_up()
+        await start_call(sidecar.nursery, pool)
+        sidecar.error = "too many open files"
+        await start_call(sidecar.nursery, pool)  # the connection is busy: this one opens another, which fails
+        failed_at = sidecar.attempts[-1]
+        assert [(r.name, r.levelname) for r in caplog.records] == [("trio_gotask", "WARNING")]
+        assert "opening another connection to the sidecar failed: too many open files" in caplog.text
+
+        sidecar.error = None
+        await start_call(sidecar.nursery, pool)  # too soon: no new attempt; it waits on the busy one
+        assert len(sidecar.attempts) == 2
+        assert sidecar.loads() == [3]
+
+        await trio.sleep(_RETRY_AFTER)
+        await start_call(sidecar.nursery, pool)
+        assert sidecar.attempts[-1] == failed_at + _RETRY_AFTER
+        assert sidecar.loads() == [4, 0]
+        assert pool.connections == 2
+
+
+# -- full connections ------------------------------------------------------------------------------
+
+
+async def test_callers_beyond_every_connections_limit_wait_for_a_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def slow_echo(request: Any) -> Any:
+        await trio.sleep(1)
+        return request.params
+
+    # Each peer announces max_inflight=2 in its $hello, below the pool's 64.
+    async with open_pool(size=2, answer=slow_echo, max_inflight=2) as (pool, sidecar):
+        await pool.warm_up()
+        start = trio.current_time()
+        calls = [Call(sidecar.nursery, pool, i) for i in range(8)]
+        assert [await c.outcome() for c in calls] == list(range(8))
+        # Two waves of four (two connections, two slots each), one second each.
+        assert trio.current_time() - start == 2
+        assert [peer.most_in_flight for peer in sidecar.peers] == [2, 2]
+
+
+async def test_a_caller_waits_for_a_connection_still_opening_when_the_others_are_full(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=2, answer=None, max_inflight=1) as (pool, sidecar):
+        await pool.warm_up()
+        sidecar.gate = trio.Event()
+        first = await start_call(sidecar.nursery, pool, "first")
+        second = await start_call(sidecar.nursery, pool, "second")  # no slot; one opening: waits
+        assert sidecar.loads() == [1]
+        sidecar.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert sidecar.loads() == [1, 1]
+        for peer in sidecar.peers:
+            await answer_all(peer)
+        assert (await first.outcome(), await second.outcome()) == ("first", "second")
+
+
+# -- broken connections ----------------------------------------------------------------------------
+# With one slot per connection (max_inflight=1 in the peers' $hello), two calls take one each.
+
+
+async def test_a_peer_hanging_up_fails_only_the_calls_on_its_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=2, answer=None, max_inflight=1) as (pool, sidecar):
+        await pool.warm_up()
+        lost = await start_call(sidecar.nursery, pool, "lost")
+        kept = await start_call(sidecar.nursery, pool, "kept")
+        assert sidecar.loads() == [1, 1]
+        await hang_up(sidecar.peers[0])
+        with pytest.raises(SidecarError, match="the sidecar closed the connection") as info:
+            await lost.outcome()
+        assert info.value.returncode is None
+        assert not kept.done.is_set()
+        await answer_all(sidecar.peers[1])
+        assert await kept.outcome() == "kept"
+        assert pool.connections == 1
+
+
+async def test_garbage_from_the_peer_fails_its_calls_with_a_protocol_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=2, answer=None, max_inflight=1) as (pool, sidecar):
+        await pool.warm_up()
+        spoiled = await start_call(sidecar.nursery, pool)
+        kept = await start_call(sidecar.nursery, pool, "kept")
+        garbage = pack("not a message")
+        await sidecar.peers[0].send(frame_header(len(garbage)) + garbage)
+        with pytest.raises(ProtocolError) as info:
+            await spoiled.outcome()
+        assert info.value.code == "bad_message"
+        assert "a message must be a non-empty array" in str(info.value)
+        await answer_all(sidecar.peers[1])
+        assert await kept.outcome() == "kept"
+
+
+async def test_the_call_after_a_connection_broke_opens_a_replacement(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=1) as (pool, sidecar):
+        await pool.warm_up()
+        broken = pool.only
+        await hang_up(sidecar.peers[0])
+        await sidecar.peers[0].closed.wait()
+        assert pool.only is None
+        assert await call(pool, "again") == "again"
+        assert (len(sidecar.peers), pool.opened, pool.connections) == (2, 2, 1)
+        assert pool.only not in (None, broken)
+
+
+# -- failing and closing ---------------------------------------------------------------------------
+
+
+async def test_fail_fails_the_calls_in_flight_and_every_later_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=2, answer=None, max_inflight=1) as (pool, sidecar):
+        await pool.warm_up()
+        calls = [await start_call(sidecar.nursery, pool) for _ in range(2)]
+        assert sidecar.loads() == [1, 1]
+        pool.fail(error_factory(SidecarError, "the sidecar exited with status 3", returncode=3))
+        for failed in calls:
+            with pytest.raises(SidecarError, match="status 3") as info:
+                await failed.outcome()
+            assert info.value.returncode == 3
+        with pytest.raises(SidecarError, match="status 3"):
+            await call(pool)
+        assert (pool.connections, pool.in_flight) == (0, 0)
+        for peer in sidecar.peers:
+            await peer.closed.wait()
+
+
+async def test_close_wakes_the_callers_waiting_for_a_connection_to_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=1) as (pool, sidecar):
+        sidecar.gate = trio.Event()
+        waiting = await start_call(sidecar.nursery, pool)
+        pool.close()
+        with pytest.raises(GoTaskError, match="the GoTask is closed"):
+            await waiting.outcome()
+        # The connection that opens after all is closed at once, and never used.
+        sidecar.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(sidecar.peers) == 1
+        await sidecar.peers[0].closed.wait()
+        assert pool.connections == 0
+        with pytest.raises(GoTaskError, match="the GoTask is closed"):
+            await call(pool)
+
+
+async def test_close_after_fail_keeps_the_first_error(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pool() as (pool, _):
+        await pool.warm_up()
+        pool.fail(error_factory(SidecarError, "the sidecar exited with status 3", returncode=3))
+        pool.close()
+        with pytest.raises(SidecarError, match="status 3"):
+            await call(pool)
+
+
+async def test_a_remote_is_one_pool_at_one_address_and_close_closes_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool() as (pool, _):
+        remote = Remote(pool, "fake.sock")
+        assert await remote.wait_pool() is pool
+        assert (remote.address, remote.restarts, remote.pid) == ("fake.sock", 0, None)
+        remote.close()
+        with pytest.raises(GoTaskError, match="the GoTask is closed"):
+            await call(pool)
