@@ -510,10 +510,6 @@ async def test_close_after_a_final_death_keeps_the_death_error(
             await call(harness.supervisor)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Supervisor.run publishes a sidecar that shook hands after close(): later calls use it",
-)
 async def test_a_restart_that_shakes_hands_after_close_serves_no_call(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -527,9 +523,6 @@ async def test_a_restart_that_shakes_hands_after_close_serves_no_call(
             await call(harness.supervisor)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Supervisor.run counts a restart when close() came during the backoff before it"
-)
 async def test_close_during_a_restart_backoff_counts_no_restart(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -172,6 +172,9 @@ class Supervisor(Generic[P]):
                     SidecarError, f"restarting the sidecar failed: {exc}", cause=exc
                 )
             else:
+                if self.closing:  # closed while this one started: it serves nothing
+                    pool.close()
+                    return
                 self.address = handshake.address
                 self._publish(Generation(sidecar, pool))
                 if not started:
@@ -192,6 +195,8 @@ class Supervisor(Generic[P]):
                 return
             self._publish(None)
             await trio.sleep(min(policy.backoff * 2**consecutive, policy.max_backoff))
+            if self.closing:
+                return
             consecutive += 1
             self.restarts += 1
 
