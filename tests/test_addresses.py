@@ -37,6 +37,7 @@ def test_the_vectors_cover_every_kind() -> None:
         ("/" + "x" * 200, "too long for a Unix socket path"),
         ("::1:6001", r"in brackets, as in \[::1\]:6001"),
         ("h:70000", "above 65535"),
+        ("[a]b]:80", "stray brackets"),
     ],
 )
 def test_a_client_refuses_what_it_cannot_connect_to(address: str, says: str) -> None:

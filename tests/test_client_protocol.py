@@ -93,6 +93,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         call = self.protocol.send_request(method, arg, None, owner=self.owners)
         assert call.msgid not in self.calls, "a msgid in flight was reused"
         assert call.owner == self.owners and not call.sent and not call.abandoned
+        assert repr(call) == f"<Call {method} msgid={call.msgid} queued>"
         self.calls[call.msgid] = Model(call)
 
     @precondition(live)

@@ -374,3 +374,22 @@ async def test_deadline_unless_cancelled(autojump_clock: trio.testing.MockClock)
         await deadline_unless_cancelled()
         pytest.fail("a cancelled caller got past deadline_unless_cancelled")
     assert scope.cancelled_caught
+
+
+async def test_the_stream_ending_inside_a_large_frame_is_a_protocol_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    big = {"max_frame_size": 1 << 22, "client_max_frame_size": 1 << 22}
+    async with connected(answer=None, **big) as (connection, fake), trio.open_nursery() as nursery:
+
+        async def call() -> None:
+            with pytest.raises(ProtocolError) as info:
+                await connection.call("App.Big", 1)
+            assert info.value.code == "truncated"
+
+        nursery.start_soon(call)
+        request = await fake.requests.receive()
+        wire = frame(Response(request.msgid, None, bytes(1 << 20)))
+        await fake.send(wire[: 1 << 19])  # half of a frame read into a buffer of its own
+        await trio.testing.wait_all_tasks_blocked()
+        await fake.hang_up()
