@@ -379,8 +379,11 @@ async def test_deadline_unless_cancelled(autojump_clock: trio.testing.MockClock)
 async def test_the_stream_ending_inside_a_large_frame_is_a_protocol_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    big = {"max_frame_size": 1 << 22, "client_max_frame_size": 1 << 22}
-    async with connected(answer=None, **big) as (connection, fake), trio.open_nursery() as nursery:
+    limit = 1 << 22
+    async with (
+        connected(answer=None, max_frame_size=limit, client_max_frame_size=limit) as (connection, fake),
+        trio.open_nursery() as nursery,
+    ):
 
         async def call() -> None:
             with pytest.raises(ProtocolError) as info:
