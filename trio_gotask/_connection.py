@@ -52,7 +52,8 @@ class Connection:
     leaves at once; the protocol sends a ``$cancel`` if the request went out.
 
     The limits are the lower of the caller's and those the sidecar announced in its ``$hello``
-    (see `ClientProtocol`). Run `run` in a nursery before calling `call`; `fail` stops it.
+    (see `ClientProtocol`). Run `run` in a nursery before calling `call`; `fail` stops it, and
+    tells ``on_broken``.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class Connection:
         max_frame_size: int,
         max_inflight: int,
         explain: Explain = lost_without_explanation,
+        on_broken: Callable[[Connection], None] | None = None,
     ) -> None:
         self._channel = open_channel(opened.stream)
         self._protocol = ClientProtocol(
@@ -74,6 +76,7 @@ class Connection:
         """Calls this connection carries at once; further callers wait for a slot."""
         self._slots = trio.Semaphore(self.max_inflight)
         self._explain = explain
+        self._on_broken = on_broken
         # The writer parks here when the protocol has nothing to send.
         self._writer_idle = trio.lowlevel.ParkingLot()
         # Bytes a caller's own write left over; the writer sends them before anything else.
@@ -111,7 +114,7 @@ class Connection:
             except BaseException:
                 self._slots.release()
                 raise
-            if protocol.in_flight == 1 and self._writer_idle:
+            if self.load == 1 and self._writer_idle:
                 self._write_alone()
             else:
                 self._wake_writer()  # it batches what every caller queued by the time it runs
@@ -176,6 +179,8 @@ class Connection:
             self._slots.release()  # a waiter wakes, sees the failure and passes its slot on
         self._unsent.clear()
         self._cancel_scope.cancel()
+        if self._on_broken is not None:
+            self._on_broken(self)
 
     @trio.lowlevel.enable_ki_protection
     async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:

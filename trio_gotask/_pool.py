@@ -54,10 +54,13 @@ class Pool:
         self._failure: ErrorFactory | None = None
         self.opened = 0
         """Connections opened over the pool's life."""
+        self.only: Connection | None = None
+        """The connection for every call, when the pool may hold just one and it works: the
+        common case, looked up on every call. Otherwise `choose` a connection."""
 
     @property
     def connections(self) -> int:
-        return sum(1 for c in self._connections if not c.broken)
+        return len(self._connections)
 
     @property
     def in_flight(self) -> int:
@@ -69,17 +72,6 @@ class Pool:
             self._opening += 1
             await self._open()
 
-    @property
-    def only(self) -> Connection | None:
-        """The connection for every call, when the pool holds one, may hold no more, and it works.
-
-        The common case, looked up on every call; otherwise `choose` a connection.
-        """
-        live = self._connections
-        if self._size == 1 and live and not live[0].broken:
-            return live[0]
-        return None
-
     async def choose(self) -> Connection:
         """The least-loaded connection with a free slot; see the class docstring for when more
         are opened and when callers wait."""
@@ -87,8 +79,6 @@ class Pool:
             if self._failure is not None:
                 raise self._failure()
             live = self._connections
-            if any(c.broken for c in live):
-                live = self._connections = [c for c in live if not c.broken]
             roomy = [c for c in live if c.load < c.max_inflight]
             best = min(roomy, key=_load) if roomy else None
             may_open = len(live) + self._opening < self._size and (
@@ -134,14 +124,17 @@ class Pool:
                 max_frame_size=self._max_frame_size,
                 max_inflight=self._max_inflight,
                 explain=self._explain,
+                on_broken=self._forget,
             )
             await self._nursery.start(connection.run)
             self.opened += 1
             self._open_error = None
             if self._failure is not None:
                 connection.fail(self._failure)
-            else:
+            elif not connection.broken:
                 self._connections.append(connection)
+                if self._size == 1:
+                    self.only = connection
             return connection
         except GoTaskError as exc:
             self._open_error = exc
@@ -155,10 +148,17 @@ class Pool:
         """Fail every call in flight and every later call with ``make_error()``."""
         if self._failure is None:
             self._failure = make_error
-        for connection in self._connections:
+        connections, self._connections = self._connections, []
+        for connection in connections:
             connection.fail(make_error)
-        self._connections = []
         self._opened_event.set()
+
+    def _forget(self, connection: Connection) -> None:
+        """Drop a connection that broke; the next call that needs one opens another."""
+        if self.only is connection:
+            self.only = None
+        if connection in self._connections:
+            self._connections.remove(connection)
 
     def close(self) -> None:
         self.fail(error_factory(GoTaskError, "the GoTask is closed"))

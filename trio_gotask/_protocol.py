@@ -26,6 +26,7 @@ from ._wire import (
     Response,
     frame_header,
     parse_hello,
+    parse_message,
 )
 
 BIG_PAYLOAD: Final = 64 * 1024
@@ -243,9 +244,10 @@ class ClientProtocol:
     def next_answered(self) -> Call | None:
         """The next call the sidecar answered, out of the table, or ``None`` when more bytes are
         needed. See the class docstring for abandoned calls and what raises."""
-        decoder = self._decoder
+        next_payload = self._decoder.next_payload
         calls = self._calls
-        while (message := decoder.next_message()) is not None:
+        while (payload := next_payload()) is not None:
+            message = parse_message(payload)
             if type(message) is Response:
                 call = calls.pop(message.msgid, None)
                 if call is None or not call.sent:  # the protocol is beyond use after this

@@ -113,6 +113,8 @@ class Supervisor(Generic[P]):
         self._max_inflight = max_inflight
         self._policy = restart
         self._current: Generation[P] | None = None
+        self.current_pool: Pool | None = None
+        """The running sidecar's pool; ``None`` while none runs (looked up on every call)."""
         self._changed = trio.Event()
         self._failure: ErrorFactory | None = None
         self.closing = False
@@ -122,10 +124,6 @@ class Supervisor(Generic[P]):
     @property
     def current(self) -> Generation[P] | None:
         return self._current
-
-    @property
-    def current_pool(self) -> Pool | None:
-        return self._current.pool if self._current is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -143,6 +141,7 @@ class Supervisor(Generic[P]):
 
     def _publish(self, generation: Generation[P] | None) -> None:
         self._current = generation
+        self.current_pool = generation.pool if generation is not None else None
         self._changed.set()
         self._changed = trio.Event()
 
