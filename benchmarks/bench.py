@@ -416,7 +416,8 @@ async def pool_sizes(sidecar: str, report: Report, rounds: int, quick: bool) -> 
                 for size in sizes
             ],
             "One connection's writer batches every queued frame into one write; more connections "
-            "split the batches. The default, `pool_size=1`, is the fastest row.",
+            "split the batches. The default, `pool_size=1`, should be as fast as any row: more "
+            "connections are for isolation, not speed.",
         )
 
 

@@ -25,7 +25,7 @@ from ._wire import DEFAULT_MAX_FRAME_SIZE, MAX_MSGID, MIN_FRAME_SIZE
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-# One connection is fastest (docs/performance.md, "Pool size").
+# More connections add no speed (docs/performance.md, "Pool size"), only isolation.
 DEFAULT_POOL_SIZE: Final = 1
 DEFAULT_MAX_INFLIGHT: Final = 1024
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
@@ -188,8 +188,8 @@ async def open_gotask(
     removes), ``"tcp"`` (loopback, a free port) or ``"pipe"`` (the child's stdin and stdout, one
     connection). Up to ``pool_size`` connections are opened as load needs them (always one for the
     pipe), each carrying up to ``max_inflight`` calls at once, or fewer if the sidecar's
-    ``-max-inflight`` is lower; further callers wait. One connection is fastest, since its writer
-    batches every queued frame into one write; more isolate a broken connection's calls and keep a
+    ``-max-inflight`` is lower; further callers wait. One connection is as fast as several, since its
+    writer batches every queued frame into one write; more isolate a broken connection's calls and keep a
     huge frame from delaying small calls behind it. No frame larger than ``max_frame_size`` bytes
     (at least 1024) is accepted, or sent, on either side.
 
