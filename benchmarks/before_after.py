@@ -1,0 +1,113 @@
+"""This tree's client against the client of an earlier commit, in one process, rounds alternating.
+
+    python benchmarks/before_after.py --before main~5 [--rounds 7]
+
+A change to the client is "no slower" when, in one run on one machine, its ratios to the floor
+match those of the commit before it: runs apart differ by more than most changes do. The earlier
+client is extracted with ``git archive`` and imported as ``trio_gotask_before``; both talk to
+sidecars built from this tree's ``go/example``, so both must speak the same protocol version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import subprocess
+import sys
+import tempfile
+from contextlib import AsyncExitStack
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).parent))
+from bench import Call, throughput, timed  # noqa: E402
+from floor import Floor, floor_sidecar, request_frame  # noqa: E402
+
+import trio_gotask  # noqa: E402
+
+TRANSPORTS = ("unix", "tcp", "pipe")
+
+
+def extract(rev: str, into: Path) -> Any:
+    """Import the package as it was at ``rev``, as ``trio_gotask_before``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "trio_gotask"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (into / "trio_gotask").rename(into / "trio_gotask_before")
+    sys.path.insert(0, str(into))
+    return importlib.import_module("trio_gotask_before")
+
+
+async def run(before: Any, label: str, rounds: int) -> None:
+    if before.PROTOCOL_VERSION != trio_gotask.PROTOCOL_VERSION:
+        sys.exit(
+            f"{label} speaks protocol {before.PROTOCOL_VERSION}, this tree {trio_gotask.PROTOCOL_VERSION}"
+        )
+    sidecar = str(await trio_gotask.build_sidecar(ROOT / "go" / "example"))
+    async with AsyncExitStack() as stack:
+        calls: dict[str, Call] = {}
+        for transport in TRANSPORTS:
+            for name, package in ((f"before ({label})", before), ("after", trio_gotask)):
+                gt = await stack.enter_async_context(package.open_gotask(sidecar, transport=transport))
+                calls[f"{name} {transport}"] = partial(gt.call, "App.Echo", 1)
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="gotask-floor-"))
+        address = await stack.enter_async_context(floor_sidecar(sidecar, f"{folder}/floor.sock"))
+        stream = await trio.open_unix_socket(address)
+        stack.push_async_callback(stream.aclose)
+        floor = Floor(stream)
+        await floor.skip_hello()
+        frame = request_frame("App.Echo", 1)
+        for call in calls.values():
+            await throughput(call, 512, 64)  # warm up
+
+        sequential: dict[str, Call] = {"floor": partial(floor.call_direct, frame), **calls}
+        latency: dict[str, list[float]] = {name: [] for name in sequential}
+        for _ in range(rounds):
+            for name, call in sequential.items():
+                latency[name] += [await timed(call) for _ in range(1000)]
+        rates: dict[tuple[str, int], list[float]] = {}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(floor.run)
+            concurrent: dict[str, Call] = {"floor": partial(floor.call, frame), **calls}
+            for _ in range(rounds):
+                for callers in (64, 256):
+                    for name, call in concurrent.items():
+                        rates.setdefault((name, callers), []).append(await throughput(call, 6000, callers))
+            nursery.cancel_scope.cancel()
+
+    median = statistics.median
+    print(f"{rounds} rounds; medians; ratios are to the floor in the same run.\n")
+    print(
+        "| client | sequential p50 µs | vs floor | 64 callers, calls/s | vs floor | 256 callers, calls/s | vs floor |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in sequential:
+        p50 = median(latency[name])
+        r64, r256 = median(rates[name, 64]), median(rates[name, 256])
+        print(
+            f"| {name} | {p50 * 1e6:.0f} | {p50 / median(latency['floor']):.2f}x "
+            f"| {r64:,.0f} | {r64 / median(rates['floor', 64]):.2f}x "
+            f"| {r256:,.0f} | {r256 / median(rates['floor', 256]):.2f}x |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--before", default="HEAD", help="the commit to compare with (default: HEAD)")
+    parser.add_argument("--rounds", type=int, default=7)
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gotask-before-") as folder:
+        before = extract(options.before, Path(folder))
+        trio.run(run, before, options.before, options.rounds)
+
+
+if __name__ == "__main__":
+    main()
