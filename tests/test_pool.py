@@ -232,6 +232,27 @@ async def test_callers_waiting_for_a_connection_that_fails_to_open_get_its_error
         assert sidecar.attempts[-1] == failed_at
 
 
+async def test_each_waiting_caller_gets_its_own_copy_of_the_open_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def connect() -> Opened:
+        await trio.sleep(1)
+        raise SidecarError("it exited", returncode=3, stderr_tail="last words")
+
+    async with trio.open_nursery() as nursery:
+        pool = new_pool(nursery, connect, size=1)
+        calls = [Call(nursery, pool) for _ in range(3)]
+        errors = []
+        for waiting in calls:
+            with pytest.raises(SidecarError) as info:
+                await waiting.outcome()
+            errors.append(info.value)
+        assert len({id(e) for e in errors}) == 3
+        for error in errors:
+            assert (error.returncode, error.stderr_tail) == (3, "last words")
+            assert str(error) == "it exited\n--- last lines of the sidecar's stderr ---\nlast words"
+
+
 async def test_an_open_failing_while_others_serve_is_logged_and_retried_later(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -95,7 +95,7 @@ class Pool:
             await self._opened_event.wait()
             error = self._open_error
             if error is not None and not self._connections:
-                raise SidecarError(str(error)) from error
+                raise _copy(error) from error
 
     def _open_soon(self) -> None:
         self._opening += 1  # counted now, so that callers in this same tick see it
@@ -166,6 +166,15 @@ class Pool:
 
 def _load(connection: Connection) -> int:
     return connection.load
+
+
+def _copy(error: GoTaskError) -> GoTaskError:
+    """A fresh exception like ``error`` (its type and attributes), for one more caller: one
+    exception object raised in several tasks would collect all their tracebacks."""
+    copy = type(error).__new__(type(error))
+    copy.__dict__.update(error.__dict__)
+    copy.args = error.args
+    return copy
 
 
 class Backend(Protocol):
