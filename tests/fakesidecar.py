@@ -151,8 +151,20 @@ class FakePeer:
             pass  # the connection is gone: nobody waits for the reply
 
     async def hang_up(self) -> None:
-        """Close the connection from the sidecar's side."""
-        await self.stream.aclose()
+        """End the stream from the sidecar's side, as a sidecar that exits does."""
+        if isinstance(self.stream, trio.abc.HalfCloseableStream):
+            await self.stream.send_eof()
+        else:
+            await self.stream.aclose()
+
+    async def answer_waiting(self) -> None:
+        """Answer every request waiting in `requests`, each with its argument."""
+        while True:
+            try:
+                request = self.requests.receive_nowait()
+            except trio.WouldBlock:
+                return
+            await self.reply(request.msgid, request.params)
 
     def resume_reading(self) -> None:
         self.reading = True

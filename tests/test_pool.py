@@ -102,22 +102,6 @@ async def call(pool: Pool, arg: Any = None) -> Any:
     return await GoTask(Remote(pool, "fake")).call("Echo", arg)
 
 
-async def hang_up(peer: FakePeer) -> None:
-    """The peer closes its side of the stream, as a sidecar does when it exits."""
-    assert isinstance(peer.stream, trio.StapledStream)
-    await peer.stream.send_eof()
-
-
-async def answer_all(peer: FakePeer) -> None:
-    """Answer every request the peer holds (each with its argument)."""
-    while True:
-        try:
-            request = peer.requests.receive_nowait()
-        except trio.WouldBlock:
-            return
-        await peer.reply(request.msgid, request.params)
-
-
 # -- opening connections ---------------------------------------------------------------------------
 
 
@@ -311,7 +295,7 @@ async def test_a_caller_waits_for_a_connection_still_opening_when_the_others_are
         await trio.testing.wait_all_tasks_blocked()
         assert sidecar.loads() == [1, 1]
         for peer in sidecar.peers:
-            await answer_all(peer)
+            await peer.answer_waiting()
         assert (await first.outcome(), await second.outcome()) == ("first", "second")
 
 
@@ -327,12 +311,12 @@ async def test_a_peer_hanging_up_fails_only_the_calls_on_its_connection(
         lost = await start_call(sidecar.nursery, pool, "lost")
         kept = await start_call(sidecar.nursery, pool, "kept")
         assert sidecar.loads() == [1, 1]
-        await hang_up(sidecar.peers[0])
+        await sidecar.peers[0].hang_up()
         with pytest.raises(SidecarError, match="the sidecar closed the connection") as info:
             await lost.outcome()
         assert info.value.returncode is None
         assert not kept.done.is_set()
-        await answer_all(sidecar.peers[1])
+        await sidecar.peers[1].answer_waiting()
         assert await kept.outcome() == "kept"
         assert pool.connections == 1
 
@@ -350,7 +334,7 @@ async def test_garbage_from_the_peer_fails_its_calls_with_a_protocol_error(
             await spoiled.outcome()
         assert info.value.code == "bad_message"
         assert "a message must be a non-empty array" in str(info.value)
-        await answer_all(sidecar.peers[1])
+        await sidecar.peers[1].answer_waiting()
         assert await kept.outcome() == "kept"
 
 
@@ -360,7 +344,7 @@ async def test_the_call_after_a_connection_broke_opens_a_replacement(
     async with open_pool(size=1) as (pool, sidecar):
         await pool.warm_up()
         broken = pool.only
-        await hang_up(sidecar.peers[0])
+        await sidecar.peers[0].hang_up()
         await sidecar.peers[0].closed.wait()
         assert pool.only is None
         assert await call(pool, "again") == "again"

@@ -79,7 +79,7 @@ class Harness:
 
     ``start_errors``, ``handshake_delays`` and ``lifetimes`` set a process's ``start_error``,
     ``handshake_delay`` and ``lifetime`` by its number. ``connect_error`` makes every connection
-    fail to open. ``answer`` answers the requests (by default the test does, with `answer_all`)."""
+    fail to open. ``answer`` answers the requests (by default the test does, with `FakePeer.answer_waiting`)."""
 
     def __init__(
         self,
@@ -185,16 +185,6 @@ async def start_call(harness: Harness, arg: Any = None) -> Call:
 
 async def call(supervisor: Supervisor[FakeProcess], arg: Any = None) -> Any:
     return await GoTask(supervisor).call("Echo", arg)
-
-
-async def answer_all(peer: FakePeer) -> None:
-    """Answer every request the peer holds (each with its argument)."""
-    while True:
-        try:
-            request = peer.requests.receive_nowait()
-        except trio.WouldBlock:
-            return
-        await peer.reply(request.msgid, request.params)
 
 
 async def exit_and_settle(process: FakeProcess) -> None:
@@ -364,7 +354,7 @@ async def test_calls_made_while_restarting_wait_for_the_new_sidecar(
         await trio.sleep(0.5)  # the backoff
         await trio.testing.wait_all_tasks_blocked()
         new = harness.processes[1]
-        await answer_all(new.peers[0])
+        await new.peers[0].answer_waiting()
         assert await waiting.outcome() == "waited"
         assert waiting.ended_at == old.exited_at + 0.5
         assert (supervisor.restarts, supervisor.pid, supervisor.address) == (1, 1001, "fake-1.sock")
@@ -379,7 +369,7 @@ async def test_calls_wait_through_a_restart_that_fails(autojump_clock: trio.test
         waiting = await start_call(harness, "waited")
         await trio.sleep(0.5 + 1)  # two restarts' backoff
         await trio.testing.wait_all_tasks_blocked()
-        await answer_all(harness.processes[2].peers[0])
+        await harness.processes[2].peers[0].answer_waiting()
         assert await waiting.outcome() == "waited"
         assert harness.supervisor.restarts == 2
 
@@ -408,12 +398,6 @@ async def test_a_call_in_flight_when_the_sidecar_dies_fails_and_is_not_retried(
 # -- a connection lost before the death is seen ----------------------------------------------------
 
 
-async def hang_up(peer: FakePeer) -> None:
-    """The peer closes its side of the stream, as a dying sidecar does."""
-    assert isinstance(peer.stream, trio.StapledStream)
-    await peer.stream.send_eof()
-
-
 async def test_a_connection_lost_just_before_the_death_fails_with_the_death_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -421,7 +405,7 @@ async def test_a_connection_lost_just_before_the_death_fails_with_the_death_erro
         process = harness.processes[0]
         in_flight = await start_call(harness)
         lost_at = trio.current_time()
-        await hang_up(process.peers[0])
+        await process.peers[0].hang_up()
         await trio.sleep(_DEATH_NOTICE / 2)
         process.exit()
         with pytest.raises(SidecarError, match="status 1") as info:
@@ -437,7 +421,7 @@ async def test_a_connection_lost_while_the_sidecar_lives_fails_its_calls_after_t
         process = harness.processes[0]
         in_flight = await start_call(harness)
         lost_at = trio.current_time()
-        await hang_up(process.peers[0])
+        await process.peers[0].hang_up()
         with pytest.raises(
             SidecarError, match=r"^lost the connection to the sidecar: the sidecar closed the connection$"
         ) as info:
@@ -446,7 +430,7 @@ async def test_a_connection_lost_while_the_sidecar_lives_fails_its_calls_after_t
         assert in_flight.ended_at == lost_at + _DEATH_NOTICE
         # The sidecar still runs: the next call opens another connection to it.
         again = await start_call(harness, "again")
-        await answer_all(process.peers[1])
+        await process.peers[1].answer_waiting()
         assert await again.outcome() == "again"
         assert (len(harness.processes), harness.supervisor.restarts) == (1, 0)
 
