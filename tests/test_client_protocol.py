@@ -205,6 +205,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         expected = {m.call.msgid for m in self.calls.values() if not m.abandoned}
         assert {c.msgid for c in waiting} == expected
         assert self.protocol.in_flight == 0 and not self.protocol.has_data_to_send
+        assert self.protocol.free_slots == 0
         for model in self.calls.values():
             assert not self.protocol.abandon(model.call)
         with pytest.raises(RuntimeError, match="closed"):

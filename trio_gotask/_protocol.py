@@ -137,8 +137,8 @@ class ClientProtocol:
 
     @property
     def free_slots(self) -> int:
-        """How many more calls `send_request` accepts now."""
-        return self.max_inflight - len(self._calls)
+        """How many more calls `send_request` accepts now (none once closed)."""
+        return self._room - len(self._calls)
 
     def send_request(self, method: str, arg: Any, timeout: float | None, owner: Any) -> Call:
         """Queue a request for ``method`` and return its call.
