@@ -283,7 +283,9 @@ async def connect_gotask(
 ) -> AsyncIterator[GoTask]:
     """Yield a `GoTask` for a sidecar started elsewhere (``./app -address ADDR -standalone``).
 
-    ``address`` is a Unix socket path or a TCP ``host:port``. ``secret`` is presented first on every
+    ``address`` is a Unix socket path or a TCP ``host:port``, told apart by the rule the sidecar's
+    ``-address`` follows (docs/protocol.md, section 5, "Addresses": a ``/`` makes a path, and an
+    IPv6 host goes in brackets, ``[::1]:6001``). ``secret`` is presented first on every
     connection, for a sidecar started with ``GOTASK_SECRET`` set. ``ssl_context`` makes TCP
     connections speak TLS (to a sidecar started with ``-tls-cert`` and ``-tls-key``), checking the
     certificate against ``server_hostname`` (by default the address's host).
