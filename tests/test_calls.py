@@ -29,7 +29,7 @@ def pool_of(gt: GoTask) -> Pool:
 
 
 def opened(gt: GoTask) -> int:
-    return pool_of(gt).opened
+    return gt.statistics().connections_opened
 
 
 TRANSPORTS = ["unix", "tcp", "pipe"]

@@ -42,6 +42,9 @@ class GoTaskStatistics:
     """Times the sidecar was restarted (see `RestartPolicy`)."""
     connections: int
     """Open connections to the running sidecar."""
+    connections_opened: int
+    """Connections opened to the running sidecar over its life: more than `connections` when
+    some broke and were replaced."""
     in_flight: int
     """Calls running now (including callers waiting for a free slot)."""
     calls_done: int
@@ -112,6 +115,7 @@ class GoTask:
         return GoTaskStatistics(
             restarts=self._backend.restarts,
             connections=pool.connections if pool else 0,
+            connections_opened=pool.opened if pool else 0,
             in_flight=pool.in_flight if pool else 0,
             calls_done=self._done,
             calls_failed=self._failed,
