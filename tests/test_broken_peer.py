@@ -98,7 +98,8 @@ async def test_broken_reply_fails_only_its_connection(
     fake = FakeSidecar([echo, reply])
     async with trio.open_nursery() as nursery:
         address = await serve(tmp_path, fake, nursery)
-        async with connect_gotask(address, pool_size=2) as gt:
+        # A client that takes no host calls, for which a request from the sidecar is malformed.
+        async with connect_gotask(address, pool_size=2, max_host_calls=0) as gt:
             good_result: list[object] = []
 
             async def good() -> None:

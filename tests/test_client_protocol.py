@@ -49,7 +49,7 @@ def sent_messages(protocol: ClientProtocol) -> list[Any]:
 
 def answered(protocol: ClientProtocol) -> list[Call]:
     out = []
-    while (call := protocol.next_answered()) is not None:
+    while (call := protocol.next_event()) is not None:
         out.append(call)
     return out
 

@@ -12,6 +12,7 @@ LAYERS = [
     "_wire",
     "_protocol",
     "_transport",
+    "_handlers",
     "_connection",
     "_pool",
     "_sidecar",

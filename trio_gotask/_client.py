@@ -16,6 +16,7 @@ import trio
 
 from ._build import build_sidecar
 from ._errors import SidecarError, lost_without_explanation
+from ._handlers import Handler, Handlers
 from ._pool import Backend, Pool, Remote
 from ._sidecar import Handshake, Sidecar
 from ._supervisor import RestartPolicy, Supervisor
@@ -29,6 +30,7 @@ if sys.version_info < (3, 11):
 DEFAULT_POOL_SIZE: Final = 1
 DEFAULT_MAX_INFLIGHT: Final = 1024
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+DEFAULT_MAX_HOST_CALLS: Final = 64
 SIDECAR_ENV: Final = "GOTASK_SIDECAR"
 
 SidecarSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -59,8 +61,9 @@ class GoTaskStatistics:
 class GoTask:
     """A sidecar to call. Get one from `open_gotask` or `connect_gotask`; don't construct it."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, handlers: Handlers | None = None) -> None:
         self._backend = backend
+        self._handlers = handlers if handlers is not None else Handlers()
         # trio.run cannot nest in one thread, and this GoTask's tasks live in the run that
         # opened it: the thread tells that run from any other, at the cost of one C call.
         self._thread = threading.get_ident()
@@ -103,6 +106,23 @@ class GoTask:
             raise
         self._done += 1
         return result
+
+    def register(self, name: str, function: Handler, *, thread: bool = False) -> None:
+        """Let the sidecar call ``function`` as ``name`` (``gotask.CallHost(ctx, name, arg, &reply)``
+        in Go), on every connection, from now on; a name registered again is replaced.
+
+        ``function`` takes the call's one argument (or none, when Go passes ``nil``) and returns
+        the result; it may be async. It runs as a task of this GoTask, under the Go caller's
+        deadline, and is cancelled when the Go context is: an async function sees `trio.Cancelled`.
+        A plain function runs in the event loop, so it must be quick; with ``thread=True`` it runs
+        in a worker thread instead (cancelling the call then abandons the thread). An exception
+        reaches Go as a `*gotask.HostError` carrying its type and message.
+        """
+        self._handlers.register(name, function, thread=thread)
+
+    def register_service(self, name: str, service: object, *, thread: bool = False) -> list[str]:
+        """`register` each public method of ``service`` as ``"name.Method"``; return the names."""
+        return self._handlers.register_service(name, service, thread=thread)
 
     def service(self, name: str) -> Service:
         """A proxy whose attributes are the methods of the Go service ``name``:
@@ -173,6 +193,8 @@ async def open_gotask(
     pool_size: int = DEFAULT_POOL_SIZE,
     startup_timeout: float = 10.0,
     restart: RestartPolicy | None = None,
+    handlers: Mapping[str, Handler] | None = None,
+    max_host_calls: int = DEFAULT_MAX_HOST_CALLS,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     shutdown_grace: float = 2.0,
@@ -205,6 +227,10 @@ async def open_gotask(
     If the sidecar dies, the calls in flight fail with `SidecarError`, and so does every later
     call, unless ``restart`` (a `RestartPolicy`) says to start a new one.
 
+    ``handlers`` maps names to the Python functions the sidecar may call (``gotask.CallHost`` in
+    Go; see `GoTask.register`, which adds more later). Up to ``max_host_calls`` of them run at
+    once on each connection; 0 lets the sidecar call nothing.
+
     On exit, calls still running fail, the connections close, the sidecar's stdin is closed (its
     signal to exit), and after ``shutdown_grace`` seconds it is terminated, then killed. The process
     is always reaped and its socket folder removed. An exception raised in the body reaches the
@@ -221,6 +247,8 @@ async def open_gotask(
     _check_frame_size(max_frame_size)
     _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
     _check_seconds("shutdown_grace", shutdown_grace, positive=False)
+    _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
+    registry = Handlers(handlers)
     if restart is not None and not isinstance(restart, RestartPolicy):
         raise TypeError(f"restart must be a RestartPolicy or None, not {restart!r}")
     command = await _resolve_command(sidecar)
@@ -247,6 +275,7 @@ async def open_gotask(
                 handshake.rest,
                 max_frame_size=max_frame_size,
                 timeout=startup_timeout,
+                max_host_calls=max_host_calls,
             )
         return socket_connect(
             handshake.address,
@@ -254,6 +283,7 @@ async def open_gotask(
             max_frame_size=max_frame_size,
             connect_timeout=startup_timeout,
             launched=True,
+            max_host_calls=max_host_calls,
         )
 
     async with _background() as nursery:
@@ -265,10 +295,11 @@ async def open_gotask(
             max_frame_size=max_frame_size,
             max_inflight=max_inflight,
             restart=restart,
+            handlers=registry,
         )
         await nursery.start(supervisor.run)
         try:
-            yield GoTask(supervisor)
+            yield GoTask(supervisor, registry)
         finally:
             supervisor.close()
 
@@ -284,6 +315,8 @@ async def connect_gotask(
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    handlers: Mapping[str, Handler] | None = None,
+    max_host_calls: int = DEFAULT_MAX_HOST_CALLS,
 ) -> AsyncIterator[GoTask]:
     """Yield a `GoTask` for a sidecar started elsewhere (``./app -address ADDR -standalone``).
 
@@ -299,6 +332,7 @@ async def connect_gotask(
     ``connect_timeout`` bounds each connection's opening and greeting. More connections are
     opened as load needs them, up to ``pool_size``. Arguments that cannot work (an address that is
     neither, TLS on a Unix socket, a limit out of range) raise `ValueError` or `TypeError` at once.
+    ``handlers`` and ``max_host_calls`` are as for `open_gotask`.
     The process is not ours: leaving the block closes the connections and nothing else.
     """
     if not isinstance(address, str):
@@ -320,6 +354,8 @@ async def connect_gotask(
     _check_frame_size(max_frame_size)
     _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
     _check_seconds("connect_timeout", connect_timeout, positive=True)
+    _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
+    registry = Handlers(handlers)
     async with _background() as nursery:
         pool = Pool(
             nursery,
@@ -331,15 +367,17 @@ async def connect_gotask(
                 max_frame_size=max_frame_size,
                 connect_timeout=connect_timeout,
                 launched=False,
+                max_host_calls=max_host_calls,
             ),
             size=pool_size,
             max_frame_size=max_frame_size,
             max_inflight=max_inflight,
             explain=lost_without_explanation,
+            handlers=registry,
         )
         await pool.warm_up()
         try:
-            yield GoTask(Remote(pool, address))
+            yield GoTask(Remote(pool, address), registry)
         finally:
             pool.close()
 

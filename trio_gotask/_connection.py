@@ -23,7 +23,8 @@ from ._errors import (
     lost_without_explanation,
     remote_error,
 )
-from ._protocol import ClientProtocol
+from ._handlers import Handlers, error_map
+from ._protocol import Call, ClientProtocol, HostCall, HostCancel
 from ._transport import Opened, PeerClosed, open_channel
 
 
@@ -54,6 +55,11 @@ class Connection:
     The limits are the lower of the caller's and those the sidecar announced in its ``$hello``
     (see `ClientProtocol`). Run `run` in a nursery before calling `call`; `fail` stops it, and
     tells ``on_broken``.
+
+    Host calls (the sidecar calling ``handlers``) run as tasks of `run`'s nursery, each under the
+    Go caller's deadline and cancelled by its ``$cancel``; the reader only starts them, so a slow
+    or stuck handler never holds up the connection. The greeting announced how many may run at
+    once (`Opened.max_host_calls`); the protocol answers ``busy`` past that.
     """
 
     def __init__(
@@ -64,12 +70,14 @@ class Connection:
         max_inflight: int,
         explain: Explain = lost_without_explanation,
         on_broken: Callable[[Connection], None] | None = None,
+        handlers: Handlers | None = None,
     ) -> None:
         self._channel = open_channel(opened.stream)
         self._protocol = ClientProtocol(
             opened.hello,
             max_frame_size=max_frame_size,
             max_inflight=max_inflight,
+            max_host_calls=opened.max_host_calls,
             initial_data=opened.initial_data,
         )
         self.max_inflight: Final = self._protocol.max_inflight
@@ -77,6 +85,9 @@ class Connection:
         self._slots = trio.Semaphore(self.max_inflight)
         self._explain = explain
         self._on_broken = on_broken
+        self._handlers = handlers if handlers is not None else Handlers()
+        self._host_scopes: dict[int, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
         # The writer parks here when the protocol has nothing to send.
         self._writer_idle = trio.lowlevel.ParkingLot()
         # Bytes a caller's own write left over; the writer sends them before anything else.
@@ -159,6 +170,7 @@ class Connection:
         try:
             with self._cancel_scope:
                 async with trio.open_nursery() as nursery:
+                    self._nursery = nursery  # where host calls' handlers run
                     nursery.start_soon(self._guard, self._read_loop)
                     nursery.start_soon(self._guard, self._write_loop)
                     task_status.started()
@@ -232,14 +244,47 @@ class Connection:
             self._dispatch()
 
     def _dispatch(self) -> None:
-        next_answered = self._protocol.next_answered
+        next_event = self._protocol.next_event
         release = self._slots.release
         reschedule = trio.lowlevel.reschedule
-        while (call := next_answered()) is not None:
-            release()
-            if call.abandoned:
-                continue
-            if call.error is None:
-                reschedule(call.owner, outcome.Value(call.result))
+        while (event := next_event()) is not None:
+            if type(event) is Call:
+                release()
+                if event.abandoned:
+                    continue
+                if event.error is None:
+                    reschedule(event.owner, outcome.Value(event.result))
+                else:
+                    reschedule(event.owner, outcome.Error(remote_error(event.method, event.error)))
+            elif type(event) is HostCall:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._serve_host_call, event)
+            elif type(event) is HostCancel:
+                scope = self._host_scopes.get(event.msgid)
+                if scope is not None:
+                    scope.cancel()
+
+    async def _serve_host_call(self, call: HostCall) -> None:
+        """Run the handler of a host call under the Go caller's deadline, and answer it."""
+        error: dict[str, Any] | None = None
+        result: Any = None
+        deadline = math.inf if call.timeout is None else trio.current_time() + call.timeout
+        with trio.CancelScope(deadline=deadline) as scope:
+            self._host_scopes[call.msgid] = scope
+            try:
+                result = await self._handlers.run(call.method, call.params)
+            except Exception as exc:
+                error = error_map(exc)
+            finally:
+                del self._host_scopes[call.msgid]
+        if scope.cancelled_caught:
+            if trio.current_time() >= deadline:
+                error = {
+                    "type": "deadline_exceeded",
+                    "message": f"{call.method}: the Go caller's deadline passed",
+                }
             else:
-                reschedule(call.owner, outcome.Error(remote_error(call.method, call.error)))
+                error = {"type": "cancelled", "message": f"{call.method}: the Go caller cancelled the call"}
+            result = None
+        self._protocol.send_response(call.msgid, error, result)
+        self._wake_writer()

@@ -9,6 +9,7 @@ import trio
 
 from ._connection import Connection
 from ._errors import ErrorFactory, Explain, GoTaskError, SidecarError, error_factory
+from ._handlers import Handlers
 from ._transport import Connect
 
 logger: Final = logging.getLogger("trio_gotask")
@@ -37,6 +38,7 @@ class Pool:
         max_frame_size: int,
         max_inflight: int,
         explain: Explain,
+        handlers: Handlers | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"pool_size must be at least 1, not {size}")
@@ -46,6 +48,7 @@ class Pool:
         self._max_frame_size = max_frame_size
         self._max_inflight = max_inflight
         self._explain = explain
+        self._handlers = handlers
         self._connections: list[Connection] = []
         self._opening = 0
         self._opened_event = trio.Event()
@@ -125,6 +128,7 @@ class Pool:
                 max_inflight=self._max_inflight,
                 explain=self._explain,
                 on_broken=self._forget,
+                handlers=self._handlers,
             )
             await self._nursery.start(connection.run)
             self.opened += 1

@@ -2,9 +2,11 @@
 
 `ClientProtocol` is what a connection knows: which msgids are in flight and for whom, what is
 waiting to be written, when a cancelled call needs a ``$cancel``, what a late reply of an abandoned
-call means, and how many calls the sidecar lets it send. It is fed bytes with `receive_data` and
-hands back answered calls with `next_answered`; it hands out bytes to write with `data_to_send`.
-It knows nothing of sockets, tasks or clocks, so its tests drive it alone.
+call means, and how many calls the sidecar lets it send; and, for host calls (the sidecar calling
+the client), which are running and how many may. It is fed bytes with `receive_data` and hands back
+events with `next_event`: an answered `Call`, a `HostCall` to run, a `HostCancel`. It hands out
+bytes to write with `data_to_send`. It knows nothing of sockets, tasks or clocks, so its tests
+drive it alone.
 
 The greeting that opens a connection is here too: `greeting` is what the client sends first, and
 `read_greeting` finds the sidecar's answer in a `Decoder`.
@@ -16,6 +18,7 @@ from typing import Any, Final, final
 
 from ._errors import ProtocolError
 from ._wire import (
+    CANCEL,
     HELLO,
     MAX_MSGID,
     REFUSED,
@@ -23,6 +26,7 @@ from ._wire import (
     Encoder,
     Hello,
     Notification,
+    Request,
     Response,
     frame_header,
     parse_hello,
@@ -40,14 +44,14 @@ class Refused(Exception):
     """The sidecar turned the connection away (a ``$refused`` notification): ``str()`` is why."""
 
 
-def greeting(max_frame_size: int, secret: str | None) -> bytes:
+def greeting(max_frame_size: int, secret: str | None, max_host_calls: int = 0) -> bytes:
     """What a client writes first on a new connection: its secret (if any), then its ``$hello``."""
     encoder = Encoder()
     out = b""
     if secret is not None:
         auth = encoder.auth(secret)
         out += frame_header(len(auth)) + auth
-    hello = encoder.hello(max_frame_size)
+    hello = encoder.hello(max_frame_size, max_host_calls)
     return out + frame_header(len(hello)) + hello
 
 
@@ -72,7 +76,7 @@ class Call:
     """One call from its request to its reply.
 
     ``owner`` is whatever the I/O layer needs to hand the outcome back (a task); the protocol
-    never looks at it. When `ClientProtocol.next_answered` returns the call, ``error`` (the
+    never looks at it. When `ClientProtocol.next_event` returns the call, ``error`` (the
     protocol's error map) or ``result`` holds the outcome.
     """
 
@@ -95,6 +99,40 @@ class Call:
         return f"<Call {self.method} msgid={self.msgid} {state}>"
 
 
+@final
+class HostCall:
+    """The sidecar calls the client: run the handler ``method`` with ``params``, then answer with
+    `ClientProtocol.send_response`. ``timeout`` is the seconds left before the Go caller's
+    deadline, or ``None``."""
+
+    __slots__ = ("method", "msgid", "params", "timeout")
+
+    def __init__(self, msgid: int, method: str, params: Any, timeout: float | None) -> None:
+        self.msgid = msgid
+        self.method = method
+        self.params = params
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"<HostCall {self.method} msgid={self.msgid}>"
+
+
+@final
+class HostCancel:
+    """The Go caller of a running host call gave up on it: cancel its handler (it is still
+    answered)."""
+
+    __slots__ = ("msgid",)
+
+    def __init__(self, msgid: int) -> None:
+        self.msgid = msgid
+
+    def __repr__(self) -> str:
+        return f"<HostCancel msgid={self.msgid}>"
+
+
+Event = Call | HostCall | HostCancel
+
 _Frame = tuple[Call | None, bytes, "bytes | memoryview"]
 
 
@@ -108,17 +146,29 @@ class ClientProtocol:
     that a caller gave up: a request not yet handed out is dropped and its slot freed at once;
     one that was is followed by a ``$cancel``, and its slot stays taken until the sidecar answers.
 
-    Receiving: `receive_data` feeds bytes, `next_answered` returns each call the sidecar answered,
+    Receiving: `receive_data` feeds bytes, `next_event` returns each call the sidecar answered,
     in order, with its slot freed. A call that was abandoned is returned too, marked so, since its
     slot was freed by the late reply. A reply to a msgid not in flight, a request from the
     sidecar, or malformed bytes raise `ProtocolError`, after which the connection is beyond use.
+
+    Host calls: a request from the sidecar comes out of `next_event` as a `HostCall`, and a
+    ``$cancel`` for one as a `HostCancel`; `send_response` answers it (every host call is answered
+    once). At most ``max_host_calls`` run at once: one past them is answered ``busy`` here, and
+    never becomes an event. With ``max_host_calls`` 0 a request from the sidecar is a
+    `ProtocolError`.
 
     `close` ends the protocol and returns the calls still in flight, so that their callers can be
     told why.
     """
 
     def __init__(
-        self, peer: Hello, *, max_frame_size: int, max_inflight: int, initial_data: bytes = b""
+        self,
+        peer: Hello,
+        *,
+        max_frame_size: int,
+        max_inflight: int,
+        max_host_calls: int = 0,
+        initial_data: bytes = b"",
     ) -> None:
         self.max_request: Final = min(max_frame_size, peer.max_frame_size)
         """The largest request payload the sidecar accepts (and this client will send)."""
@@ -132,6 +182,9 @@ class ClientProtocol:
         self._outgoing: list[_Frame] = []
         self._room = self.max_inflight  # 0 once closed: one test on the hot path for both
         self.closed = False
+        self.max_host_calls: Final = max_host_calls
+        self._host_calls: set[int] = set()
+        """The msgids of the host calls running (not yet answered)."""
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -177,7 +230,7 @@ class ClientProtocol:
         """Give up on ``call``; return whether its slot is free now.
 
         It is free at once when the request was never handed out (it will not be). Otherwise a
-        ``$cancel`` is queued, and the slot is freed by the reply, which `next_answered` returns
+        ``$cancel`` is queued, and the slot is freed by the reply, which `next_event` returns
         marked abandoned. Abandoning an answered call, or one of a closed protocol, does nothing
         (and returns ``False``).
         """
@@ -241,9 +294,10 @@ class ClientProtocol:
         """Record that ``count`` bytes were written at the start of `receive_buffer()`."""
         self._decoder.large_frame_filled(count)
 
-    def next_answered(self) -> Call | None:
-        """The next call the sidecar answered, out of the table, or ``None`` when more bytes are
-        needed. See the class docstring for abandoned calls and what raises."""
+    def next_event(self) -> Event | None:
+        """The next event, or ``None`` when more bytes are needed: a `Call` the sidecar answered
+        (out of the table), a `HostCall` to run, or a `HostCancel`. See the class docstring for
+        abandoned calls and what raises."""
         next_payload = self._decoder.next_payload
         calls = self._calls
         while (payload := next_payload()) is not None:
@@ -257,9 +311,65 @@ class ClientProtocol:
                 call.error = message.error
                 call.result = message.result
                 return call
-            if type(message) is not Notification:
-                raise ProtocolError("bad_message", "the sidecar sent a request; clients take no requests")
+            if type(message) is Request:
+                event = self._host_call(message)
+                if event is not None:
+                    return event
+            elif type(message) is Notification and message.method == CANCEL:
+                msgid = message.params
+                if msgid in self._host_calls:
+                    return HostCancel(msgid)
         return None
+
+    def _host_call(self, request: Request) -> HostCall | None:
+        if not self.max_host_calls:
+            raise ProtocolError(
+                "bad_message", "the sidecar sent a request, and this client announced no max_host_calls"
+            )
+        if request.msgid in self._host_calls:
+            raise ProtocolError(
+                "bad_message", f"the sidecar reused msgid {request.msgid} of a running host call"
+            )
+        if len(self._host_calls) >= self.max_host_calls:
+            self._queue_response(
+                request.msgid,
+                {"type": "busy", "message": f"{self.max_host_calls} host calls are running already"},
+                None,
+            )
+            return None
+        self._host_calls.add(request.msgid)
+        timeout = (request.meta or {}).get("timeout")
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout != timeout:
+            timeout = None  # not a number, or NaN: no deadline (section 2)
+        return HostCall(request.msgid, request.method, request.params, timeout)
+
+    def send_response(self, msgid: int, error: dict[str, Any] | None, result: Any = None) -> None:
+        """Answer the host call ``msgid``. A result msgpack cannot carry is answered ``bad_reply``,
+        one larger than the sidecar accepts ``too_large``. Answering a host call that is not
+        running (or a closed protocol) does nothing."""
+        if msgid not in self._host_calls or self.closed:
+            return
+        self._host_calls.discard(msgid)
+        self._queue_response(msgid, error, result)
+
+    def _queue_response(self, msgid: int, error: dict[str, Any] | None, result: Any) -> None:
+        try:
+            payload = self._encoder.response(msgid, error, result)
+        except (TypeError, ValueError, OverflowError) as exc:
+            error = {"type": "bad_reply", "message": f"msgpack cannot carry the result: {exc}"}
+            payload = self._encoder.response(msgid, error, None)
+        if len(payload) > self.max_request:
+            error = {
+                "type": "too_large",
+                "message": f"the result is {len(payload)} bytes encoded; the sidecar accepts {self.max_request}",
+            }
+            payload = self._encoder.response(msgid, error, None)
+        self._outgoing.append((None, frame_header(len(payload)), payload))
+
+    @property
+    def host_calls(self) -> int:
+        """Host calls running: received, not yet answered."""
+        return len(self._host_calls)
 
     # -- the end --------------------------------------------------------------------------------
 
@@ -268,6 +378,7 @@ class ClientProtocol:
         wait for an outcome) and forget everything else. Idempotent."""
         waiting = [call for call in self._calls.values() if not call.abandoned]
         self._calls.clear()
+        self._host_calls.clear()
         self._outgoing.clear()
         self.closed = True
         self._room = 0

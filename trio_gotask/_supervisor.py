@@ -18,6 +18,7 @@ from ._errors import (
     error_factory,
     lost_without_explanation,
 )
+from ._handlers import Handlers
 from ._pool import Pool
 from ._sidecar import Handshake
 from ._transport import Connect
@@ -104,6 +105,7 @@ class Supervisor(Generic[P]):
         max_frame_size: int,
         max_inflight: int,
         restart: RestartPolicy | None,
+        handlers: Handlers | None = None,
     ) -> None:
         self._nursery = nursery
         self._new_sidecar = new_sidecar
@@ -112,6 +114,7 @@ class Supervisor(Generic[P]):
         self._max_frame_size = max_frame_size
         self._max_inflight = max_inflight
         self._policy = restart
+        self._handlers = handlers
         self._current: Generation[P] | None = None
         self.current_pool: Pool | None = None
         """The running sidecar's pool; ``None`` while none runs (looked up on every call)."""
@@ -215,4 +218,5 @@ class Supervisor(Generic[P]):
             max_frame_size=self._max_frame_size,
             max_inflight=self._max_inflight,
             explain=explain,
+            handlers=self._handlers,
         )

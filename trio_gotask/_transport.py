@@ -248,6 +248,8 @@ class Opened:
     hello: Hello
     initial_data: bytes
     """Bytes that arrived after the sidecar's ``$hello``."""
+    max_host_calls: int = 0
+    """The host calls the client's ``$hello`` said it runs at once (0: it takes none)."""
 
 
 Connect = Callable[[], Awaitable[Opened]]
@@ -255,7 +257,12 @@ Connect = Callable[[], Awaitable[Opened]]
 
 
 async def greet(
-    stream: trio.abc.Stream, *, max_frame_size: int, secret: str | None, initial_data: bytes = b""
+    stream: trio.abc.Stream,
+    *,
+    max_frame_size: int,
+    secret: str | None,
+    initial_data: bytes = b"",
+    max_host_calls: int = 0,
 ) -> Opened:
     """Open the protocol on a fresh ``stream``: present ``secret`` (if any) and the client's
     ``$hello``, then read up to the sidecar's ``$hello``.
@@ -264,7 +271,7 @@ async def greet(
     closes the stream first, and `ProtocolError` when it sends anything else. The stream is not
     shared yet, so a cancelled greeting leaves nothing to clean up but the stream itself.
     """
-    await stream.send_all(greeting(max_frame_size, secret))
+    await stream.send_all(greeting(max_frame_size, secret, max_host_calls))
     decoder = Decoder(max_frame_size)
     decoder.receive_data(initial_data)
     while (hello := read_greeting(decoder)) is None:
@@ -272,7 +279,7 @@ async def greet(
         if not data:
             raise PeerClosed
         decoder.receive_data(data)
-    return Opened(stream, hello, decoder.unconsumed())
+    return Opened(stream, hello, decoder.unconsumed(), max_host_calls)
 
 
 def socket_connect(
@@ -284,6 +291,7 @@ def socket_connect(
     launched: bool,
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
+    max_host_calls: int = 0,
 ) -> Connect:
     """How to open and greet a connection to the sidecar at ``address``; ``launched`` says
     whether this client started it (and so knows its secret and that it speaks TLS only if
@@ -321,7 +329,9 @@ def socket_connect(
                             f"{exc.__cause__ or exc}. Was it started with -tls-cert and -tls-key, and "
                             "does ssl_context trust its certificate?"
                         ) from exc
-                return await greet(stream, max_frame_size=max_frame_size, secret=secret)
+                return await greet(
+                    stream, max_frame_size=max_frame_size, secret=secret, max_host_calls=max_host_calls
+                )
         except BaseException as exc:
             await trio.aclose_forcefully(stream)
             if isinstance(exc, SidecarError):
@@ -395,6 +405,7 @@ def pipe_connect(
     *,
     max_frame_size: int,
     timeout: float,
+    max_host_calls: int = 0,
 ) -> Connect:
     """How to greet a launched sidecar over its ``stdin`` and ``stdout``: once, since a pipe
     cannot be reopened. ``initial_data`` is what followed the handshake line on stdout."""
@@ -412,7 +423,11 @@ def pipe_connect(
         try:
             with trio.fail_after(timeout):
                 return await greet(
-                    stream, max_frame_size=max_frame_size, secret=None, initial_data=initial_data
+                    stream,
+                    max_frame_size=max_frame_size,
+                    secret=None,
+                    initial_data=initial_data,
+                    max_host_calls=max_host_calls,
                 )
         except (Refused, PeerClosed, ProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
             raise SidecarError(f"the sidecar did not greet over its pipe: {exc}") from exc

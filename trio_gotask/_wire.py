@@ -137,10 +137,18 @@ class Encoder:
     def cancel(self, msgid: int) -> bytes:
         return self._packer.pack([NOTIFICATION, CANCEL, msgid])  # type: ignore[no-any-return]
 
-    def hello(self, max_frame_size: int) -> bytes:
-        """The client's ``$hello``: the largest frame it accepts, which bounds the replies."""
+    def hello(self, max_frame_size: int, max_host_calls: int = 0) -> bytes:
+        """The client's ``$hello``: the largest frame it accepts, which bounds the replies, and
+        how many host calls it runs at once (announced only when it takes any)."""
         params = {"version": PROTOCOL_VERSION, "max_frame_size": max_frame_size}
+        if max_host_calls:
+            params["max_host_calls"] = max_host_calls
         return self._packer.pack([NOTIFICATION, HELLO, params])  # type: ignore[no-any-return]
+
+    def response(self, msgid: int, error: dict[str, Any] | None, result: Any) -> bytes:
+        """The payload of the client's response to a host call; raises like `request` for a
+        result msgpack cannot carry."""
+        return self._packer.pack([RESPONSE, msgid, error, result])  # type: ignore[no-any-return]
 
 
 def decode_value(data: bytes | bytearray | memoryview) -> Any:

@@ -1,0 +1,120 @@
+"""Handlers: the Python functions a sidecar may call by name (host calls, docs/protocol.md section 2)."""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, final
+
+import trio
+
+Handler = Callable[..., Any]
+"""A function of the call's one argument (or of none), plain or async, returning the result."""
+
+_STACK_LINES: Final = 20
+
+
+class HandlerNotFound(LookupError):
+    pass
+
+
+class HandlerParams(TypeError):
+    pass
+
+
+@dataclass(frozen=True)
+class _Entry:
+    function: Handler
+    takes_arg: bool
+    thread: bool
+
+
+@final
+class Handlers:
+    """The handlers a sidecar may call, by name, shared by every connection of a `GoTask`."""
+
+    def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
+        self._entries: dict[str, _Entry] = {}
+        if handlers is not None:
+            if not isinstance(handlers, Mapping):
+                raise TypeError(f"handlers must map names to functions, not {handlers!r}")
+            for name, function in handlers.items():
+                self.register(name, function)
+
+    def register(self, name: str, function: Handler, *, thread: bool = False) -> None:
+        """Let the sidecar call ``function`` as ``name``; see `GoTask.register`."""
+        if not isinstance(name, str) or not name or name.startswith("$"):
+            raise ValueError(f"a handler's name must be a non-empty str not starting with '$', not {name!r}")
+        if not callable(function):
+            raise TypeError(f"the handler {name!r} must be callable, not {function!r}")
+        if thread and inspect.iscoroutinefunction(function):
+            raise ValueError(f"the handler {name!r} is async: it runs in Trio, not in a thread")
+        self._entries[name] = _Entry(function, _takes_arg(function), thread)
+
+    def register_service(self, name: str, service: object, *, thread: bool = False) -> list[str]:
+        """Register each public method of ``service`` as ``"name.Method"``; return the names."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a service's name must be a non-empty str, not {name!r}")
+        names = []
+        for attribute in dir(service):
+            if attribute.startswith("_"):
+                continue
+            method = getattr(service, attribute)
+            if callable(method) and not isinstance(method, type):
+                self.register(f"{name}.{attribute}", method, thread=thread)
+                names.append(f"{name}.{attribute}")
+        if not names:
+            raise ValueError(f"{service!r} has no public method to register as the service {name!r}")
+        return names
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    async def run(self, name: str, arg: Any) -> Any:
+        """Run the handler ``name`` with ``arg``; raise `HandlerNotFound` or `HandlerParams`, or
+        what the handler raises."""
+        entry = self._entries.get(name)
+        if entry is None:
+            known = ", ".join(self.names) or "none"
+            raise HandlerNotFound(
+                f"no handler {name!r} is registered in Python (registered: {known}); register it with "
+                "handlers= or GoTask.register"
+            )
+        args: tuple[Any, ...] = (arg,)
+        if not entry.takes_arg:
+            if arg is not None:
+                raise HandlerParams(f"the handler {name!r} takes no argument, and was given {_short(arg)}")
+            args = ()
+        if entry.thread:
+            return await trio.to_thread.run_sync(entry.function, *args, abandon_on_cancel=True)
+        result = entry.function(*args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+
+def _takes_arg(function: Handler) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return True  # a builtin without a signature: give it the argument
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in parameters)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 100 else text[:100] + "..."
+
+
+def error_map(exc: BaseException) -> dict[str, Any]:
+    """The protocol's error map for an exception a handler raised (or its lookup)."""
+    if isinstance(exc, HandlerNotFound):
+        return {"type": "not_found", "message": str(exc)}
+    if isinstance(exc, HandlerParams):
+        return {"type": "bad_params", "message": str(exc)}
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    stack = "".join(lines).splitlines()[-_STACK_LINES:]
+    return {"type": "error", "message": f"{type(exc).__name__}: {exc}", "stack": "\n".join(stack)}
