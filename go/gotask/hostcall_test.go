@@ -84,17 +84,23 @@ func serveHost(t *testing.T, srv *Server, hello map[string]any) (c *testClient, 
 	}()
 	c = startTestClient(t, a, make(chan *message, 64))
 	if hello != nil {
-		hello["version"] = ProtocolVersion
-		payload, err := marshalCompact([]any{typeNotification, "$hello", hello})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.writeFrame(payload); err != nil {
-			t.Fatal(err)
-		}
+		c.sendHello(hello)
 	}
 	c.ping()
 	return c, done
+}
+
+// sendHello sends the client's $hello, with the fields of hello.
+func (c *testClient) sendHello(hello map[string]any) {
+	c.t.Helper()
+	hello["version"] = ProtocolVersion
+	payload, err := marshalCompact([]any{typeNotification, "$hello", hello})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := c.writeFrame(payload); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 // ping makes a round trip: what the sidecar read or queued before is done.
@@ -528,5 +534,83 @@ func TestHostRequestFrame(t *testing.T) {
 	}
 	if arg := e.buf.Bytes()[start:end]; !bytes.Equal(arg, []byte{0x91, 0x01}) {
 		t.Errorf("the argument's bytes %x", arg)
+	}
+}
+
+// TestSidecarHostCalls: the example sidecar's methods that call the client.
+func TestSidecarHostCalls(t *testing.T) {
+	t.Parallel()
+	sc := startSidecar(t, true)
+	c := startTestClient(t, sc.dial(), make(chan *message, 64))
+	c.sendHello(map[string]any{"max_frame_size": DefaultMaxFrameSize, "max_host_calls": 8})
+	hangs := make(chan uint32, 1)
+	cancels := make(chan uint32, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			var m *message
+			select {
+			case m = <-c.inbox:
+			case <-stop:
+				return
+			}
+			if m.typ == typeNotification {
+				cur := cursor{b: m.params}
+				if id, err := cur.msgid(); m.method == "$cancel" && err == nil {
+					cancels <- id
+				}
+				continue
+			}
+			switch m.method {
+			case "Py.Upper":
+				c.respond(m.msgid, nil, strings.ToUpper(decoded[string](t, m.params)))
+			case "Py.Ident":
+				c.respond(m.msgid, nil, decoded[any](t, m.params))
+			case "Py.Fail":
+				c.respond(m.msgid, map[string]any{"type": "error", "message": "ValueError: bad"}, nil)
+			case "Py.Hang":
+				hangs <- m.msgid
+			case "Py.Nest":
+				go func() {
+					var r any
+					if err := c.call("App.Nest", decoded[map[string]any](t, m.params), &r); err != nil {
+						c.respond(m.msgid, map[string]any{"type": "error", "message": err.Error()}, nil)
+						return
+					}
+					c.respond(m.msgid, nil, r)
+				}()
+			default:
+				c.respond(m.msgid, map[string]any{"type": "not_found", "message": m.method}, nil)
+			}
+		}
+	}()
+
+	var s string
+	if err := c.call("App.CallPy", map[string]any{"method": "Py.Upper", "arg": "abc"}, &s); err != nil || s != "ABC" {
+		t.Errorf("CallPy: %q %v", s, err)
+	}
+	if err := c.call("App.CallPy", map[string]any{"method": "Py.Fail"}, nil); errType(err) != "error" || !strings.Contains(err.Error(), "Py.Fail: ValueError: bad") {
+		t.Errorf("CallPy of a failing handler: %v", err)
+	}
+	var many []int
+	if err := c.call("App.CallPyMany", map[string]any{"method": "Py.Ident", "n": 20}, &many); err != nil || len(many) != 20 || many[19] != 19 {
+		t.Errorf("CallPyMany: %v %v", many, err)
+	}
+	var out map[string]any
+	if err := c.call("App.CallPyTimeout", map[string]any{"method": "Py.Hang", "ms": 50}, &out); err != nil ||
+		out["type"] != "deadline_exceeded" || out["err"] != "context deadline exceeded" {
+		t.Errorf("CallPyTimeout: %v %v", out, err)
+	}
+	hung := <-hangs
+	if id := <-cancels; id != hung {
+		t.Errorf("$cancel of %d, want %d", id, hung)
+	}
+	c.respond(hung, map[string]any{"type": "cancelled", "message": "cancelled"}, nil)
+	if err := c.call("App.CallPyBackground", map[string]any{"method": "Py.Upper", "arg": "bg"}, &s); err != nil || s != "BG" {
+		t.Errorf("CallPyBackground: %q %v", s, err)
+	}
+	if err := c.call("App.Nest", map[string]any{"depth": 5, "arg": "deep"}, &s); err != nil || s != "deep" {
+		t.Errorf("Nest: %q %v", s, err)
 	}
 }
