@@ -172,14 +172,14 @@ func (c *conn) callHost(ctx context.Context, method string, arg, reply any) erro
 	if err := checkHostReply(reply); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	c.hmu.Lock()
 	slots, gone := c.hostSlots, c.hostErr
 	c.hmu.Unlock()
 	if gone != nil {
 		return &hostGoneError{method, gone}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if slots == nil {
 		return ErrNoHost
@@ -187,7 +187,7 @@ func (c *conn) callHost(ctx context.Context, method string, arg, reply any) erro
 	select {
 	case slots <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return c.doneErr(ctx, method)
 	case <-c.hostDone:
 		return c.hostGone(method)
 	}
@@ -227,7 +227,7 @@ func (c *conn) callHost(ctx context.Context, method string, arg, reply any) erro
 	case <-ctx.Done():
 		putEncBuf(e)
 		unsent()
-		return ctx.Err()
+		return c.doneErr(ctx, method)
 	case <-c.hostDone:
 		putEncBuf(e)
 		return c.hostGone(method)
@@ -334,6 +334,18 @@ func hostReply(method string, r hostResult, reply any) error {
 		return fmt.Errorf("gotask: host call %s: the reply: %w", method, err)
 	}
 	return nil
+}
+
+// doneErr is the error of a host call whose ctx is done before it was sent:
+// ctx.Err(), unless the connection ended too. A method's context ends with
+// its connection, and the connection's end is the news then.
+func (c *conn) doneErr(ctx context.Context, method string) error {
+	select {
+	case <-c.hostDone:
+		return c.hostGone(method)
+	default:
+		return ctx.Err()
+	}
 }
 
 func (c *conn) hostGone(method string) error {
