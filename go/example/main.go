@@ -377,6 +377,121 @@ func (a *App) SHA256(mib int, r *[]byte) error {
 	return nil
 }
 
+// HostArgs name a handler registered in the Python client and its argument;
+// Python sends {"method": ..., "arg": ...} (or "Method" and "Arg").
+type HostArgs struct {
+	Method string `msgpack:"method,alias:Method"`
+	Arg    any    `msgpack:"arg,alias:Arg"`
+}
+
+// CallPy calls the Python handler args.Method with args.Arg over the
+// connection this call came in on, and returns its result. Its error is
+// returned as is: Python sees the HostError's text, "Py.Upper: ValueError: bad".
+func (a *App) CallPy(ctx context.Context, args HostArgs, r *any) error {
+	return gotask.CallHost(ctx, args.Method, args.Arg, r)
+}
+
+// CallPyMany calls the Python handler method n times at once, with 0 ... n-1,
+// and returns the results in order, or the first error.
+func (a *App) CallPyMany(ctx context.Context, args struct {
+	Method string `msgpack:"method,alias:Method"`
+	N      int    `msgpack:"n,alias:N"`
+}, r *[]any) error {
+	if args.N < 0 {
+		return errNegative
+	}
+	results := make([]any, args.N)
+	errs := make([]error, args.N)
+	var wg sync.WaitGroup
+	for i := range args.N {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = gotask.CallHost(ctx, args.Method, i, &results[i])
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	*r = results
+	return nil
+}
+
+// CallPyTimeout calls the Python handler args.Method with args.Arg under a
+// deadline args.Ms milliseconds away, and reports how it ended rather than
+// failing: {"result": the handler's result, "type": "", "message": "",
+// "err": nil} on success; otherwise "type" and "message" are the HostError's
+// (a Go error gets the type a method's error would: "deadline_exceeded",
+// "cancelled" or "error", and its text), and "err" is the deadline
+// context's error as text ("context deadline exceeded"), or nil.
+func (a *App) CallPyTimeout(ctx context.Context, args struct {
+	Method string `msgpack:"method,alias:Method"`
+	Arg    any    `msgpack:"arg,alias:Arg"`
+	Ms     int    `msgpack:"ms,alias:Ms"`
+}, r *map[string]any) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(args.Ms)*time.Millisecond)
+	defer cancel()
+	var result any
+	err := gotask.CallHost(ctx, args.Method, args.Arg, &result)
+	out := map[string]any{"result": result, "type": "", "message": "", "err": nil}
+	var he *gotask.HostError
+	switch {
+	case errors.As(err, &he):
+		out["type"], out["message"] = he.Type, he.Message
+	case errors.Is(err, context.DeadlineExceeded):
+		out["type"], out["message"] = "deadline_exceeded", err.Error()
+	case errors.Is(err, context.Canceled):
+		out["type"], out["message"] = "cancelled", err.Error()
+	case err != nil:
+		out["type"], out["message"] = "error", err.Error()
+	}
+	if e := ctx.Err(); e != nil {
+		out["err"] = e.Error()
+	}
+	*r = out
+	return nil
+}
+
+// CallPyBackground calls the Python handler args.Method from a goroutine of
+// its own with context.Background(), as code running outside any call does:
+// the call goes over any connection that takes host calls.
+func (a *App) CallPyBackground(ctx context.Context, args HostArgs, r *any) error {
+	type outcome struct {
+		result any
+		err    error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		var o outcome
+		o.err = gotask.CallHost(context.Background(), args.Method, args.Arg, &o.result)
+		done <- o
+	}()
+	select {
+	case o := <-done:
+		*r = o.result
+		return o.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Nest returns args.Arg when args.Depth is 0; otherwise it calls the Python
+// handler "Py.Nest" with {"depth": Depth-1, "arg": Arg}, which calls App.Nest
+// back, and returns what it returns: calls nested both ways on one connection.
+func (a *App) Nest(ctx context.Context, args struct {
+	Depth int `msgpack:"depth,alias:Depth"`
+	Arg   any `msgpack:"arg,alias:Arg"`
+}, r *any) error {
+	if args.Depth <= 0 {
+		*r = args.Arg
+		return nil
+	}
+	return gotask.CallHost(ctx, "Py.Nest", map[string]any{"depth": args.Depth - 1, "arg": args.Arg}, r)
+}
+
 func main() {
 	if err := gotask.Register(new(App)); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -27,6 +27,10 @@ type testClient struct {
 	err     error         // why the reader stopped
 	done    chan struct{} // closed when the reader stops
 	hello   chan *message // the sidecar's $hello, once it arrives
+
+	// inbox, when not nil, receives the sidecar's requests (host calls) and
+	// notifications other than $hello; otherwise they end the reader.
+	inbox chan *message
 }
 
 // remoteError is an error reply.
@@ -35,7 +39,13 @@ type remoteError struct{ wireError }
 func (e *remoteError) Error() string { return e.Type + ": " + e.Message }
 
 func newTestClient(t testing.TB, rwc io.ReadWriteCloser) *testClient {
-	c := &testClient{t: t, rwc: rwc, pending: map[uint32]chan *message{}, done: make(chan struct{}), hello: make(chan *message, 1)}
+	return startTestClient(t, rwc, nil)
+}
+
+// startTestClient starts a test client whose inbox (may be nil) receives
+// what the sidecar sends besides responses and its $hello.
+func startTestClient(t testing.TB, rwc io.ReadWriteCloser, inbox chan *message) *testClient {
+	c := &testClient{t: t, rwc: rwc, pending: map[uint32]chan *message{}, done: make(chan struct{}), hello: make(chan *message, 1), inbox: inbox}
 	go c.readLoop()
 	t.Cleanup(func() { c.rwc.Close() })
 	return c
@@ -62,6 +72,10 @@ func (c *testClient) readLoop() {
 			if err != nil {
 				break
 			}
+			continue
+		}
+		if c.inbox != nil && m.typ != typeResponse {
+			c.inbox <- m
 			continue
 		}
 		if m.typ != typeResponse {

@@ -37,6 +37,14 @@ type conn struct {
 	mu       sync.Mutex       // guards pending and inflight
 	pending  map[uint32]*call // by msgid: the calls a $cancel can reach
 	inflight int              // calls holding a slot: at most maxInflight
+
+	// Host calls, the client's handlers called by us (hostcall.go).
+	hmu       sync.Mutex
+	hostSlots chan struct{}        // one token per host call in flight, up to max_host_calls; nil: the client takes none
+	hostCalls map[uint32]*hostCall // by msgid: sent and not yet answered
+	hostNext  uint32               // the next msgid to try
+	hostErr   error                // why the connection ended, once it did
+	hostDone  chan struct{}        // closed when hostErr is set
 }
 
 // call is a running call, kept in pending for a $cancel to reach.
@@ -61,9 +69,13 @@ func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
 		quit:        make(chan struct{}),
 		writerDone:  make(chan struct{}),
 		pending:     make(map[uint32]*call),
+		hostCalls:   make(map[uint32]*hostCall),
+		hostDone:    make(chan struct{}),
 	}
 	c.replyLimit.Store(maxFrame)
 	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
+	// Every call's context carries its connection, for CallHost.
+	c.ctx = context.WithValue(c.ctx, connKey{}, c)
 	return c
 }
 
@@ -115,7 +127,9 @@ func (c *conn) readLoop(accepted bool) error {
 		case typeNotification:
 			c.notification(m)
 		default:
-			return protoErr(codeBadMessage, "a sidecar does not accept responses")
+			if err := c.hostResponse(m); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -127,6 +141,9 @@ func (c *conn) notification(m *message) {
 	case "$hello":
 		if limit, ok := helloFrameLimit(m.params); ok {
 			c.replyLimit.Store(limit)
+		}
+		if n := helloHostCalls(m.params); n > 0 {
+			c.takeHostCalls(n)
 		}
 		return
 	default:

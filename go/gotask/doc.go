@@ -120,6 +120,39 @@ one that cannot be encoded, or that the client could not hold, becomes a
 "bad_reply" or "too_large" error, and an error too long for the client's frame
 limit is shortened to fit.
 
+# Calling Python: host calls
+
+A method, or any goroutine of the program, may call back a handler that the
+Python program registered in its client, with CallHost. The call travels over
+the same connection as the calls from Python, in the other direction:
+
+	func (a *App) Shout(ctx context.Context, text string, reply *string) error {
+		// Python registered a handler named "Py.Upper".
+		return gotask.CallHost(ctx, "Py.Upper", text, reply)
+	}
+
+The argument is encoded like a method's reply, and the handler's result is
+decoded into reply (a non-nil pointer, or nil to drop it) by the rules of a
+method's argument. Given the context its method received (or one derived
+from it), CallHost uses that method's connection, so Python and Go may call
+each other back to any depth. With another context, context.Background() in
+a goroutine say, it uses the least busy connection that takes host calls, of
+the server RunWith serves; Server.CallHost does the same for a Server of your
+own. A method's context ends when the method returns: a goroutine that
+outlives it needs a context of its own.
+
+A deadline of ctx becomes the handler's deadline, and when ctx is done before
+the reply, CallHost returns ctx.Err() at once and the client cancels the
+handler. A handler that raised gives a *HostError whose Type is "error" and
+whose Message is "ExceptionType: text" (its Error() reads "Py.Upper:
+ValueError: bad"); the other Types are those of protocol.md, such as
+"not_found" for a name no handler has. A method that returns that error as
+is passes its text on to its own caller. CallHost returns ErrNoHost when the
+client registered no handler (its $hello announced no max_host_calls) or none
+is connected, and an error wrapping ErrHostGone when the connection closed
+before the reply. The client says in its $hello how many host calls it runs at
+once on a connection; further callers wait for one to finish, or for their ctx.
+
 # Running
 
 Run serves DefaultServer with these flags, which it defines on

@@ -268,6 +268,31 @@ func helloFrameLimit(params []byte) (limit uint32, ok bool) {
 	return max(uint32(min(*hello.MaxFrameSize, math.MaxUint32)), MinMaxFrameSize), true
 }
 
+// helloHostCalls returns the max_host_calls of a client's $hello params,
+// capped at maxHostCallsCap: 0 when it has none, or one that is not an
+// unsigned integer (the key is then ignored, like an unknown one).
+func helloHostCalls(params []byte) int {
+	c := cursor{b: params}
+	n, ok := c.mapLen()
+	if !ok {
+		return 0
+	}
+	for i := 0; i < n; i++ {
+		if key, ok := c.str(); !ok || key != "max_host_calls" {
+			if !ok {
+				c.raw()
+			}
+			c.raw()
+			continue
+		}
+		if v, ok := c.uint(); ok {
+			return int(min(v, maxHostCallsCap))
+		}
+		return 0
+	}
+	return 0
+}
+
 // appendHello encodes the sidecar's first frame on a connection,
 // [2, "$hello", {"version", "max_frame_size", "max_inflight"}], into e.
 func (e *encBuf) appendHello(maxFrame uint32, maxInflight int) {

@@ -193,6 +193,7 @@ func RunWith(o Options) {
 	if srv == nil {
 		srv = DefaultServer
 	}
+	runServer.Store(srv)
 	launched := os.Getenv(MagicCookieKey) == MagicCookieValue
 	if secret := os.Getenv(secretEnv); secret != "" {
 		srv.Secret = secret

@@ -175,6 +175,9 @@ func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 		s.logf("closing connection%s: %v", c.describe(), err)
 		c.closeRWC()
 	}
+	// No reply can come any more: wake the host calls waiting for one, some
+	// of which may hold up the handlers waited for below.
+	c.endHostCalls(err)
 	c.cancel()
 	c.handlers.Wait()
 	c.stopWriter()
