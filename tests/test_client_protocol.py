@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from wirehelpers import encode
 
 from trio_gotask._errors import ProtocolError
-from trio_gotask._protocol import Call, ClientProtocol, Refused, greeting, read_greeting
+from trio_gotask._protocol import Call, ClientProtocol, HostCall, HostCancel, Refused, greeting, read_greeting
 from trio_gotask._wire import (
     CANCEL,
     HELLO,
@@ -50,6 +50,7 @@ def sent_messages(protocol: ClientProtocol) -> list[Any]:
 def answered(protocol: ClientProtocol) -> list[Call]:
     out = []
     while (call := protocol.next_event()) is not None:
+        assert isinstance(call, Call)
         out.append(call)
     return out
 
@@ -226,6 +227,90 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 TestProtocolMachine = ProtocolMachine.TestCase
+
+
+class HostCallMachine(RuleBasedStateMachine):
+    """Host calls: requests from the sidecar (within the limit or past it), its $cancels, the
+    client's answers (encodable or not), in any order."""
+
+    LIMIT = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.protocol = ClientProtocol(PEER, max_frame_size=8192, max_inflight=8, max_host_calls=self.LIMIT)
+        self.running: set[int] = set()
+        self.expected: list[tuple[int, str | None]] = []  # responses due on the wire: (msgid, error type)
+
+    def events(self) -> list[Any]:
+        out = []
+        while (event := self.protocol.next_event()) is not None:
+            out.append(event)
+        return out
+
+    @rule(msgid=st.integers(0, 20), timeout=st.none() | st.floats(allow_nan=True) | st.just("soon"))
+    def sidecar_calls(self, msgid: int, timeout: Any) -> None:
+        meta = None if timeout is None else {"timeout": timeout}
+        self.protocol.receive_data(framed(Request(msgid, "Py.Echo", msgid, meta)))
+        if msgid in self.running:
+            with pytest.raises(ProtocolError, match="reused msgid"):
+                self.events()
+            self.protocol = ClientProtocol(
+                PEER, max_frame_size=8192, max_inflight=8, max_host_calls=self.LIMIT
+            )
+            self.running.clear()
+            self.expected.clear()
+            return
+        events = self.events()
+        if len(self.running) >= self.LIMIT:
+            assert events == []
+            self.expected.append((msgid, "busy"))
+            return
+        (event,) = events
+        assert isinstance(event, HostCall) and (event.msgid, event.method, event.params) == (
+            msgid,
+            "Py.Echo",
+            msgid,
+        )
+        assert event.timeout == (timeout if isinstance(timeout, float) and timeout == timeout else None)
+        self.running.add(msgid)
+
+    @rule(data=st.data())
+    def sidecar_cancels(self, data: st.DataObject) -> None:
+        msgid = data.draw(st.integers(0, 20))
+        self.protocol.receive_data(framed(Notification(CANCEL, msgid)))
+        events = self.events()
+        if msgid in self.running:
+            (event,) = events
+            assert isinstance(event, HostCancel) and event.msgid == msgid
+        else:
+            assert events == []
+
+    @rule(data=st.data(), encodable=st.booleans())
+    def client_answers(self, data: st.DataObject, encodable: bool) -> None:
+        msgid = data.draw(st.integers(0, 20))
+        self.protocol.send_response(msgid, None, msgid if encodable else {1, 2})
+        if msgid in self.running:
+            self.running.discard(msgid)
+            self.expected.append((msgid, None if encodable else "bad_reply"))
+
+    @rule()
+    def flush(self) -> None:
+        got = []
+        for message in sent_messages(self.protocol):
+            assert type(message) is Response
+            got.append((message.msgid, None if message.error is None else message.error["type"]))
+            if message.error is None:
+                assert message.result == message.msgid
+        assert got == self.expected
+        self.expected = []
+
+    @invariant()
+    def running_matches(self) -> None:
+        assert self.protocol.host_calls == len(self.running)
+
+
+TestHostCallMachine = HostCallMachine.TestCase
+TestHostCallMachine.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
 TestProtocolMachine.settings = settings(
     max_examples=300, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -1,0 +1,190 @@
+"""Go calls Python: host calls over the same connections, on every transport, against the real
+example sidecar (its App.CallPy* and App.Nest methods call `gotask.CallHost`)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from trio_gotask import GoTask, RemoteError, open_gotask
+from trio_gotask._transport import Transport
+
+TRANSPORTS = ["unix", "tcp", "pipe"]
+
+
+class Recorder:
+    """Handlers that record what happened to them."""
+
+    def __init__(self) -> None:
+        self.started = trio.Event()
+        self.cancelled = trio.Event()
+        self.running = 0
+        self.most_running = 0
+
+    async def never_returns(self, arg: Any) -> None:
+        self.started.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            self.cancelled.set()
+            raise
+
+    async def count(self, arg: int) -> int:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await trio.sleep(0.01)  # let the others arrive
+            return arg * 2
+        finally:
+            self.running -= 1
+
+
+def upper(text: str) -> str:
+    return text.upper()
+
+
+async def fail(arg: Any) -> None:
+    raise ValueError(f"no good: {arg}")
+
+
+@pytest.fixture(params=TRANSPORTS)
+async def gt(request: pytest.FixtureRequest, sidecar: str) -> AsyncIterator[GoTask]:
+    transport: Transport = request.param
+    async with open_gotask(
+        sidecar, transport=transport, handlers={"Py.Upper": upper, "Py.Fail": fail}
+    ) as client:
+        yield client
+
+
+async def test_go_calls_a_python_function(gt: GoTask) -> None:
+    assert await gt.call("App.CallPy", {"method": "Py.Upper", "arg": "reasno"}) == "REASNO"
+
+
+async def test_a_python_exception_reaches_go_with_its_type_and_message(gt: GoTask) -> None:
+    with pytest.raises(RemoteError, match=r"Py\.Fail: ValueError: no good: 7"):
+        await gt.call("App.CallPy", {"method": "Py.Fail", "arg": 7})
+    assert await gt.call("App.CallPy", {"method": "Py.Upper", "arg": "still fine"}) == "STILL FINE"
+
+
+async def test_a_name_not_registered_is_not_found_and_says_what_is(gt: GoTask) -> None:
+    with pytest.raises(
+        RemoteError, match=r"not_found: no handler 'Py\.Nope' is registered in Python"
+    ) as info:
+        await gt.call("App.CallPy", {"method": "Py.Nope", "arg": 1})
+    assert "Py.Upper" in str(info.value)
+
+
+async def test_a_hundred_goroutines_call_python_at_once(gt: GoTask) -> None:
+    recorder = Recorder()
+    gt.register("Py.Count", recorder.count)
+    assert await gt.call("App.CallPyMany", {"method": "Py.Count", "n": 100}) == [i * 2 for i in range(100)]
+    assert recorder.most_running > 1  # they ran at once, not one after the other
+
+
+async def test_calls_nest_three_deep_each_way(gt: GoTask) -> None:
+    depths: list[int] = []
+
+    async def nest(arg: dict[str, Any]) -> Any:
+        depths.append(arg["depth"])
+        return await gt.call("App.Nest", {"depth": arg["depth"], "arg": arg["arg"]})
+
+    gt.register("Py.Nest", nest)
+    assert await gt.call("App.Nest", {"depth": 3, "arg": "bottom"}) == "bottom"
+    assert depths == [2, 1, 0]
+
+
+async def test_the_go_deadline_cancels_a_python_handler_that_never_returns(gt: GoTask) -> None:
+    recorder = Recorder()
+    gt.register("Py.Never", recorder.never_returns)
+    with trio.fail_after(10):
+        outcome = await gt.call("App.CallPyTimeout", {"method": "Py.Never", "arg": None, "ms": 50})
+        await recorder.cancelled.wait()
+    assert outcome["err"] == "context deadline exceeded"
+
+
+async def test_cancelling_the_outer_python_call_cancels_the_whole_chain(gt: GoTask) -> None:
+    recorder = Recorder()
+    gt.register("Py.Never", recorder.never_returns)
+    with trio.fail_after(10):
+        with trio.move_on_after(60) as scope:  # cancelled by hand below, once the handler runs
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(gt.call, "App.CallPy", {"method": "Py.Never", "arg": None})
+                await recorder.started.wait()
+                scope.cancel()
+        await recorder.cancelled.wait()  # Python -> Go context -> $cancel -> the handler
+    assert await gt.call("App.CallPy", {"method": "Py.Upper", "arg": "after"}) == "AFTER"
+
+
+async def test_a_deadline_shrinks_as_it_travels(gt: GoTask) -> None:
+    seen: list[float] = []
+
+    async def deadline(arg: Any) -> float:
+        seen.append(trio.current_effective_deadline() - trio.current_time())
+        return seen[-1]
+
+    gt.register("Py.Deadline", deadline)
+    with trio.fail_after(5):
+        left = await gt.call("App.CallPy", {"method": "Py.Deadline", "arg": None})
+    assert 0 < left <= 5
+
+
+async def test_go_code_outside_a_call_reaches_python_too(gt: GoTask) -> None:
+    assert await gt.call("App.CallPyBackground", {"method": "Py.Upper", "arg": "background"}) == "BACKGROUND"
+
+
+async def test_plain_functions_in_threads_and_services(gt: GoTask) -> None:
+    loop_thread = threading.get_ident()
+
+    def where(arg: Any) -> bool:
+        return threading.get_ident() == loop_thread
+
+    class Config:
+        def __init__(self) -> None:
+            self._secret = "hidden"
+
+        def get(self, key: str) -> str:
+            return {"region": "eu-west"}.get(key, "")
+
+        async def keys(self) -> list[str]:
+            return ["region"]
+
+    gt.register("Py.InLoop", where)
+    gt.register("Py.InThread", where, thread=True)
+    assert sorted(gt.register_service("Config", Config())) == ["Config.get", "Config.keys"]
+    assert await gt.call("App.CallPy", {"method": "Py.InLoop", "arg": None}) is True
+    assert await gt.call("App.CallPy", {"method": "Py.InThread", "arg": None}) is False
+    assert await gt.call("App.CallPy", {"method": "Config.get", "arg": "region"}) == "eu-west"
+    assert await gt.call("App.CallPy", {"method": "Config.keys", "arg": None}) == ["region"]
+
+
+async def test_a_result_msgpack_cannot_carry_is_a_bad_reply_in_go(gt: GoTask) -> None:
+    gt.register("Py.Set", lambda arg: {1, 2})
+    with pytest.raises(RemoteError, match="bad_reply: msgpack cannot carry the result"):
+        await gt.call("App.CallPy", {"method": "Py.Set", "arg": None})
+
+
+async def test_a_client_that_takes_no_host_calls(sidecar: str) -> None:
+    async with open_gotask(sidecar, max_host_calls=0, handlers={"Py.Upper": upper}) as gt:
+        with pytest.raises(
+            RemoteError, match=r"no connection takes host calls: the client registered no handlers"
+        ):
+            await gt.call("App.CallPy", {"method": "Py.Upper", "arg": "x"})
+
+
+def test_handler_names_and_functions_are_checked() -> None:
+    from trio_gotask._handlers import Handlers
+
+    handlers = Handlers()
+    for name in ("", "$cancel", 3):
+        with pytest.raises(ValueError, match="handler's name"):
+            handlers.register(name, upper)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be callable"):
+        handlers.register("Py.X", "not a function")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="is async"):
+        handlers.register("Py.X", fail, thread=True)
+    with pytest.raises(ValueError, match="no public method"):
+        handlers.register_service("Empty", object())
