@@ -74,6 +74,9 @@ class FakePeer:
         self.secret = secret
         self.refuse = refuse
         self._send_requests, self.requests = trio.open_memory_channel[Request](math.inf)
+        self._send_responses, self.responses = trio.open_memory_channel[Response](math.inf)
+        """The client's answers to host calls (requests this peer sent with `send`)."""
+        self.client_hello: dict[str, Any] = {}
         self.cancels: list[int] = []
         self.in_flight: set[int] = set()
         self.most_in_flight = 0
@@ -109,6 +112,8 @@ class FakePeer:
                         continue
                     if type(message) is Notification and message.method == CANCEL:
                         self.cancels.append(message.params)
+                    elif type(message) is Response:
+                        self._send_responses.send_nowait(message)
                     elif type(message) is Request:
                         self.in_flight.add(message.msgid)
                         self.most_in_flight = max(self.most_in_flight, len(self.in_flight))
@@ -119,6 +124,7 @@ class FakePeer:
         finally:
             self.closed.set()
             self._send_requests.close()
+            self._send_responses.close()
             await trio.aclose_forcefully(self.stream)
 
     async def _greet(self, message: Any) -> bool:
@@ -128,6 +134,7 @@ class FakePeer:
                 self.refuse = self.refuse or "wrong secret"
             return False
         assert type(message) is Notification and message.method == HELLO, message
+        self.client_hello = message.params
         if self.refuse is not None:
             await self.send(frame(Notification(REFUSED, self.refuse)))
         else:
@@ -187,6 +194,7 @@ async def open_fake(
     client_max_frame_size: int = 1 << 20,
     secret: str | None = None,
     lockstep: bool = False,
+    max_host_calls: int = 0,
     **peer: Any,
 ) -> tuple[Opened, FakePeer]:
     """A greeted client stream and the peer serving it (in ``nursery``). ``lockstep`` makes every
@@ -199,7 +207,9 @@ async def open_fake(
         client, server = trio.testing.memory_stream_pair()
     fake = FakePeer(server, secret=secret, **peer)
     nursery.start_soon(fake.serve)
-    opened = await greet(client, max_frame_size=client_max_frame_size, secret=secret)
+    opened = await greet(
+        client, max_frame_size=client_max_frame_size, secret=secret, max_host_calls=max_host_calls
+    )
     return opened, fake
 
 

@@ -4,6 +4,7 @@ real Go sidecar are in test_calls.py, test_cancel.py and test_flow.py."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +17,7 @@ from fakesidecar import Fail, FakePeer, frame, open_fake
 from trio_gotask import BadReply, MethodNotFound, ProtocolError, RemoteError, SidecarError
 from trio_gotask._connection import Connection, deadline_unless_cancelled
 from trio_gotask._errors import ErrorFactory, error_factory
+from trio_gotask._handlers import Handlers
 from trio_gotask._protocol import Refused
 from trio_gotask._transport import PeerClosed, greet
 from trio_gotask._wire import Notification, Request, Response, frame_header
@@ -23,13 +25,25 @@ from trio_gotask._wire import Notification, Request, Response, frame_header
 
 @asynccontextmanager
 async def connected(
-    *, max_inflight: int = 1024, client_max_frame_size: int = 1 << 20, lockstep: bool = False, **peer: Any
+    *,
+    max_inflight: int = 1024,
+    client_max_frame_size: int = 1 << 20,
+    lockstep: bool = False,
+    handlers: Handlers | None = None,
+    max_host_calls: int = 0,
+    **peer: Any,
 ) -> AsyncIterator[tuple[Connection, FakePeer]]:
     async with trio.open_nursery() as nursery:
         opened, fake = await open_fake(
-            nursery, lockstep=lockstep, client_max_frame_size=client_max_frame_size, **peer
+            nursery,
+            lockstep=lockstep,
+            client_max_frame_size=client_max_frame_size,
+            max_host_calls=max_host_calls,
+            **peer,
         )
-        connection = Connection(opened, max_frame_size=client_max_frame_size, max_inflight=max_inflight)
+        connection = Connection(
+            opened, max_frame_size=client_max_frame_size, max_inflight=max_inflight, handlers=handlers
+        )
         await nursery.start(connection.run)
         yield connection, fake
         nursery.cancel_scope.cancel()
@@ -396,3 +410,135 @@ async def test_the_stream_ending_inside_a_large_frame_is_a_protocol_error(
         await fake.send(wire[: 1 << 19])  # half of a frame read into a buffer of its own
         await trio.testing.wait_all_tasks_blocked()
         await fake.hang_up()
+
+
+# -- host calls: the sidecar calls the client ------------------------------------------------------
+
+
+async def host_call(
+    fake: FakePeer, msgid: int, method: str, params: Any, meta: dict[str, Any] | None = None
+) -> None:
+    await fake.send(frame(Request(msgid, method, params, meta)))
+
+
+async def test_the_hello_announces_host_calls_and_a_handler_answers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    handlers = Handlers({"Py.Double": lambda x: x * 2})
+    async with connected(answer=None, handlers=handlers, max_host_calls=5) as (_, fake):
+        assert fake.client_hello["max_host_calls"] == 5
+        await host_call(fake, 7, "Py.Double", 21)
+        response = await fake.responses.receive()
+        assert (response.msgid, response.error, response.result) == (7, None, 42)
+
+
+async def test_a_host_call_runs_under_the_go_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    async def slow(arg: Any) -> None:
+        await trio.sleep(100)
+
+    async with connected(answer=None, handlers=Handlers({"Py.Slow": slow}), max_host_calls=5) as (_, fake):
+        sent_at = trio.current_time()
+        await host_call(fake, 1, "Py.Slow", None, {"timeout": 2.5})
+        response = await fake.responses.receive()
+        assert response.error is not None and response.error["type"] == "deadline_exceeded"
+        assert trio.current_time() - sent_at == 2.5
+
+
+async def test_a_cancel_from_the_sidecar_cancels_the_handler(autojump_clock: trio.testing.MockClock) -> None:
+    cancelled = trio.Event()
+
+    async def forever(arg: Any) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with connected(answer=None, handlers=Handlers({"Py.Forever": forever}), max_host_calls=5) as (
+        _,
+        fake,
+    ):
+        await host_call(fake, 3, "Py.Forever", None)
+        await trio.testing.wait_all_tasks_blocked()
+        await fake.send(frame(Notification("$cancel", 3)))
+        response = await fake.responses.receive()
+        assert cancelled.is_set()
+        assert response.msgid == 3 and response.error is not None and response.error["type"] == "cancelled"
+
+
+async def test_host_calls_past_the_limit_are_busy_and_the_reader_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    release = trio.Event()
+
+    async def wait(arg: Any) -> Any:
+        await release.wait()
+        return arg
+
+    async with connected(handlers=Handlers({"Py.Wait": wait}), max_host_calls=2) as (connection, fake):
+        for msgid in range(4):
+            await host_call(fake, msgid, "Py.Wait", msgid)
+        busy = [await fake.responses.receive() for _ in range(2)]
+        assert [(r.msgid, r.error and r.error["type"]) for r in busy] == [(2, "busy"), (3, "busy")]
+        assert await connection.call("App.Echo", "the reader still reads") == "the reader still reads"
+        release.set()
+        done = sorted([(await fake.responses.receive()).result for _ in range(2)])
+        assert done == [0, 1]
+
+
+async def test_handler_errors_and_unknown_names(autojump_clock: trio.testing.MockClock) -> None:
+    def broken(arg: Any) -> None:
+        raise KeyError(arg)
+
+    async with connected(answer=None, handlers=Handlers({"Py.Broken": broken}), max_host_calls=5) as (
+        _,
+        fake,
+    ):
+        await host_call(fake, 1, "Py.Broken", "k")
+        response = await fake.responses.receive()
+        assert response.error is not None
+        assert (response.error["type"], response.error["message"]) == ("error", "KeyError: 'k'")
+        assert "broken" in response.error["stack"]
+        await host_call(fake, 2, "Py.Missing", None)
+        response = await fake.responses.receive()
+        assert response.error is not None and response.error["type"] == "not_found"
+        assert "registered: Py.Broken" in response.error["message"]
+
+
+async def test_config_is_a_host_call(autojump_clock: trio.testing.MockClock) -> None:
+    handlers = Handlers()
+    handlers.provide_config({"region": "eu", "limits": {"rps": 5}})
+    async with connected(answer=None, handlers=handlers, max_host_calls=5) as (_, fake):
+        await host_call(fake, 1, "trio_gotask.Config", "limits")
+        assert (await fake.responses.receive()).result == {"rps": 5}
+        await host_call(fake, 2, "trio_gotask.Config", "nope")
+        error = (await fake.responses.receive()).error
+        assert error is not None and error["type"] == "not_found"
+        assert error["message"] == "the Python app gave no configuration 'nope' (it gave: limits, region)"
+
+
+async def test_log_records_land_in_python_logging(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_gotask.go")
+    async with connected(handlers=Handlers(), max_host_calls=5) as (connection, fake):
+        for level, logger in ((-4, ""), (0, "db"), (4, "db"), (8, ""), (2, "x")):
+            record = {
+                "level": level,
+                "logger": logger,
+                "message": f"at {level}",
+                "time": None,
+                "attrs": {"n": level},
+            }
+            await fake.send(frame(Notification("$log", record)))
+        await fake.send(frame(Notification("$log", "not a map")))
+        assert await connection.call("App.Echo", 1) == 1  # every record before it was handled
+    got = [(r.name, r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("trio_gotask.go")]
+    assert got[:5] == [
+        ("trio_gotask.go", logging.DEBUG, "at -4 n=-4"),
+        ("trio_gotask.go.db", logging.INFO, "at 0 n=0"),
+        ("trio_gotask.go.db", logging.WARNING, "at 4 n=4"),
+        ("trio_gotask.go", logging.ERROR, "at 8 n=8"),
+        ("trio_gotask.go.x", 25, "at 2 n=2"),
+    ]
+    assert "not a map" in got[5][2]
+    assert caplog.records[0].__dict__["go_attrs"] == {"n": -4}

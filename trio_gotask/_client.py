@@ -194,6 +194,7 @@ async def open_gotask(
     startup_timeout: float = 10.0,
     restart: RestartPolicy | None = None,
     handlers: Mapping[str, Handler] | None = None,
+    config: Mapping[str, Any] | None = None,
     max_host_calls: int = DEFAULT_MAX_HOST_CALLS,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
@@ -228,8 +229,11 @@ async def open_gotask(
     call, unless ``restart`` (a `RestartPolicy`) says to start a new one.
 
     ``handlers`` maps names to the Python functions the sidecar may call (``gotask.CallHost`` in
-    Go; see `GoTask.register`, which adds more later). Up to ``max_host_calls`` of them run at
-    once on each connection; 0 lets the sidecar call nothing.
+    Go; see `GoTask.register`, which adds more later). ``config`` is what ``gotask.Config`` reads
+    in Go, by key. Up to ``max_host_calls`` host calls run at once on each connection; 0 lets the
+    sidecar call nothing, read no configuration and send no log records (its ``gotask`` log
+    handler then writes to stderr, which goes to the ``trio_gotask.sidecar`` logger). Records
+    sent through the ``gotask`` log handler go to the ``trio_gotask.go`` logger.
 
     On exit, calls still running fail, the connections close, the sidecar's stdin is closed (its
     signal to exit), and after ``shutdown_grace`` seconds it is terminated, then killed. The process
@@ -249,6 +253,8 @@ async def open_gotask(
     _check_seconds("shutdown_grace", shutdown_grace, positive=False)
     _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
     registry = Handlers(handlers)
+    if config is not None:
+        registry.provide_config(config)
     if restart is not None and not isinstance(restart, RestartPolicy):
         raise TypeError(f"restart must be a RestartPolicy or None, not {restart!r}")
     command = await _resolve_command(sidecar)
@@ -316,6 +322,7 @@ async def connect_gotask(
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     handlers: Mapping[str, Handler] | None = None,
+    config: Mapping[str, Any] | None = None,
     max_host_calls: int = DEFAULT_MAX_HOST_CALLS,
 ) -> AsyncIterator[GoTask]:
     """Yield a `GoTask` for a sidecar started elsewhere (``./app -address ADDR -standalone``).
@@ -332,7 +339,7 @@ async def connect_gotask(
     ``connect_timeout`` bounds each connection's opening and greeting. More connections are
     opened as load needs them, up to ``pool_size``. Arguments that cannot work (an address that is
     neither, TLS on a Unix socket, a limit out of range) raise `ValueError` or `TypeError` at once.
-    ``handlers`` and ``max_host_calls`` are as for `open_gotask`.
+    ``handlers``, ``config`` and ``max_host_calls`` are as for `open_gotask`.
     The process is not ours: leaving the block closes the connections and nothing else.
     """
     if not isinstance(address, str):
@@ -356,6 +363,8 @@ async def connect_gotask(
     _check_seconds("connect_timeout", connect_timeout, positive=True)
     _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
     registry = Handlers(handlers)
+    if config is not None:
+        registry.provide_config(config)
     async with _background() as nursery:
         pool = Pool(
             nursery,

@@ -23,8 +23,8 @@ from ._errors import (
     lost_without_explanation,
     remote_error,
 )
-from ._handlers import Handlers, error_map
-from ._protocol import Call, ClientProtocol, HostCall, HostCancel
+from ._handlers import Handlers, error_map, log_record
+from ._protocol import Call, ClientProtocol, HostCall, HostCancel, HostLog
 from ._transport import Opened, PeerClosed, open_channel
 
 
@@ -263,6 +263,10 @@ class Connection:
                 scope = self._host_scopes.get(event.msgid)
                 if scope is not None:
                     scope.cancel()
+            elif type(event) is HostLog:
+                log_record(event)
+        if self._protocol.has_data_to_send:
+            self._wake_writer()  # answers the protocol gave itself (busy)
 
     async def _serve_host_call(self, call: HostCall) -> None:
         """Run the handler of a host call under the Go caller's deadline, and answer it."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import inspect
+import logging
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -10,10 +12,16 @@ from typing import Any, Final, final
 
 import trio
 
+from ._protocol import HostLog
+
 Handler = Callable[..., Any]
 """A function of the call's one argument (or of none), plain or async, returning the result."""
 
 _STACK_LINES: Final = 20
+CONFIG: Final = "trio_gotask.Config"
+"""The host call that reads the configuration given to `open_gotask` (docs/protocol.md)."""
+_RESERVED: Final = "trio_gotask."
+GO_LOGGER: Final = "trio_gotask.go"
 
 
 class HandlerNotFound(LookupError):
@@ -45,8 +53,10 @@ class Handlers:
 
     def register(self, name: str, function: Handler, *, thread: bool = False) -> None:
         """Let the sidecar call ``function`` as ``name``; see `GoTask.register`."""
-        if not isinstance(name, str) or not name or name.startswith("$"):
-            raise ValueError(f"a handler's name must be a non-empty str not starting with '$', not {name!r}")
+        if not isinstance(name, str) or not name or name.startswith(("$", _RESERVED)):
+            raise ValueError(
+                f"a handler's name must be a non-empty str not starting with '$' or {_RESERVED!r}, not {name!r}"
+            )
         if not callable(function):
             raise TypeError(f"the handler {name!r} must be callable, not {function!r}")
         if thread and inspect.iscoroutinefunction(function):
@@ -68,6 +78,20 @@ class Handlers:
         if not names:
             raise ValueError(f"{service!r} has no public method to register as the service {name!r}")
         return names
+
+    def provide_config(self, config: Mapping[str, Any]) -> None:
+        """Answer the host call ``trio_gotask.Config`` (``gotask.Config`` in Go) from ``config``."""
+        if not isinstance(config, Mapping) or not all(isinstance(k, str) for k in config):
+            raise TypeError(f"config must map str keys to values, not {config!r}")
+        values = dict(config)
+
+        def read(key: Any) -> Any:
+            if key not in values:
+                keys = ", ".join(sorted(values)) or "none"
+                raise HandlerNotFound(f"the Python app gave no configuration {key!r} (it gave: {keys})")
+            return values[key]
+
+        self._entries[CONFIG] = _Entry(read, True, False)
 
     @property
     def names(self) -> list[str]:
@@ -118,3 +142,21 @@ def error_map(exc: BaseException) -> dict[str, Any]:
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
     stack = "".join(lines).splitlines()[-_STACK_LINES:]
     return {"type": "error", "message": f"{type(exc).__name__}: {exc}", "stack": "\n".join(stack)}
+
+
+def log_record(record: HostLog) -> None:
+    """Log a record of the sidecar to ``trio_gotask.go`` (or ``trio_gotask.go.<logger>``): Go's
+    levels -4, 0, 4 and 8 become DEBUG, INFO, WARNING and ERROR, and levels between them fall
+    between. The attributes follow the message as ``key=value``, and are on the record as
+    ``go_attrs``."""
+    logger = logging.getLogger(f"{GO_LOGGER}.{record.logger}" if record.logger else GO_LOGGER)
+    level = max(1, round(logging.INFO + record.level * 2.5))
+    if not logger.isEnabledFor(level):
+        return
+    message = record.message
+    if record.attrs:
+        message += " " + " ".join(f"{key}={_short(value)}" for key, value in record.attrs.items())
+    extra: dict[str, Any] = {"go_attrs": record.attrs or {}}
+    if isinstance(record.time, datetime.datetime):
+        extra["go_time"] = record.time
+    logger.log(level, "%s", message, extra=extra)

@@ -20,6 +20,7 @@ from ._errors import ProtocolError
 from ._wire import (
     CANCEL,
     HELLO,
+    LOG,
     MAX_MSGID,
     REFUSED,
     Decoder,
@@ -131,7 +132,27 @@ class HostCancel:
         return f"<HostCancel msgid={self.msgid}>"
 
 
-Event = Call | HostCall | HostCancel
+@final
+class HostLog:
+    """A log record of the sidecar (a ``$log`` notification), for the client's logging: ``level``
+    on Go's ``log/slog`` scale, ``logger`` a name or ``""``, ``attrs`` a map (or ``None``)."""
+
+    __slots__ = ("attrs", "level", "logger", "message", "time")
+
+    def __init__(
+        self, level: int, logger: str, message: str, time: Any, attrs: dict[str, Any] | None
+    ) -> None:
+        self.level = level
+        self.logger = logger
+        self.message = message
+        self.time = time
+        self.attrs = attrs
+
+    def __repr__(self) -> str:
+        return f"<HostLog {self.level} {self.logger!r} {self.message!r}>"
+
+
+Event = Call | HostCall | HostCancel | HostLog
 
 _Frame = tuple[Call | None, bytes, "bytes | memoryview"]
 
@@ -315,10 +336,12 @@ class ClientProtocol:
                 event = self._host_call(message)
                 if event is not None:
                     return event
-            elif type(message) is Notification and message.method == CANCEL:
-                msgid = message.params
-                if msgid in self._host_calls:
-                    return HostCancel(msgid)
+            elif type(message) is Notification and self.max_host_calls:
+                if message.method == CANCEL:
+                    if message.params in self._host_calls:
+                        return HostCancel(message.params)
+                elif message.method == LOG:
+                    return _host_log(message.params)
         return None
 
     def _host_call(self, request: Request) -> HostCall | None:
@@ -388,3 +411,21 @@ class ClientProtocol:
     def in_flight(self) -> int:
         """Calls holding a slot: sent or queued, and abandoned ones awaiting their late reply."""
         return len(self._calls)
+
+
+def _host_log(record: Any) -> HostLog:
+    """A `HostLog` from the params of ``$log``; a record of the wrong shape is logged as what it
+    is rather than failing the connection (it is only a log line)."""
+    if type(record) is not dict:
+        return HostLog(0, "", f"(a $log record that is not a map: {record!r:.200})", None, None)
+    level = record.get("level")
+    logger = record.get("logger")
+    message = record.get("message")
+    attrs = record.get("attrs")
+    return HostLog(
+        level if type(level) is int else 0,
+        logger if type(logger) is str else "",
+        message if type(message) is str else repr(message),
+        record.get("time"),
+        attrs if type(attrs) is dict else None,
+    )

@@ -31,6 +31,7 @@ CANCEL: Final = "$cancel"
 AUTH: Final = "$auth"
 HELLO: Final = "$hello"
 REFUSED: Final = "$refused"
+LOG: Final = "$log"
 MAX_MSGID: Final = 2**32 - 1
 
 _HEADER = struct.Struct(">I")
