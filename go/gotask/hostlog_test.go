@@ -422,3 +422,52 @@ func TestConfig(t *testing.T) {
 		t.Errorf("no client: %v, want ErrNoHost", err)
 	}
 }
+
+// TestSidecarLogAndConfig: the example sidecar's Log, GetConfig and
+// HostLatency.
+func TestSidecarLogAndConfig(t *testing.T) {
+	t.Parallel()
+	sc := startSidecar(t, true)
+	c := startTestClient(t, sc.dial(), make(chan *message, 64))
+	c.sendHello(map[string]any{"max_frame_size": DefaultMaxFrameSize, "max_host_calls": 8})
+	if err := c.call("App.Log", map[string]any{"level": "warn", "message": "hi", "logger": "ex", "attrs": map[string]any{"rich": true, "n": 1}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := c.nextLog()
+	if r.Level != 4 || r.Message != "hi" || r.Logger != "ex" ||
+		!sameValue(r.Attrs, map[string]any{"rich": true, "n": int64(1), "req": map[string]any{"id": int64(7)}, "err": "boom"}) {
+		t.Errorf("got %+v", r)
+	}
+	if err := c.call("App.Log", map[string]any{"level": "loud", "message": "hi"}, nil); err == nil || !strings.Contains(err.Error(), "loud") {
+		t.Errorf("an unknown level: %v", err)
+	}
+	if err := c.call("App.Log", "a line", nil); err != nil {
+		t.Errorf("a string: %v", err)
+	}
+
+	stop := make(chan struct{})
+	defer close(stop)
+	c.answer(stop, func(m *message) (map[string]any, any) {
+		switch m.method {
+		case "trio_gotask.Config":
+			if decoded[string](t, m.params) == "port" {
+				return nil, 8080
+			}
+			return map[string]any{"type": "not_found", "message": "no such key"}, nil
+		case "Py.Ident":
+			return nil, decoded[any](t, m.params)
+		}
+		return map[string]any{"type": "not_found", "message": m.method}, nil
+	})
+	var port int
+	if err := c.call("App.GetConfig", "port", &port); err != nil || port != 8080 {
+		t.Errorf("GetConfig: %d %v", port, err)
+	}
+	if err := c.call("App.GetConfig", "nope", nil); err == nil || !strings.Contains(err.Error(), "not_found") {
+		t.Errorf("GetConfig of a missing key: %v", err)
+	}
+	var lat map[string]int64
+	if err := c.call("App.HostLatency", map[string]any{"method": "Py.Ident", "n": 20}, &lat); err != nil || lat["p50_ns"] <= 0 || lat["p99_ns"] < lat["p50_ns"] {
+		t.Errorf("HostLatency: %v %v", lat, err)
+	}
+}
