@@ -44,8 +44,9 @@ type HostLogOptions struct {
 // Handle never waits for the client: the record is queued on the
 // connection's writer if there is room, and given to the fallback handler
 // otherwise (the queue is full because the client reads slowly, or no
-// client takes host calls). So a record is not dropped, but records that
-// take different ways may reach Python out of order.
+// client takes host calls). So no record is dropped, short of one queued on
+// a connection that then ends; but records that take different ways may
+// reach Python out of order.
 //
 // The record's attributes travel as msgpack values, as a method's reply
 // does: numbers, strings, booleans and []byte as themselves, a time.Time as

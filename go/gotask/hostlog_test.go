@@ -471,3 +471,17 @@ func TestSidecarLogAndConfig(t *testing.T) {
 		t.Errorf("HostLatency: %v %v", lat, err)
 	}
 }
+
+// BenchmarkHostLogEncode: the cost of turning a record with a few attributes
+// into a $log frame, what Handle adds to the logging goroutine.
+func BenchmarkHostLogEncode(b *testing.B) {
+	h := NewHostLogHandler(&HostLogOptions{Logger: "db"}).WithAttrs([]slog.Attr{slog.String("svc", "x")}).(*HostLogHandler)
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, "query done", 0)
+	r.AddAttrs(slog.Int("rows", 42), slog.Duration("took", 3*time.Millisecond), slog.Group("req", slog.Int("id", 7)), slog.Any("err", errors.New("boom")))
+	b.ReportAllocs()
+	for range b.N {
+		e := getEncBuf()
+		encodeLog(e, h.record(r), DefaultMaxFrameSize)
+		putEncBuf(e)
+	}
+}
