@@ -19,7 +19,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -283,10 +286,93 @@ func (a *App) Sleep(ms int, r *int) error {
 	return nil
 }
 
-// Log writes msg as one line to standard error.
-func (a *App) Log(msg string, r *any) error {
-	fmt.Fprintln(os.Stderr, msg)
+// LogArgs are the arguments of Log; Python sends {"level": "warn",
+// "message": "hi", "logger": "db", "attrs": {"n": 1}} (or the Go names).
+type LogArgs struct {
+	Level   string         `msgpack:"level,alias:Level"`
+	Message string         `msgpack:"message,alias:Message"`
+	Logger  string         `msgpack:"logger,alias:Logger"`
+	Attrs   map[string]any `msgpack:"attrs,alias:Attrs"`
+}
+
+// Log, given a string, writes it as one line to standard error. Given
+// LogArgs, it logs Message at Level ("debug", "info", "warn", "error", or
+// such as "info+2") through a slog logger named Logger whose records go to
+// the Python client's logging, over this call's connection (to standard
+// error if the client takes no host calls). Attrs become the record's
+// attributes, in key order; when Attrs has "rich": true, the record also
+// carries the group "req" {"id": 7} and the error "err" (errors.New("boom")).
+// The record reaches Python before the reply.
+func (a *App) Log(ctx context.Context, arg any, r *any) error {
+	var args LogArgs
+	switch v := arg.(type) {
+	case string:
+		fmt.Fprintln(os.Stderr, v)
+		return nil
+	case map[string]any:
+		var err error
+		if args, err = logArgs(v); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("Log takes a string or a map, not %T", arg)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(args.Level)); err != nil {
+		return fmt.Errorf("level %q: %w", args.Level, err)
+	}
+	logger := slog.New(gotask.NewHostLogHandler(&gotask.HostLogOptions{Level: slog.LevelDebug, Logger: args.Logger}))
+	keys := make([]string, 0, len(args.Attrs))
+	for k := range args.Attrs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	attrs := make([]any, 0, len(keys)+2)
+	for _, k := range keys {
+		attrs = append(attrs, slog.Any(k, args.Attrs[k]))
+	}
+	if rich, _ := args.Attrs["rich"].(bool); rich {
+		attrs = append(attrs, slog.Group("req", slog.Int("id", 7)), slog.Any("err", errors.New("boom")))
+	}
+	logger.Log(ctx, level, args.Message, attrs...)
 	return nil
+}
+
+// logArgs reads LogArgs from a map decoded into any.
+func logArgs(m map[string]any) (LogArgs, error) {
+	var a LogArgs
+	str := func(key, alias string, to *string) error {
+		v, ok := m[key]
+		if !ok {
+			v, ok = m[alias]
+		}
+		if s, isStr := v.(string); isStr {
+			*to = s
+		} else if ok && v != nil {
+			return fmt.Errorf("%s: expected a string, got %T", key, v)
+		}
+		return nil
+	}
+	for _, f := range []struct {
+		key, alias string
+		to         *string
+	}{{"level", "Level", &a.Level}, {"message", "Message", &a.Message}, {"logger", "Logger", &a.Logger}} {
+		if err := str(f.key, f.alias, f.to); err != nil {
+			return a, err
+		}
+	}
+	attrs, ok := m["attrs"]
+	if !ok {
+		attrs = m["Attrs"]
+	}
+	switch v := attrs.(type) {
+	case nil:
+	case map[string]any:
+		a.Attrs = v
+	default:
+		return a, fmt.Errorf("attrs: expected a map with string keys, got %T", attrs)
+	}
+	return a, nil
 }
 
 // LogUntilCancelled writes msg as one line to standard error, again and again,
@@ -490,6 +576,39 @@ func (a *App) Nest(ctx context.Context, args struct {
 		return nil
 	}
 	return gotask.CallHost(ctx, "Py.Nest", map[string]any{"depth": args.Depth - 1, "arg": args.Arg}, r)
+}
+
+// GetConfig returns the value the Python client was given for key (the host
+// call trio_gotask.Config). A key it does not have fails with the
+// *gotask.HostError as is: its text says not_found.
+func (a *App) GetConfig(ctx context.Context, key string, r *any) error {
+	return gotask.Config(ctx, key, r)
+}
+
+// HostLatency calls the Python handler args.Method n times, one after the
+// other, with 0 ... n-1, and returns the median and the 99th percentile of
+// the calls' durations as measured in Go, in nanoseconds: {"p50_ns": ...,
+// "p99_ns": ...}, the round trip Go -> Python -> Go.
+func (a *App) HostLatency(ctx context.Context, args struct {
+	Method string `msgpack:"method,alias:Method"`
+	N      int    `msgpack:"n,alias:N"`
+}, r *map[string]any) error {
+	if args.N <= 0 {
+		return fmt.Errorf("n must be at least 1, not %d", args.N)
+	}
+	durations := make([]time.Duration, args.N)
+	for i := range args.N {
+		var reply any
+		start := time.Now()
+		if err := gotask.CallHost(ctx, args.Method, i, &reply); err != nil {
+			return err
+		}
+		durations[i] = time.Since(start)
+	}
+	slices.Sort(durations)
+	at := func(q float64) int64 { return durations[int(q*float64(args.N-1))].Nanoseconds() }
+	*r = map[string]any{"p50_ns": at(0.5), "p99_ns": at(0.99)}
+	return nil
 }
 
 func main() {

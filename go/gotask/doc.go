@@ -153,6 +153,45 @@ is connected, and an error wrapping ErrHostGone when the connection closed
 before the reply. The client says in its $hello how many host calls it runs at
 once on a connection; further callers wait for one to finish, or for their ctx.
 
+# Logging to Python and configuration
+
+A HostLogHandler is a log/slog handler whose records go to the Python
+client's logging, to the logger "trio_gotask.go" (or "trio_gotask.go.NAME"
+for a handler given that Logger name), at the nearest level, with their
+attributes. To send all of the program's slog records there:
+
+	func main() {
+		slog.SetDefault(slog.New(gotask.NewHostLogHandler(nil)))
+		...
+	}
+
+Log with the method's context to keep a call's records with it: they travel
+over the call's connection, ahead of its reply.
+
+	func (a *App) Save(ctx context.Context, doc Doc, reply *int) error {
+		slog.InfoContext(ctx, "saving", "id", doc.ID, "size", len(doc.Body))
+		...
+	}
+
+Logging never waits for the client. Records that no client can take, because
+it takes no host calls (its $hello announced no max_host_calls) or because
+the connection's outgoing queue is full, go to a fallback handler instead, by
+default a text handler on standard error, which trio_gotask logs too. Records
+at slog.LevelInfo and above are handled unless HostLogOptions.Level says
+otherwise.
+
+Config reads a value the Python program gave its client, by key, and decodes
+it as CallHost decodes a reply:
+
+	var url string
+	err := gotask.Config(ctx, "db.url", &url)
+	var he *gotask.HostError
+	if errors.As(err, &he) && he.Type == "not_found" {
+		url = "sqlite::memory:" // the client has no such key
+	} else if err != nil {
+		return err
+	}
+
 # Running
 
 Run serves DefaultServer with these flags, which it defines on
