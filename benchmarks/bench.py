@@ -333,6 +333,7 @@ async def run(quick: bool, out: Path) -> Report:
 
     await memory_per_call(sidecar, report)
     await cpu_bound(sidecar, report, quick)
+    await host_calls(sidecar, report, quick)
     return report
 
 
@@ -419,6 +420,35 @@ async def pool_sizes(sidecar: str, report: Report, rounds: int, quick: bool) -> 
             "split the batches. The default, `pool_size=1`, should be as fast as any row: more "
             "connections are for isolation, not speed.",
         )
+
+
+async def host_calls(sidecar: str, report: Report, quick: bool) -> None:
+    """Go calling Python: sequential host calls timed in Go, beside Python calling Go."""
+    n = 200 if quick else 1000
+    rows = []
+    async with AsyncExitStack() as stack:
+        for transport in TRANSPORTS:
+            gt = await stack.enter_async_context(
+                open_gotask(sidecar, transport=transport, handlers={"Py.Echo": trivial})
+            )
+            await gt.call("App.HostLatency", {"method": "Py.Echo", "n": 50})  # warm up
+            go_to_python = await gt.call("App.HostLatency", {"method": "Py.Echo", "n": n})
+            python_to_go = [await timed(partial(gt.call, "App.Echo", 1)) for _ in range(n)]
+            rows.append(
+                [
+                    transport,
+                    f"{go_to_python['p50_ns'] / 1000:.0f}",
+                    f"{go_to_python['p99_ns'] / 1000:.0f}",
+                    f"{median(python_to_go) * 1e6:.0f}",
+                ]
+            )
+    report.table(
+        "Go calling Python (host calls)",
+        ["transport", "Go→Python p50 µs", "Go→Python p99 µs", "Python→Go p50 µs"],
+        rows,
+        f"{n} sequential `gotask.CallHost` calls to a plain Python function, timed in Go "
+        "(`App.HostLatency`), beside as many calls the other way, timed in Python.",
+    )
 
 
 async def memory_per_call(sidecar: str, report: Report) -> None:
