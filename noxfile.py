@@ -12,6 +12,7 @@ import nox
 
 ROOT = Path(__file__).parent
 GO = ROOT / "go"
+GO_EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/go.mod"))
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 DEFAULT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -47,6 +48,9 @@ _MISSING = [v for v in PYTHONS if not shutil.which(f"python{v}")]
 @nox.session(python=False)
 def go(session: nox.Session) -> None:
     """go vet, the race-enabled tests, and the fuzz targets over their seed corpus."""
+    for module in GO_EXAMPLES:
+        session.chdir(module)
+        session.run("go", "vet", "./...", external=True)
     session.chdir(GO)
     session.run("go", "vet", "./...", external=True)
     session.run("go", "test", "-race", "-count=1", "./...", external=True)
@@ -69,7 +73,7 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    unformatted = session.run("gofmt", "-l", str(GO), external=True, silent=True)
+    unformatted = session.run("gofmt", "-l", str(GO), *map(str, GO_EXAMPLES), external=True, silent=True)
     if unformatted and unformatted.strip():
         session.error(f"gofmt would change:\n{unformatted}")
 
