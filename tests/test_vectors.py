@@ -14,7 +14,9 @@ import pytest
 from wirehelpers import encode, pack
 
 from trio_gotask._errors import ProtocolError
+from trio_gotask._protocol import ClientProtocol, HostCall, HostLog
 from trio_gotask._wire import (
+    PROTOCOL_VERSION,
     Decoder,
     Encoder,
     Hello,
@@ -123,8 +125,30 @@ def test_client_request_cancel_and_hello_match_vectors() -> None:
         ("request_with_timeout", enc.request(2, "App.Slow", 5000, timeout=0.25)),
         ("notification_cancel", enc.cancel(42)),
         ("notification_hello_client", enc.hello(64 * 1024 * 1024)),
+        ("notification_hello_client_host_calls", enc.hello(64 * 1024 * 1024, 64)),
+        ("response_host_call", enc.response(5, None, "REASNO")),
+        ("response_host_call_error", enc.response(6, {"type": "error", "message": "ValueError: no"}, None)),
     ]:
         assert (frame_header(len(payload)) + payload).hex() == by_name[name]
+
+
+def test_host_call_vectors_become_protocol_events() -> None:
+    by_name = {v["name"]: bytes.fromhex(v["hex"]) for v in MESSAGES}
+    protocol = ClientProtocol(
+        Hello(PROTOCOL_VERSION, 1 << 20, 8), max_frame_size=1 << 26, max_inflight=8, max_host_calls=4
+    )
+    protocol.receive_data(by_name["request_host_call"] + by_name["notification_log"])
+    call, log = protocol.next_event(), protocol.next_event()
+    assert isinstance(call, HostCall)
+    assert (call.msgid, call.method, call.params, call.timeout) == (5, "Py.Upper", "reasno", 1.5)
+    assert isinstance(log, HostLog)
+    assert (log.level, log.logger, log.message, log.time, log.attrs) == (
+        4,
+        "db",
+        "disk almost full",
+        None,
+        {"free": 3},
+    )
 
 
 def drain(decoder: Decoder) -> None:

@@ -413,3 +413,30 @@ func TestVectorHello(t *testing.T) {
 		t.Errorf("client $hello: %s, limit %d (%v)", m.method, limit, ok)
 	}
 }
+
+// TestVectorHostCalls: the sidecar's host-call request encoder gives the bytes
+// of the vector, and the client's $hello vector announces its host calls.
+func TestVectorHostCalls(t *testing.T) {
+	byName := map[string][]byte{}
+	for _, v := range loadVectors(t, "messages.json") {
+		byName[v.Name] = mustHex(t, v.Hex)
+	}
+	e := getEncBuf()
+	if _, _, err := encodeRequest(e, 5, "Py.Upper", "reasno", 1.5, true); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.frame(); !bytes.Equal(got, byName["request_host_call"]) {
+		t.Errorf("host call %x, want %x", got, byName["request_host_call"])
+	}
+	payload, err := readFrame(bytes.NewReader(byName["notification_hello_client_host_calls"]), DefaultMaxFrameSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := parseMessage(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := helloHostCalls(m.params); n != 64 {
+		t.Errorf("client $hello announces %d host calls, want 64", n)
+	}
+}

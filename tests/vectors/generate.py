@@ -149,6 +149,23 @@ MESSAGES: list[tuple[str, Any, bool]] = [
     ),
     ("notification_hello_client", [2, "$hello", {"version": 2, "max_frame_size": 67108864}], False),
     ("notification_refused", [2, "$refused", "authentication failed: wrong secret"], True),
+    (
+        "notification_hello_client_host_calls",
+        [2, "$hello", {"version": 2, "max_frame_size": 67108864, "max_host_calls": 64}],
+        False,
+    ),
+    ("request_host_call", [0, 5, "Py.Upper", "reasno", {"timeout": 1.5}], True),
+    ("response_host_call", [1, 5, None, "REASNO"], True),
+    ("response_host_call_error", [1, 6, {"type": "error", "message": "ValueError: no"}, None], False),
+    (
+        "notification_log",
+        [
+            2,
+            "$log",
+            {"level": 4, "logger": "db", "message": "disk almost full", "time": None, "attrs": {"free": 3}},
+        ],
+        False,
+    ),
     ("notification_unknown", [2, "$future", [1, 2]], True),
 ]
 
