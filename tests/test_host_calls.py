@@ -172,7 +172,7 @@ async def test_a_result_msgpack_cannot_carry_is_a_bad_reply_in_go(gt: GoTask) ->
 async def test_a_client_that_takes_no_host_calls(sidecar: str) -> None:
     async with open_gotask(sidecar, max_host_calls=0, handlers={"Py.Upper": upper}) as gt:
         with pytest.raises(
-            RemoteError, match=r"no connection takes host calls: the client registered no handlers"
+            RemoteError, match=r"no connection takes host calls: the client announced no max_host_calls"
         ):
             await gt.call("App.CallPy", {"method": "Py.Upper", "arg": "x"})
 

@@ -14,12 +14,12 @@ import (
 // client announced no max_host_calls in its $hello (the Python client
 // announces it once a handler is registered), or no client is connected. To
 // fix it, register the handler in the Python client before the call.
-var ErrNoHost = errors.New("gotask: no connection takes host calls: the client registered no handlers (its $hello announced no max_host_calls), or none is connected")
+var ErrNoHost = errors.New("gotask: no connection takes host calls: the client announced no max_host_calls in its $hello (the Python client does unless max_host_calls=0), or none is connected")
 
 // ErrHostGone is wrapped by the error CallHost returns when the connection
 // closed before the reply came: errors.Is(err, ErrHostGone) reports it. The
 // call may or may not have run in the client.
-var ErrHostGone = errors.New("gotask: the connection to the client closed")
+var ErrHostGone = errors.New("gotask: the connection to the client closed before it answered (the client is shutting down, or its connection broke)")
 
 // HostError is the error a host call's handler answered with: the client's
 // handler raised (Type "error", Message "ExceptionType: text"), no handler has
