@@ -65,12 +65,20 @@ async def test_go_calls_a_python_function(gt: GoTask) -> None:
     assert await gt.call("App.CallPy", {"method": "Py.Upper", "arg": "reasno"}) == "REASNO"
 
 
+@pytest.mark.fault(
+    fault="a Python handler raises",
+    sees='Go: a *gotask.HostError "Py.Fail: ValueError: ..."; later host calls work',
+)
 async def test_a_python_exception_reaches_go_with_its_type_and_message(gt: GoTask) -> None:
     with pytest.raises(RemoteError, match=r"Py\.Fail: ValueError: no good: 7"):
         await gt.call("App.CallPy", {"method": "Py.Fail", "arg": 7})
     assert await gt.call("App.CallPy", {"method": "Py.Upper", "arg": "still fine"}) == "STILL FINE"
 
 
+@pytest.mark.fault(
+    fault="Go calls a name no Python handler has",
+    sees="Go: HostError not_found, listing the registered names",
+)
 async def test_a_name_not_registered_is_not_found_and_says_what_is(gt: GoTask) -> None:
     with pytest.raises(
         RemoteError, match=r"not_found: no handler 'Py\.Nope' is registered in Python"
@@ -98,6 +106,10 @@ async def test_calls_nest_three_deep_each_way(gt: GoTask) -> None:
     assert depths == [2, 1, 0]
 
 
+@pytest.mark.fault(
+    fault="a Python handler never returns, and the Go deadline passes",
+    sees="the handler is cancelled; Go: deadline_exceeded",
+)
 async def test_the_go_deadline_cancels_a_python_handler_that_never_returns(gt: GoTask) -> None:
     recorder = Recorder()
     gt.register("Py.Never", recorder.never_returns)
@@ -108,6 +120,10 @@ async def test_the_go_deadline_cancels_a_python_handler_that_never_returns(gt: G
     assert outcome["type"] == "deadline_exceeded"
 
 
+@pytest.mark.fault(
+    fault="the Python caller of a Go method that waits on a Python handler is cancelled",
+    sees="the Go context, then the handler, are cancelled; the connection goes on",
+)
 async def test_cancelling_the_outer_python_call_cancels_the_whole_chain(gt: GoTask) -> None:
     recorder = Recorder()
     gt.register("Py.Never", recorder.never_returns)
@@ -163,12 +179,20 @@ async def test_plain_functions_in_threads_and_services(gt: GoTask) -> None:
     assert await gt.call("App.CallPy", {"method": "Config.keys", "arg": None}) == ["region"]
 
 
+@pytest.mark.fault(
+    fault="a Python handler returns what msgpack cannot carry",
+    sees="Go: HostError bad_reply; only that call fails",
+)
 async def test_a_result_msgpack_cannot_carry_is_a_bad_reply_in_go(gt: GoTask) -> None:
     gt.register("Py.Set", lambda arg: {1, 2})
     with pytest.raises(RemoteError, match="bad_reply: msgpack cannot carry the result"):
         await gt.call("App.CallPy", {"method": "Py.Set", "arg": None})
 
 
+@pytest.mark.fault(
+    fault="Go calls Python on a client opened with max_host_calls=0",
+    sees="Go: gotask.ErrNoHost, saying why",
+)
 async def test_a_client_that_takes_no_host_calls(sidecar: str) -> None:
     async with open_gotask(sidecar, max_host_calls=0, handlers={"Py.Upper": upper}) as gt:
         with pytest.raises(
