@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from standalone import standalone
 
-from trio_gotask import GoTask, RemoteError, open_gotask
+from trio_gotask import GoTask, RemoteError, connect_gotask, open_gotask
 from trio_gotask._transport import Transport
 
 TRANSPORTS = ["unix", "tcp", "pipe"]
@@ -247,3 +249,15 @@ async def test_without_host_calls_go_logs_go_to_stderr(
     # Leaving the block stops the sidecar, and its stderr is read to the end first.
     (line,) = [r for r in caplog.records if "to stderr instead" in r.getMessage()]
     assert line.name == "trio_gotask.sidecar" and "logger=db" in line.getMessage()
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:0", "unix"])
+async def test_connect_gotask_takes_handlers_too(sidecar: str, tmp_path: Path, address: str) -> None:
+    flag = str(tmp_path / "app.sock") if address == "unix" else address
+    async with (
+        standalone(sidecar, "-address", flag) as app,
+        connect_gotask(app.address, handlers={"Py.Upper": upper}, config={"k": "v"}) as gt,
+    ):
+        assert await gt.call("App.CallPy", {"method": "Py.Upper", "arg": "remote"}) == "REMOTE"
+        assert await gt.call("App.GetConfig", "k") == "v"
+        assert await gt.call("App.CallPyBackground", {"method": "Py.Upper", "arg": "bg"}) == "BG"
