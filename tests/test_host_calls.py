@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from standalone import standalone
 
 from trio_gotask import GoTask, RemoteError, connect_gotask, open_gotask
@@ -261,3 +262,29 @@ async def test_connect_gotask_takes_handlers_too(sidecar: str, tmp_path: Path, a
         assert await gt.call("App.CallPy", {"method": "Py.Upper", "arg": "remote"}) == "REMOTE"
         assert await gt.call("App.GetConfig", "k") == "v"
         assert await gt.call("App.CallPyBackground", {"method": "Py.Upper", "arg": "bg"}) == "BG"
+
+
+async def test_cancelling_the_outermost_call_unwinds_a_chain_three_deep(gt: GoTask) -> None:
+    started = trio.Event()
+    cancelled = trio.Event()
+
+    async def nest(arg: dict[str, Any]) -> Any:
+        if arg["depth"] > 0:
+            return await gt.call("App.Nest", {"depth": arg["depth"], "arg": None})
+        started.set()
+        try:
+            return await gt.call("App.Slow", 600_000)  # the innermost Go context
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+
+    gt.register("Py.Nest", nest)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            # Python -> Go -> Python -> Go -> Python -> Go (App.Slow)
+            nursery.start_soon(gt.call, "App.Nest", {"depth": 2, "arg": None})
+            await started.wait()
+            await trio.testing.wait_all_tasks_blocked()  # App.Slow's request is written
+            nursery.cancel_scope.cancel()
+        await cancelled.wait()  # the innermost Python handler
+        assert await gt.call("App.WaitCancelled", 1) == 1  # and the innermost Go context
