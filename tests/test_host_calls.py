@@ -288,3 +288,15 @@ async def test_cancelling_the_outermost_call_unwinds_a_chain_three_deep(gt: GoTa
             nursery.cancel_scope.cancel()
         await cancelled.wait()  # the innermost Python handler
         assert await gt.call("App.WaitCancelled", 1) == 1  # and the innermost Go context
+
+
+async def test_an_error_deep_in_a_chain_crosses_every_hop(gt: GoTask) -> None:
+    async def nest(arg: dict[str, Any]) -> Any:
+        if arg["depth"] > 0:
+            return await gt.call("App.Nest", {"depth": arg["depth"], "arg": None})
+        return await gt.call("App.Fail", "the disk is full")  # a Go error, at the bottom
+
+    gt.register("Py.Nest", nest)
+    # Go error -> RemoteError in the inner handler -> HostError in Go -> ... -> the outer caller.
+    with pytest.raises(RemoteError, match=r"App\.Nest: Py\.Nest: RemoteError: .*App\.Fail: the disk is full"):
+        await gt.call("App.Nest", {"depth": 2, "arg": None})
