@@ -215,6 +215,61 @@ def malformed() -> list[tuple[str, bytes, str, int | None]]:
     return out
 
 
+def goridge_frame(flags: int, payload: bytes) -> bytes:
+    """GoTask's goridge v2 frame, from its byte layout: flags, the length as uint64 little-endian,
+    the length again as uint64 big-endian, the payload."""
+    n = len(payload)
+    return bytes([flags]) + n.to_bytes(8, "little") + n.to_bytes(8, "big") + payload
+
+
+def goridge_header(method: str, seq: int) -> bytes:
+    return goridge_frame(16 | 4, method.encode() + seq.to_bytes(8, "little"))  # control | raw
+
+
+# (name, what, hex, meaning): calls as the client sends them, replies as a GoTask sidecar sends them.
+GORIDGE: list[tuple[str, str, bytes, Any]] = [
+    (
+        "call_app_hi",
+        "call",
+        goridge_header("App.Hi", 0) + goridge_frame(0, b'"Hyperf"'),
+        ["App.Hi", 0, "Hyperf"],
+    ),
+    ("call_bytes_raw", "call", goridge_header("App.Bytes", 1) + goridge_frame(4, b"\x00\x01\x02"), None),
+    ("call_nil", "call", goridge_header("App.Now", 2) + goridge_frame(2, b""), ["App.Now", 2, None]),
+    (
+        "call_map",
+        "call",
+        goridge_header("App.Add", 3) + goridge_frame(0, b'{"a":1,"b":2}'),
+        ["App.Add", 3, {"a": 1, "b": 2}],
+    ),
+    (
+        "reply_app_hi",
+        "reply",
+        goridge_header("App.Hi", 0) + goridge_frame(0, b'{"hello":"Hyperf"}'),
+        {"method": "App.Hi", "seq": 0, "result": {"hello": "Hyperf"}, "error": None},
+    ),
+    ("reply_raw", "reply", goridge_header("App.Bytes", 1) + goridge_frame(4, b"\x02\x01"), None),
+    (
+        "reply_error",
+        "reply",
+        goridge_header("App.Fail", 2**40 + 5) + goridge_frame(8 | 4, b"boom"),
+        {"method": "App.Fail", "seq": 2**40 + 5, "result": None, "error": "boom"},
+    ),
+    (
+        "reply_empty",
+        "reply",
+        goridge_header("App.Nothing", 7) + goridge_frame(2, b""),
+        {"method": "App.Nothing", "seq": 7, "result": None, "error": None},
+    ),
+    (
+        "corrupt_prefix",
+        "corrupt",
+        bytes([0]) + (5).to_bytes(8, "little") + (6).to_bytes(8, "big") + b"12345",
+        None,
+    ),
+]
+
+
 def main() -> None:
     values = []
     for name, value, canonical in VALUES:
@@ -235,7 +290,14 @@ def main() -> None:
             entry["max_frame_size"] = max_size
         bad.append(entry)
 
-    for fname, content in [("values.json", values), ("messages.json", messages), ("malformed.json", bad)]:
+    goridge = [{"name": n, "kind": k, "hex": data.hex(), "meaning": m} for n, k, data, m in GORIDGE]
+
+    for fname, content in [
+        ("values.json", values),
+        ("messages.json", messages),
+        ("malformed.json", bad),
+        ("goridge.json", goridge),
+    ]:
         (HERE / fname).write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n")
 
 

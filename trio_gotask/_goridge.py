@@ -1,0 +1,157 @@
+"""GoTask's wire format, free of I/O: goridge v2 frames carrying net/rpc calls
+(docs/goridge.md).
+
+A frame is a 17-byte prefix (flags, then the payload's length as uint64 little-endian and again as
+uint64 big-endian) and the payload. A call is two frames each way: a header frame (control|raw:
+the method name, then the sequence number as uint64 little-endian) and a body frame (JSON; raw
+bytes; an error message; or empty for nil). `FrameDecoder` splits a byte stream into frames;
+`encode_call` and `Replies` turn calls into bytes and frames into replies.
+
+A goridge server reads each 17-byte prefix with a single read, so a client must write a prefix in
+the same write as what precedes it: `encode_call` returns a call's two frames as one buffer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ._errors import ProtocolError
+
+EMPTY: Final = 2
+RAW: Final = 4
+ERROR: Final = 8
+CONTROL: Final = 16
+PREFIX_SIZE: Final = 17
+MAX_SEQ: Final = 2**64 - 1
+
+_LITTLE = struct.Struct("<BQ")
+_BIG = struct.Struct(">Q")
+_SEQ = struct.Struct("<Q")
+
+
+def frame(flags: int, payload: bytes = b"") -> bytes:
+    """One frame: the prefix for ``payload`` with ``flags``, then ``payload``."""
+    return _LITTLE.pack(flags, len(payload)) + _BIG.pack(len(payload)) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    flags: int
+    payload: bytes
+
+
+class FrameDecoder:
+    """Splits a byte stream into `Frame` objects. Feed it with `receive_data`, take frames with
+    `next_frame` until it returns ``None``. A prefix whose two lengths differ, or a payload larger
+    than ``max_frame_size``, raises `ProtocolError`; the decoder must not be used after that."""
+
+    def __init__(self, max_frame_size: int) -> None:
+        self.max_frame_size = max_frame_size
+        self._buf = bytearray()
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        self._buf += data
+
+    def next_frame(self) -> Frame | None:
+        buf = self._buf
+        if len(buf) < PREFIX_SIZE:
+            return None
+        flags, size = _LITTLE.unpack_from(buf, 0)
+        (again,) = _BIG.unpack_from(buf, 9)
+        if size != again:
+            raise ProtocolError(
+                "bad_prefix",
+                f"a goridge prefix says {size} bytes little-endian and {again} big-endian: the stream is corrupt",
+            )
+        if flags & EMPTY:
+            size = 0  # goridge ignores the length of an empty frame
+        if size > self.max_frame_size:
+            raise ProtocolError(
+                "too_large", f"received a frame of {size} bytes; the limit is {self.max_frame_size}"
+            )
+        end = PREFIX_SIZE + size
+        if len(buf) < end:
+            return None
+        payload = bytes(buf[PREFIX_SIZE:end])
+        del buf[:end]
+        return Frame(flags, payload)
+
+    def receive_eof(self) -> None:
+        """Raise `ProtocolError` (``truncated``) if the stream ended inside a frame."""
+        if self._buf:
+            raise ProtocolError(
+                "truncated", f"stream ended inside a frame ({len(self._buf)} bytes left over)"
+            )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")  # encoding/json's rule for []byte
+    raise TypeError(f"JSON cannot carry {type(value).__name__}: {value!r:.100}")
+
+
+def encode_call(method: str, seq: int, arg: Any) -> bytes:
+    """A call's header and body frames, as one buffer. ``bytes`` go raw (for a Go ``*[]byte``
+    argument), ``None`` as an empty frame, anything else as JSON (``bytes`` inside it as base64).
+    Raises `TypeError` or `ValueError` for what JSON cannot carry."""
+    header = frame(CONTROL | RAW, method.encode("utf-8") + _SEQ.pack(seq))
+    if arg is None:
+        body = frame(EMPTY)
+    elif isinstance(arg, (bytes, bytearray, memoryview)):
+        body = frame(RAW, bytes(arg))
+    else:
+        text = json.dumps(arg, default=_json_default, allow_nan=False, separators=(",", ":"))
+        body = frame(0, text.encode("utf-8"))
+    return header + body
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A whole reply: its method and sequence number, and its result or its error, as the
+    protocol's error map (``type`` ``error`` for a Go error, ``bad_reply`` for a body this client
+    cannot decode: only that call fails)."""
+
+    method: str
+    seq: int
+    result: Any
+    error: dict[str, str] | None
+
+
+class Replies:
+    """Pairs the frames of replies: a header frame, then the body frame of the same call."""
+
+    def __init__(self) -> None:
+        self._header: tuple[str, int] | None = None
+
+    def feed(self, received: Frame) -> Reply | None:
+        """Take one frame; return a reply once its body arrived. Raises `ProtocolError` for frames
+        out of order or of the wrong kind."""
+        if self._header is None:
+            if not (received.flags & CONTROL and received.flags & RAW) or len(received.payload) < 8:
+                raise ProtocolError(
+                    "bad_message", f"expected a reply's header frame, got flags {received.flags}"
+                )
+            method = received.payload[:-8].decode("utf-8", "replace")
+            (seq,) = _SEQ.unpack_from(received.payload, len(received.payload) - 8)
+            self._header = (method, seq)
+            return None
+        method, seq = self._header
+        self._header = None
+        if received.flags & CONTROL:
+            raise ProtocolError("bad_message", "a header frame came where a reply's body was due")
+        if received.flags & ERROR:
+            return Reply(
+                method, seq, None, {"type": "error", "message": received.payload.decode("utf-8", "replace")}
+            )
+        if received.flags & EMPTY or not received.payload:
+            return Reply(method, seq, None, None)
+        if received.flags & RAW:
+            return Reply(method, seq, received.payload, None)
+        try:
+            return Reply(method, seq, json.loads(received.payload), None)
+        except ValueError as exc:  # the frame is whole: only this call fails
+            return Reply(method, seq, None, {"type": "bad_reply", "message": f"the reply is not JSON: {exc}"})
