@@ -136,3 +136,26 @@ def test_json_rules_of_go() -> None:
     with pytest.raises(TypeError, match="JSON cannot carry set"):
         encode_call("App.M", 9, {1, 2})
     assert ERROR == 8
+
+
+def test_the_goridge_protocol_tracks_calls_by_sequence() -> None:
+    from trio_gotask._goridge import GoridgeProtocol
+
+    protocol = GoridgeProtocol(max_frame_size=1 << 20, max_inflight=2)
+    first = protocol.send_request("App.Hi", "Hyperf", 5.0, owner="a")  # no deadline on this wire
+    assert protocol.data_to_send() == [bytearray(data("call_app_hi"))]
+    queued = protocol.send_request("App.Now", None, None, owner="b")
+    with pytest.raises(RuntimeError, match="no free slot"):
+        protocol.send_request("App.X", 1, None, owner="c")
+    assert protocol.abandon(queued)  # never sent: its slot is free at once, and it is not sent
+    assert protocol.data_to_send() == []
+    assert not protocol.abandon(first)  # sent: Go runs it; the slot waits for the reply
+    assert protocol.in_flight == 1
+    protocol.receive_data(data("reply_app_hi"))
+    answered = protocol.next_event()
+    assert answered is first and answered.abandoned and answered.result == {"hello": "Hyperf"}
+    assert protocol.in_flight == 0
+    protocol.receive_data(data("reply_empty"))  # sequence 7 is not in flight
+    with pytest.raises(ProtocolError) as info:
+        protocol.next_event()
+    assert info.value.code == "unknown_msgid"

@@ -1,10 +1,9 @@
-"""The goridge codec against real goridge v2.4.6: a Go module made here serves net/rpc exactly as
+"""The goridge codec, and connect_gotask(protocol="goridge"), against real goridge v2.4.6: a Go module made here serves net/rpc exactly as
 GoTask's server does (``rpc.ServeCodec(goridge.NewCodec(conn))`` on each connection,
 ``goridge.NewCodecWithRelay(goridge.NewPipeRelay(os.Stdin, os.Stdout))`` with ``-listen-on-pipe``),
 and the Python codec talks to it over a Unix socket, TCP and the pipe.
 
-Connecting to GoTask sidecars from `open_gotask` is not built yet (docs/goridge.md); this checks
-the wire format it will use, byte for byte, against the library GoTask sidecars are built with.
+Launching GoTask sidecars from `open_gotask` is not built yet (docs/goridge.md).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 
+from trio_gotask import RemoteError, connect_gotask
 from trio_gotask._goridge import FrameDecoder, Replies, Reply, encode_call
 
 SERVER = """package main
@@ -30,6 +30,7 @@ import (
 	"net/rpc"
 	"os"
 	"strings"
+	"time"
 
 	goridge "github.com/spiral/goridge/v2"
 )
@@ -57,6 +58,12 @@ func (a *App) Add(args struct {
 }
 
 func (a *App) Fail(msg string, r *string) error { return errors.New(msg) }
+
+func (a *App) Sleep(ms int, r *int) error {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	*r = ms
+	return nil
+}
 
 func main() {
 	address := flag.String("address", "127.0.0.1:6001", "")
@@ -122,6 +129,7 @@ class Client:
     """Calls over one stream with the goridge codec, replies matched by sequence number."""
 
     def __init__(self, send: trio.abc.SendStream, receive: trio.abc.ReceiveStream) -> None:
+        self.address = "-"
         self.send = send
         self.receive = receive
         self.decoder = FrameDecoder(1 << 24)
@@ -164,7 +172,9 @@ async def serving(binary: str, transport: str, tmp_path: Path) -> AsyncIterator[
             return
         stream = await connect_with_retries(flags[1])
         async with stream:
-            yield Client(stream, stream)
+            client = Client(stream, stream)
+            client.address = flags[1]
+            yield client
     finally:
         process.kill()
         await process.wait()
@@ -203,3 +213,39 @@ async def test_the_codec_speaks_real_goridge(goridge_server: str, transport: str
 
         many = await client.calls([("App.Hi", f"caller {i}") for i in range(100)])
         assert {seq: r.result for seq, r in many.items()} == {i: {"hello": f"caller {i}"} for i in range(100)}
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+async def test_connect_gotask_speaks_goridge(goridge_server: str, transport: str, tmp_path: Path) -> None:
+    async with serving(goridge_server, transport, tmp_path) as started:
+        address = started.address
+        async with connect_gotask(address, protocol="goridge", pool_size=2) as gt:
+            assert await gt.call("App.Hi", "Hyperf") == {"hello": "Hyperf"}
+            assert await gt.call("App.Reverse", b"\x01\x02") == b"\x02\x01"
+            assert await gt.call("App.Add", {"a": 1, "b": 2}) == 3
+            with pytest.raises(RemoteError, match=r"^App\.Fail: no$"):
+                await gt.call("App.Fail", "no")
+            results: dict[int, Any] = {}
+
+            async def call(i: int) -> None:
+                results[i] = await gt.call("App.Hi", str(i))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(100):
+                    nursery.start_soon(call, i)
+            assert results == {i: {"hello": str(i)} for i in range(100)}
+
+            # A cancelled call returns at once; Go runs it to the end and its reply is dropped.
+            with trio.move_on_after(0.05) as scope:
+                await gt.call("App.Sleep", 300)
+            assert scope.cancelled_caught
+            assert await gt.call("App.Sleep", 1) == 1
+
+
+async def test_goridge_refuses_what_it_cannot_carry() -> None:
+    with pytest.raises(ValueError, match="goridge format has no secret, handlers"):
+        async with connect_gotask("127.0.0.1:1", protocol="goridge", secret="s", handlers={"X": print}):
+            pass
+    with pytest.raises(ValueError, match="protocol must be one of gotask, goridge"):
+        async with connect_gotask("127.0.0.1:1", protocol="json"):  # type: ignore[arg-type]
+            pass

@@ -10,8 +10,8 @@ PACKAGE = Path(__file__).parent.parent / "trio_gotask"
 LAYERS = [
     "_errors",
     "_wire",
-    "_goridge",
     "_protocol",
+    "_goridge",
     "_transport",
     "_handlers",
     "_connection",

@@ -20,7 +20,18 @@ from ._handlers import Handler, Handlers
 from ._pool import Backend, Pool, Remote
 from ._sidecar import Handshake, Sidecar
 from ._supervisor import RestartPolicy, Supervisor
-from ._transport import TRANSPORTS, Connect, Launch, Transport, check_address, pipe_connect, socket_connect
+from ._transport import (
+    TRANSPORTS,
+    WIRES,
+    Connect,
+    Launch,
+    Transport,
+    Wire,
+    check_address,
+    goridge_connect,
+    pipe_connect,
+    socket_connect,
+)
 from ._wire import DEFAULT_MAX_FRAME_SIZE, MAX_MSGID, MIN_FRAME_SIZE
 
 if sys.version_info < (3, 11):
@@ -324,6 +335,7 @@ async def connect_gotask(
     handlers: Mapping[str, Handler] | None = None,
     config: Mapping[str, Any] | None = None,
     max_host_calls: int = DEFAULT_MAX_HOST_CALLS,
+    protocol: Wire = "gotask",
 ) -> AsyncIterator[GoTask]:
     """Yield a `GoTask` for a sidecar started elsewhere (``./app -address ADDR -standalone``).
 
@@ -340,6 +352,11 @@ async def connect_gotask(
     opened as load needs them, up to ``pool_size``. Arguments that cannot work (an address that is
     neither, TLS on a Unix socket, a limit out of range) raise `ValueError` or `TypeError` at once.
     ``handlers``, ``config`` and ``max_host_calls`` are as for `open_gotask`.
+
+    ``protocol="goridge"`` speaks GoTask's own format to a sidecar built with the GoTask library
+    (docs/goridge.md), unchanged: the same calls, a cancelled call returns at once and its late
+    reply is dropped, but Go is not told (the format cannot), and there are no deadlines, secrets,
+    TLS or calls from Go to Python.
     The process is not ours: leaving the block closes the connections and nothing else.
     """
     if not isinstance(address, str):
@@ -362,22 +379,46 @@ async def connect_gotask(
     _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
     _check_seconds("connect_timeout", connect_timeout, positive=True)
     _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
+    if protocol not in WIRES:
+        raise ValueError(f"protocol must be one of {', '.join(WIRES)}, not {protocol!r}")
     registry = Handlers(handlers)
     if config is not None:
         registry.provide_config(config)
+    connect: Connect
+    if protocol == "goridge":
+        given = [
+            name
+            for name, value in (
+                ("secret", secret),
+                ("ssl_context", ssl_context),
+                ("handlers", handlers),
+                ("config", config),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"GoTask's goridge format has no {', '.join(given)}: drop them, or use protocol='gotask' "
+                "with a sidecar built on this project's Go library"
+            )
+        connect = goridge_connect(
+            address, max_frame_size=max_frame_size, max_inflight=max_inflight, connect_timeout=connect_timeout
+        )
+    else:
+        connect = socket_connect(
+            address,
+            secret=secret,
+            ssl_context=ssl_context,
+            server_hostname=server_hostname,
+            max_frame_size=max_frame_size,
+            connect_timeout=connect_timeout,
+            launched=False,
+            max_host_calls=max_host_calls,
+        )
     async with _background() as nursery:
         pool = Pool(
             nursery,
-            socket_connect(
-                address,
-                secret=secret,
-                ssl_context=ssl_context,
-                server_hostname=server_hostname,
-                max_frame_size=max_frame_size,
-                connect_timeout=connect_timeout,
-                launched=False,
-                max_host_calls=max_host_calls,
-            ),
+            connect,
             size=pool_size,
             max_frame_size=max_frame_size,
             max_inflight=max_inflight,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ._errors import ProtocolError
+from ._protocol import Call
 
 EMPTY: Final = 2
 RAW: Final = 4
@@ -155,3 +156,118 @@ class Replies:
             return Reply(method, seq, json.loads(received.payload), None)
         except ValueError as exc:  # the frame is whole: only this call fails
             return Reply(method, seq, None, {"type": "bad_reply", "message": f"the reply is not JSON: {exc}"})
+
+
+class GoridgeProtocol:
+    """The client side of one goridge connection, free of I/O: the twin of `ClientProtocol` for
+    GoTask's format, with the same methods, so that a `Connection` runs either.
+
+    Sequence numbers take the place of msgids. There is no way to cancel a call in Go: an
+    abandoned call that was sent keeps its slot until its reply comes, and the reply is dropped.
+    There is no greeting, no deadline on the wire, and no host calls.
+    """
+
+    def __init__(self, *, max_frame_size: int, max_inflight: int) -> None:
+        self.max_request: Final = max_frame_size
+        self.max_inflight: Final = max_inflight
+        self.max_host_calls: Final = 0
+        self._decoder = FrameDecoder(max_frame_size)
+        self._replies = Replies()
+        self._calls: dict[int, Call] = {}
+        self._last_seq = -1
+        self._outgoing: list[tuple[Call, bytes]] = []
+        self.closed = False
+
+    @property
+    def free_slots(self) -> int:
+        return 0 if self.closed else self.max_inflight - len(self._calls)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._calls)
+
+    @property
+    def host_calls(self) -> int:
+        return 0
+
+    def send_request(self, method: str, arg: Any, timeout: float | None, owner: Any) -> Call:
+        """Queue a call; ``timeout`` is not carried (the format has no deadlines)."""
+        if self.closed:
+            raise RuntimeError("the protocol is closed")
+        if len(self._calls) >= self.max_inflight:
+            raise RuntimeError(f"no free slot: {self.max_inflight} calls are in flight already")
+        seq = self._last_seq + 1 if self._last_seq < MAX_SEQ else 0
+        data = encode_call(method, seq, arg)
+        if len(data) > self.max_request + 2 * PREFIX_SIZE + len(method.encode()) + 8:
+            raise ValueError(
+                f"the request to {method} is {len(data)} bytes; the frame limit is {self.max_request}"
+            )
+        self._last_seq = seq
+        call = Call(seq, method, owner)
+        self._calls[seq] = call
+        self._outgoing.append((call, data))
+        return call
+
+    def abandon(self, call: Call) -> bool:
+        if call.abandoned or self.closed or self._calls.get(call.msgid) is not call:
+            return False
+        call.abandoned = True
+        if not call.sent:
+            del self._calls[call.msgid]
+            return True
+        return False  # no $cancel here: Go runs it to the end, and its reply is dropped
+
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._outgoing)
+
+    def data_to_send(self) -> list[bytes | bytearray | memoryview]:
+        frames, self._outgoing = self._outgoing, []
+        out = bytearray()
+        for call, data in frames:
+            if call.abandoned:
+                continue
+            call.sent = True
+            out += data
+        return [out] if out else []
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        self._decoder.receive_data(data)
+
+    def receive_eof(self) -> None:
+        self._decoder.receive_eof()
+
+    @property
+    def read_size(self) -> int:
+        return 64 * 1024
+
+    def receive_buffer(self) -> memoryview | None:
+        return None
+
+    def received_into(self, count: int) -> None:
+        raise AssertionError("goridge frames are read with receive_data")
+
+    def next_event(self) -> Call | None:
+        while (received := self._decoder.next_frame()) is not None:
+            reply = self._replies.feed(received)
+            if reply is None:
+                continue
+            call = self._calls.pop(reply.seq, None)
+            if call is None or not call.sent:
+                raise ProtocolError(
+                    "unknown_msgid", f"the sidecar answered sequence {reply.seq}, which is not in flight"
+                )
+            call.error = reply.error
+            call.result = reply.result
+            return call
+        return None
+
+    def send_response(self, msgid: int, error: dict[str, Any] | None, result: Any = None) -> None:
+        raise AssertionError("goridge has no host calls")
+
+    def close(self) -> list[Call]:
+        waiting = [call for call in self._calls.values() if not call.abandoned]
+        self._calls.clear()
+        self._outgoing.clear()
+        self.closed = True
+        return waiting

@@ -22,6 +22,8 @@ from ._wire import Decoder, Hello
 
 Transport = Literal["unix", "tcp", "pipe"]
 TRANSPORTS: Final = ("unix", "tcp", "pipe")
+Wire = Literal["gotask", "goridge"]
+WIRES: Final = ("gotask", "goridge")
 
 # Larger kernel buffers than the defaults (docs/performance.md, "Payload sizes"); the kernel caps
 # them at its limits. TCP is left to the kernel's own tuning.
@@ -250,6 +252,8 @@ class Opened:
     """Bytes that arrived after the sidecar's ``$hello``."""
     max_host_calls: int = 0
     """The host calls the client's ``$hello`` said it runs at once (0: it takes none)."""
+    wire: Wire = "gotask"
+    """The wire format: this project's protocol, or GoTask's goridge frames (no greeting)."""
 
 
 Connect = Callable[[], Awaitable[Opened]]
@@ -341,6 +345,30 @@ def socket_connect(
             ):
                 raise _greeting_error(exc, address, secret, ssl_context, connect_timeout, launched) from exc
             raise
+
+    return connect
+
+
+def goridge_connect(
+    address: str, *, max_frame_size: int, max_inflight: int, connect_timeout: float
+) -> Connect:
+    """How to open a connection to a GoTask sidecar at ``address``: goridge has no greeting, so
+    the connection is ready once the socket accepts."""
+    kind = "TCP" if parse_address(address).kind == "tcp" else "Unix socket"
+
+    async def connect() -> Opened:
+        try:
+            with trio.fail_after(connect_timeout):
+                stream = await open_stream(address)
+        except trio.TooSlowError:
+            raise SidecarError(
+                f"cannot connect to the GoTask sidecar at {address!r} ({kind}): no answer within {connect_timeout} s"
+            ) from None
+        except OSError as exc:
+            raise SidecarError(
+                f"cannot connect to the GoTask sidecar at {address!r} ({kind}): {_os_reason(exc)}"
+            ) from exc
+        return Opened(stream, Hello(0, max_frame_size, max_inflight), b"", wire="goridge")
 
     return connect
 
