@@ -1,7 +1,8 @@
-"""One connection to a sidecar: the Trio side of a `ClientProtocol`.
+"""One connection to a sidecar: the Trio side of a `ClientProtocol` (or of a `GoridgeProtocol`,
+for GoTask's own format).
 
 The protocol decides what goes on the wire and what a reply means; this module moves the bytes
-(one reader task, one writer task) and parks and wakes the callers.
+(one reader task, one writer task), parks and wakes the callers, and runs host calls' handlers.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 waiting to be written, when a cancelled call needs a ``$cancel``, what a late reply of an abandoned
 call means, and how many calls the sidecar lets it send; and, for host calls (the sidecar calling
 the client), which are running and how many may. It is fed bytes with `receive_data` and hands back
-events with `next_event`: an answered `Call`, a `HostCall` to run, a `HostCancel`. It hands out
+events with `next_event`: an answered `Call`, a `HostCall` to run, a `HostCancel`, a `HostLog`. It hands out
 bytes to write with `data_to_send`. It knows nothing of sockets, tasks or clocks, so its tests
 drive it alone.
 
