@@ -170,7 +170,6 @@ class GoridgeProtocol:
     def __init__(self, *, max_frame_size: int, max_inflight: int) -> None:
         self.max_request: Final = max_frame_size
         self.max_inflight: Final = max_inflight
-        self.max_host_calls: Final = 0
         self._decoder = FrameDecoder(max_frame_size)
         self._replies = Replies()
         self._calls: dict[int, Call] = {}
@@ -179,16 +178,8 @@ class GoridgeProtocol:
         self.closed = False
 
     @property
-    def free_slots(self) -> int:
-        return 0 if self.closed else self.max_inflight - len(self._calls)
-
-    @property
     def in_flight(self) -> int:
         return len(self._calls)
-
-    @property
-    def host_calls(self) -> int:
-        return 0
 
     def send_request(self, method: str, arg: Any, timeout: float | None, owner: Any) -> Call:
         """Queue a call; ``timeout`` is not carried (the format has no deadlines)."""

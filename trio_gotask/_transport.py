@@ -301,25 +301,9 @@ def socket_connect(
     whether this client started it (and so knows its secret and that it speaks TLS only if
     asked)."""
     parsed = parse_address(address)
-    if parsed.kind == "tcp":
-        kind = "TCP"
-    elif "/" in address:
-        kind = "Unix socket"
-    else:
-        kind = "read as a Unix socket path; a TCP address is host:port"
 
     async def connect() -> Opened:
-        try:
-            with trio.fail_after(connect_timeout):
-                stream = await open_stream(address)
-        except trio.TooSlowError:
-            raise SidecarError(
-                f"cannot connect to the sidecar at {address!r} ({kind}): no answer within {connect_timeout} s"
-            ) from None
-        except OSError as exc:
-            raise SidecarError(
-                f"cannot connect to the sidecar at {address!r} ({kind}): {_os_reason(exc)}"
-            ) from exc
+        stream = await _open_or_explain(address, "sidecar", connect_timeout)
         try:
             with trio.fail_after(connect_timeout):
                 if ssl_context is not None:
@@ -354,23 +338,33 @@ def goridge_connect(
 ) -> Connect:
     """How to open a connection to a GoTask sidecar at ``address``: goridge has no greeting, so
     the connection is ready once the socket accepts."""
-    kind = "TCP" if parse_address(address).kind == "tcp" else "Unix socket"
 
     async def connect() -> Opened:
-        try:
-            with trio.fail_after(connect_timeout):
-                stream = await open_stream(address)
-        except trio.TooSlowError:
-            raise SidecarError(
-                f"cannot connect to the GoTask sidecar at {address!r} ({kind}): no answer within {connect_timeout} s"
-            ) from None
-        except OSError as exc:
-            raise SidecarError(
-                f"cannot connect to the GoTask sidecar at {address!r} ({kind}): {_os_reason(exc)}"
-            ) from exc
+        stream = await _open_or_explain(address, "GoTask sidecar", connect_timeout)
         return Opened(stream, Hello(0, max_frame_size, max_inflight), b"", wire="goridge")
 
     return connect
+
+
+async def _open_or_explain(address: str, what: str, connect_timeout: float) -> trio.abc.Stream:
+    """`open_stream` within ``connect_timeout``; a failure is a `SidecarError` saying where and why."""
+    if parse_address(address).kind == "tcp":
+        kind = "TCP"
+    elif "/" in address:
+        kind = "Unix socket"
+    else:
+        kind = "read as a Unix socket path; a TCP address is host:port"
+    try:
+        with trio.fail_after(connect_timeout):
+            return await open_stream(address)
+    except trio.TooSlowError:
+        raise SidecarError(
+            f"cannot connect to the {what} at {address!r} ({kind}): no answer within {connect_timeout} s"
+        ) from None
+    except OSError as exc:
+        raise SidecarError(
+            f"cannot connect to the {what} at {address!r} ({kind}): {_os_reason(exc)}"
+        ) from exc
 
 
 def _os_reason(exc: OSError) -> str:
