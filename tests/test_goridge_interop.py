@@ -15,114 +15,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import goridge_server
 import pytest
 import trio
 
 from trio_gotask import RemoteError, connect_gotask
 from trio_gotask._goridge import FrameDecoder, Replies, Reply, encode_call
 
-SERVER = """package main
-
-import (
-	"errors"
-	"flag"
-	"net"
-	"net/rpc"
-	"os"
-	"strings"
-	"time"
-
-	goridge "github.com/spiral/goridge/v2"
-)
-
-type App struct{}
-
-func (a *App) Hi(name string, r *map[string]string) error {
-	*r = map[string]string{"hello": name}
-	return nil
-}
-
-func (a *App) Reverse(in []byte, out *[]byte) error {
-	for i := len(in) - 1; i >= 0; i-- {
-		*out = append(*out, in[i])
-	}
-	return nil
-}
-
-func (a *App) Add(args struct {
-	A int `json:"a"`
-	B int `json:"b"`
-}, r *int) error {
-	*r = args.A + args.B
-	return nil
-}
-
-func (a *App) Fail(msg string, r *string) error { return errors.New(msg) }
-
-func (a *App) Sleep(ms int, r *int) error {
-	time.Sleep(time.Duration(ms) * time.Millisecond)
-	*r = ms
-	return nil
-}
-
-func main() {
-	address := flag.String("address", "127.0.0.1:6001", "")
-	pipe := flag.Bool("listen-on-pipe", false, "")
-	flag.Parse()
-	if err := rpc.Register(new(App)); err != nil {
-		panic(err)
-	}
-	if *pipe {
-		go rpc.ServeCodec(goridge.NewCodecWithRelay(goridge.NewPipeRelay(os.Stdin, os.Stdout)))
-		if *address == "" {
-			select {}
-		}
-	}
-	network := "tcp"
-	if strings.Contains(*address, "/") {
-		network = "unix"
-	}
-	ln, err := net.Listen(network, *address)
-	if err != nil {
-		panic(err)
-	}
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go rpc.ServeCodec(goridge.NewCodec(conn))
-	}
-}
-"""
-
-GO_MOD = """module example.com/goridgeserver
-
-go 1.22
-
-require (
-	github.com/spiral/goridge/v2 v2.4.6
-	github.com/json-iterator/go v1.1.12
-	github.com/modern-go/reflect2 v1.0.2
-)
-"""
-
 
 @pytest.fixture(scope="session")
-def goridge_server(tmp_path_factory: pytest.TempPathFactory) -> str:
-    folder = tmp_path_factory.mktemp("goridge-server")
-    (folder / "main.go").write_text(SERVER)
-    (folder / "go.mod").write_text(GO_MOD)
-    tidy = subprocess.run(["go", "mod", "tidy"], cwd=folder, capture_output=True, text=True, timeout=300)
-    if tidy.returncode != 0:
-        if "dial tcp" in tidy.stderr or ("proxy" in tidy.stderr.lower() and "connect" in tidy.stderr.lower()):
-            pytest.skip(
-                f"the Go module proxy cannot be reached, so goridge v2.4.6 cannot be fetched: {tidy.stderr}"
-            )
-        raise AssertionError(f"go mod tidy failed:\n{tidy.stderr}")
-    binary = folder / "server"
-    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=folder, check=True, timeout=300)
-    return str(binary)
+def server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The GoTask-shaped sidecar (tests/goridge_server.py), built once per run."""
+    try:
+        return str(goridge_server.build(tmp_path_factory.mktemp("goridge-server")))
+    except goridge_server.ProxyUnreachable as exc:
+        pytest.skip(f"the Go module proxy cannot be reached, so goridge v2.4.6 cannot be fetched: {exc}")
 
 
 class Client:
@@ -194,8 +101,8 @@ async def connect_with_retries(address: str) -> trio.abc.Stream:
 
 
 @pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
-async def test_the_codec_speaks_real_goridge(goridge_server: str, transport: str, tmp_path: Path) -> None:
-    async with serving(goridge_server, transport, tmp_path) as client:
+async def test_the_codec_speaks_real_goridge(server: str, transport: str, tmp_path: Path) -> None:
+    async with serving(server, transport, tmp_path) as client:
         replies = await client.calls(
             [
                 ("App.Hi", "Hyperf"),
@@ -216,8 +123,8 @@ async def test_the_codec_speaks_real_goridge(goridge_server: str, transport: str
 
 
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
-async def test_connect_gotask_speaks_goridge(goridge_server: str, transport: str, tmp_path: Path) -> None:
-    async with serving(goridge_server, transport, tmp_path) as started:
+async def test_connect_gotask_speaks_goridge(server: str, transport: str, tmp_path: Path) -> None:
+    async with serving(server, transport, tmp_path) as started:
         address = started.address
         async with connect_gotask(address, protocol="goridge", pool_size=2) as gt:
             assert await gt.call("App.Hi", "Hyperf") == {"hello": "Hyperf"}
