@@ -199,6 +199,8 @@ async def test_open_gotask_launches_a_gotask_sidecar(server: str, transport: Tra
         await exercise(gt)
         assert await gt.call("App.Add", {"a": 2, "b": 40}) == 42
         pid, address = gt.pid, gt.address
+        if transport == "pipe":
+            assert address == "-"
         if transport == "unix":
             assert os.stat(os.path.dirname(address)).st_mode & 0o777 == 0o700
     assert pid is not None and gone(pid)  # stopped and reaped

@@ -159,7 +159,7 @@ class Sidecar:
             try:
                 if self.transport == "pipe":
                     await goridge_probe(process.stdin, process.stdout)
-                    return Handshake("", b"")
+                    return Handshake("-", b"")  # as the gotask protocol's handshake says
                 while True:
                     try:
                         stream = await open_stream(address)
