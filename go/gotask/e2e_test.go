@@ -117,6 +117,12 @@ func startProgram(t *testing.T, bin string, env []string, cookie bool, args ...s
 		<-sc.exited
 		inW.Close()
 		outR.Close()
+		// Killed, it left the private folder it made for its socket (the Python
+		// client removes it likewise).
+		if dir := filepath.Dir(sc.address); sc.transport == "unix" && strings.HasPrefix(filepath.Base(dir), "gotask-") {
+			os.Remove(sc.address)
+			os.Remove(dir)
+		}
 		if t.Failed() {
 			t.Logf("sidecar stderr:\n%s", sc.stderr.String())
 		}
