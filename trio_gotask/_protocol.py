@@ -23,13 +23,15 @@ from ._wire import (
     LOG,
     MAX_MSGID,
     REFUSED,
+    RESPONSE,
     Decoder,
     Encoder,
     Hello,
     Notification,
     Request,
-    Response,
     frame_header,
+    is_error_map,
+    parse_error,
     parse_hello,
     parse_message,
 )
@@ -322,16 +324,27 @@ class ClientProtocol:
         next_payload = self._decoder.next_payload
         calls = self._calls
         while (payload := next_payload()) is not None:
-            message = parse_message(payload)
-            if type(message) is Response:
-                call = calls.pop(message.msgid, None)
+            # A reply, [1, msgid, error, result], is most of what arrives: it is taken apart here,
+            # without a Response object. parse_message takes everything else, and says what is
+            # wrong with a reply that is not well formed.
+            if (
+                type(payload) is list
+                and len(payload) == 4
+                and payload[0] == RESPONSE
+                and type(payload[0]) is int
+            ):
+                _, msgid, error, result = payload
+                if type(msgid) is not int or not (error is None or is_error_map(error)):
+                    raise parse_error(payload)
+                call = calls.pop(msgid, None)
                 if call is None or not call.sent:  # the protocol is beyond use after this
                     raise ProtocolError(
-                        "unknown_msgid", f"the sidecar answered msgid {message.msgid}, which is not in flight"
+                        "unknown_msgid", f"the sidecar answered msgid {msgid}, which is not in flight"
                     )
-                call.error = message.error
-                call.result = message.result
+                call.error = error
+                call.result = result
                 return call
+            message = parse_message(payload)
             if type(message) is Request:
                 event = self._host_call(message)
                 if event is not None:

@@ -238,6 +238,20 @@ def _is_msgid(v: Any) -> bool:
     return type(v) is int and 0 <= v <= MAX_MSGID
 
 
+def is_error_map(error: Any) -> bool:
+    """Whether ``error`` is an error map: a map with string ``type`` and ``message``."""
+    return type(error) is dict and type(error.get("type")) is str and type(error.get("message")) is str
+
+
+def parse_error(obj: Any) -> ProtocolError:
+    """The error for a decoded payload that `parse_message` refuses."""
+    try:
+        parse_message(obj)
+    except ProtocolError as exc:
+        return exc
+    raise ValueError(f"{obj!r:.200} is a valid message")
+
+
 def parse_message(obj: Any) -> Message:
     """Check a decoded payload against the message shapes and return the message."""
     if type(obj) is not list or not obj:
@@ -250,9 +264,7 @@ def parse_message(obj: Any) -> Message:
         _, msgid, error, result = obj
         if not (type(msgid) is int and 0 <= msgid <= MAX_MSGID):
             raise _bad("msgid must be an unsigned 32-bit integer", obj)
-        if error is not None and not (
-            type(error) is dict and type(error.get("type")) is str and type(error.get("message")) is str
-        ):
+        if error is not None and not is_error_map(error):
             raise _bad("error must be nil or a map with string type and message", obj)
         return Response(msgid, error, result)
     if kind == REQUEST and type(kind) is int:
