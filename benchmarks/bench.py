@@ -19,8 +19,8 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,7 +29,7 @@ import trio
 import trio.testing
 import trio_parallel
 
-from trio_gotask import GoTask, build_sidecar, open_gotask
+from trio_gotask import GoTask, build_sidecar, connect_gotask, open_gotask
 from trio_gotask._errors import lost_without_explanation
 from trio_gotask._pool import Pool, Remote
 from trio_gotask._transport import Opened, Transport, greet, open_stream
@@ -37,6 +37,9 @@ from trio_gotask._wire import DEFAULT_MAX_FRAME_SIZE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from floor import BlockingEcho, Floor, floor_sidecar, request_frame
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import goridge_server
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "go" / "example"
 Call = Callable[[], Awaitable[object]]
@@ -48,6 +51,8 @@ RAW = "blocking socket, no decoding (unix)"
 FROM_SOURCE = "unix, from a source folder, nothing changed"
 DESCRIPTORS = "descriptors (FdChannel)"
 STREAMS = "Trio streams (StreamChannel)"
+OURS = "this project's protocol"
+GORIDGE = "GoTask's format (goridge)"
 
 
 def trivial(x: int) -> int:
@@ -334,6 +339,7 @@ async def run(quick: bool, out: Path) -> Report:
     await memory_per_call(sidecar, report)
     await cpu_bound(sidecar, report, quick)
     await host_calls(sidecar, report, quick)
+    await goridge_format(sidecar, report, rounds, quick)
     return report
 
 
@@ -449,6 +455,83 @@ async def host_calls(sidecar: str, report: Report, quick: bool) -> None:
         f"{n} sequential `gotask.CallHost` calls to a plain Python function, timed in Go "
         "(`App.HostLatency`), beside as many calls the other way, timed in Python.",
     )
+
+
+async def goridge_format(sidecar: str, report: Report, rounds: int, quick: bool) -> None:
+    """GoTask's own format (goridge v2 frames, net/rpc, JSON) against this project's protocol: the
+    same trivial echo through a GoTask-shaped sidecar and through go/example, side by side."""
+    with tempfile.TemporaryDirectory(prefix="gotask-goridge-build-") as folder:
+        try:
+            binary = await trio.to_thread.run_sync(goridge_server.build, Path(folder))
+        except goridge_server.ProxyUnreachable as exc:
+            print(
+                "Skipped \"GoTask's format (goridge) vs this project's protocol\": the Go module proxy "
+                f"cannot be reached, so goridge v2.4.6 cannot be fetched ({str(exc).strip()[:200]})",
+                flush=True,
+            )
+            return
+        async with AsyncExitStack() as stack:
+            ours = await stack.enter_async_context(open_gotask(sidecar, transport="unix"))
+            theirs = await stack.enter_async_context(goridge_sidecar(binary))
+            variants: dict[str, Call] = {
+                OURS: partial(ours.call, "App.Echo", 1),
+                GORIDGE: partial(theirs.call, "App.Echo", 1),
+            }
+            for call in variants.values():
+                assert await call() == 1
+                await throughput(call, 512, 64)  # warm up
+            n = 500 if quick else 2000
+            latency: dict[str, list[float]] = {name: [] for name in variants}
+            rates: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(rounds):
+                for name, call in variants.items():
+                    latency[name] += [await timed(call) for _ in range(n)]
+                    rates[name].append(await throughput(call, 2000 if quick else 8000, 64))
+    measures = {
+        "sequential p50 µs": {name: median(s) * 1e6 for name, s in latency.items()},
+        "sequential p99 µs": {name: percentile(s, 0.99) * 1e6 for name, s in latency.items()},
+        "64 callers, calls/s": {name: median(r) for name, r in rates.items()},
+    }
+    report.table(
+        "GoTask's format (goridge) vs this project's protocol (unix)",
+        ["measure", OURS, GORIDGE, "goridge / ours"],
+        [
+            [measure, f"{v[OURS]:,.0f}", f"{v[GORIDGE]:,.0f}", f"{v[GORIDGE] / v[OURS]:.2f}x"]
+            for measure, v in measures.items()
+        ],
+        f"{rounds} rounds x {n} sequential calls, then 64 concurrent callers; `App.Echo(1)` on both, "
+        "one connection each. This project: go/example over `open_gotask`. GoTask's format: a "
+        "sidecar serving net/rpc with goridge v2.4.6's codec, as GoTask's does "
+        '(tests/goridge_server.py), over `connect_gotask(protocol="goridge")`. Above 1x is slower '
+        "for latency and faster for calls/s.",
+    )
+
+
+@asynccontextmanager
+async def goridge_sidecar(binary: Path) -> AsyncIterator[GoTask]:
+    """Start a GoTask-shaped sidecar on a Unix socket and call it in its own format. It prints no
+    handshake, so it is ready once its socket accepts a connection (tried for 10 s at most)."""
+    with tempfile.TemporaryDirectory(prefix="gotask-goridge-") as folder:
+        address = f"{folder}/gotask.sock"
+        process = await trio.lowlevel.open_process([str(binary), "-address", address, "-standalone"])
+        try:
+            with trio.fail_after(10):
+                while True:
+                    if process.poll() is not None:
+                        raise RuntimeError(
+                            f"{binary} exited with status {process.returncode} before listening"
+                        )
+                    try:
+                        await (await trio.open_unix_socket(address)).aclose()
+                        break
+                    except OSError:
+                        await trio.sleep(0.005)
+            async with connect_gotask(address, protocol="goridge") as gt:
+                yield gt
+        finally:
+            process.terminate()  # GoTask's server does not handle SIGTERM: the default action ends it
+            with trio.CancelScope(shield=True):
+                await process.wait()
 
 
 async def memory_per_call(sidecar: str, report: Report) -> None:
