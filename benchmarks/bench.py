@@ -33,7 +33,7 @@ from trio_gotask import GoTask, build_sidecar, connect_gotask, open_gotask
 from trio_gotask._errors import lost_without_explanation
 from trio_gotask._pool import Pool, Remote
 from trio_gotask._transport import Opened, Transport, greet, open_stream
-from trio_gotask._wire import DEFAULT_MAX_FRAME_SIZE
+from trio_gotask._wire import DEFAULT_MAX_FRAME_SIZE, Hello
 
 sys.path.insert(0, str(Path(__file__).parent))
 from floor import BlockingEcho, Floor, floor_sidecar, request_frame
@@ -470,51 +470,82 @@ async def goridge_format(sidecar: str, report: Report, rounds: int, quick: bool)
                 flush=True,
             )
             return
+        transports: tuple[Transport, ...] = ("unix", "pipe")
         async with AsyncExitStack() as stack:
-            ours = await stack.enter_async_context(open_gotask(sidecar, transport="unix"))
-            theirs = await stack.enter_async_context(goridge_sidecar(binary))
-            variants: dict[str, Call] = {
-                OURS: partial(ours.call, "App.Echo", 1),
-                GORIDGE: partial(theirs.call, "App.Echo", 1),
-            }
+            variants: dict[tuple[Transport, str], Call] = {}
+            for t in transports:
+                ours = await stack.enter_async_context(open_gotask(sidecar, transport=t))
+                theirs = await stack.enter_async_context(goridge_sidecar(binary, t))
+                variants[t, OURS] = partial(ours.call, "App.Echo", 1)
+                variants[t, GORIDGE] = partial(theirs.call, "App.Echo", 1)
             for call in variants.values():
                 assert await call() == 1
                 await throughput(call, 512, 64)  # warm up
             n = 500 if quick else 2000
-            latency: dict[str, list[float]] = {name: [] for name in variants}
-            rates: dict[str, list[float]] = {name: [] for name in variants}
+            latency: dict[tuple[Transport, str], list[float]] = {key: [] for key in variants}
+            rates: dict[tuple[Transport, str], list[float]] = {key: [] for key in variants}
             for _ in range(rounds):
-                for name, call in variants.items():
-                    latency[name] += [await timed(call) for _ in range(n)]
-                    rates[name].append(await throughput(call, 2000 if quick else 8000, 64))
-    measures = {
-        "sequential p50 µs": {name: median(s) * 1e6 for name, s in latency.items()},
-        "sequential p99 µs": {name: percentile(s, 0.99) * 1e6 for name, s in latency.items()},
-        "64 callers, calls/s": {name: median(r) for name, r in rates.items()},
-    }
-    report.table(
-        "GoTask's format (goridge) vs this project's protocol (unix)",
-        ["measure", OURS, GORIDGE, "goridge / ours"],
-        [
-            [measure, f"{v[OURS]:,.0f}", f"{v[GORIDGE]:,.0f}", f"{v[GORIDGE] / v[OURS]:.2f}x"]
+                for key, call in variants.items():
+                    latency[key] += [await timed(call) for _ in range(n)]
+                    rates[key].append(await throughput(call, 2000 if quick else 8000, 64))
+    rows = []
+    for t in transports:
+        measures = {
+            "sequential p50 µs": {w: median(latency[t, w]) * 1e6 for w in (OURS, GORIDGE)},
+            "sequential p99 µs": {w: percentile(latency[t, w], 0.99) * 1e6 for w in (OURS, GORIDGE)},
+            "64 callers, calls/s": {w: median(rates[t, w]) for w in (OURS, GORIDGE)},
+        }
+        rows += [
+            [t, measure, f"{v[OURS]:,.0f}", f"{v[GORIDGE]:,.0f}", f"{v[GORIDGE] / v[OURS]:.2f}x"]
             for measure, v in measures.items()
-        ],
+        ]
+    report.table(
+        "GoTask's format (goridge) vs this project's protocol",
+        ["transport", "measure", OURS, GORIDGE, "goridge / ours"],
+        rows,
         f"{rounds} rounds x {n} sequential calls, then 64 concurrent callers; `App.Echo(1)` on both, "
-        "one connection each. This project: go/example over `open_gotask`. GoTask's format: a "
-        "sidecar serving net/rpc with goridge v2.4.6's codec, as GoTask's does "
-        '(tests/goridge_server.py), over `connect_gotask(protocol="goridge")`. Above 1x is slower '
-        "for latency and faster for calls/s.",
+        "one connection each. This project: go/example through `open_gotask`. GoTask's format: a "
+        "sidecar serving net/rpc with goridge v2.4.6's codec as GoTask's does "
+        "(tests/goridge_server.py), through the same client with the goridge protocol. For latency "
+        "a ratio above 1x means goridge is slower; for calls/s, below 1x does.",
     )
 
 
 @asynccontextmanager
-async def goridge_sidecar(binary: Path) -> AsyncIterator[GoTask]:
-    """Start a GoTask-shaped sidecar on a Unix socket and call it in its own format. It prints no
-    handshake, so it is ready once its socket accepts a connection (tried for 10 s at most)."""
+async def goridge_sidecar(binary: Path, transport: Transport) -> AsyncIterator[GoTask]:
+    """Start a GoTask-shaped sidecar on a Unix socket or its stdin/stdout, and call it in its own
+    format. It prints no handshake: on a socket it is ready once the socket accepts a connection
+    (tried for 10 s at most); on the pipe, calls may be written at once."""
     with tempfile.TemporaryDirectory(prefix="gotask-goridge-") as folder:
         address = f"{folder}/gotask.sock"
-        process = await trio.lowlevel.open_process([str(binary), "-address", address, "-standalone"])
+        pipe = transport == "pipe"
+        process = await trio.lowlevel.open_process(
+            [str(binary), *(["-listen-on-pipe", "-address", ""] if pipe else ["-address", address])],
+            stdin=subprocess.PIPE if pipe else None,
+            stdout=subprocess.PIPE if pipe else None,
+        )
         try:
+            if pipe:
+                assert process.stdin is not None and process.stdout is not None
+                stream = trio.StapledStream(process.stdin, process.stdout)
+                opened = Opened(stream, Hello(0, DEFAULT_MAX_FRAME_SIZE, 1024), b"", wire="goridge")
+                async with trio.open_nursery() as nursery:
+
+                    async def connect() -> Opened:
+                        return opened
+
+                    pool = Pool(
+                        nursery,
+                        connect,
+                        size=1,
+                        max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                        max_inflight=1024,
+                        explain=lost_without_explanation,
+                    )
+                    await pool.warm_up()
+                    yield GoTask(Remote(pool, "-"))
+                    pool.close()
+                return
             with trio.fail_after(10):
                 while True:
                     if process.poll() is not None:
