@@ -1,9 +1,7 @@
-"""The goridge codec, and connect_gotask(protocol="goridge"), against real goridge v2.4.6: a Go module made here serves net/rpc exactly as
-GoTask's server does (``rpc.ServeCodec(goridge.NewCodec(conn))`` on each connection,
-``goridge.NewCodecWithRelay(goridge.NewPipeRelay(os.Stdin, os.Stdout))`` with ``-listen-on-pipe``),
-and the Python codec talks to it over a Unix socket, TCP and the pipe.
-
-Launching GoTask sidecars from `open_gotask` is not built yet (docs/goridge.md).
+"""GoTask's format against real goridge v2.4.6: the codec, ``connect_gotask(protocol="goridge")``
+and ``open_gotask(protocol="goridge")`` over a Unix socket, TCP and the pipe, with a sidecar shaped
+like GoTask's (tests/goridge_server.py: a Go module made here that serves net/rpc exactly as
+GoTask's server does), and with GoTask's own code when ``GOTASK_SOURCE`` names a checkout of it.
 """
 
 from __future__ import annotations
@@ -19,8 +17,9 @@ import goridge_server
 import pytest
 import trio
 
-from trio_gotask import RemoteError, connect_gotask
+from trio_gotask import GoTask, RemoteError, RestartPolicy, SidecarError, connect_gotask, open_gotask
 from trio_gotask._goridge import FrameDecoder, Replies, Reply, encode_call
+from trio_gotask._transport import Transport
 
 
 @pytest.fixture(scope="session")
@@ -156,3 +155,154 @@ async def test_goridge_refuses_what_it_cannot_carry() -> None:
     with pytest.raises(ValueError, match="protocol must be one of gotask, goridge"):
         async with connect_gotask("127.0.0.1:1", protocol="json"):  # type: ignore[arg-type]
             pass
+
+
+# -- open_gotask(protocol="goridge"): launching GoTask sidecars -----------------------------------
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def exercise(gt: GoTask) -> None:
+    """What a GoTask user's PHP code did, from Python: a string, a struct, bytes raw both ways, a Go
+    error, 100 calls at once, and a cancelled call (Go finishes it; its reply is dropped)."""
+    assert await gt.call("App.Hi", "Hyperf") == {"hello": "Hyperf"}
+    assert await gt.call("App.Reverse", b"\x00\x01\xff") == b"\xff\x01\x00"
+    with pytest.raises(RemoteError, match=r"^App\.Fail: the disk is full$"):
+        await gt.call("App.Fail", "the disk is full")
+    with pytest.raises(RemoteError, match=r"can't find method App\.Nope"):
+        await gt.call("App.Nope")
+    results: dict[int, Any] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await gt.call("App.Hi", str(i))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(100):
+            nursery.start_soon(call, i)
+    assert results == {i: {"hello": str(i)} for i in range(100)}
+    with trio.move_on_after(0.05) as scope:
+        await gt.call("App.Sleep", 300)
+    assert scope.cancelled_caught
+    assert await gt.call("App.Sleep", 1) == 1
+    assert await gt.call("App.Pid") == gt.pid
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
+async def test_open_gotask_launches_a_gotask_sidecar(server: str, transport: Transport) -> None:
+    async with open_gotask(server, transport=transport, protocol="goridge", pool_size=2) as gt:
+        await exercise(gt)
+        assert await gt.call("App.Add", {"a": 2, "b": 40}) == 42
+        pid, address = gt.pid, gt.address
+        if transport == "pipe":
+            assert address == "-"
+        if transport == "unix":
+            assert os.stat(os.path.dirname(address)).st_mode & 0o777 == 0o700
+    assert pid is not None and gone(pid)  # stopped and reaped
+    if transport == "unix":
+        assert not os.path.exists(os.path.dirname(address))
+
+
+@pytest.mark.parametrize("transport", ["unix", "pipe"])
+async def test_a_gotask_sidecar_stops_quietly(
+    server: str, transport: Transport, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM, not a closed pipe (which makes GoTask log "pipe is closed") or SIGINT."""
+    async with open_gotask(server, transport=transport, protocol="goridge") as gt:
+        await gt.call("App.Hi", "x")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("trio_gotask")] == []
+
+
+@pytest.mark.fault(
+    fault="GoTask sidecar panics (it does not recover)",
+    sees="SidecarError for the calls in flight, with the panic from stderr",
+)
+@pytest.mark.parametrize("transport", ["unix", "pipe"])
+async def test_a_panicking_gotask_sidecar_fails_the_calls_in_flight_and_restarts(
+    server: str, transport: Transport
+) -> None:
+    policy = RestartPolicy(backoff=0.01)
+    async with open_gotask(server, transport=transport, protocol="goridge", restart=policy) as gt:
+        first = gt.pid
+        with pytest.raises(SidecarError, match="exited unexpectedly with status 2") as info:
+            await gt.call("App.Panic", "the index is out of range")
+        assert "panic: the index is out of range" in info.value.stderr_tail
+        assert await gt.call("App.Hi", "again") == {"hello": "again"}
+        assert gt.pid != first
+
+
+@pytest.mark.fault(
+    fault="GoTask sidecar exits before it listens", sees="SidecarError with exit status and stderr tail"
+)
+@pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
+async def test_a_gotask_sidecar_that_exits_at_once_says_why(server: str, transport: Transport) -> None:
+    with pytest.raises(SidecarError, match="exited with status 2 before it listened on") as info:
+        async with open_gotask(server, args=["-bogus"], transport=transport, protocol="goridge"):
+            pass
+    assert "flag provided but not defined: -bogus" in info.value.stderr_tail
+
+
+@pytest.mark.fault(
+    fault="GoTask sidecar never listens", sees="SidecarError after startup_timeout; the process is reaped"
+)
+@pytest.mark.parametrize("transport", ["unix", "pipe"])
+async def test_a_gotask_sidecar_that_never_listens_times_out(transport: Transport) -> None:
+    with pytest.raises(SidecarError, match=r"did not answer on .* within 0\.3 s \(startup_timeout\)"):
+        async with open_gotask(
+            ["/bin/sh", "-c", "exec sleep 10", "sidecar"],
+            transport=transport,
+            protocol="goridge",
+            startup_timeout=0.3,
+        ):
+            pass
+
+
+@pytest.mark.fault(
+    fault="protocol='goridge' with a trio-gotask sidecar",
+    sees="SidecarError saying to drop protocol='goridge'",
+)
+@pytest.mark.parametrize("transport", ["unix", "pipe"])
+async def test_goridge_against_this_projects_sidecar_says_so(sidecar: str, transport: Transport) -> None:
+    with pytest.raises(SidecarError, match="does not answer in GoTask's goridge format") as info:
+        async with open_gotask(sidecar, transport=transport, protocol="goridge"):
+            pass
+    if transport == "pipe":
+        assert "drop protocol='goridge'" in str(info.value)
+
+
+async def test_open_gotask_refuses_what_goridge_cannot_carry(server: str) -> None:
+    with pytest.raises(ValueError, match="goridge format has no handlers, config"):
+        async with open_gotask(server, protocol="goridge", handlers={"X": print}, config={"a": 1}):
+            pass
+
+
+# -- GoTask's own code, when a checkout is at hand -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gotask_sidecar(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A user's sidecar built on GoTask's own library. The module proxy does not serve GoTask, so it
+    is built from a checkout named by GOTASK_SOURCE (``git clone https://github.com/hyperf/gotask``)."""
+    source = os.environ.get("GOTASK_SOURCE")
+    if not source:
+        pytest.skip(
+            "GOTASK_SOURCE is not set: set it to a checkout of github.com/hyperf/gotask to also test "
+            "against GoTask's own server code (the goridge tests above run without it)"
+        )
+    try:
+        return str(goridge_server.build_with_gotask(tmp_path_factory.mktemp("gotask-user"), Path(source)))
+    except goridge_server.ProxyUnreachable as exc:
+        pytest.skip(f"the Go module proxy cannot be reached: {exc}")
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
+async def test_gotasks_own_server(gotask_sidecar: str, transport: Transport) -> None:
+    async with open_gotask(gotask_sidecar, transport=transport, protocol="goridge") as gt:
+        await exercise(gt)
+        pid = gt.pid
+    assert pid is not None and gone(pid)

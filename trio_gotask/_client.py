@@ -28,7 +28,9 @@ from ._transport import (
     Transport,
     Wire,
     check_address,
+    goridge_address,
     goridge_connect,
+    goridge_flags,
     pipe_connect,
     socket_connect,
 )
@@ -210,6 +212,7 @@ async def open_gotask(
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     shutdown_grace: float = 2.0,
+    protocol: Wire = "gotask",
 ) -> AsyncIterator[GoTask]:
     """Start a sidecar, wait for its handshake, and yield a `GoTask` to call it.
 
@@ -250,6 +253,13 @@ async def open_gotask(
     signal to exit), and after ``shutdown_grace`` seconds it is terminated, then killed. The process
     is always reaped and its socket folder removed. An exception raised in the body reaches the
     caller unchanged (an exception group stays the same group), never wrapped by internal tasks.
+
+    ``protocol="goridge"`` starts a sidecar built with the GoTask library (docs/goridge.md),
+    unchanged: it is given ``-address`` (a socket in a private temporary folder, or a free
+    loopback port) or ``-listen-on-pipe -address ""``, and is ready once it answers a probe call
+    there, within ``startup_timeout``. Calls behave as with `connect_gotask`'s goridge format; there
+    are no ``handlers`` or ``config``, and the process is stopped with SIGTERM (SIGKILL after
+    ``shutdown_grace`` seconds).
     """
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
@@ -268,12 +278,23 @@ async def open_gotask(
         registry.provide_config(config)
     if restart is not None and not isinstance(restart, RestartPolicy):
         raise TypeError(f"restart must be a RestartPolicy or None, not {restart!r}")
+    _check_protocol(protocol, handlers=handlers, config=config)
     command = await _resolve_command(sidecar)
     launch = Launch.plan(transport)
     environment = launch.environment({**os.environ, **(env or {})})
     flags = [*launch.flags, "-max-frame-size", str(max_frame_size)]
 
     def new_sidecar() -> Sidecar:
+        if protocol == "goridge":
+            address = goridge_address(transport)
+            return Sidecar(
+                [*command, *args, *goridge_flags(transport, address)],
+                transport=transport,
+                env=environment,
+                startup_timeout=startup_timeout,
+                grace=shutdown_grace,
+                listen=address,
+            )
         return Sidecar(
             [*command, *args, *flags],
             transport=transport,
@@ -293,6 +314,15 @@ async def open_gotask(
                 max_frame_size=max_frame_size,
                 timeout=startup_timeout,
                 max_host_calls=max_host_calls,
+                wire=protocol,
+                max_inflight=max_inflight,
+            )
+        if protocol == "goridge":
+            return goridge_connect(
+                handshake.address,
+                max_frame_size=max_frame_size,
+                max_inflight=max_inflight,
+                connect_timeout=startup_timeout,
             )
         return socket_connect(
             handshake.address,
@@ -379,28 +409,12 @@ async def connect_gotask(
     _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
     _check_seconds("connect_timeout", connect_timeout, positive=True)
     _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
-    if protocol not in WIRES:
-        raise ValueError(f"protocol must be one of {', '.join(WIRES)}, not {protocol!r}")
+    _check_protocol(protocol, secret=secret, ssl_context=ssl_context, handlers=handlers, config=config)
     registry = Handlers(handlers)
     if config is not None:
         registry.provide_config(config)
     connect: Connect
     if protocol == "goridge":
-        given = [
-            name
-            for name, value in (
-                ("secret", secret),
-                ("ssl_context", ssl_context),
-                ("handlers", handlers),
-                ("config", config),
-            )
-            if value is not None
-        ]
-        if given:
-            raise ValueError(
-                f"GoTask's goridge format has no {', '.join(given)}: drop them, or use protocol='gotask' "
-                "with a sidecar built on this project's Go library"
-            )
         connect = goridge_connect(
             address, max_frame_size=max_frame_size, max_inflight=max_inflight, connect_timeout=connect_timeout
         )
@@ -430,6 +444,18 @@ async def connect_gotask(
             yield GoTask(Remote(pool, address), registry)
         finally:
             pool.close()
+
+
+def _check_protocol(protocol: object, **given: object) -> None:
+    """``protocol`` is a known wire format, and ``given`` holds nothing GoTask's format lacks."""
+    if protocol not in WIRES:
+        raise ValueError(f"protocol must be one of {', '.join(WIRES)}, not {protocol!r}")
+    lacking = [name for name, value in given.items() if value is not None]
+    if protocol == "goridge" and lacking:
+        raise ValueError(
+            f"GoTask's goridge format has no {', '.join(lacking)}: drop them, or use protocol='gotask' "
+            "with a sidecar built on this project's Go library"
+        )
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:

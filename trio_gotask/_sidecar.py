@@ -16,6 +16,7 @@ from typing import Final, final
 import trio
 
 from ._errors import ErrorFactory, ProtocolError, SidecarError, error_factory
+from ._transport import PeerClosed, goridge_probe, open_stream
 from ._wire import LAUNCH_COOKIE_KEY, LAUNCH_COOKIE_VALUE, MAX_HANDSHAKE_LINE, parse_handshake
 
 logger: Final = logging.getLogger("trio_gotask.sidecar")
@@ -23,6 +24,9 @@ logger: Final = logging.getLogger("trio_gotask.sidecar")
 _STDERR_TAIL_LINES: Final = 20
 # After the process exits, how long to wait for the rest of its stderr.
 _STDERR_SETTLE: Final = 0.05
+# Waits between attempts to connect to a GoTask sidecar that is not listening yet.
+_FIRST_RETRY: Final = 0.001
+_LAST_RETRY: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,11 @@ class Sidecar:
     the process to exit, sets `exited`, and returns. Cancelling it stops the process: stdin is
     closed (the sidecar's signal to shut down), then after ``grace`` seconds SIGTERM, then SIGKILL;
     the process is always reaped.
+
+    A GoTask sidecar prints no handshake: ``listen`` is then the address it was told to listen on
+    (``""`` for the pipe alone). It is ready once a connection there, or the pipe, answers a probe
+    call (`goridge_probe`), within ``startup_timeout``. It is stopped by SIGTERM, then SIGKILL
+    after ``grace`` seconds: it takes neither a closed stdin nor SIGINT as a quiet request to exit.
     """
 
     def __init__(
@@ -50,8 +59,10 @@ class Sidecar:
         env: Mapping[str, str],
         startup_timeout: float,
         grace: float,
+        listen: str | None = None,
     ) -> None:
         self.command = list(command)
+        self._listen = listen
         self.transport = transport
         self._env = {**env, LAUNCH_COOKIE_KEY: LAUNCH_COOKIE_VALUE}
         self._startup_timeout = startup_timeout
@@ -61,7 +72,7 @@ class Sidecar:
         self._stderr_lines = _Lines(self._log_stderr)
         self.process: trio.Process | None = None
         self.exited = trio.Event()
-        self._socket: str | None = None
+        self._socket: str | None = listen if listen and transport == "unix" else None
 
     @property
     def name(self) -> str:
@@ -96,14 +107,21 @@ class Sidecar:
                 env=self._env,
             )
         except OSError as exc:
+            if self._socket is not None:
+                _remove_socket(self._socket)
             raise SidecarError(f"cannot start the sidecar {self.command[0]!r}: {exc}") from exc
         self.process = process
         try:
             failure: SidecarError | None = None
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._drain_stderr)
+                if self._listen is not None and self.transport != "pipe":
+                    nursery.start_soon(self._drain_stdout, b"")
                 try:
-                    handshake = await self._read_handshake()
+                    if self._listen is None:
+                        handshake = await self._read_handshake()
+                    else:
+                        handshake = await self._await_ready(self._listen)
                 except SidecarError as exc:
                     failure = exc
                     # It failed to start: no point in a graceful stop.
@@ -112,7 +130,7 @@ class Sidecar:
                     if self.transport == "unix":
                         self._socket = handshake.address
                     task_status.started(handshake)
-                    if self.transport != "pipe":
+                    if self.transport != "pipe" and self._listen is None:
                         # Stdout carries nothing after the handshake here; a method that prints
                         # anyway would block once the pipe is full, unless someone reads it.
                         nursery.start_soon(self._drain_stdout, handshake.rest)
@@ -129,6 +147,59 @@ class Sidecar:
             if self._socket is not None:
                 _remove_socket(self._socket)
             self.exited.set()
+
+    async def _await_ready(self, address: str) -> Handshake:
+        """A GoTask sidecar's readiness: connect to ``address`` until it accepts (or use the pipe),
+        then check that it answers in goridge."""
+        process = self.process
+        assert process is not None and process.stdin is not None and process.stdout is not None
+        where = "its pipe" if self.transport == "pipe" else repr(address)
+        delay = _FIRST_RETRY
+        with trio.move_on_after(self._startup_timeout):
+            try:
+                if self.transport == "pipe":
+                    await goridge_probe(process.stdin, process.stdout)
+                    return Handshake("-", b"")  # as the gotask protocol's handshake says
+                while True:
+                    try:
+                        stream = await open_stream(address)
+                    except OSError:
+                        if process.poll() is not None:
+                            raise PeerClosed("it exited") from None
+                        await trio.sleep(delay)
+                        delay = min(2 * delay, _LAST_RETRY)
+                        continue
+                    async with stream:
+                        await goridge_probe(stream, stream)
+                    return Handshake(address, b"")
+            except ProtocolError as exc:
+                raise SidecarError(
+                    f"the sidecar {self.name!r} does not answer in GoTask's goridge format on {where}: "
+                    f"{exc}; is it built with GoTask (github.com/hyperf/gotask)?",
+                    stderr_tail=self.stderr_tail,
+                ) from exc
+            except (PeerClosed, trio.BrokenResourceError, OSError) as exc:
+                with trio.move_on_after(1):
+                    await process.wait()
+                if process.returncode is None:
+                    raise SidecarError(
+                        f"the sidecar {self.name!r} closed {where} without answering in GoTask's goridge "
+                        "format; is it built with GoTask (github.com/hyperf/gotask)?",
+                        stderr_tail=self.stderr_tail,
+                    ) from exc
+                with trio.move_on_after(0.5):
+                    await self._stderr_done.wait()
+                raise SidecarError(
+                    f"the sidecar {self.name!r} exited with {_describe_status(process.returncode)} "
+                    f"before it listened on {where}",
+                    returncode=process.returncode,
+                    stderr_tail=self.stderr_tail,
+                ) from None
+        raise SidecarError(
+            f"the sidecar {self.name!r} did not answer on {where} within {self._startup_timeout} s "
+            "(startup_timeout); does it take -address (and -listen-on-pipe), as GoTask sidecars do?",
+            stderr_tail=self.stderr_tail,
+        )
 
     async def _read_handshake(self) -> Handshake:
         process = self.process
@@ -185,7 +256,10 @@ class Sidecar:
         await _drain(self.process.stdout, lines)
 
     def _log_stdout(self, line: str) -> None:
-        logger.warning("%s (stdout, which should carry nothing after the handshake): %s", self.name, line)
+        if self._listen is not None:
+            logger.warning("%s (stdout): %s", self.name, line)
+        else:
+            logger.warning("%s (stdout, which should carry nothing after the handshake): %s", self.name, line)
 
     def _log_stderr(self, line: str) -> None:
         self._stderr_tail.append(line)
@@ -195,9 +269,15 @@ class Sidecar:
     async def _stop(self) -> None:
         process = self.process
         assert process is not None
+        if self._listen is not None and process.returncode is None:
+            # GoTask's stop signal. Its stdin stays open until it is gone: a closed pipe would make
+            # it log "pipe is closed".
+            process.terminate()
+            with trio.move_on_after(self._grace):
+                await process.wait()
         if process.stdin is not None:
             await trio.aclose_forcefully(process.stdin)
-        if process.returncode is None:
+        if process.returncode is None and self._listen is None:
             with trio.move_on_after(self._grace):
                 await process.wait()
         if process.returncode is None:

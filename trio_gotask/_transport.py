@@ -10,6 +10,7 @@ import os
 import secrets
 import socket
 import ssl
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, final
@@ -17,8 +18,9 @@ from typing import Final, Literal, final
 import trio
 
 from ._errors import GoTaskError, ProtocolError, SidecarError
+from ._goridge import FrameDecoder, Replies, encode_call
 from ._protocol import Refused, greeting, read_greeting
-from ._wire import Decoder, Hello
+from ._wire import HANDSHAKE_MARKER, Decoder, Hello
 
 Transport = Literal["unix", "tcp", "pipe"]
 TRANSPORTS: Final = ("unix", "tcp", "pipe")
@@ -346,6 +348,49 @@ def goridge_connect(
     return connect
 
 
+PROBE_METHOD: Final = "trio_gotask.Probe"
+"""A method no sidecar registers: net/rpc answers a call to it with an error, which proves that
+the peer reads and writes goridge frames."""
+
+
+async def goridge_probe(send: trio.abc.SendStream, receive: trio.abc.ReceiveStream) -> None:
+    """Check that the peer speaks GoTask's format: one call to `PROBE_METHOD`, whose error reply
+    must come back whole. Raises `ProtocolError` (saying what the peer seems to be) or `PeerClosed`."""
+    await send.send_all(encode_call(PROBE_METHOD, 0, None))
+    decoder = FrameDecoder(_GREETING_READ)
+    replies = Replies()
+    received = b""
+    while True:
+        data = await receive.receive_some(_GREETING_READ)
+        if not data:
+            raise PeerClosed("the sidecar closed the connection before answering")
+        if not received and data.startswith(HANDSHAKE_MARKER.encode() + b"|"):
+            raise ProtocolError(
+                "handshake",
+                "the sidecar speaks trio-gotask's own protocol (it printed a handshake line), not "
+                "GoTask's goridge format: drop protocol='goridge'",
+            )
+        received += data
+        decoder.receive_data(data)
+        while (frame := decoder.next_frame()) is not None:
+            if (reply := replies.feed(frame)) is not None:
+                if reply.seq != 0 or reply.error is None:
+                    raise ProtocolError(
+                        "bad_message", f"the sidecar answered a call to {PROBE_METHOD} with {reply}"
+                    )
+                return
+
+
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a sidecar that cannot pick its own
+    and report it (GoTask's prints no handshake). Another process may take it first; the sidecar
+    then fails to start, saying so on stderr."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 async def _open_or_explain(address: str, what: str, connect_timeout: float) -> trio.abc.Stream:
     """`open_stream` within ``connect_timeout``; a failure is a `SidecarError` saying where and why."""
     if parse_address(address).kind == "tcp":
@@ -428,9 +473,12 @@ def pipe_connect(
     max_frame_size: int,
     timeout: float,
     max_host_calls: int = 0,
+    wire: Wire = "gotask",
+    max_inflight: int = 0,
 ) -> Connect:
     """How to greet a launched sidecar over its ``stdin`` and ``stdout``: once, since a pipe
-    cannot be reopened. ``initial_data`` is what followed the handshake line on stdout."""
+    cannot be reopened. ``initial_data`` is what followed the handshake line on stdout. A GoTask
+    sidecar (``wire="goridge"``) has no greeting; ``max_inflight`` is then the client's own limit."""
     used = False
 
     async def connect() -> Opened:
@@ -441,6 +489,15 @@ def pipe_connect(
         for pipe in (stdin, stdout):
             if isinstance(pipe, trio.lowlevel.FdStream):
                 enlarge_pipe(pipe)
+        if wire == "goridge":
+            send = stdin
+            if isinstance(send, trio.lowlevel.FdStream):
+                # A descriptor of the connection's own: closing the connection leaves the pipe
+                # open, since a GoTask sidecar takes its end as an error ("pipe is closed", status
+                # 1). It is stopped with SIGTERM, and the pipe closed after.
+                send = trio.lowlevel.FdStream(os.dup(send.fileno()))
+            stream = trio.StapledStream(send, stdout)
+            return Opened(stream, Hello(0, max_frame_size, max_inflight), initial_data, wire="goridge")
         stream = trio.StapledStream(stdin, stdout)
         try:
             with trio.fail_after(timeout):
@@ -487,3 +544,26 @@ class Launch:
         if self.secret is not None:
             env[SECRET_ENV] = self.secret
         return env
+
+
+def goridge_address(transport: Transport) -> str:
+    """Where a GoTask sidecar, which cannot pick its own address and report it, is told to
+    listen: a socket in a new private folder (removed with the socket when the sidecar is
+    stopped), a free loopback port, or nowhere (``""``: the pipe alone)."""
+    if transport == "unix":
+        folder = tempfile.mkdtemp(prefix="gotask-")
+        if len(folder) + len("/gotask.sock") > _MAX_SOCKET_PATH:  # a long TMPDIR
+            os.rmdir(folder)
+            folder = tempfile.mkdtemp(prefix="gotask-", dir="/tmp")
+        return os.path.join(folder, "gotask.sock")
+    if transport == "tcp":
+        return f"127.0.0.1:{free_local_port()}"
+    return ""
+
+
+def goridge_flags(transport: Transport, address: str) -> list[str]:
+    """A GoTask sidecar's flags for ``transport``: ``-listen-on-pipe`` keeps the ``-address``
+    listener too unless the address is empty."""
+    if transport == "pipe":
+        return ["-listen-on-pipe", "-address", ""]
+    return ["-address", address]
