@@ -19,8 +19,8 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,11 +29,11 @@ import trio
 import trio.testing
 import trio_parallel
 
-from trio_gotask import GoTask, build_sidecar, connect_gotask, open_gotask
+from trio_gotask import GoTask, build_sidecar, open_gotask
 from trio_gotask._errors import lost_without_explanation
 from trio_gotask._pool import Pool, Remote
 from trio_gotask._transport import Opened, Transport, greet, open_stream
-from trio_gotask._wire import DEFAULT_MAX_FRAME_SIZE, Hello
+from trio_gotask._wire import DEFAULT_MAX_FRAME_SIZE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from floor import BlockingEcho, Floor, floor_sidecar, request_frame
@@ -475,7 +475,9 @@ async def goridge_format(sidecar: str, report: Report, rounds: int, quick: bool)
             variants: dict[tuple[Transport, str], Call] = {}
             for t in transports:
                 ours = await stack.enter_async_context(open_gotask(sidecar, transport=t))
-                theirs = await stack.enter_async_context(goridge_sidecar(binary, t))
+                theirs = await stack.enter_async_context(
+                    open_gotask(binary, transport=t, protocol="goridge", shutdown_grace=0.5)
+                )
                 variants[t, OURS] = partial(ours.call, "App.Echo", 1)
                 variants[t, GORIDGE] = partial(theirs.call, "App.Echo", 1)
             for call in variants.values():
@@ -506,63 +508,9 @@ async def goridge_format(sidecar: str, report: Report, rounds: int, quick: bool)
         f"{rounds} rounds x {n} sequential calls, then 64 concurrent callers; `App.Echo(1)` on both, "
         "one connection each. This project: go/example through `open_gotask`. GoTask's format: a "
         "sidecar serving net/rpc with goridge v2.4.6's codec as GoTask's does "
-        "(tests/goridge_server.py), through the same client with the goridge protocol. For latency "
+        '(tests/goridge_server.py), through `open_gotask(protocol="goridge")`. For latency '
         "a ratio above 1x means goridge is slower; for calls/s, below 1x does.",
     )
-
-
-@asynccontextmanager
-async def goridge_sidecar(binary: Path, transport: Transport) -> AsyncIterator[GoTask]:
-    """Start a GoTask-shaped sidecar on a Unix socket or its stdin/stdout, and call it in its own
-    format. It prints no handshake: on a socket it is ready once the socket accepts a connection
-    (tried for 10 s at most); on the pipe, calls may be written at once."""
-    with tempfile.TemporaryDirectory(prefix="gotask-goridge-") as folder:
-        address = f"{folder}/gotask.sock"
-        pipe = transport == "pipe"
-        process = await trio.lowlevel.open_process(
-            [str(binary), *(["-listen-on-pipe", "-address", ""] if pipe else ["-address", address])],
-            stdin=subprocess.PIPE if pipe else None,
-            stdout=subprocess.PIPE if pipe else None,
-        )
-        try:
-            if pipe:
-                assert process.stdin is not None and process.stdout is not None
-                stream = trio.StapledStream(process.stdin, process.stdout)
-                opened = Opened(stream, Hello(0, DEFAULT_MAX_FRAME_SIZE, 1024), b"", wire="goridge")
-                async with trio.open_nursery() as nursery:
-
-                    async def connect() -> Opened:
-                        return opened
-
-                    pool = Pool(
-                        nursery,
-                        connect,
-                        size=1,
-                        max_frame_size=DEFAULT_MAX_FRAME_SIZE,
-                        max_inflight=1024,
-                        explain=lost_without_explanation,
-                    )
-                    await pool.warm_up()
-                    yield GoTask(Remote(pool, "-"))
-                    pool.close()
-                return
-            with trio.fail_after(10):
-                while True:
-                    if process.poll() is not None:
-                        raise RuntimeError(
-                            f"{binary} exited with status {process.returncode} before listening"
-                        )
-                    try:
-                        await (await trio.open_unix_socket(address)).aclose()
-                        break
-                    except OSError:
-                        await trio.sleep(0.005)
-            async with connect_gotask(address, protocol="goridge") as gt:
-                yield gt
-        finally:
-            process.terminate()  # GoTask's server does not handle SIGTERM: the default action ends it
-            with trio.CancelScope(shield=True):
-                await process.wait()
 
 
 async def memory_per_call(sidecar: str, report: Report) -> None:
