@@ -38,6 +38,9 @@ from trio_gotask._wire import DEFAULT_MAX_FRAME_SIZE
 sys.path.insert(0, str(Path(__file__).parent))
 from floor import BlockingEcho, Floor, floor_sidecar, request_frame
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import goridge_server
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "go" / "example"
 Call = Callable[[], Awaitable[object]]
 TRANSPORTS: tuple[Transport, ...] = ("unix", "tcp", "pipe")
@@ -48,6 +51,8 @@ RAW = "blocking socket, no decoding (unix)"
 FROM_SOURCE = "unix, from a source folder, nothing changed"
 DESCRIPTORS = "descriptors (FdChannel)"
 STREAMS = "Trio streams (StreamChannel)"
+OURS = "this project's protocol"
+GORIDGE = "GoTask's format (goridge)"
 
 
 def trivial(x: int) -> int:
@@ -334,6 +339,7 @@ async def run(quick: bool, out: Path) -> Report:
     await memory_per_call(sidecar, report)
     await cpu_bound(sidecar, report, quick)
     await host_calls(sidecar, report, quick)
+    await goridge_format(sidecar, report, rounds, quick)
     return report
 
 
@@ -448,6 +454,62 @@ async def host_calls(sidecar: str, report: Report, quick: bool) -> None:
         rows,
         f"{n} sequential `gotask.CallHost` calls to a plain Python function, timed in Go "
         "(`App.HostLatency`), beside as many calls the other way, timed in Python.",
+    )
+
+
+async def goridge_format(sidecar: str, report: Report, rounds: int, quick: bool) -> None:
+    """GoTask's own format (goridge v2 frames, net/rpc, JSON) against this project's protocol: the
+    same trivial echo through a GoTask-shaped sidecar and through go/example, side by side."""
+    with tempfile.TemporaryDirectory(prefix="gotask-goridge-build-") as folder:
+        try:
+            binary = await trio.to_thread.run_sync(goridge_server.build, Path(folder))
+        except goridge_server.ProxyUnreachable as exc:
+            print(
+                "Skipped \"GoTask's format (goridge) vs this project's protocol\": the Go module proxy "
+                f"cannot be reached, so goridge v2.4.6 cannot be fetched ({str(exc).strip()[:200]})",
+                flush=True,
+            )
+            return
+        transports: tuple[Transport, ...] = ("unix", "pipe")
+        async with AsyncExitStack() as stack:
+            variants: dict[tuple[Transport, str], Call] = {}
+            for t in transports:
+                ours = await stack.enter_async_context(open_gotask(sidecar, transport=t))
+                theirs = await stack.enter_async_context(
+                    open_gotask(binary, transport=t, protocol="goridge", shutdown_grace=0.5)
+                )
+                variants[t, OURS] = partial(ours.call, "App.Echo", 1)
+                variants[t, GORIDGE] = partial(theirs.call, "App.Echo", 1)
+            for call in variants.values():
+                assert await call() == 1
+                await throughput(call, 512, 64)  # warm up
+            n = 500 if quick else 2000
+            latency: dict[tuple[Transport, str], list[float]] = {key: [] for key in variants}
+            rates: dict[tuple[Transport, str], list[float]] = {key: [] for key in variants}
+            for _ in range(rounds):
+                for key, call in variants.items():
+                    latency[key] += [await timed(call) for _ in range(n)]
+                    rates[key].append(await throughput(call, 2000 if quick else 8000, 64))
+    rows = []
+    for t in transports:
+        measures = {
+            "sequential p50 µs": {w: median(latency[t, w]) * 1e6 for w in (OURS, GORIDGE)},
+            "sequential p99 µs": {w: percentile(latency[t, w], 0.99) * 1e6 for w in (OURS, GORIDGE)},
+            "64 callers, calls/s": {w: median(rates[t, w]) for w in (OURS, GORIDGE)},
+        }
+        rows += [
+            [t, measure, f"{v[OURS]:,.0f}", f"{v[GORIDGE]:,.0f}", f"{v[GORIDGE] / v[OURS]:.2f}x"]
+            for measure, v in measures.items()
+        ]
+    report.table(
+        "GoTask's format (goridge) vs this project's protocol",
+        ["transport", "measure", OURS, GORIDGE, "goridge / ours"],
+        rows,
+        f"{rounds} rounds x {n} sequential calls, then 64 concurrent callers; `App.Echo(1)` on both, "
+        "one connection each. This project: go/example through `open_gotask`. GoTask's format: a "
+        "sidecar serving net/rpc with goridge v2.4.6's codec as GoTask's does "
+        '(tests/goridge_server.py), through `open_gotask(protocol="goridge")`. For latency '
+        "a ratio above 1x means goridge is slower; for calls/s, below 1x does.",
     )
 
 
