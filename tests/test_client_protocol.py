@@ -49,9 +49,10 @@ def sent_messages(protocol: ClientProtocol) -> list[Any]:
 
 def answered(protocol: ClientProtocol) -> list[Call]:
     out = []
-    while (call := protocol.next_event()) is not None:
-        assert isinstance(call, Call)
-        out.append(call)
+    while events := protocol.events():
+        for call in events:
+            assert isinstance(call, Call)
+            out.append(call)
     return out
 
 
@@ -242,9 +243,9 @@ class HostCallMachine(RuleBasedStateMachine):
         self.expected: list[tuple[int, str | None]] = []  # responses due on the wire: (msgid, error type)
 
     def events(self) -> list[Any]:
-        out = []
-        while (event := self.protocol.next_event()) is not None:
-            out.append(event)
+        out: list[Any] = []
+        while events := self.protocol.events():
+            out += events
         return out
 
     @rule(msgid=st.integers(0, 20), timeout=st.none() | st.floats(allow_nan=True) | st.just("soon"))
@@ -398,3 +399,32 @@ def test_read_greeting() -> None:
     )
     with pytest.raises(ProtocolError, match="version 1"):
         read_greeting(decoder)
+
+
+def test_replies_before_a_bad_frame_come_out_first_then_the_error() -> None:
+    """Their calls left the table: raising at once would leave their callers waiting forever."""
+    protocol = ClientProtocol(PEER, max_frame_size=8192, max_inflight=3)
+    first = protocol.send_request("App.A", 1, None, owner="a")
+    second = protocol.send_request("App.B", 2, None, owner="b")
+    protocol.data_to_send()
+    protocol.receive_data(
+        framed(Response(first.msgid, None, "one"))
+        + framed(Response(second.msgid, None, "two"))
+        + framed(Response(99, None, "nobody asked"))
+    )
+    assert protocol.events() == [first, second]
+    assert (first.result, second.result) == ("one", "two")
+    with pytest.raises(ProtocolError) as info:
+        protocol.events()
+    assert info.value.code == "unknown_msgid"
+    with pytest.raises(ProtocolError):
+        protocol.events()  # and ever after
+
+
+def test_a_bad_reply_is_named_by_what_it_gets_wrong() -> None:
+    protocol = ClientProtocol(PEER, max_frame_size=8192, max_inflight=3)
+    call = protocol.send_request("App.A", 1, None, owner="a")
+    protocol.data_to_send()
+    protocol.receive_data(framed(Response(call.msgid, {"type": 3}, None)))
+    with pytest.raises(ProtocolError, match="error must be nil or a map with string type and message"):
+        protocol.events()

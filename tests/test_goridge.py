@@ -150,10 +150,10 @@ def test_the_goridge_protocol_tracks_calls_by_sequence() -> None:
     assert not protocol.abandon(first)  # sent: Go runs it; the slot waits for the reply
     assert protocol.in_flight == 1
     protocol.receive_data(data("reply_app_hi"))
-    answered = protocol.next_event()
+    (answered,) = protocol.events()
     assert answered is first and answered.abandoned and answered.result == {"hello": "Hyperf"}
     assert protocol.in_flight == 0
     protocol.receive_data(data("reply_empty"))  # sequence 7 is not in flight
     with pytest.raises(ProtocolError) as info:
-        protocol.next_event()
+        protocol.events()
     assert info.value.code == "unknown_msgid"

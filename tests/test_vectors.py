@@ -138,7 +138,7 @@ def test_host_call_vectors_become_protocol_events() -> None:
         Hello(PROTOCOL_VERSION, 1 << 20, 8), max_frame_size=1 << 26, max_inflight=8, max_host_calls=4
     )
     protocol.receive_data(by_name["request_host_call"] + by_name["notification_log"])
-    call, log = protocol.next_event(), protocol.next_event()
+    call, log = protocol.events()
     assert isinstance(call, HostCall)
     assert (call.msgid, call.method, call.params, call.timeout) == (5, "Py.Upper", "reasno", 1.5)
     assert isinstance(log, HostLog)

@@ -250,10 +250,9 @@ class Connection:
             self._dispatch()
 
     def _dispatch(self) -> None:
-        next_event = self._protocol.next_event
         release = self._slots.release
         reschedule = trio.lowlevel.reschedule
-        while (event := next_event()) is not None:
+        for event in self._protocol.events():
             if type(event) is Call:
                 release()
                 if event.abandoned:

@@ -175,6 +175,7 @@ class GoridgeProtocol:
         self._calls: dict[int, Call] = {}
         self._last_seq = -1
         self._outgoing: list[tuple[Call, bytes]] = []
+        self._error: ProtocolError | None = None
         self.closed = False
 
     @property
@@ -238,20 +239,30 @@ class GoridgeProtocol:
     def received_into(self, count: int) -> None:
         raise AssertionError("goridge frames are read with receive_data")
 
-    def next_event(self) -> Call | None:
-        while (received := self._decoder.next_frame()) is not None:
-            reply = self._replies.feed(received)
-            if reply is None:
-                continue
-            call = self._calls.pop(reply.seq, None)
-            if call is None or not call.sent:
-                raise ProtocolError(
-                    "unknown_msgid", f"the sidecar answered sequence {reply.seq}, which is not in flight"
-                )
-            call.error = reply.error
-            call.result = reply.result
-            return call
-        return None
+    def events(self) -> list[Call]:
+        """The calls answered by the bytes received so far; as `ClientProtocol.events`, a bad
+        frame after some replies is raised by the next call."""
+        if self._error is not None:
+            raise self._error
+        out: list[Call] = []
+        try:
+            while (received := self._decoder.next_frame()) is not None:
+                reply = self._replies.feed(received)
+                if reply is None:
+                    continue
+                call = self._calls.pop(reply.seq, None)
+                if call is None or not call.sent:
+                    raise ProtocolError(
+                        "unknown_msgid", f"the sidecar answered sequence {reply.seq}, which is not in flight"
+                    )
+                call.error = reply.error
+                call.result = reply.result
+                out.append(call)
+        except ProtocolError as exc:
+            if not out:
+                raise
+            self._error = exc
+        return out
 
     def send_response(self, msgid: int, error: dict[str, Any] | None, result: Any = None) -> None:
         raise AssertionError("goridge has no host calls")

@@ -4,7 +4,7 @@
 waiting to be written, when a cancelled call needs a ``$cancel``, what a late reply of an abandoned
 call means, and how many calls the sidecar lets it send; and, for host calls (the sidecar calling
 the client), which are running and how many may. It is fed bytes with `receive_data` and hands back
-events with `next_event`: an answered `Call`, a `HostCall` to run, a `HostCancel`, a `HostLog`. It hands out
+events with `events`: an answered `Call`, a `HostCall` to run, a `HostCancel`, a `HostLog`. It hands out
 bytes to write with `data_to_send`. It knows nothing of sockets, tasks or clocks, so its tests
 drive it alone.
 
@@ -79,7 +79,7 @@ class Call:
     """One call from its request to its reply.
 
     ``owner`` is whatever the I/O layer needs to hand the outcome back (a task); the protocol
-    never looks at it. When `ClientProtocol.next_event` returns the call, ``error`` (the
+    never looks at it. When `ClientProtocol.events` returns the call, ``error`` (the
     protocol's error map) or ``result`` holds the outcome.
     """
 
@@ -169,12 +169,12 @@ class ClientProtocol:
     that a caller gave up: a request not yet handed out is dropped and its slot freed at once;
     one that was is followed by a ``$cancel``, and its slot stays taken until the sidecar answers.
 
-    Receiving: `receive_data` feeds bytes, `next_event` returns each call the sidecar answered,
+    Receiving: `receive_data` feeds bytes, `events` returns each call the sidecar answered,
     in order, with its slot freed. A call that was abandoned is returned too, marked so, since its
     slot was freed by the late reply. A reply to a msgid not in flight, a request from the
     sidecar, or malformed bytes raise `ProtocolError`, after which the connection is beyond use.
 
-    Host calls: a request from the sidecar comes out of `next_event` as a `HostCall`, and a
+    Host calls: a request from the sidecar comes out of `events` as a `HostCall`, and a
     ``$cancel`` for one as a `HostCancel`; `send_response` answers it (every host call is answered
     once). At most ``max_host_calls`` run at once: one past them is answered ``busy`` here, and
     never becomes an event. With ``max_host_calls`` 0 a request from the sidecar is a
@@ -208,6 +208,8 @@ class ClientProtocol:
         self.max_host_calls: Final = max_host_calls
         self._host_calls: set[int] = set()
         """The msgids of the host calls running (not yet answered)."""
+        self._error: ProtocolError | None = None
+        """A bad frame met after other events, raised by the next `events`."""
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -253,7 +255,7 @@ class ClientProtocol:
         """Give up on ``call``; return whether its slot is free now.
 
         It is free at once when the request was never handed out (it will not be). Otherwise a
-        ``$cancel`` is queued, and the slot is freed by the reply, which `next_event` returns
+        ``$cancel`` is queued, and the slot is freed by the reply, which `events` returns
         marked abandoned. Abandoning an answered call, or one of a closed protocol, does nothing
         (and returns ``False``).
         """
@@ -317,45 +319,56 @@ class ClientProtocol:
         """Record that ``count`` bytes were written at the start of `receive_buffer()`."""
         self._decoder.large_frame_filled(count)
 
-    def next_event(self) -> Event | None:
-        """The next event, or ``None`` when more bytes are needed: a `Call` the sidecar answered
-        (out of the table), a `HostCall` to run, or a `HostCancel`. See the class docstring for
-        abandoned calls and what raises."""
-        next_payload = self._decoder.next_payload
+    def events(self) -> list[Event]:
+        """The events the bytes received so far complete, in order (empty when more bytes are
+        needed): each `Call` the sidecar answered (out of the table), `HostCall` to run,
+        `HostCancel` and `HostLog`. See the class docstring for abandoned calls and what raises.
+
+        When a frame is bad, the events before it are returned first, since their calls already
+        left the table, and the `ProtocolError` is raised by the next call.
+        """
+        if self._error is not None:
+            raise self._error
+        out: list[Event] = []
         calls = self._calls
-        while (payload := next_payload()) is not None:
-            # A reply, [1, msgid, error, result], is most of what arrives: it is taken apart here,
-            # without a Response object. parse_message takes everything else, and says what is
-            # wrong with a reply that is not well formed.
-            if (
-                type(payload) is list
-                and len(payload) == 4
-                and payload[0] == RESPONSE
-                and type(payload[0]) is int
-            ):
-                _, msgid, error, result = payload
-                if type(msgid) is not int or not (error is None or is_error_map(error)):
-                    raise parse_error(payload)
-                call = calls.pop(msgid, None)
-                if call is None or not call.sent:  # the protocol is beyond use after this
-                    raise ProtocolError(
-                        "unknown_msgid", f"the sidecar answered msgid {msgid}, which is not in flight"
-                    )
-                call.error = error
-                call.result = result
-                return call
-            message = parse_message(payload)
-            if type(message) is Request:
-                event = self._host_call(message)
-                if event is not None:
-                    return event
-            elif type(message) is Notification and self.max_host_calls:
-                if message.method == CANCEL:
-                    if message.params in self._host_calls:
-                        return HostCancel(message.params)
-                elif message.method == LOG:
-                    return _host_log(message.params)
-        return None
+        try:
+            for payload in self._decoder.payloads():
+                # A reply, [1, msgid, error, result], is most of what arrives: it is taken apart
+                # here, without a Response object. parse_message takes everything else, and says
+                # what is wrong with a reply that is not well formed.
+                if (
+                    type(payload) is list
+                    and len(payload) == 4
+                    and payload[0] == RESPONSE
+                    and type(payload[0]) is int
+                ):
+                    _, msgid, error, result = payload
+                    if type(msgid) is not int or not (error is None or is_error_map(error)):
+                        raise parse_error(payload)
+                    call = calls.pop(msgid, None)
+                    if call is None or not call.sent:  # the protocol is beyond use after this
+                        raise ProtocolError(
+                            "unknown_msgid", f"the sidecar answered msgid {msgid}, which is not in flight"
+                        )
+                    call.error = error
+                    call.result = result
+                    out.append(call)
+                    continue
+                message = parse_message(payload)
+                if type(message) is Request:
+                    if (host_call := self._host_call(message)) is not None:
+                        out.append(host_call)
+                elif type(message) is Notification and self.max_host_calls:
+                    if message.method == CANCEL:
+                        if message.params in self._host_calls:
+                            out.append(HostCancel(message.params))
+                    elif message.method == LOG:
+                        out.append(_host_log(message.params))
+        except ProtocolError as exc:
+            if not out:
+                raise
+            self._error = exc
+        return out
 
     def _host_call(self, request: Request) -> HostCall | None:
         if not self.max_host_calls:

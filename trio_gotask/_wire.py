@@ -358,41 +358,58 @@ class Decoder:
         return max(0, 4 + length - left)
 
     def next_payload(self) -> Any | None:
-        """Return the next decoded payload (not yet checked against the message shapes); a
-        response whose result cannot be represented comes with a ``bad_reply`` error instead."""
+        """Return the next decoded payload, or ``None`` when no whole frame is left; see
+        `payloads`."""
+        got = self.payloads(1)
+        return got[0] if got else None
+
+    def payloads(self, most: int = 0) -> list[Any]:
+        """Decode the whole frames received so far, in order, up to ``most`` of them (0: all).
+
+        A payload is not yet checked against the message shapes; a response whose result cannot
+        be represented comes with a ``bad_reply`` error instead. A connection's reader takes
+        every frame a read completed in one call: the per-frame work is this loop's.
+        """
+        out: list[Any] = []
         if self._large is not None:
             if self._large_filled < len(self._large):
-                return None
+                return out
             large, self._large = self._large, None
-            return _decode_payload(large)
+            out.append(_decode_payload(large))
+            if most == 1:  # the greeting reads one frame at a time
+                return out
         buf = self._buf
         pos = self._pos
-        if len(buf) - pos < 4:
-            return None
-        (length,) = _HEADER.unpack_from(buf, pos)
-        if length == 0:
-            raise ProtocolError("empty_frame", "received a frame of length 0")
-        if length > self.max_frame_size:
-            raise ProtocolError(
-                "too_large", f"received a frame of {length} bytes; the limit is {self.max_frame_size}"
-            )
-        end = pos + 4 + length
-        if len(buf) < end:
-            if length >= self._large_frame:
-                # Move what has arrived to a buffer of the frame's size, where the rest will go.
-                self._large = bytearray(length)
-                arrived = len(buf) - pos - 4
-                self._large[:arrived] = memoryview(buf)[pos + 4 :]
-                self._large_filled = arrived
-                self._pos = len(buf)
-            return None
-        if length < _SLICE_BELOW:
-            obj = _decode_payload(buf[pos + 4 : end])  # a copy, but cheaper than a memoryview
-        else:
-            with memoryview(buf) as view, view[pos + 4 : end] as payload:
-                obj = _decode_payload(payload)
-        self._pos = end
-        return obj
+        size = len(buf)
+        limit = self.max_frame_size
+        unpack = _HEADER.unpack_from
+        while size - pos >= 4:
+            (length,) = unpack(buf, pos)
+            if not 0 < length <= limit:
+                self._pos = pos
+                if length == 0:
+                    raise ProtocolError("empty_frame", "received a frame of length 0")
+                raise ProtocolError("too_large", f"received a frame of {length} bytes; the limit is {limit}")
+            end = pos + 4 + length
+            if size < end:
+                if length >= self._large_frame:
+                    # Move what has arrived to a buffer of the frame's size, where the rest will go.
+                    self._large = bytearray(length)
+                    arrived = size - pos - 4
+                    self._large[:arrived] = memoryview(buf)[pos + 4 :]
+                    self._large_filled = arrived
+                    pos = size
+                break
+            if length < _SLICE_BELOW:
+                out.append(_decode_payload(buf[pos + 4 : end]))  # a copy, but cheaper than a view
+            else:
+                with memoryview(buf) as view, view[pos + 4 : end] as payload:
+                    out.append(_decode_payload(payload))
+            pos = end
+            if len(out) == most:
+                break
+        self._pos = pos
+        return out
 
     def next_message(self) -> Message | None:
         obj = self.next_payload()
