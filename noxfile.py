@@ -104,7 +104,7 @@ def report_pythons(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def bench(session: nox.Session) -> None:
     """The benchmark suite (not run by default): tables and plots in benchmarks/results/."""
-    session.install("-e", ".", "trio-parallel", "matplotlib")
+    session.install("-e", ".", "trio-parallel", "matplotlib", "grpcio", "protobuf")
     session.run("python", "benchmarks/bench.py", *session.posargs)
 
 
