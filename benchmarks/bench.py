@@ -235,6 +235,9 @@ async def run(quick: bool, out: Path) -> Report:
 
         await fast_path(floor_address, report, rounds, quick)
         await pool_sizes(sidecar, report, rounds, quick)
+        from mixed import mixed_workload  # here, not at the top: mixed.py imports bench
+
+        await mixed_workload(sidecar, report, quick)
 
         # Payload sweep: bytes echoed through the sidecar, and the ceiling: the same frames
         # through a blocking socket, neither encoded nor decoded per call.
@@ -340,6 +343,9 @@ async def run(quick: bool, out: Path) -> Report:
     await cpu_bound(sidecar, report, quick)
     await host_calls(sidecar, report, quick)
     await goridge_format(sidecar, report, rounds, quick)
+    from grpc_compare import grpc_section  # here, not at the top: grpc_compare imports bench
+
+    await grpc_section(report, sidecar, quick)
     return report
 
 
