@@ -16,7 +16,7 @@ GO_EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/go.mod"))
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 DEFAULT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
-nox.options.sessions = ["go", "lint", "typing", "tests", "pythons"]
+nox.options.sessions = ["go", "lint", "typing", "tests", "compiled", "pythons"]
 nox.options.default_venv_backend = "venv"
 # A missing interpreter is reported as skipped by nox; the default one is checked below.
 nox.options.error_on_missing_interpreters = False
@@ -90,6 +90,43 @@ def tests(session: nox.Session) -> None:
     """pytest against the real example sidecar, on each CPython 3.10-3.13 found."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def compiled(session: nox.Session) -> None:
+    """pytest against the sans-I/O core compiled with mypyc (the optional fast build).
+
+    The wheel is built from a copy of the tree, since the mypyc build hook leaves compiled modules
+    beside the sources, where they would shadow the .py files of an editable install.
+    """
+    tmp = Path(session.create_tmp())
+    source = tmp / "source"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".nox", ".venv", "*.so", "__pycache__", ".mypy_cache", "build", "dist"
+        ),
+    )
+    wheels = tmp / "wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    session.run(
+        "python",
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "-w",
+        str(wheels),
+        str(source),
+        env={"HATCH_BUILD_HOOK_ENABLE_MYPYC": "true"},
+    )
+    (wheel,) = wheels.glob("*.whl")
+    session.install(f"{wheel}[test]")
+    # The `pytest` program (not `python -m pytest`) keeps the source tree off sys.path, so the
+    # installed, compiled package is the one imported; tests/test_core.py checks that it is.
+    session.run("pytest", *session.posargs, env={"TRIO_GOTASK_EXPECT_COMPILED": "1"})
 
 
 @nox.session(python=False, name="pythons")
