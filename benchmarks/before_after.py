@@ -1,17 +1,24 @@
 """This tree's client against the client of an earlier commit, in one process, rounds alternating.
 
     python benchmarks/before_after.py --before main~5 [--rounds 7]
+    python benchmarks/before_after.py --before HEAD --compiled   # pure Python vs the mypyc build
 
 A change to the client is "no slower" when, in one run on one machine, its ratios to the floor
 match those of the commit before it: runs apart differ by more than most changes do. The earlier
 client is extracted with ``git archive`` and imported as ``trio_gotask_before``; both talk to
 sidecars built from this tree's ``go/example``, so both must speak the same protocol version.
+
+With ``--compiled`` the "after" client is this tree built with its core compiled by mypyc (the
+optional build, docs/performance.md): the wheel is built from a copy of the tree and unpacked into
+a temporary folder, and the script runs again with that folder first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -97,13 +104,46 @@ async def run(before: Any, label: str, rounds: int) -> None:
         )
 
 
+_COMPILED_MARK = "TRIO_GOTASK_BENCH_COMPILED"
+
+
+def compiled_build(folder: Path) -> Path:
+    """This tree's wheel with the core compiled by mypyc, unpacked into ``folder``/site."""
+    source = folder / "source"
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".git", ".nox", ".venv", "*.so", "__pycache__")
+    )
+    env = {**os.environ, "HATCH_BUILD_HOOK_ENABLE_MYPYC": "true"}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(folder), str(source)],
+        env=env,
+        check=True,
+    )
+    (wheel,) = folder.glob("*.whl")
+    shutil.unpack_archive(wheel, folder / "site", "zip")
+    return folder / "site"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--before", default="HEAD", help="the commit to compare with (default: HEAD)")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--compiled", action="store_true", help="compare with this tree's mypyc build")
     options = parser.parse_args()
+    if options.compiled and os.environ.get(_COMPILED_MARK) is None:
+        with tempfile.TemporaryDirectory(prefix="gotask-compiled-") as folder:
+            into = compiled_build(Path(folder))
+            env = {
+                **os.environ,
+                _COMPILED_MARK: "1",
+                "PYTHONPATH": f"{into}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            }
+            sys.exit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
+    if options.compiled:
+        core = importlib.import_module("trio_gotask._protocol").__file__ or ""
+        assert core.endswith(".so"), f"the compiled build was not imported: {core}"
     with tempfile.TemporaryDirectory(prefix="gotask-before-") as folder:
         before = extract(options.before, Path(folder))
         trio.run(run, before, options.before, options.rounds)
