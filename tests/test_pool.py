@@ -16,7 +16,7 @@ from wirehelpers import pack
 
 from trio_gotask import GoTask, GoTaskError, ProtocolError, SidecarError
 from trio_gotask._errors import error_factory, lost_without_explanation
-from trio_gotask._pool import _RETRY_AFTER, Pool, Remote
+from trio_gotask._pool import _RETRY_AFTER, HEAVY, Pool, Remote
 from trio_gotask._transport import Connect, Opened
 from trio_gotask._wire import frame_header
 
@@ -163,6 +163,38 @@ async def test_calls_go_to_the_least_loaded_connection_and_open_more_only_when_i
         for i, loads in enumerate(expected):
             await start_call(sidecar.nursery, pool, i)
             assert sidecar.loads() == loads
+
+
+async def test_small_calls_keep_off_a_connection_carrying_a_big_frame_and_big_ones_share_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=2, answer=None) as (pool, sidecar):
+        await pool.warm_up()
+        big = b"x" * HEAVY
+        await start_call(sidecar.nursery, pool, big)
+        assert sidecar.loads() == [1]
+        # The one connection carries a big call: the next call takes it anyway (nothing else is
+        # open yet) and opens a second one, which every later small call prefers.
+        expected = [[2, 0], [2, 1], [2, 2], [2, 3]]
+        for i, loads in enumerate(expected):
+            await start_call(sidecar.nursery, pool, i)
+            assert sidecar.loads() == loads
+        await start_call(sidecar.nursery, pool, big)
+        assert sidecar.loads() == [3, 3]  # joins the big call, though the other is as loaded
+        await start_call(sidecar.nursery, pool, b"small bytes")
+        assert sidecar.loads() == [3, 4]  # bytes below the threshold make a small call
+
+
+async def test_without_big_calls_the_least_loaded_connection_is_chosen(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=2, answer=None) as (pool, sidecar):
+        await pool.warm_up()
+        for i in range(4):
+            await start_call(sidecar.nursery, pool, i)
+        assert sidecar.loads() == [2, 2]
+        await start_call(sidecar.nursery, pool, b"x" * HEAVY)
+        assert sorted(sidecar.loads()) == [2, 3]  # a big call alone takes the least loaded
 
 
 # -- failing to open -------------------------------------------------------------------------------

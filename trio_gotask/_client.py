@@ -109,8 +109,11 @@ class GoTask:
         backend = self._backend
         try:
             pool = backend.current_pool or await backend.wait_pool()
-            connection = pool.only or await pool.choose()
-            result = await connection.call(method, arg)
+            connection = pool.only
+            if connection is not None:
+                result = await connection.call(method, arg)
+            else:
+                result = await pool.call(method, arg)
         except trio.Cancelled:
             self._cancelled += 1
             raise

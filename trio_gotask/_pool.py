@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import logging
-from typing import Final, Protocol, final
+from typing import Any, Final, Protocol, final
 
 import trio
 
@@ -16,11 +17,19 @@ logger: Final = logging.getLogger("trio_gotask")
 
 # After a connection failed to open while others serve, how long before trying again.
 _RETRY_AFTER: Final = 1.0
+HEAVY: Final = 64 * 1024
+"""A call whose argument is `bytes` of at least this size is heavy (see `Pool`)."""
+_BINARY: Final = (bytes, bytearray, memoryview)
 
 
 @final
 class Pool:
     """Up to ``size`` connections; each call goes to the least-loaded one with a free slot.
+
+    A call whose argument is large `bytes` (64 KiB or more) is heavy: it holds its connection's
+    stream for as long as its frame takes to cross. Light calls go to connections that carry no
+    heavy call if there are any, and heavy calls join those that carry one already, so that
+    with ``size`` 2 or more the small calls are not queued behind big frames.
 
     A caller that finds every connection busy starts opening another (if the pool is not full) in
     the background and goes on with the least-loaded connection that has room; a burst therefore
@@ -50,6 +59,8 @@ class Pool:
         self._explain = explain
         self._handlers = handlers
         self._connections: list[Connection] = []
+        self._heavy: collections.Counter[Connection] = collections.Counter()
+        """The heavy calls in flight on each connection."""
         self._opening = 0
         self._opened_event = trio.Event()
         self._open_error: GoTaskError | None = None
@@ -75,15 +86,34 @@ class Pool:
             self._opening += 1
             await self._open()
 
-    async def choose(self) -> Connection:
-        """The least-loaded connection with a free slot; see the class docstring for when more
-        are opened and when callers wait."""
+    async def call(self, method: str, arg: Any) -> Any:
+        """Make a call on the connection `choose` picks for it (when there is no `only` one)."""
+        heavy = type(arg) in _BINARY and len(arg) >= HEAVY
+        connection = await self.choose(heavy)
+        if not heavy:
+            return await connection.call(method, arg)
+        self._heavy[connection] += 1
+        try:
+            return await connection.call(method, arg)
+        finally:
+            self._heavy[connection] -= 1
+            if not self._heavy[connection]:
+                del self._heavy[connection]
+
+    async def choose(self, heavy: bool = False) -> Connection:
+        """The connection for a call, ``heavy`` or not: the least-loaded one with a free slot
+        among those that carry heavy calls when ``heavy`` (those that carry none otherwise), or
+        else among all. See the class docstring for when more are opened and when callers wait."""
         while True:
             if self._failure is not None:
                 raise self._failure()
             live = self._connections
             roomy = [c for c in live if c.load < c.max_inflight]
-            best = min(roomy, key=_load) if roomy else None
+            carrying = self._heavy
+            if heavy:
+                best = min(roomy, key=lambda c: (not carrying[c], c.load)) if roomy else None
+            else:
+                best = min(roomy, key=lambda c: (carrying[c] > 0, c.load)) if roomy else None
             may_open = len(live) + self._opening < self._size and (
                 not live or trio.current_time() >= self._retry_at
             )
