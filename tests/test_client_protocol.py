@@ -350,15 +350,23 @@ def test_msgids_wrap_around_and_skip_those_in_flight() -> None:
     assert protocol.send_request("App.A", None, None, owner=None).msgid == 1  # 0 is in flight
 
 
-def test_big_payloads_are_handed_out_as_their_own_chunks() -> None:
+def test_big_payloads_are_handed_out_as_their_own_chunks_after_the_small_frames() -> None:
     protocol = ClientProtocol(Hello(PROTOCOL_VERSION, 1 << 24, 8), max_frame_size=1 << 24, max_inflight=8)
     protocol.send_request("App.A", 1, None, owner=None)
     big = protocol.send_request("App.Echo", b"x" * 100_000, None, owner=None)
     protocol.send_request("App.A", 2, None, owner=None)
     chunks = protocol.data_to_send()
-    assert len(chunks) == 3
+    assert len(chunks) == 2
     assert isinstance(chunks[1], memoryview) and len(chunks[1]) > 100_000
     assert big.sent
+    decoder = Decoder()
+    for chunk in chunks:
+        decoder.receive_data(chunk)
+    order = []
+    while (message := decoder.next_message()) is not None:
+        assert isinstance(message, Request)
+        order.append((message.method, message.params if message.method == "App.A" else len(message.params)))
+    assert order == [("App.A", 1), ("App.A", 2), ("App.Echo", 100_000)]
 
 
 def test_greeting_carries_the_secret_then_the_hello() -> None:

@@ -274,23 +274,28 @@ class ClientProtocol:
         return bool(self._outgoing)
 
     def data_to_send(self) -> list[bytes | bytearray | memoryview]:
-        """Everything queued, as chunks to write in this order; small frames come joined into one
-        chunk, a big payload as a chunk of its own. The requests among them count as sent."""
+        """Everything queued, as chunks to write in this order: the small frames first, joined
+        into one chunk, then each big payload as a chunk of its own, so that small calls queued
+        with a big one need not wait for it to cross. The requests among them count as sent."""
         frames, self._outgoing = self._outgoing, []
-        chunks: list[bytes | bytearray | memoryview] = []
         out = bytearray()
+        big: list[tuple[bytes, bytes | memoryview]] = []
         for call, header, payload in frames:
             if call is not None:
                 if call.abandoned:
                     continue
                 call.sent = True
-            out += header
             if len(payload) >= BIG_PAYLOAD:
-                chunks.append(out)
-                chunks.append(payload)
-                out = bytearray()
+                big.append((header, payload))
             else:
+                out += header
                 out += payload
+        chunks: list[bytes | bytearray | memoryview] = []
+        for header, payload in big:
+            out += header
+            chunks.append(out)
+            chunks.append(payload)
+            out = bytearray()
         if out:
             chunks.append(out)
         return chunks
