@@ -139,9 +139,9 @@ async def mixed_workload(sidecar: str, report: Report, quick: bool) -> None:
         "time: half the median round trip of a 16 MiB echo alone (a round trip carries two such "
         "frames, encoding and decoding included). `growth, frames` is the small calls' p99 under load "
         "minus their p99 alone, in frames; the issue's target is at most 1. `large RT` is the large "
-        "calls' median round trip under that load. A pool sends each call to the connection with "
-        "the fewest calls in flight, so with `pool_size=2` small calls still share the large calls' "
-        "connections (both of them with 2 large callers).",
+        "calls' median round trip under that load. With `pool_size=2` the pool keeps small calls "
+        "off the connection that carries the large ones; on one connection a small frame waits for "
+        "the large frame crossing in each direction, and for the event loop's 16 MiB copies.",
     )
 
 
