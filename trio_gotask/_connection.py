@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final, final
 
 import outcome
@@ -136,14 +137,7 @@ class Connection:
             else:
                 self._wake_writer()  # it batches what every caller queued by the time it runs
 
-            def abort(_: Any) -> trio.lowlevel.Abort:
-                if protocol.abandon(call):
-                    self._slots.release()
-                else:
-                    self._wake_writer()  # for the $cancel
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            return await trio.lowlevel.wait_task_rescheduled(abort)
+            return await trio.lowlevel.wait_task_rescheduled(partial(self._abort, call))
         except RemoteError as exc:
             if exc.type == "deadline_exceeded":
                 # The Go context shares the caller's deadline, and its reply can beat Trio to
@@ -153,6 +147,14 @@ class Connection:
             raise
         finally:
             self.load -= 1
+
+    def _abort(self, call: Call, _: Any) -> trio.lowlevel.Abort:
+        """A parked caller is cancelled: it gives up its call (see `ClientProtocol.abandon`)."""
+        if self._protocol.abandon(call):
+            self._slots.release()
+        else:
+            self._wake_writer()  # for the $cancel
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def _wake_writer(self) -> None:
         if self._writer_idle:  # cheaper than unpark() when the writer is busy, as it mostly is
