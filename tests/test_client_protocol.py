@@ -16,10 +16,12 @@ from trio_gotask._protocol import Call, ClientProtocol, HostCall, HostCancel, Re
 from trio_gotask._wire import (
     CANCEL,
     HELLO,
+    LARGE_BYTES,
     MAX_MSGID,
     PROTOCOL_VERSION,
     REFUSED,
     Decoder,
+    Encoder,
     Hello,
     Notification,
     Request,
@@ -353,11 +355,12 @@ def test_msgids_wrap_around_and_skip_those_in_flight() -> None:
 def test_big_payloads_are_handed_out_as_their_own_chunks_after_the_small_frames() -> None:
     protocol = ClientProtocol(Hello(PROTOCOL_VERSION, 1 << 24, 8), max_frame_size=1 << 24, max_inflight=8)
     protocol.send_request("App.A", 1, None, owner=None)
-    big = protocol.send_request("App.Echo", b"x" * 100_000, None, owner=None)
+    data = b"x" * 100_000
+    big = protocol.send_request("App.Echo", data, 2.5, owner=None)
     protocol.send_request("App.A", 2, None, owner=None)
     chunks = protocol.data_to_send()
-    assert len(chunks) == 2
-    assert isinstance(chunks[1], memoryview) and len(chunks[1]) > 100_000
+    assert len(chunks) == 3
+    assert chunks[1] is data  # sent from the caller's own bytes, not a copy
     assert big.sent
     decoder = Decoder()
     for chunk in chunks:
@@ -367,6 +370,17 @@ def test_big_payloads_are_handed_out_as_their_own_chunks_after_the_small_frames(
         assert isinstance(message, Request)
         order.append((message.method, message.params if message.method == "App.A" else len(message.params)))
     assert order == [("App.A", 1), ("App.A", 2), ("App.Echo", 100_000)]
+
+
+@pytest.mark.parametrize("size", [LARGE_BYTES, LARGE_BYTES + 1, 3 << 20])
+@pytest.mark.parametrize("timeout", [None, 0.25, 1e9])
+@pytest.mark.parametrize("method", ["App.Echo", "Ü" * 40])
+def test_a_large_bytes_request_is_the_same_payload_as_packing_it_whole(
+    size: int, timeout: float | None, method: str
+) -> None:
+    data = bytes(range(256)) * (size // 256) + b"\x07" * (size % 256)
+    head, tail = Encoder().request_around(99, method, len(data), timeout)
+    assert head + data + tail == Encoder().request(99, method, bytearray(data), timeout)
 
 
 def test_greeting_carries_the_secret_then_the_hello() -> None:

@@ -20,6 +20,7 @@ from ._errors import ProtocolError
 from ._wire import (
     CANCEL,
     HELLO,
+    LARGE_BYTES,
     LOG,
     MAX_MSGID,
     REFUSED,
@@ -156,7 +157,9 @@ class HostLog:
 
 Event = Call | HostCall | HostCancel | HostLog
 
-_Frame = tuple[Call | None, bytes, "bytes | memoryview"]
+_Frame = tuple[Call | None, bytes, "bytes | memoryview", bytes]
+"""A frame to send: the call it is the request of (if any), then its bytes in three pieces: the
+header (and the head of the payload), the body, and the tail of the payload (often empty)."""
 
 
 @final
@@ -232,16 +235,25 @@ class ClientProtocol:
         msgid = self._last_msgid + 1
         if msgid > MAX_MSGID or msgid in self._calls:
             msgid = self._next_free_msgid()
-        payload = self._encoder.request(msgid, method, arg, timeout)
-        if len(payload) > self.max_request:
+        body: bytes | memoryview
+        if type(arg) is bytes and len(arg) >= LARGE_BYTES:
+            head, tail = self._encoder.request_around(msgid, method, len(arg), timeout)
+            body = arg
+            size = len(head) + len(body) + len(tail)
+            head = frame_header(size) + head
+        else:
+            body = self._encoder.request(msgid, method, arg, timeout)
+            size = len(body)
+            head, tail = frame_header(size), b""
+        if size > self.max_request:
             raise ValueError(
-                f"the request to {method} is {len(payload)} bytes; the frame limit is "
+                f"the request to {method} is {size} bytes; the frame limit is "
                 f"{self.max_request} (the lower of max_frame_size and the sidecar's -max-frame-size)"
             )
         self._last_msgid = msgid
         call = Call(msgid, method, owner)
         self._calls[msgid] = call
-        self._outgoing.append((call, frame_header(len(payload)), payload))
+        self._outgoing.append((call, head, body, tail))
         return call
 
     def _next_free_msgid(self) -> int:
@@ -266,7 +278,7 @@ class ClientProtocol:
             del self._calls[call.msgid]
             return True
         cancel = self._encoder.cancel(call.msgid)
-        self._outgoing.append((None, frame_header(len(cancel)), cancel))
+        self._outgoing.append((None, frame_header(len(cancel)), cancel, b""))
         return False
 
     @property
@@ -279,23 +291,25 @@ class ClientProtocol:
         with a big one need not wait for it to cross. The requests among them count as sent."""
         frames, self._outgoing = self._outgoing, []
         out = bytearray()
-        big: list[tuple[bytes, bytes | memoryview]] = []
-        for call, header, payload in frames:
+        big: list[_Frame] = []
+        for frame in frames:
+            call, head, body, tail = frame
             if call is not None:
                 if call.abandoned:
                     continue
                 call.sent = True
-            if len(payload) >= BIG_PAYLOAD:
-                big.append((header, payload))
+            if len(body) >= BIG_PAYLOAD:
+                big.append(frame)
             else:
-                out += header
-                out += payload
+                out += head
+                out += body
+                out += tail
         chunks: list[bytes | bytearray | memoryview] = []
-        for header, payload in big:
-            out += header
+        for _, head, body, tail in big:
+            out += head
             chunks.append(out)
-            chunks.append(payload)
-            out = bytearray()
+            chunks.append(body)
+            out = bytearray(tail)
         if out:
             chunks.append(out)
         return chunks
@@ -418,7 +432,7 @@ class ClientProtocol:
                 "message": f"the result is {len(payload)} bytes encoded; the sidecar accepts {self.max_request}",
             }
             payload = self._encoder.response(msgid, error, None)
-        self._outgoing.append((None, frame_header(len(payload)), payload))
+        self._outgoing.append((None, frame_header(len(payload)), payload, b""))
 
     @property
     def host_calls(self) -> int:

@@ -103,6 +103,9 @@ def frame_header(length: int) -> bytes:
 
 _BINARY: Final = (bytes, bytearray)
 _LARGE_BINARY: Final = 64 * 1024
+LARGE_BYTES: Final = _LARGE_BINARY
+"""`bytes` params this large are sent without a copy (`Encoder.request_around`)."""
+_BIN32: Final = struct.Struct(">BI")
 
 
 def _packer(**options: Any) -> msgpack.Packer:
@@ -131,6 +134,17 @@ class Encoder:
             packer.pack(message)
             return packer.getbuffer()  # type: ignore[no-any-return]
         return self._packer.pack(message)  # type: ignore[no-any-return]
+
+    def request_around(
+        self, msgid: int, method: str, size: int, timeout: float | None = None
+    ) -> tuple[bytes, bytes]:
+        """What goes before and after ``size`` bytes of `bytes` params in a request's payload: the
+        params are sent from the caller's own object, never copied (the payload is the three
+        joined). For ``size`` of at least 64 KiB, so that the params are a msgpack bin 32."""
+        packer = self._packer
+        head = packer.pack_array_header(5) + packer.pack(REQUEST) + packer.pack(msgid) + packer.pack(method)
+        tail = packer.pack(None if timeout is None else {"timeout": timeout})
+        return head + _BIN32.pack(0xC6, size), tail
 
     def auth(self, secret: str) -> bytes:
         return self._packer.pack([NOTIFICATION, AUTH, secret])  # type: ignore[no-any-return]
