@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from wirehelpers import encode
 
+from trio_gotask import _wire
 from trio_gotask._errors import ProtocolError
 from trio_gotask._wire import Decoder, Encoder, Request, Response, frame_header, parse_message
 
@@ -88,13 +89,17 @@ def test_parse_message_accepts_or_refuses_cleanly(obj: Any) -> None:
 
 
 @settings(max_examples=100)
-@given(st.binary(min_size=1, max_size=5000), st.lists(st.integers(1, 700), max_size=12), st.booleans())
-def test_large_frames_fill_their_own_buffer(blob: bytes, chunks: list[int], use_view: bool) -> None:
+@given(
+    st.lists(st.binary(min_size=1, max_size=5000), min_size=1, max_size=4),
+    st.lists(st.integers(1, 700), max_size=12),
+    st.booleans(),
+)
+def test_large_frames_fill_their_own_buffer(blobs: list[bytes], chunks: list[int], use_view: bool) -> None:
     # A tiny threshold sends these frames through the large-frame buffer, fed either way a reader
-    # can: receive_data() copies, or a receive straight into large_frame_view().
-    message = Response(7, None, blob)
-    payload = encode(message)
-    stream = frame_header(len(payload)) + payload + frame_header(len(payload)) + payload
+    # can: receive_data() copies, or a receive straight into large_frame_view(). Frames of any
+    # sizes in a row reuse (or outgrow) the buffer of the one before.
+    messages = [Response(i, None, blob) for i, blob in enumerate(blobs)]
+    stream = b"".join(frame_header(len(p)) + p for p in map(encode, messages))
     decoder = Decoder(large_frame=16)
     got: list[Any] = []
     pos = 0
@@ -112,7 +117,20 @@ def test_large_frames_fill_their_own_buffer(blob: bytes, chunks: list[int], use_
             decoder.receive_data(piece)
         got += decode_all(decoder)
     decoder.receive_eof()
-    assert got == [message, message]
+    assert got == messages
+
+
+def test_the_large_frame_buffer_is_kept_up_to_a_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_wire, "SPARE_LIMIT", 1000)
+    decoder = Decoder(large_frame=16)
+    payloads = {size: encode(Response(1, None, bytes(size))) for size in (100, 300, 500, 900, 2000)}
+    for size, kept in [(500, 500), (300, 500), (900, 900), (2000, 900), (100, 900)]:
+        payload = payloads[size]
+        decoder.receive_data(frame_header(len(payload)) + payload[:10])
+        assert decode_all(decoder) == []  # the frame's buffer is chosen here
+        decoder.receive_data(payload[10:])
+        assert decode_all(decoder) == [Response(1, None, bytes(size))]
+        assert decoder._spare is not None and len(decoder._spare) == len(payloads[kept])
 
 
 def test_truncated_large_frame_is_reported() -> None:

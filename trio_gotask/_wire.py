@@ -36,6 +36,8 @@ MAX_MSGID: Final = 2**32 - 1
 
 _HEADER = struct.Struct(">I")
 _SLICE_BELOW = 16 * 1024
+SPARE_LIMIT: Final = 32 << 20
+"""The largest receive buffer a connection keeps for its next large frame."""
 _UNICODE_ERRORS = "surrogateescape"
 
 
@@ -312,7 +314,9 @@ class Decoder:
     A frame of at least ``large_frame`` bytes gets a buffer of its own, sized once from its header:
     `receive_data()` copies into it, or a reader that can receive into memory fills the view from
     `large_frame_view()` and reports with `large_frame_filled()`. A big payload is then copied once
-    instead of being grown chunk by chunk.
+    instead of being grown chunk by chunk. Decoding copies every value out of it, so the buffer is
+    kept for the next large frame, up to `SPARE_LIMIT` bytes: a fresh one costs a page fault every
+    4 KiB as it fills.
     """
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *, large_frame: int = 1 << 18) -> None:
@@ -320,8 +324,10 @@ class Decoder:
         self._large_frame = large_frame
         self._buf = bytearray()
         self._pos = 0
-        self._large: bytearray | None = None
+        self._large: memoryview | None = None
+        """The large frame being received: the start of `_spare`."""
         self._large_filled = 0
+        self._spare: bytearray | None = None
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         if self._large is not None:
@@ -408,7 +414,12 @@ class Decoder:
             if size < end:
                 if length >= self._large_frame:
                     # Move what has arrived to a buffer of the frame's size, where the rest will go.
-                    self._large = bytearray(length)
+                    spare = self._spare
+                    if spare is None or len(spare) < length:
+                        spare = bytearray(length)
+                        if length <= SPARE_LIMIT:
+                            self._spare = spare
+                    self._large = memoryview(spare)[:length]
                     arrived = size - pos - 4
                     self._large[:arrived] = memoryview(buf)[pos + 4 :]
                     self._large_filled = arrived
