@@ -6,6 +6,7 @@ import glob
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import nox
@@ -99,31 +100,30 @@ def compiled(session: nox.Session) -> None:
     The wheel is built from a copy of the tree, since the mypyc build hook leaves compiled modules
     beside the sources, where they would shadow the .py files of an editable install.
     """
-    tmp = Path(session.create_tmp())
-    source = tmp / "source"
-    shutil.rmtree(source, ignore_errors=True)
-    shutil.copytree(
-        ROOT,
-        source,
-        ignore=shutil.ignore_patterns(
-            ".git", ".nox", ".venv", "*.so", "__pycache__", ".mypy_cache", "build", "dist"
-        ),
-    )
-    wheels = tmp / "wheels"
-    shutil.rmtree(wheels, ignore_errors=True)
-    session.run(
-        "python",
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "-w",
-        str(wheels),
-        str(source),
-        env={"HATCH_BUILD_HOOK_ENABLE_MYPYC": "true"},
-    )
-    (wheel,) = wheels.glob("*.whl")
-    session.install(f"{wheel}[test]")
+    # Not session.create_tmp(): it points TMPDIR into .nox, too deep for the tests' socket paths.
+    with tempfile.TemporaryDirectory(prefix="trio-gotask-compiled-") as tmp:
+        source = Path(tmp) / "source"
+        shutil.copytree(
+            ROOT,
+            source,
+            ignore=shutil.ignore_patterns(
+                ".git", ".nox", ".venv", "*.so", "__pycache__", ".mypy_cache", "build", "dist"
+            ),
+        )
+        wheels = Path(tmp) / "wheels"
+        session.run(
+            "python",
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-w",
+            str(wheels),
+            str(source),
+            env={"HATCH_BUILD_HOOK_ENABLE_MYPYC": "true"},
+        )
+        (wheel,) = wheels.glob("*.whl")
+        session.install(f"{wheel}[test]")
     # The `pytest` program (not `python -m pytest`) keeps the source tree off sys.path, so the
     # installed, compiled package is the one imported; tests/test_core.py checks that it is.
     session.run("pytest", *session.posargs, env={"TRIO_GOTASK_EXPECT_COMPILED": "1"})
