@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from wirehelpers import encode
 
-from trio_gotask import _wire
 from trio_gotask._errors import ProtocolError
 from trio_gotask._wire import Decoder, Encoder, Request, Response, frame_header, parse_message
 
@@ -120,9 +119,8 @@ def test_large_frames_fill_their_own_buffer(blobs: list[bytes], chunks: list[int
     assert got == messages
 
 
-def test_the_large_frame_buffer_is_kept_up_to_a_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_wire, "SPARE_LIMIT", 1000)
-    decoder = Decoder(large_frame=16)
+def test_the_large_frame_buffer_is_kept_up_to_a_limit() -> None:
+    decoder = Decoder(large_frame=16, spare_limit=1000)
     payloads = {size: encode(Response(1, None, bytes(size))) for size in (100, 300, 500, 900, 2000)}
     for size, kept in [(500, 500), (300, 500), (900, 900), (2000, 900), (100, 900)]:
         payload = payloads[size]

@@ -315,13 +315,20 @@ class Decoder:
     `receive_data()` copies into it, or a reader that can receive into memory fills the view from
     `large_frame_view()` and reports with `large_frame_filled()`. A big payload is then copied once
     instead of being grown chunk by chunk. Decoding copies every value out of it, so the buffer is
-    kept for the next large frame, up to `SPARE_LIMIT` bytes: a fresh one costs a page fault every
+    kept for the next large frame, up to ``spare_limit`` bytes: a fresh one costs a page fault every
     4 KiB as it fills.
     """
 
-    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *, large_frame: int = 1 << 18) -> None:
+    def __init__(
+        self,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        *,
+        large_frame: int = 1 << 18,
+        spare_limit: int = SPARE_LIMIT,
+    ) -> None:
         self.max_frame_size = max_frame_size
         self._large_frame = large_frame
+        self._spare_limit = spare_limit
         self._buf = bytearray()
         self._pos = 0
         self._large: memoryview | None = None
@@ -417,7 +424,7 @@ class Decoder:
                     spare = self._spare
                     if spare is None or len(spare) < length:
                         spare = bytearray(length)
-                        if length <= SPARE_LIMIT:
+                        if length <= self._spare_limit:
                             self._spare = spare
                     self._large = memoryview(spare)[:length]
                     arrived = size - pos - 4
