@@ -48,6 +48,7 @@ FLOOR = "floor (hand-written, unix)"
 PARALLEL = "trio_parallel.run_sync"
 THREAD = "trio.to_thread.run_sync"
 RAW = "blocking socket, no decoding (unix)"
+FLOOR_WOKEN = "floor, woken by its reader task (unix)"
 FROM_SOURCE = "unix, from a source folder, nothing changed"
 DESCRIPTORS = "descriptors (FdChannel)"
 STREAMS = "Trio streams (StreamChannel)"
@@ -155,8 +156,18 @@ async def run(quick: bool, out: Path) -> Report:
         for call in variants.values():  # warm up: workers, connections, caches
             await throughput(call, 512, 64)
 
-        # Sequential latency. The floor sends and reads inline here (no tasks at all).
-        sequential: dict[str, Call] = {FLOOR: partial(floor.call_direct, echo_frame), **variants}
+        # Sequential latency. The floor sends and reads inline here (no tasks at all); a second
+        # floor, on its own connection, is woken by its reader task, as trio_gotask's callers are.
+        woken_stream = await trio.open_unix_socket(floor_address)
+        stack.push_async_callback(woken_stream.aclose)
+        woken = Floor(woken_stream)
+        await woken.skip_hello()
+        nursery.start_soon(woken.run)
+        sequential: dict[str, Call] = {
+            FLOOR: partial(floor.call_direct, echo_frame),
+            FLOOR_WOKEN: partial(woken.call, echo_frame),
+            **variants,
+        }
         n = 500 if quick else 2000
         samples: dict[str, list[float]] = {name: [] for name in sequential}
         for _ in range(rounds):
@@ -177,7 +188,9 @@ async def run(quick: bool, out: Path) -> Report:
             "Sequential latency of a trivial call",
             ["variant", "p50 µs", "p99 µs", "vs floor", f"vs {PARALLEL}"],
             rows,
-            f"{rounds} rounds x {n} calls; `App.Echo(1)` for the sidecar, `lambda x: x` for the pools.",
+            f"{rounds} rounds x {n} calls; `App.Echo(1)` for the sidecar, `lambda x: x` for the pools. "
+            f"`{FLOOR_WOKEN}` is the floor with the structure of trio_gotask's connection: a reader "
+            "task reads the reply and wakes the caller, one more pass of Trio's run loop.",
         )
         unix = p50["trio_gotask unix"]
         for t in TRANSPORTS:
