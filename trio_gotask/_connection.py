@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any, Final, final
 
 import outcome
@@ -99,6 +98,8 @@ class Connection:
         self._writer_idle = trio.lowlevel.ParkingLot()
         # Bytes a caller's own write left over; the writer sends them before anything else.
         self._unsent: list[bytes | bytearray | memoryview] = []
+        # Bound once: every parked call points at it (Call.on_abort), no object made per call.
+        self._abort_call = self._abort
         self._failure: ErrorFactory | None = None
         self._cancel_scope = trio.CancelScope()
         self.load = 0
@@ -137,7 +138,8 @@ class Connection:
             else:
                 self._wake_writer()  # it batches what every caller queued by the time it runs
 
-            return await trio.lowlevel.wait_task_rescheduled(partial(self._abort, call))
+            call.on_abort = self._abort_call
+            return await trio.lowlevel.wait_task_rescheduled(call)  # cancelled: self._abort(call)
         except RemoteError as exc:
             if exc.type == "deadline_exceeded":
                 # The Go context shares the caller's deadline, and its reply can beat Trio to
@@ -148,7 +150,7 @@ class Connection:
         finally:
             self.load -= 1
 
-    def _abort(self, call: Call, _: Any) -> trio.lowlevel.Abort:
+    def _abort(self, call: Call) -> trio.lowlevel.Abort:
         """A parked caller is cancelled: it gives up its call (see `ClientProtocol.abandon`)."""
         if self._protocol.abandon(call):
             self._slots.release()

@@ -14,6 +14,7 @@ The greeting that opens a connection is here too: `greeting` is what the client 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final, final
 
 from ._errors import ProtocolError
@@ -40,6 +41,7 @@ from ._wire import (
 BIG_PAYLOAD: Final = 64 * 1024
 """Payloads at least this large are handed out as chunks of their own instead of being copied
 into a batch."""
+assert LARGE_BYTES >= BIG_PAYLOAD, "a frame with a tail must be a big one (data_to_send)"
 _MIN_READ: Final = 64 * 1024
 _MAX_READ: Final = 4 * 1024 * 1024
 
@@ -82,11 +84,15 @@ class Call:
     ``owner`` is whatever the I/O layer needs to hand the outcome back (a task); the protocol
     never looks at it. When `ClientProtocol.events` returns the call, ``error`` (the
     protocol's error map) or ``result`` holds the outcome.
+
+    Calling a call runs ``on_abort(call)``, a hook the I/O layer may set: a parked caller's abort
+    function can then be its call, instead of an object made for each call.
     """
 
-    __slots__ = ("abandoned", "error", "method", "msgid", "owner", "result", "sent")
+    __slots__ = ("abandoned", "error", "method", "msgid", "on_abort", "owner", "result", "sent")
     error: dict[str, Any] | None
     result: Any
+    on_abort: Callable[[Call], Any]
 
     def __init__(self, msgid: int, method: str, owner: Any) -> None:
         self.msgid = msgid
@@ -97,6 +103,9 @@ class Call:
         self.abandoned = False
         """Whether its caller gave up on it (`ClientProtocol.abandon`)."""
         # error and result are set when the reply arrives, not before: a call is made per call.
+
+    def __call__(self, _: Any) -> Any:
+        return self.on_abort(self)
 
     def __repr__(self) -> str:
         state = "abandoned" if self.abandoned else "sent" if self.sent else "queued"
@@ -236,15 +245,16 @@ class ClientProtocol:
         if msgid > MAX_MSGID or msgid in self._calls:
             msgid = self._next_free_msgid()
         body: bytes | memoryview
-        if type(arg) is bytes and len(arg) >= LARGE_BYTES:
+        if type(arg) is not bytes or len(arg) < LARGE_BYTES:
+            body = self._encoder.request(msgid, method, arg, timeout)
+            size = len(body)
+            head = frame_header(size)
+            tail = b""
+        else:
             head, tail = self._encoder.request_around(msgid, method, len(arg), timeout)
             body = arg
             size = len(head) + len(body) + len(tail)
             head = frame_header(size) + head
-        else:
-            body = self._encoder.request(msgid, method, arg, timeout)
-            size = len(body)
-            head, tail = frame_header(size), b""
         if size > self.max_request:
             raise ValueError(
                 f"the request to {method} is {size} bytes; the frame limit is "
@@ -300,10 +310,9 @@ class ClientProtocol:
                 call.sent = True
             if len(body) >= BIG_PAYLOAD:
                 big.append(frame)
-            else:
+            else:  # a tail comes only with a big body
                 out += head
                 out += body
-                out += tail
         chunks: list[bytes | bytearray | memoryview] = []
         for _, head, body, tail in big:
             out += head
