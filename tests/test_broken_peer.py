@@ -72,7 +72,7 @@ async def serve(tmp_path: Path, fake: FakeSidecar, nursery: trio.Nursery) -> str
 
 def pool_of(gt: GoTask) -> Pool:
     pool = gt._backend.current_pool
-    assert pool is not None
+    assert isinstance(pool, Pool)
     return pool
 
 

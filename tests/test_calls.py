@@ -24,7 +24,7 @@ from trio_gotask._transport import Transport
 
 def pool_of(gt: GoTask) -> Pool:
     pool = gt._backend.current_pool
-    assert pool is not None
+    assert isinstance(pool, Pool)
     return pool
 
 

@@ -13,6 +13,7 @@ def test_exports() -> None:
             "PROTOCOL_VERSION",
             "BadParams",
             "BadReply",
+            "EndpointStatistics",
             "GoTask",
             "GoTaskError",
             "GoTaskStatistics",

@@ -9,6 +9,7 @@ import trio.testing
 
 from trio_gotask import GoTask, open_gotask
 from trio_gotask._connection import Connection
+from trio_gotask._pool import Pool
 
 # (the sidecar's -max-inflight, the client's max_inflight): the lower is 2 either way.
 LIMITS = [(2, 8), (8, 2), (2, 1024)]
@@ -16,7 +17,7 @@ LIMITS = [(2, 8), (8, 2), (2, 1024)]
 
 def only_connection(gt: GoTask) -> Connection:
     pool = gt._backend.current_pool
-    assert pool is not None
+    assert isinstance(pool, Pool)
     (connection,) = pool._connections
     return connection
 

@@ -16,6 +16,7 @@ LAYERS = [
     "_handlers",
     "_connection",
     "_pool",
+    "_endpoints",
     "_sidecar",
     "_supervisor",
     "_build",

@@ -12,6 +12,7 @@ from ._client import GoTaskStatistics as GoTaskStatistics
 from ._client import Service as Service
 from ._client import connect_gotask as connect_gotask
 from ._client import open_gotask as open_gotask
+from ._endpoints import EndpointStatistics as EndpointStatistics
 from ._errors import BadParams as BadParams
 from ._errors import BadReply as BadReply
 from ._errors import GoTaskError as GoTaskError
@@ -28,6 +29,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "BadParams",
     "BadReply",
+    "EndpointStatistics",
     "GoTask",
     "GoTaskError",
     "GoTaskStatistics",

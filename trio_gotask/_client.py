@@ -15,6 +15,7 @@ from typing import Any, Final, final
 import trio
 
 from ._build import build_sidecar
+from ._endpoints import Endpoints, EndpointStatistics
 from ._errors import SidecarError, lost_without_explanation
 from ._handlers import Handler, Handlers
 from ._pool import Backend, Pool, Remote
@@ -68,6 +69,8 @@ class GoTaskStatistics:
     """Calls that raised an error (from Go, the sidecar's death, bad arguments...)."""
     calls_cancelled: int
     """Calls that the caller's cancel scopes cancelled."""
+    endpoints: tuple[EndpointStatistics, ...] = ()
+    """Each sidecar of a `connect_gotask` given several addresses (empty otherwise)."""
 
 
 @final
@@ -156,6 +159,7 @@ class GoTask:
             calls_done=self._done,
             calls_failed=self._failed,
             calls_cancelled=self._cancelled,
+            endpoints=self._backend.statistics() if isinstance(self._backend, Endpoints) else (),
         )
 
     @property
@@ -356,7 +360,7 @@ async def open_gotask(
 
 @asynccontextmanager
 async def connect_gotask(
-    address: str,
+    address: str | Sequence[str],
     *,
     secret: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
@@ -386,25 +390,41 @@ async def connect_gotask(
     neither, TLS on a Unix socket, a limit out of range) raise `ValueError` or `TypeError` at once.
     ``handlers``, ``config`` and ``max_host_calls`` are as for `open_gotask`.
 
+    ``address`` may also be a list of addresses, one per sidecar (on other hosts, say): each call
+    goes to the one in rotation with the fewest calls in flight. One that cannot be reached, or
+    answers ``shutting_down`` (a sidecar stopping gracefully on SIGTERM), leaves the rotation for
+    a while (0.5 s, doubling with each failure in a row, up to 30 s; a warning is logged), and
+    the call, which it did not run, goes to another; a call raises only when every sidecar
+    failed it. A call in flight on a sidecar that dies fails with `SidecarError`, and is never
+    re-sent. `GoTask.statistics` reports each one. The first connection to each opens at once;
+    `connect_gotask` fails only if none can be reached.
+
     ``protocol="goridge"`` speaks GoTask's own format to a sidecar built with the GoTask library
     (docs/goridge.md), unchanged: the same calls, a cancelled call returns at once and its late
     reply is dropped, but Go is not told (the format cannot), and there are no deadlines, secrets,
     TLS or calls from Go to Python.
     The process is not ours: leaving the block closes the connections and nothing else.
     """
-    if not isinstance(address, str):
-        raise TypeError(f"address must be a str (a socket path or host:port), not {address!r}")
-    parsed = check_address(address)
+    if isinstance(address, str):
+        addresses = [address]
+    elif isinstance(address, Sequence) and address and all(isinstance(a, str) for a in address):
+        addresses = list(address)
+    else:
+        raise TypeError(
+            f"address must be a str (a socket path or host:port) or a non-empty list of them, not {address!r}"
+        )
+    parsed = [check_address(a) for a in addresses]
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ValueError("secret must be a non-empty str (the sidecar's GOTASK_SECRET), or None")
     if ssl_context is not None:
         if not isinstance(ssl_context, ssl.SSLContext):
             raise TypeError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
-        if parsed.kind != "tcp":
-            raise ValueError(
-                f"ssl_context needs a TCP address (host:port), and {address!r} is a Unix socket path: "
-                "a sidecar speaks TLS only over TCP"
-            )
+        for one, kind in zip(addresses, parsed, strict=True):
+            if kind.kind != "tcp":
+                raise ValueError(
+                    f"ssl_context needs a TCP address (host:port), and {one!r} is a Unix socket path: "
+                    "a sidecar speaks TLS only over TCP"
+                )
     elif server_hostname is not None:
         raise ValueError("server_hostname is for checking a TLS certificate: pass ssl_context too")
     _check_int("pool_size", pool_size, 1)
@@ -416,13 +436,16 @@ async def connect_gotask(
     registry = Handlers(handlers)
     if config is not None:
         registry.provide_config(config)
-    connect: Connect
-    if protocol == "goridge":
-        connect = goridge_connect(
-            address, max_frame_size=max_frame_size, max_inflight=max_inflight, connect_timeout=connect_timeout
-        )
-    else:
-        connect = socket_connect(
+
+    def connect(address: str) -> Connect:
+        if protocol == "goridge":
+            return goridge_connect(
+                address,
+                max_frame_size=max_frame_size,
+                max_inflight=max_inflight,
+                connect_timeout=connect_timeout,
+            )
+        return socket_connect(
             address,
             secret=secret,
             ssl_context=ssl_context,
@@ -432,21 +455,36 @@ async def connect_gotask(
             launched=False,
             max_host_calls=max_host_calls,
         )
+
     async with _background() as nursery:
-        pool = Pool(
-            nursery,
-            connect,
-            size=pool_size,
-            max_frame_size=max_frame_size,
-            max_inflight=max_inflight,
-            explain=lost_without_explanation,
-            handlers=registry,
-        )
-        await pool.warm_up()
+        backend: Remote | Endpoints
+        if isinstance(address, str):
+            pool = Pool(
+                nursery,
+                connect(address),
+                size=pool_size,
+                max_frame_size=max_frame_size,
+                max_inflight=max_inflight,
+                explain=lost_without_explanation,
+                handlers=registry,
+            )
+            await pool.warm_up()
+            backend = Remote(pool, address)
+        else:
+            backend = Endpoints(
+                nursery,
+                addresses,
+                connect,
+                pool_size=pool_size,
+                max_frame_size=max_frame_size,
+                max_inflight=max_inflight,
+                handlers=registry,
+            )
+            await backend.warm_up()
         try:
-            yield GoTask(Remote(pool, address), registry)
+            yield GoTask(backend, registry)
         finally:
-            pool.close()
+            backend.close()
 
 
 def _check_protocol(protocol: object, **given: object) -> None:

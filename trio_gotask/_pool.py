@@ -88,8 +88,11 @@ class Pool:
 
     async def call(self, method: str, arg: Any) -> Any:
         """Make a call on the connection `choose` picks for it (when there is no `only` one)."""
-        heavy = type(arg) in _BINARY and len(arg) >= HEAVY
-        connection = await self.choose(heavy)
+        heavy = is_heavy(arg)
+        return await self.call_on(await self.choose(heavy), method, arg, heavy)
+
+    async def call_on(self, connection: Connection, method: str, arg: Any, heavy: bool) -> Any:
+        """Make a call on ``connection``, which `choose` picked, counting it if it is heavy."""
         if not heavy:
             return await connection.call(method, arg)
         self._heavy[connection] += 1
@@ -198,6 +201,11 @@ class Pool:
         self.fail(error_factory(GoTaskError, "the GoTask is closed"))
 
 
+def is_heavy(arg: Any) -> bool:
+    """Whether a call with ``arg`` is heavy (see `Pool`)."""
+    return type(arg) in _BINARY and len(arg) >= HEAVY
+
+
 def _load(connection: Connection) -> int:
     return connection.load
 
@@ -211,14 +219,34 @@ def _copy(error: GoTaskError) -> GoTaskError:
     return copy
 
 
-class Backend(Protocol):
-    """Where a `GoTask` sends its calls: a `Remote` sidecar, or a `Supervisor`'s sidecars."""
+class Target(Protocol):
+    """What a `GoTask` calls: a `Pool`, or anything that spreads calls over pools."""
 
     @property
-    def current_pool(self) -> Pool | None:
+    def only(self) -> Connection | None:
+        """The connection for every call, when there is just one; otherwise use `call`."""
+
+    async def call(self, method: str, arg: Any) -> Any: ...
+
+    @property
+    def connections(self) -> int: ...
+
+    @property
+    def opened(self) -> int: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+
+class Backend(Protocol):
+    """Where a `GoTask` sends its calls: a `Remote` sidecar, a `Supervisor`'s sidecars, or
+    several sidecars started elsewhere (`Endpoints`)."""
+
+    @property
+    def current_pool(self) -> Target | None:
         """The pool to call now; ``None`` while there is none (a sidecar restarting)."""
 
-    async def wait_pool(self) -> Pool:
+    async def wait_pool(self) -> Target:
         """The pool to call, once there is one; raises the error that ended the backend."""
 
     @property
