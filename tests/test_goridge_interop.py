@@ -16,6 +16,7 @@ from typing import Any
 import goridge_server
 import pytest
 import trio
+from test_lifecycle import gone
 
 from trio_gotask import GoTask, RemoteError, RestartPolicy, SidecarError, connect_gotask, open_gotask
 from trio_gotask._goridge import FrameDecoder, Replies, Reply, encode_call
@@ -36,6 +37,7 @@ class Client:
 
     def __init__(self, send: trio.abc.SendStream, receive: trio.abc.ReceiveStream) -> None:
         self.address = "-"
+        self.pid: int | None = None
         self.send = send
         self.receive = receive
         self.decoder = FrameDecoder(1 << 24)
@@ -80,6 +82,7 @@ async def serving(binary: str, transport: str, tmp_path: Path) -> AsyncIterator[
         async with stream:
             client = Client(stream, stream)
             client.address = flags[1]
+            client.pid = process.pid
             yield client
     finally:
         process.kill()
@@ -126,26 +129,9 @@ async def test_connect_gotask_speaks_goridge(server: str, transport: str, tmp_pa
     async with serving(server, transport, tmp_path) as started:
         address = started.address
         async with connect_gotask(address, protocol="goridge", pool_size=2) as gt:
-            assert await gt.call("App.Hi", "Hyperf") == {"hello": "Hyperf"}
-            assert await gt.call("App.Reverse", b"\x01\x02") == b"\x02\x01"
+            await exercise(gt)
             assert await gt.call("App.Add", {"a": 1, "b": 2}) == 3
-            with pytest.raises(RemoteError, match=r"^App\.Fail: no$"):
-                await gt.call("App.Fail", "no")
-            results: dict[int, Any] = {}
-
-            async def call(i: int) -> None:
-                results[i] = await gt.call("App.Hi", str(i))
-
-            async with trio.open_nursery() as nursery:
-                for i in range(100):
-                    nursery.start_soon(call, i)
-            assert results == {i: {"hello": str(i)} for i in range(100)}
-
-            # A cancelled call returns at once; Go runs it to the end and its reply is dropped.
-            with trio.move_on_after(0.05) as scope:
-                await gt.call("App.Sleep", 300)
-            assert scope.cancelled_caught
-            assert await gt.call("App.Sleep", 1) == 1
+            assert await gt.call("App.Pid") == started.pid
 
 
 async def test_goridge_refuses_what_it_cannot_carry() -> None:
@@ -158,14 +144,6 @@ async def test_goridge_refuses_what_it_cannot_carry() -> None:
 
 
 # -- open_gotask(protocol="goridge"): launching GoTask sidecars -----------------------------------
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 async def exercise(gt: GoTask) -> None:
@@ -190,7 +168,6 @@ async def exercise(gt: GoTask) -> None:
         await gt.call("App.Sleep", 300)
     assert scope.cancelled_caught
     assert await gt.call("App.Sleep", 1) == 1
-    assert await gt.call("App.Pid") == gt.pid
 
 
 @pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
@@ -198,6 +175,7 @@ async def test_open_gotask_launches_a_gotask_sidecar(server: str, transport: Tra
     async with open_gotask(server, transport=transport, protocol="goridge", pool_size=2) as gt:
         await exercise(gt)
         assert await gt.call("App.Add", {"a": 2, "b": 40}) == 42
+        assert await gt.call("App.Pid") == gt.pid
         pid, address = gt.pid, gt.address
         if transport == "pipe":
             assert address == "-"
@@ -304,5 +282,6 @@ def gotask_sidecar(tmp_path_factory: pytest.TempPathFactory) -> str:
 async def test_gotasks_own_server(gotask_sidecar: str, transport: Transport) -> None:
     async with open_gotask(gotask_sidecar, transport=transport, protocol="goridge") as gt:
         await exercise(gt)
+        assert await gt.call("App.Pid") == gt.pid
         pid = gt.pid
     assert pid is not None and gone(pid)

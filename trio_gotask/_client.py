@@ -457,9 +457,9 @@ async def connect_gotask(
         )
 
     async with _background() as nursery:
-        backend: Remote | Endpoints
-        if isinstance(address, str):
-            pool = Pool(
+
+        def pool_for(address: str) -> Pool:
+            return Pool(
                 nursery,
                 connect(address),
                 size=pool_size,
@@ -468,18 +468,14 @@ async def connect_gotask(
                 explain=lost_without_explanation,
                 handlers=registry,
             )
+
+        backend: Remote | Endpoints
+        if isinstance(address, str):
+            pool = pool_for(address)
             await pool.warm_up()
             backend = Remote(pool, address)
         else:
-            backend = Endpoints(
-                nursery,
-                addresses,
-                connect,
-                pool_size=pool_size,
-                max_frame_size=max_frame_size,
-                max_inflight=max_inflight,
-                handlers=registry,
-            )
+            backend = Endpoints(addresses, pool_for)
             await backend.warm_up()
         try:
             yield GoTask(backend, registry)

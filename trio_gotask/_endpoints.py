@@ -13,10 +13,8 @@ from typing import Any, Final, Literal, final
 import trio
 
 from ._connection import Connection
-from ._errors import GoTaskError, ShuttingDown, lost_without_explanation
-from ._handlers import Handlers
+from ._errors import GoTaskError, ShuttingDown
 from ._pool import Pool, is_heavy
-from ._transport import Connect
 
 logger: Final = logging.getLogger("trio_gotask")
 
@@ -75,32 +73,8 @@ class Endpoints:
     restarts: Final = 0
     pid: Final = None
 
-    def __init__(
-        self,
-        nursery: trio.Nursery,
-        addresses: Sequence[str],
-        connect: Callable[[str], Connect],
-        *,
-        pool_size: int,
-        max_frame_size: int,
-        max_inflight: int,
-        handlers: Handlers,
-    ) -> None:
-        self._endpoints = [
-            Endpoint(
-                address,
-                Pool(
-                    nursery,
-                    connect(address),
-                    size=pool_size,
-                    max_frame_size=max_frame_size,
-                    max_inflight=max_inflight,
-                    explain=lost_without_explanation,
-                    handlers=handlers,
-                ),
-            )
-            for address in addresses
-        ]
+    def __init__(self, addresses: Sequence[str], pool_for: Callable[[str], Pool]) -> None:
+        self._endpoints = [Endpoint(address, pool_for(address)) for address in addresses]
         self.address: Final = ", ".join(addresses)
         self._closed = False
 
