@@ -1,19 +1,25 @@
 """connect_gotask with several addresses: sidecars started with -standalone on distinct loopback
 addresses (127.0.0.2, 127.0.0.3), as on several hosts; one killed, one stopped gracefully, one
-brought back."""
+brought back; a DNS name (a test resolver) whose addresses change; idempotent calls re-sent."""
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
+import ssl
 from collections import Counter
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 import trio
+import trio.testing
+import trustme
 from standalone import standalone
 
 from trio_gotask import GoTask, SidecarError, connect_gotask
+from trio_gotask._endpoints import dns_name, resolve
 
 
 async def pids(gt: GoTask, calls: int) -> Counter[int]:
@@ -147,4 +153,247 @@ async def test_addresses_are_checked_at_once() -> None:
             pass
     with pytest.raises(ValueError, match="not an address"):
         async with connect_gotask(["127.0.0.1:1", ""]):
+            pass
+
+
+# -- DNS names ------------------------------------------------------------------------------------
+
+
+AddressInfo = (
+    tuple[Literal[socket.AddressFamily.AF_INET], socket.SocketKind, int, str, tuple[str, int]]
+    | tuple[
+        Literal[socket.AddressFamily.AF_INET6],
+        socket.SocketKind,
+        int,
+        str,
+        tuple[str, int, int, int] | tuple[int, bytes],
+    ]
+)
+
+
+class Resolver(trio.abc.HostnameResolver):
+    """A test's DNS: ``names`` maps a host name to the addresses it resolves to now (changed as the
+    test goes), or is missing it (the name does not resolve). Installed for the running test with
+    `trio.socket.set_custom_hostname_resolver`; addresses that are IPs never reach it."""
+
+    def __init__(self, names: dict[str, list[str]]) -> None:
+        self.names = names
+        self.asked = 0
+        self._asked = trio.Event()
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[AddressInfo]:
+        self.asked += 1
+        self._asked.set()
+        self._asked = trio.Event()
+        await trio.lowlevel.checkpoint()
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name not in self.names:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        assert isinstance(port, int)
+        found: list[AddressInfo] = []
+        for ip in self.names[name]:
+            if ":" in ip:
+                found.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (ip, port, 0, 0)))
+            else:
+                found.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)))
+        return found
+
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
+    ) -> tuple[str, str]:
+        raise NotImplementedError
+
+    async def resolutions(self, count: int) -> None:
+        """Wait until ``count`` more resolutions have started: with ``count`` 2, one that began
+        after this call has finished, and so has its update of the endpoints."""
+        target = self.asked + count
+        with trio.fail_after(10):
+            while self.asked < target:
+                await self._asked.wait()
+
+
+@pytest.fixture
+async def resolver() -> Resolver:
+    resolver = Resolver({})
+    trio.socket.set_custom_hostname_resolver(resolver)
+    return resolver
+
+
+def port_of(address: str) -> str:
+    return address.rpartition(":")[2]
+
+
+async def test_a_dns_name_stands_for_every_address_it_resolves_to(sidecar: str, resolver: Resolver) -> None:
+    async with standalone(sidecar, "-address", "127.0.0.2:0") as a:
+        port = port_of(a.address)
+        async with standalone(sidecar, "-address", f"127.0.0.3:{port}") as b:
+            resolver.names["sidecars.test"] = ["127.0.0.2", "127.0.0.3"]
+            async with connect_gotask(f"dns:sidecars.test:{port}") as gt:
+                served = await pids(gt, 200)
+                assert set(served) == {a.process.pid, b.process.pid}
+                assert min(served.values()) >= 40, served
+                stats = gt.statistics().endpoints
+                assert [(e.address, e.source) for e in stats] == [
+                    (a.address, f"dns:sidecars.test:{port}"),
+                    (b.address, f"dns:sidecars.test:{port}"),
+                ]
+                assert gt.address == f"dns:sidecars.test:{port}"
+            # gRPC's spelling, beside a plain address that the name resolves to as well: one endpoint
+            async with connect_gotask([a.address, f"dns:///sidecars.test:{port}"]) as gt:
+                assert [e.address for e in gt.statistics().endpoints] == [a.address, b.address]
+                assert set(await pids(gt, 50)) == {a.process.pid, b.process.pid}
+
+
+async def test_addresses_join_and_leave_as_the_name_changes(
+    sidecar: str, resolver: Resolver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_gotask")
+    async with standalone(sidecar, "-address", "127.0.0.2:0") as a:
+        port = port_of(a.address)
+        async with standalone(sidecar, "-address", f"127.0.0.3:{port}") as b:
+            resolver.names["sidecars.test"] = ["127.0.0.2"]
+            async with connect_gotask(f"dns:sidecars.test:{port}", resolve_interval=0.05) as gt:
+                assert set(await pids(gt, 20)) == {a.process.pid}
+
+                resolver.names["sidecars.test"] = ["127.0.0.2", "127.0.0.3"]  # scaled up
+                await resolver.resolutions(2)
+                assert [e.address for e in gt.statistics().endpoints] == [a.address, b.address]
+                assert set(await pids(gt, 50)) == {a.process.pid, b.process.pid}
+                assert any("joins the rotation" in r.getMessage() for r in caplog.records)
+
+                async with trio.open_nursery() as nursery:
+                    results: list[int] = []
+
+                    async def slow() -> None:
+                        results.append(await gt.call("App.Slow", 500))
+
+                    nursery.start_soon(slow)
+                    nursery.start_soon(slow)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert [e.in_flight for e in gt.statistics().endpoints] == [1, 1]
+                    resolver.names["sidecars.test"] = ["127.0.0.3"]  # a leaves, a call in flight there
+                    await resolver.resolutions(2)
+                    assert [e.address for e in gt.statistics().endpoints] == [b.address]
+                    assert set(await pids(gt, 20)) == {b.process.pid}
+                # Its call in flight finished there unharmed; then its connection was closed.
+                assert results == [500, 500]
+                assert not gt._backend._retiring  # type: ignore[attr-defined]
+                assert any("no longer resolves to" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.fault(
+    fault="a dns: name stops resolving",
+    sees="a warning; its last addresses are kept and keep serving",
+)
+async def test_a_name_that_stops_resolving_keeps_its_addresses(
+    sidecar: str, resolver: Resolver, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with standalone(sidecar, "-address", "127.0.0.2:0") as a:
+        resolver.names["sidecars.test"] = ["127.0.0.2"]
+        async with connect_gotask(f"dns:sidecars.test:{port_of(a.address)}", resolve_interval=0.05) as gt:
+            del resolver.names["sidecars.test"]
+            await resolver.resolutions(2)
+            assert set(await pids(gt, 20)) == {a.process.pid}
+            assert any(
+                "cannot resolve 'sidecars.test'" in r.getMessage()
+                and "keeping the addresses" in r.getMessage()
+                for r in caplog.records
+            )
+
+
+@pytest.mark.fault(fault="a dns: name that does not resolve", sees="SidecarError at connect_gotask naming it")
+async def test_a_name_that_never_resolves_fails_at_connect(resolver: Resolver) -> None:
+    with pytest.raises(SidecarError, match=r"cannot resolve 'nowhere.test' \(from 'dns:nowhere.test:6001'\)"):
+        async with connect_gotask("dns:nowhere.test:6001"):
+            pass
+
+
+async def test_dns_addresses_are_checked_at_once() -> None:
+    for bad in ["dns:", "dns:sidecars.test", "dns:/tmp/a.sock", "dns:///:6001", "dns:sidecars.test:0"]:
+        with pytest.raises(ValueError, match=r"dns:host:port|between 1 and 65535"):
+            async with connect_gotask(bad):
+                pass
+
+
+async def test_resolve_formats_ipv4_and_ipv6(resolver: Resolver) -> None:
+    resolver.names["mixed.test"] = ["10.0.0.1", "fd00::1", "10.0.0.1"]
+    name = dns_name("dns:mixed.test:6001")
+    assert name is not None
+    assert await resolve(name) == ["10.0.0.1:6001", "[fd00::1]:6001"]
+
+
+async def test_tls_certificates_are_checked_against_the_name(
+    sidecar: str, resolver: Resolver, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("sidecars.test")  # the name only: an address would fail the check
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    tls = ["-tls-cert", str(cert_file), "-tls-key", str(key_file)]
+    secret = {"GOTASK_SECRET": "s3cret-per-endpoint"}
+    async with standalone(sidecar, "-address", "127.0.0.2:0", *tls, env=secret) as a:
+        port = port_of(a.address)
+        async with standalone(sidecar, "-address", f"127.0.0.3:{port}", *tls, env=secret) as b:
+            resolver.names["sidecars.test"] = ["127.0.0.2", "127.0.0.3"]
+            async with connect_gotask(
+                f"dns:sidecars.test:{port}", ssl_context=context, secret="s3cret-per-endpoint"
+            ) as gt:
+                assert set(await pids(gt, 50)) == {a.process.pid, b.process.pid}
+            with pytest.raises(SidecarError, match="CERTIFICATE_VERIFY_FAILED"):
+                async with connect_gotask(
+                    [a.address, b.address], ssl_context=context, secret="s3cret-per-endpoint"
+                ):
+                    pass
+
+
+# -- idempotent methods ---------------------------------------------------------------------------
+
+
+@pytest.mark.fault(
+    fault="an endpoint killed with calls of an idempotent method in flight",
+    sees="nothing: those calls are re-sent to another endpoint (opt-in, idempotent=)",
+)
+async def test_idempotent_calls_lost_in_flight_are_sent_to_another_endpoint(
+    sidecar: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_gotask")
+    async with (
+        standalone(sidecar, "-address", "127.0.0.2:0") as a,
+        standalone(sidecar, "-address", "127.0.0.3:0") as b,
+        connect_gotask([a.address, b.address], idempotent={"App.Slow"}) as gt,
+    ):
+        results: list[int] = []
+        lost: list[SidecarError] = []
+
+        async def call(method: str) -> None:
+            try:
+                results.append(await gt.call(method, 1000))
+            except SidecarError as exc:
+                lost.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for method in ["App.Slow", "App.Slow", "App.Sleep", "App.Sleep"]:
+                nursery.start_soon(call, method)
+                await trio.testing.wait_all_tasks_blocked()  # one by one: each pair spreads over a and b
+            assert [e.in_flight for e in gt.statistics().endpoints] == [2, 2]
+            a.process.kill()
+        assert results == [1000] * 3, results  # both Slow calls, and the Sleep call on b
+        assert len(lost) == 1 and "lost the connection" in str(lost[0])  # Sleep is not idempotent
+        assert any(r.getMessage().startswith("re-sending App.Slow, lost at") for r in caplog.records)
+
+
+async def test_idempotent_must_name_methods() -> None:
+    with pytest.raises(TypeError, match="collection of method names"):
+        async with connect_gotask(["127.0.0.1:1"], idempotent="App.Slow"):
             pass

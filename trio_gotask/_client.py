@@ -7,7 +7,7 @@ import os
 import ssl
 import sys
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final, final
@@ -15,7 +15,7 @@ from typing import Any, Final, final
 import trio
 
 from ._build import build_sidecar
-from ._endpoints import Endpoints, EndpointStatistics
+from ._endpoints import DEFAULT_RESOLVE_INTERVAL, Endpoints, EndpointStatistics, Name, dns_name
 from ._errors import SidecarError, lost_without_explanation
 from ._handlers import Handler, Handlers
 from ._pool import Backend, Pool, Remote
@@ -373,6 +373,8 @@ async def connect_gotask(
     config: Mapping[str, Any] | None = None,
     max_host_calls: int = DEFAULT_MAX_HOST_CALLS,
     protocol: Wire = "gotask",
+    resolve_interval: float = DEFAULT_RESOLVE_INTERVAL,
+    idempotent: Collection[str] = (),
 ) -> AsyncIterator[GoTask]:
     """Yield a `GoTask` for a sidecar started elsewhere (``./app -address ADDR -standalone``).
 
@@ -396,8 +398,18 @@ async def connect_gotask(
     a while (0.5 s, doubling with each failure in a row, up to 30 s; a warning is logged), and
     the call, which it did not run, goes to another; a call raises only when every sidecar
     failed it. A call in flight on a sidecar that dies fails with `SidecarError`, and is never
-    re-sent. `GoTask.statistics` reports each one. The first connection to each opens at once;
-    `connect_gotask` fails only if none can be reached.
+    re-sent, unless its method is named in ``idempotent`` (methods that are safe to run twice):
+    such a call is sent once more to each other sidecar in turn. `GoTask.statistics` reports each
+    one. The first connection to each opens at once; `connect_gotask` fails only if none can be
+    reached.
+
+    An address written ``dns:host:port`` (or ``dns:///host:port``) stands for every address
+    ``host`` resolves to (the pods of a Kubernetes headless Service, say), each a sidecar as
+    above. The name is resolved again every ``resolve_interval`` seconds, and sooner (at most once
+    a second) when one of its sidecars fails: an address that appears joins the rotation, one
+    that is gone leaves it once its calls in flight are done. If the name cannot be resolved, its
+    last addresses are kept and a warning is logged. With TLS, certificates are checked against
+    ``host`` (or ``server_hostname``).
 
     ``protocol="goridge"`` speaks GoTask's own format to a sidecar built with the GoTask library
     (docs/goridge.md), unchanged: the same calls, a cancelled call returns at once and its late
@@ -411,15 +423,24 @@ async def connect_gotask(
         addresses = list(address)
     else:
         raise TypeError(
-            f"address must be a str (a socket path or host:port) or a non-empty list of them, not {address!r}"
+            "address must be a str (a socket path, host:port or dns:host:port) or a non-empty list "
+            f"of them, not {address!r}"
         )
-    parsed = [check_address(a) for a in addresses]
+    names: list[Name] = []
+    plain: list[str] = []
+    for one in addresses:
+        name = dns_name(one)
+        if name is None:
+            plain.append(one)
+        else:
+            names.append(name)
+    parsed = [check_address(a) for a in plain]
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ValueError("secret must be a non-empty str (the sidecar's GOTASK_SECRET), or None")
     if ssl_context is not None:
         if not isinstance(ssl_context, ssl.SSLContext):
             raise TypeError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
-        for one, kind in zip(addresses, parsed, strict=True):
+        for one, kind in zip(plain, parsed, strict=True):
             if kind.kind != "tcp":
                 raise ValueError(
                     f"ssl_context needs a TCP address (host:port), and {one!r} is a Unix socket path: "
@@ -432,12 +453,15 @@ async def connect_gotask(
     _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
     _check_seconds("connect_timeout", connect_timeout, positive=True)
     _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
+    _check_seconds("resolve_interval", resolve_interval, positive=True)
+    if isinstance(idempotent, str) or not all(isinstance(m, str) for m in idempotent):
+        raise TypeError(f"idempotent must be a collection of method names (str), not {idempotent!r}")
     _check_protocol(protocol, secret=secret, ssl_context=ssl_context, handlers=handlers, config=config)
     registry = Handlers(handlers)
     if config is not None:
         registry.provide_config(config)
 
-    def connect(address: str) -> Connect:
+    def connect(address: str, hostname: str | None = None) -> Connect:
         if protocol == "goridge":
             return goridge_connect(
                 address,
@@ -449,7 +473,7 @@ async def connect_gotask(
             address,
             secret=secret,
             ssl_context=ssl_context,
-            server_hostname=server_hostname,
+            server_hostname=server_hostname or hostname,
             max_frame_size=max_frame_size,
             connect_timeout=connect_timeout,
             launched=False,
@@ -458,10 +482,10 @@ async def connect_gotask(
 
     async with _background() as nursery:
 
-        def pool_for(address: str) -> Pool:
+        def pool_for(address: str, hostname: str | None = None) -> Pool:
             return Pool(
                 nursery,
-                connect(address),
+                connect(address, hostname),
                 size=pool_size,
                 max_frame_size=max_frame_size,
                 max_inflight=max_inflight,
@@ -470,13 +494,21 @@ async def connect_gotask(
             )
 
         backend: Remote | Endpoints
-        if isinstance(address, str):
+        if isinstance(address, str) and not names:
             pool = pool_for(address)
             await pool.warm_up()
             backend = Remote(pool, address)
         else:
-            backend = Endpoints(addresses, pool_for)
-            await backend.warm_up()
+            backend = Endpoints(
+                plain,
+                pool_for,
+                names=names,
+                resolve_interval=resolve_interval,
+                resolve_timeout=connect_timeout,
+                idempotent=idempotent,
+            )
+            await backend.start()
+            nursery.start_soon(backend.watch)
         try:
             yield GoTask(backend, registry)
         finally:

@@ -1,26 +1,33 @@
 """Several sidecars started elsewhere, one pool each, as one `Backend`: each call goes to the
 least-loaded endpoint in rotation; one that cannot be reached, or is shutting down, leaves the
-rotation for a while, and the call goes to another."""
+rotation for a while, and the call goes to another. DNS names (``dns:host:port``) stand for
+every address they resolve to, and are resolved again from time to time."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, final
 
 import trio
 
 from ._connection import Connection
-from ._errors import GoTaskError, ShuttingDown
+from ._errors import GoTaskError, ShuttingDown, SidecarError
 from ._pool import Pool, is_heavy
+from ._transport import check_address
 
 logger: Final = logging.getLogger("trio_gotask")
 
 FIRST_BACKOFF: Final = 0.5
 """How long an endpoint that failed once stays out of rotation; each failure in a row doubles it."""
 MAX_BACKOFF: Final = 30.0
+DEFAULT_RESOLVE_INTERVAL: Final = 30.0
+RESOLVE_GAP: Final = 1.0
+"""The least time between two resolutions of the names: an endpoint failing asks for one sooner."""
+DNS_PREFIXES: Final = ("dns:///", "dns:")
 
 State = Literal["up", "down", "draining"]
 
@@ -36,24 +43,85 @@ class EndpointStatistics:
     in_flight: int
     failures: int
     """Times in a row it could not be reached or was shutting down."""
+    source: str = ""
+    """What it came from: the address as given, or the ``dns:`` name it resolved from."""
+
+
+@dataclass(frozen=True)
+class Name:
+    """A ``dns:host:port`` address: every address ``host`` resolves to, at ``port``."""
+
+    text: str
+    host: str
+    port: int
+
+
+def dns_name(address: str) -> Name | None:
+    """The `Name` in ``address`` if it starts with ``dns:`` (or gRPC's ``dns:///``); ``None``
+    for a plain address. Raise `ValueError` for a ``dns:`` address without a host and port."""
+    for prefix in DNS_PREFIXES:
+        if address.startswith(prefix):
+            rest = address[len(prefix) :]
+            break
+    else:
+        return None
+    parsed = check_address(rest) if rest and "/" not in rest else None
+    if parsed is None or parsed.kind != "tcp" or not parsed.host:
+        raise ValueError(
+            f"{address!r} is not dns:host:port: give the DNS name and the port its sidecars listen "
+            "on, as in dns:gotask.default.svc.cluster.local:6001"
+        )
+    return Name(address, parsed.host, parsed.port)
+
+
+async def resolve(name: Name) -> list[str]:
+    """Every TCP address ``name`` resolves to, as ``host:port`` (IPv6 in brackets), in the
+    resolver's order; raise `SidecarError` when it resolves to none."""
+    try:
+        found = await trio.socket.getaddrinfo(name.host, name.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SidecarError(f"cannot resolve {name.host!r} (from {name.text!r}): {exc}") from exc
+    addresses: dict[str, None] = {}
+    for family, _, _, _, sockaddr in found:
+        host = sockaddr[0]
+        if not isinstance(host, str) or family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        addresses[f"[{host}]:{name.port}" if family == socket.AF_INET6 else f"{host}:{name.port}"] = None
+    if not addresses:
+        raise SidecarError(f"{name.host!r} (from {name.text!r}) resolves to no TCP address")
+    return list(addresses)
 
 
 @final
 class Endpoint:
     """One address, its pool, and whether calls go there now."""
 
-    def __init__(self, address: str, pool: Pool) -> None:
+    def __init__(self, address: str, pool: Pool, source: str) -> None:
         self.address = address
         self.pool = pool
+        self.sources = {source}
+        """The addresses given (a plain one, or ``dns:`` names) that stand for this one; when a
+        name stops resolving to it and no other stands for it, it is retired."""
         self.state: State = "up"
         self.failures = 0
         self.back_at = -math.inf
         """When it returns to rotation (trio time)."""
+        self.retired = False
 
     def statistics(self) -> EndpointStatistics:
         return EndpointStatistics(
-            self.address, self.state, self.pool.connections, self.pool.in_flight, self.failures
+            self.address,
+            self.state,
+            self.pool.connections,
+            self.pool.in_flight,
+            self.failures,
+            min(self.sources),
         )
+
+
+PoolFor = Callable[[str, "str | None"], Pool]
+"""Makes the pool of one address; the second argument is the name to check a TLS certificate
+against (the DNS name the address came from), or ``None`` for the address's own host."""
 
 
 @final
@@ -66,17 +134,44 @@ class Endpoints:
     failure in a row, up to 30 s; a warning is logged) and the call goes to another. A call is
     tried once on each endpoint at most, those out of rotation last, soonest back first; when
     all fail it raises the last error. A call in flight when its connection breaks fails with
-    `SidecarError` and is never re-sent: Go may have run it.
+    `SidecarError` and is never re-sent, unless its method is one of ``idempotent``: then it is
+    sent once to each other endpoint in turn, as a refused call is.
+
+    ``names`` are resolved by `start`, and again every ``resolve_interval`` seconds by `watch`
+    (sooner, but at most once a second, after an endpoint of theirs fails): an address that
+    appears joins the rotation, and one that is gone leaves it and is closed once its calls in
+    flight are done. A name that cannot be resolved keeps the addresses it had.
     """
 
     only: Final = None
     restarts: Final = 0
     pid: Final = None
 
-    def __init__(self, addresses: Sequence[str], pool_for: Callable[[str], Pool]) -> None:
-        self._endpoints = [Endpoint(address, pool_for(address)) for address in addresses]
-        self.address: Final = ", ".join(addresses)
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        pool_for: PoolFor,
+        *,
+        names: Sequence[Name] = (),
+        resolve_interval: float = DEFAULT_RESOLVE_INTERVAL,
+        resolve_timeout: float = 10.0,
+        idempotent: Collection[str] = frozenset(),
+    ) -> None:
+        self._pool_for = pool_for
+        self._names = list(names)
+        self._resolve_interval = resolve_interval
+        self._resolve_timeout = resolve_timeout
+        self._idempotent = frozenset(idempotent)
+        self._endpoints: list[Endpoint] = []
+        self._by_address: dict[str, Endpoint] = {}
+        self._retiring: set[Endpoint] = set()
+        """Endpoints gone from their names, with calls still in flight."""
+        for address in addresses:
+            self._add(address, address, None)
+        self.address: Final = ", ".join([*addresses, *(n.text for n in names)])
         self._closed = False
+        self._resolve_soon = trio.Event()
+        self._resolved_at = -math.inf
 
     # -- Backend ---------------------------------------------------------------------------------
 
@@ -89,7 +184,7 @@ class Endpoints:
 
     def close(self) -> None:
         self._closed = True
-        for endpoint in self._endpoints:
+        for endpoint in [*self._endpoints, *self._retiring]:
             endpoint.pool.close()
 
     # -- Target ----------------------------------------------------------------------------------
@@ -109,10 +204,10 @@ class Endpoints:
     def statistics(self) -> tuple[EndpointStatistics, ...]:
         return tuple(e.statistics() for e in self._endpoints)
 
-    async def warm_up(self) -> None:
-        """Open a connection to each endpoint at once; one that fails leaves the rotation. Raise
-        the first error if none could be reached."""
-        errors: list[GoTaskError] = []
+    async def start(self) -> None:
+        """Resolve the names, then open a connection to each endpoint at once; one that fails
+        leaves the rotation. Raise the first error if none could be reached."""
+        errors: list[GoTaskError] = await self._resolve()
 
         async def warm(endpoint: Endpoint) -> None:
             try:
@@ -124,8 +219,18 @@ class Endpoints:
         async with trio.open_nursery() as nursery:
             for endpoint in self._endpoints:
                 nursery.start_soon(warm, endpoint)
-        if len(errors) == len(self._endpoints):
+        if not self._endpoints or all(e.state == "down" for e in self._endpoints):
             raise errors[0]
+
+    async def watch(self) -> None:
+        """Resolve the names every ``resolve_interval`` seconds, or sooner when asked; forever."""
+        if not self._names:
+            return
+        while True:
+            with trio.move_on_at(self._resolved_at + self._resolve_interval):
+                await self._resolve_soon.wait()
+                await trio.sleep_until(self._resolved_at + RESOLVE_GAP)
+            await self._resolve()
 
     async def call(self, method: str, arg: Any) -> Any:
         heavy = is_heavy(arg)
@@ -146,11 +251,22 @@ class Endpoints:
                 self._out(endpoint, "draining", exc)
                 failure = exc
                 continue
+            except SidecarError as exc:  # lost in flight: Go may have run it
+                if method not in self._idempotent or self._closed:
+                    raise
+                logger.info("re-sending %s, lost at %s: %s", method, endpoint.address, exc)
+                failure = exc
+                continue
+            finally:
+                if endpoint.retired and not pool.in_flight:
+                    self._retiring.discard(endpoint)
+                    pool.close()
             if endpoint.state != "up":
                 logger.info("the sidecar at %s is back in rotation", endpoint.address)
                 endpoint.state, endpoint.failures = "up", 0
             return result
-        assert failure is not None
+        if failure is None:
+            raise SidecarError(f"no sidecar to call: {self.address} resolve to no address now")
         raise failure
 
     def _order(self) -> list[Endpoint]:
@@ -165,7 +281,7 @@ class Endpoints:
     def _out(self, endpoint: Endpoint, state: State, why: BaseException) -> None:
         """Take ``endpoint`` out of rotation after a failure (once: the other calls that were
         trying it at the time fail the same way, and do not lengthen its rest)."""
-        if endpoint.state == state and endpoint.back_at > trio.current_time():
+        if endpoint.retired or (endpoint.state == state and endpoint.back_at > trio.current_time()):
             return
         backoff = min(FIRST_BACKOFF * 2**endpoint.failures, MAX_BACKOFF)
         endpoint.failures += 1
@@ -178,3 +294,72 @@ class Endpoints:
             "shutting down" if state == "draining" else "unreachable",
             str(why).splitlines()[0],
         )
+        if any(source != endpoint.address for source in endpoint.sources):  # from a name
+            self._resolve_soon.set()
+
+    # -- names -----------------------------------------------------------------------------------
+
+    async def _resolve(self) -> list[GoTaskError]:
+        """Resolve every name at once and bring the endpoints up to date; return the errors of
+        the names that could not be resolved (they keep their addresses)."""
+        self._resolve_soon = trio.Event()
+        errors: list[GoTaskError] = []
+        found: dict[str, list[str]] = {}
+
+        async def one(name: Name) -> None:
+            try:
+                with trio.fail_after(self._resolve_timeout):
+                    found[name.text] = await resolve(name)
+            except trio.TooSlowError:
+                exc = SidecarError(f"cannot resolve {name.host!r} (from {name.text!r}): no answer in time")
+                logger.warning("%s; keeping the addresses it had", exc)
+                errors.append(exc)
+            except SidecarError as exc:
+                logger.warning("%s; keeping the addresses it had", exc)
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for name in self._names:
+                nursery.start_soon(one, name)
+        self._resolved_at = trio.current_time()
+        for name in self._names:
+            if name.text in found:
+                self._update(name, found[name.text])
+        return errors
+
+    def _update(self, name: Name, addresses: list[str]) -> None:
+        if self._closed:
+            return
+        for address in addresses:
+            endpoint = self._by_address.get(address)
+            if endpoint is None:
+                self._add(address, name.text, name.host)
+                logger.info("%s resolves to %s too: it joins the rotation", name.text, address)
+            else:
+                endpoint.sources.add(name.text)
+        for endpoint in list(self._endpoints):
+            if name.text in endpoint.sources and endpoint.address not in addresses:
+                endpoint.sources.discard(name.text)
+                if not endpoint.sources:
+                    logger.info(
+                        "%s no longer resolves to %s: it leaves the rotation", name.text, endpoint.address
+                    )
+                    self._retire(endpoint)
+
+    def _add(self, address: str, source: str, hostname: str | None) -> None:
+        if address in self._by_address:
+            self._by_address[address].sources.add(source)
+            return
+        endpoint = Endpoint(address, self._pool_for(address, hostname), source)
+        self._endpoints.append(endpoint)
+        self._by_address[address] = endpoint
+
+    def _retire(self, endpoint: Endpoint) -> None:
+        """Take ``endpoint`` out for good; its pool closes once its calls in flight are done."""
+        endpoint.retired = True
+        self._endpoints.remove(endpoint)
+        del self._by_address[endpoint.address]
+        if endpoint.pool.in_flight:
+            self._retiring.add(endpoint)
+        else:
+            endpoint.pool.close()
