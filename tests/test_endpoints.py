@@ -393,6 +393,35 @@ async def test_idempotent_calls_lost_in_flight_are_sent_to_another_endpoint(
         assert any(r.getMessage().startswith("re-sending App.Slow, lost at") for r in caplog.records)
 
 
+@pytest.mark.fault(
+    fault="an endpoint killed with calls waiting for a slot (max_inflight reached)",
+    sees="nothing for those: they were never sent, and go to another endpoint",
+)
+async def test_calls_waiting_for_a_slot_on_a_killed_endpoint_go_to_another(sidecar: str) -> None:
+    async with (
+        standalone(sidecar, "-address", "127.0.0.2:0") as a,
+        standalone(sidecar, "-address", "127.0.0.3:0") as b,
+        connect_gotask([a.address, b.address], max_inflight=1) as gt,
+    ):
+        outcomes: list[object] = []
+
+        async def call() -> None:
+            try:
+                outcomes.append(await gt.call("App.Slow", 500))
+            except SidecarError as exc:
+                outcomes.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):  # one in flight on each, the third waits for a's slot
+                nursery.start_soon(call)
+                await trio.testing.wait_all_tasks_blocked()
+            assert [e.in_flight for e in gt.statistics().endpoints] == [2, 1]
+            a.process.kill()
+        failed = [o for o in outcomes if isinstance(o, SidecarError)]
+        assert len(failed) == 1 and "lost the connection" in str(failed[0])  # the one sent to a
+        assert outcomes.count(500) == 2  # b's own, and the one that waited on a
+
+
 async def test_idempotent_must_name_methods() -> None:
     with pytest.raises(TypeError, match="collection of method names"):
         async with connect_gotask(["127.0.0.1:1"], idempotent="App.Slow"):

@@ -353,6 +353,44 @@ async def test_a_peer_hanging_up_fails_only_the_calls_on_its_connection(
         assert pool.connections == 1
 
 
+async def test_a_caller_waiting_for_a_slot_on_a_connection_that_breaks_goes_to_another(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=2, answer=None, max_inflight=1) as (pool, sidecar):
+        await pool.warm_up()
+        lost = await start_call(sidecar.nursery, pool, "lost")
+        kept = await start_call(sidecar.nursery, pool, "kept")
+        waiting = await start_call(
+            sidecar.nursery, pool, "waiting"
+        )  # every slot taken: it waits on the first
+        assert sidecar.loads() == [1, 1]
+        await sidecar.peers[0].hang_up()
+        with pytest.raises(SidecarError, match="the sidecar closed the connection"):
+            await lost.outcome()
+        await trio.testing.wait_all_tasks_blocked()
+        assert not waiting.done.is_set()  # it was never sent: it waits for the other connection
+        await sidecar.peers[1].answer_waiting()
+        assert await kept.outcome() == "kept"
+        await trio.testing.wait_all_tasks_blocked()
+        await sidecar.peers[1].answer_waiting()
+        assert await waiting.outcome() == "waiting"
+        assert len(sidecar.peers) == 2
+
+
+async def test_a_caller_waiting_for_a_slot_on_the_only_connection_gets_its_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=1, answer=None, max_inflight=1) as (pool, sidecar):
+        await pool.warm_up()
+        lost = await start_call(sidecar.nursery, pool, "lost")
+        waiting = await start_call(sidecar.nursery, pool, "waiting")
+        await sidecar.peers[0].hang_up()
+        for call_ in (lost, waiting):
+            with pytest.raises(SidecarError, match="the sidecar closed the connection") as info:
+                await call_.outcome()
+            assert info.value.__cause__ is not None  # the reason, not an internal exception
+
+
 async def test_garbage_from_the_peer_fails_its_calls_with_a_protocol_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Final, final
 import trio
 
 from ._build import build_sidecar
+from ._connection import Unsent
 from ._endpoints import DEFAULT_RESOLVE_INTERVAL, Endpoints, EndpointStatistics, Name, dns_name
 from ._errors import SidecarError, lost_without_explanation
 from ._handlers import Handler, Handlers
@@ -114,7 +115,10 @@ class GoTask:
             pool = backend.current_pool or await backend.wait_pool()
             connection = pool.only
             if connection is not None:
-                result = await connection.call(method, arg)
+                try:
+                    result = await connection.call(method, arg)
+                except Unsent as exc:  # the only connection broke before the call was sent
+                    exc.reraise()
             else:
                 result = await pool.call(method, arg)
         except trio.Cancelled:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, final
+from typing import Any, Final, NoReturn, final
 
 import outcome
 import trio
@@ -17,6 +17,7 @@ import trio
 from ._errors import (
     ErrorFactory,
     Explain,
+    GoTaskError,
     ProtocolError,
     RemoteError,
     SidecarError,
@@ -43,11 +44,24 @@ async def deadline_unless_cancelled() -> float:
     return deadline
 
 
+class Unsent(Exception):
+    """A call that waited for a slot on a connection that broke meanwhile: nothing was sent, so
+    it may go to another connection. ``error`` is what its caller sees when there is none."""
+
+    def __init__(self, error: GoTaskError) -> None:
+        super().__init__(error)
+        self.error = error
+
+    def reraise(self) -> NoReturn:
+        raise self.error from self.error.__cause__
+
+
 @final
 class Connection:
     """Calls multiplexed over one stream.
 
-    A caller takes a slot (a `trio.Semaphore` of `max_inflight`; further callers wait for one),
+    A caller takes a slot (a `trio.Semaphore` of `max_inflight`; further callers wait for one,
+    and get `Unsent` if the connection breaks meanwhile),
     queues its request in the protocol and parks until the reader hands it the reply. One writer
     task writes everything queued, batched; a lone call, with the writer idle, writes its own
     frame without waking it, synchronously, so that no cancel can cut it short. A shared stream
@@ -125,7 +139,7 @@ class Connection:
                 deadline = trio.current_effective_deadline()
             if self._failure is not None:
                 self._slots.release()
-                raise self._failure()
+                raise Unsent(self._failure())
             timeout = None if deadline == math.inf else deadline - trio.current_time()
             protocol = self._protocol
             try:

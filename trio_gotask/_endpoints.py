@@ -14,7 +14,7 @@ from typing import Any, Final, Literal, final
 
 import trio
 
-from ._connection import Connection
+from ._connection import Connection, Unsent
 from ._errors import GoTaskError, ShuttingDown, SidecarError
 from ._pool import Pool, is_heavy
 from ._transport import check_address
@@ -251,6 +251,9 @@ class Endpoints:
                 self._out(endpoint, "draining", exc)
                 failure = exc
                 continue
+            except Unsent as exc:  # its connection broke before it was sent
+                failure = exc.error
+                continue
             except SidecarError as exc:  # lost in flight: Go may have run it
                 if method not in self._idempotent or self._closed:
                     raise
@@ -267,7 +270,7 @@ class Endpoints:
             return result
         if failure is None:
             raise SidecarError(f"no sidecar to call: {self.address} resolve to no address now")
-        raise failure
+        raise failure from failure.__cause__
 
     def _order(self) -> list[Endpoint]:
         """The endpoints in the order a call tries them: those in rotation by load, then the

@@ -8,7 +8,7 @@ from typing import Any, Final, Protocol, final
 
 import trio
 
-from ._connection import Connection
+from ._connection import Connection, Unsent
 from ._errors import ErrorFactory, Explain, GoTaskError, SidecarError, error_factory
 from ._handlers import Handlers
 from ._transport import Connect
@@ -87,9 +87,19 @@ class Pool:
             await self._open()
 
     async def call(self, method: str, arg: Any) -> Any:
-        """Make a call on the connection `choose` picks for it (when there is no `only` one)."""
+        """Make a call on the connection `choose` picks for it (when there is no `only` one). A
+        call that waited for a slot on a connection that broke was not sent: it goes to the
+        least-loaded other connection, if there is one."""
         heavy = is_heavy(arg)
-        return await self.call_on(await self.choose(heavy), method, arg, heavy)
+        connection = await self.choose(heavy)
+        while True:
+            try:
+                return await self.call_on(connection, method, arg, heavy)
+            except Unsent as exc:
+                unsent = exc
+            if self._failure is not None or not self._connections:
+                unsent.reraise()
+            connection = min(self._connections, key=_load)
 
     async def call_on(self, connection: Connection, method: str, arg: Any, heavy: bool) -> Any:
         """Make a call on ``connection``, which `choose` picked, counting it if it is heavy."""
