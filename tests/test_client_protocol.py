@@ -12,9 +12,19 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from wirehelpers import encode
 
 from trio_gotask._errors import ProtocolError
-from trio_gotask._protocol import Call, ClientProtocol, HostCall, HostCancel, Refused, greeting, read_greeting
+from trio_gotask._protocol import (
+    GOING_AWAY,
+    Call,
+    ClientProtocol,
+    HostCall,
+    HostCancel,
+    Refused,
+    greeting,
+    read_greeting,
+)
 from trio_gotask._wire import (
     CANCEL,
+    GOAWAY,
     HELLO,
     LARGE_BYTES,
     MAX_MSGID,
@@ -341,6 +351,20 @@ def test_the_deadline_travels_as_meta_timeout() -> None:
     protocol.send_request("App.Slow", 1, 2.5, owner=None)
     (request,) = sent_messages(protocol)
     assert request.meta == {"timeout": 2.5}
+
+
+@pytest.mark.parametrize("max_host_calls", [0, 4])
+def test_goaway_is_an_event_whether_or_not_the_client_takes_host_calls(max_host_calls: int) -> None:
+    protocol = ClientProtocol(PEER, max_frame_size=1 << 20, max_inflight=3, max_host_calls=max_host_calls)
+    call = protocol.send_request("App.Slow", 1, None, owner=None)
+    protocol.data_to_send()
+    protocol.receive_data(
+        framed(Notification(GOAWAY, "the sidecar is shutting down")) + framed(Response(call.msgid, None, 7))
+    )
+    going, answer = protocol.events()
+    assert going is GOING_AWAY
+    assert answer is call and call.result == 7
+    assert protocol.in_flight == 0
 
 
 def test_msgids_wrap_around_and_skip_those_in_flight() -> None:

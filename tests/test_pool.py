@@ -391,6 +391,29 @@ async def test_a_caller_waiting_for_a_slot_on_the_only_connection_gets_its_error
             assert info.value.__cause__ is not None  # the reason, not an internal exception
 
 
+async def test_a_connection_told_goaway_takes_no_new_call_and_closes_once_its_calls_are_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=2, answer=None) as (pool, sidecar):
+        told: list[None] = []
+        pool.on_going_away = lambda: told.append(None)
+        await pool.warm_up()
+        first = await start_call(sidecar.nursery, pool, "first")
+        goaway = pack([2, "$goaway", "the sidecar is shutting down"])
+        await sidecar.peers[0].send(frame_header(len(goaway)) + goaway)
+        await trio.testing.wait_all_tasks_blocked()
+        assert told == [None] and pool.connections == 0  # out of the pool at once
+        assert not sidecar.peers[0].closed.is_set()  # but open: a call is still in flight there
+        second = await start_call(sidecar.nursery, pool, "second")  # goes to a new connection
+        assert sidecar.loads() == [1, 1]
+        await sidecar.peers[1].answer_waiting()
+        assert await second.outcome() == "second"
+        await sidecar.peers[0].answer_waiting()
+        assert await first.outcome() == "first"  # answered on the connection going away
+        await sidecar.peers[0].closed.wait()  # then the client closed it, so the sidecar may exit
+        assert pool.connections == 1
+
+
 async def test_garbage_from_the_peer_fails_its_calls_with_a_protocol_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -27,7 +27,7 @@ from ._errors import (
 )
 from ._goridge import GoridgeProtocol
 from ._handlers import Handlers, error_map, log_record
-from ._protocol import Call, ClientProtocol, HostCall, HostCancel, HostLog
+from ._protocol import Call, ClientProtocol, GoingAway, HostCall, HostCancel, HostLog
 from ._transport import Opened, PeerClosed, open_channel
 
 
@@ -42,6 +42,11 @@ async def deadline_unless_cancelled() -> float:
     if deadline == -math.inf:
         await trio.lowlevel.checkpoint()
     return deadline
+
+
+_WENT_AWAY: Final = error_factory(
+    SidecarError, "the sidecar is shutting down: it asked for no more calls on this connection ($goaway)"
+)
 
 
 class Unsent(Exception):
@@ -72,6 +77,10 @@ class Connection:
     (see `ClientProtocol`). Run `run` in a nursery before calling `call`; `fail` stops it, and
     tells ``on_broken``.
 
+    When the sidecar says ``$goaway`` (it is shutting down), ``on_going_away`` is told, so that
+    no more calls are sent here, and the connection closes once every call sent on it is
+    answered; a request that crossed the ``$goaway`` is answered ``shutting_down``.
+
     Host calls (the sidecar calling ``handlers``) run as tasks of `run`'s nursery, each under the
     Go caller's deadline and cancelled by its ``$cancel``; the reader only starts them, so a slow
     or stuck handler never holds up the connection. The greeting announced how many may run at
@@ -86,6 +95,7 @@ class Connection:
         max_inflight: int,
         explain: Explain = lost_without_explanation,
         on_broken: Callable[[Connection], None] | None = None,
+        on_going_away: Callable[[Connection], None] | None = None,
         handlers: Handlers | None = None,
     ) -> None:
         self._channel = open_channel(opened.stream)
@@ -115,6 +125,11 @@ class Connection:
         # Bound once: every parked call points at it (Call.on_abort), no object made per call.
         self._abort_call = self._abort
         self._failure: ErrorFactory | None = None
+        self._refusal: ErrorFactory | None = None
+        """Set once no call may be sent here (broken, or going away): the error a caller who
+        was waiting for a slot gets, inside `Unsent`."""
+        self._on_going_away = on_going_away
+        self.going_away = False
         self._cancel_scope = trio.CancelScope()
         self.load = 0
         """Callers currently inside `call` on this connection."""
@@ -137,9 +152,9 @@ class Connection:
             except trio.WouldBlock:
                 await self._slots.acquire()
                 deadline = trio.current_effective_deadline()
-            if self._failure is not None:
+            if self._refusal is not None:
                 self._slots.release()
-                raise Unsent(self._failure())
+                raise Unsent(self._refusal())
             timeout = None if deadline == math.inf else deadline - trio.current_time()
             protocol = self._protocol
             try:
@@ -207,7 +222,7 @@ class Connection:
         """Fail every call in flight with a fresh error from ``make_error``, then stop."""
         if self._failure is not None:
             return
-        self._failure = make_error
+        self._failure = self._refusal = make_error
         held = self._protocol.in_flight
         for call in self._protocol.close():
             trio.lowlevel.reschedule(call.owner, outcome.Error(make_error()))
@@ -288,8 +303,22 @@ class Connection:
                     scope.cancel()
             elif type(event) is HostLog:
                 log_record(event)
+            elif type(event) is GoingAway:
+                self._go_away()
+        if self.going_away and not self._protocol.in_flight:
+            self.fail(_WENT_AWAY)  # every call sent here is answered: close, so the sidecar may exit
         if self._protocol.has_data_to_send:
             self._wake_writer()  # answers the protocol gave itself (busy)
+
+    def _go_away(self) -> None:
+        """The sidecar said ``$goaway``: send nothing more here (callers waiting for a slot go
+        elsewhere), and tell the pool."""
+        if self.going_away:
+            return
+        self.going_away = True
+        self._refusal = _WENT_AWAY
+        if self._on_going_away is not None:
+            self._on_going_away(self)
 
     async def _serve_host_call(self, call: HostCall) -> None:
         """Run the handler of a host call under the Go caller's deadline, and answer it."""

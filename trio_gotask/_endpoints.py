@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import socket
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class EndpointStatistics:
 
     address: str
     state: State
-    """``up`` (in rotation), ``down`` (unreachable) or ``draining`` (it answered shutting_down)."""
+    """``up`` (in rotation), ``down`` (unreachable) or ``draining`` (shutting down: it sent ``$goaway``, or answered ``shutting_down``)."""
     connections: int
     in_flight: int
     failures: int
@@ -107,6 +108,9 @@ class Endpoint:
         self.back_at = -math.inf
         """When it returns to rotation (trio time)."""
         self.retired = False
+        self.incidents = 0
+        """Times it left the rotation: a call that succeeds puts it back only if it did not
+        leave while the call ran."""
 
     def statistics(self) -> EndpointStatistics:
         return EndpointStatistics(
@@ -128,9 +132,9 @@ against (the DNS name the address came from), or ``None`` for the address's own 
 class Endpoints:
     """The `Backend` (and call target) of several sidecars started elsewhere.
 
-    A call goes to the endpoint in rotation with the fewest calls in flight. When no connection
-    to it can be opened, or it answers ``shutting_down`` (a graceful stop, such as a rolling
-    update), the call was not run: the endpoint leaves the rotation (0.5 s, doubling with each
+    A call goes to the endpoint in rotation with the fewest calls in flight, ties taken in turn.
+    When no connection to it can be opened, or it says ``$goaway`` or answers ``shutting_down``
+    (a graceful stop, such as a rolling update), the call was not run: the endpoint leaves the rotation (0.5 s, doubling with each
     failure in a row, up to 30 s; a warning is logged) and the call goes to another. A call is
     tried once on each endpoint at most, those out of rotation last, soonest back first; when
     all fail it raises the last error. A call in flight when its connection breaks fails with
@@ -170,6 +174,8 @@ class Endpoints:
             self._add(address, address, None)
         self.address: Final = ", ".join([*addresses, *(n.text for n in names)])
         self._closed = False
+        self._turn = random.randrange(len(addresses) or 1)
+        """Where `_pick` starts looking; a random start spreads the first calls of many clients."""
         self._resolve_soon = trio.Event()
         self._resolved_at = -math.inf
 
@@ -235,8 +241,11 @@ class Endpoints:
     async def call(self, method: str, arg: Any) -> Any:
         heavy = is_heavy(arg)
         failure: GoTaskError | None = None
-        for endpoint in self._order():
+        tried: list[Endpoint] = []
+        while (endpoint := self._pick(tried)) is not None:
+            tried.append(endpoint)
             pool = endpoint.pool
+            incidents = endpoint.incidents
             try:
                 connection: Connection = pool.only or await pool.choose(heavy)
             except GoTaskError as exc:  # no connection: nothing was sent
@@ -264,7 +273,7 @@ class Endpoints:
                 if endpoint.retired and not pool.in_flight:
                     self._retiring.discard(endpoint)
                     pool.close()
-            if endpoint.state != "up":
+            if endpoint.state != "up" and endpoint.incidents == incidents:  # not out since it began
                 logger.info("the sidecar at %s is back in rotation", endpoint.address)
                 endpoint.state, endpoint.failures = "up", 0
             return result
@@ -272,22 +281,39 @@ class Endpoints:
             raise SidecarError(f"no sidecar to call: {self.address} resolve to no address now")
         raise failure from failure.__cause__
 
-    def _order(self) -> list[Endpoint]:
-        """The endpoints in the order a call tries them: those in rotation by load, then the
-        others, soonest back first."""
+    def _pick(self, tried: list[Endpoint]) -> Endpoint | None:
+        """The endpoint a call tries next, of those not ``tried``: the least-loaded in rotation,
+        ties going round in turn (so that calls spread when each has few in flight, as when many
+        clients each make a few), else the one out of rotation that is back soonest."""
+        endpoints = self._endpoints
+        count = len(endpoints)
+        if not count:
+            return None
+        self._turn = turn = (self._turn + 1) % count
         now = trio.current_time()
-        live = [e for e in self._endpoints if e.back_at <= now]
-        live.sort(key=lambda e: e.pool.in_flight)
-        resting = sorted((e for e in self._endpoints if e.back_at > now), key=lambda e: e.back_at)
-        return live + resting
+        best: Endpoint | None = None
+        least = math.inf
+        soonest: Endpoint | None = None
+        for i in range(count):
+            endpoint = endpoints[(turn + i) % count]
+            if tried and endpoint in tried:
+                continue
+            if endpoint.back_at <= now:
+                load = endpoint.pool.in_flight
+                if load < least:
+                    best, least = endpoint, load
+            elif soonest is None or endpoint.back_at < soonest.back_at:
+                soonest = endpoint
+        return best or soonest
 
-    def _out(self, endpoint: Endpoint, state: State, why: BaseException) -> None:
+    def _out(self, endpoint: Endpoint, state: State, why: BaseException | str) -> None:
         """Take ``endpoint`` out of rotation after a failure (once: the other calls that were
         trying it at the time fail the same way, and do not lengthen its rest)."""
         if endpoint.retired or (endpoint.state == state and endpoint.back_at > trio.current_time()):
             return
         backoff = min(FIRST_BACKOFF * 2**endpoint.failures, MAX_BACKOFF)
         endpoint.failures += 1
+        endpoint.incidents += 1
         endpoint.state = state
         endpoint.back_at = trio.current_time() + backoff
         logger.warning(
@@ -353,7 +379,9 @@ class Endpoints:
         if address in self._by_address:
             self._by_address[address].sources.add(source)
             return
-        endpoint = Endpoint(address, self._pool_for(address, hostname), source)
+        pool = self._pool_for(address, hostname)
+        endpoint = Endpoint(address, pool, source)
+        pool.on_going_away = lambda: self._out(endpoint, "draining", "it said $goaway")
         self._endpoints.append(endpoint)
         self._by_address[address] = endpoint
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
 from typing import Any, Final, Protocol, final
 
 import trio
@@ -68,6 +69,8 @@ class Pool:
         self._failure: ErrorFactory | None = None
         self.opened = 0
         """Connections opened over the pool's life."""
+        self.on_going_away: Callable[[], None] | None = None
+        """Called when a connection says the sidecar is shutting down (``$goaway``)."""
         self.only: Connection | None = None
         """The connection for every call, when the pool may hold just one and it works: the
         common case, looked up on every call. Otherwise `choose` a connection."""
@@ -171,6 +174,7 @@ class Pool:
                 max_inflight=self._max_inflight,
                 explain=self._explain,
                 on_broken=self._forget,
+                on_going_away=self._going_away,
                 handlers=self._handlers,
             )
             await self._nursery.start(connection.run)
@@ -206,6 +210,13 @@ class Pool:
             self.only = None
         if connection in self._connections:
             self._connections.remove(connection)
+
+    def _going_away(self, connection: Connection) -> None:
+        """The sidecar is shutting down: no more calls go to ``connection`` (it closes itself
+        once its calls are answered), and ``on_going_away`` is told."""
+        self._forget(connection)
+        if self.on_going_away is not None:
+            self.on_going_away()
 
     def close(self) -> None:
         self.fail(error_factory(GoTaskError, "the GoTask is closed"))

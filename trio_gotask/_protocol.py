@@ -4,9 +4,9 @@
 waiting to be written, when a cancelled call needs a ``$cancel``, what a late reply of an abandoned
 call means, and how many calls the sidecar lets it send; and, for host calls (the sidecar calling
 the client), which are running and how many may. It is fed bytes with `receive_data` and hands back
-events with `events`: an answered `Call`, a `HostCall` to run, a `HostCancel`, a `HostLog`. It hands out
-bytes to write with `data_to_send`. It knows nothing of sockets, tasks or clocks, so its tests
-drive it alone.
+events with `events`: an answered `Call`, a `HostCall` to run, a `HostCancel`, a `HostLog`, or
+`GOING_AWAY`. It hands out bytes to write with `data_to_send`. It knows nothing of sockets, tasks
+or clocks, so its tests drive it alone.
 
 The greeting that opens a connection is here too: `greeting` is what the client sends first, and
 `read_greeting` finds the sidecar's answer in a `Decoder`.
@@ -20,6 +20,7 @@ from typing import Any, Final, final
 from ._errors import ProtocolError
 from ._wire import (
     CANCEL,
+    GOAWAY,
     HELLO,
     LARGE_BYTES,
     LOG,
@@ -164,7 +165,20 @@ class HostLog:
         return f"<HostLog {self.level} {self.logger!r} {self.message!r}>"
 
 
-Event = Call | HostCall | HostCancel | HostLog
+@final
+class GoingAway:
+    """The sidecar is shutting down (a ``$goaway`` notification): send no more calls on this
+    connection, and close it once the calls in flight are answered. `GOING_AWAY` is the one."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<GoingAway>"
+
+
+GOING_AWAY: Final = GoingAway()
+
+Event = Call | HostCall | HostCancel | HostLog | GoingAway
 
 _Frame = tuple[Call | None, bytes, "bytes | memoryview", bytes]
 """A frame to send: the call it is the request of (if any), then its bytes in three pieces: the
@@ -350,7 +364,7 @@ class ClientProtocol:
     def events(self) -> list[Event]:
         """The events the bytes received so far complete, in order (empty when more bytes are
         needed): each `Call` the sidecar answered (out of the table), `HostCall` to run,
-        `HostCancel` and `HostLog`. See the class docstring for abandoned calls and what raises.
+        `HostCancel`, `HostLog` and `GOING_AWAY`. See the class docstring for abandoned calls and what raises.
 
         When a frame is bad, the events before it are returned first, since their calls already
         left the table, and the `ProtocolError` is raised by the next call.
@@ -386,8 +400,12 @@ class ClientProtocol:
                 if type(message) is Request:
                     if (host_call := self._host_call(message)) is not None:
                         out.append(host_call)
-                elif type(message) is Notification and self.max_host_calls:
-                    if message.method == CANCEL:
+                elif type(message) is Notification:
+                    if message.method == GOAWAY:
+                        out.append(GOING_AWAY)
+                    elif not self.max_host_calls:
+                        pass
+                    elif message.method == CANCEL:
                         if message.params in self._host_calls:
                             out.append(HostCancel(message.params))
                     elif message.method == LOG:

@@ -32,6 +32,7 @@ AUTH: Final = "$auth"
 HELLO: Final = "$hello"
 REFUSED: Final = "$refused"
 LOG: Final = "$log"
+GOAWAY: Final = "$goaway"
 MAX_MSGID: Final = 2**32 - 1
 
 _HEADER = struct.Struct(">I")

@@ -27,6 +27,7 @@ type testClient struct {
 	err     error         // why the reader stopped
 	done    chan struct{} // closed when the reader stops
 	hello   chan *message // the sidecar's $hello, once it arrives
+	goaway  chan struct{} // closed when the sidecar's $goaway arrives
 
 	// inbox, when not nil, receives the sidecar's requests (host calls) and
 	// notifications other than $hello; otherwise they end the reader.
@@ -45,7 +46,7 @@ func newTestClient(t testing.TB, rwc io.ReadWriteCloser) *testClient {
 // startTestClient starts a test client whose inbox (may be nil) receives
 // what the sidecar sends besides responses and its $hello.
 func startTestClient(t testing.TB, rwc io.ReadWriteCloser, inbox chan *message) *testClient {
-	c := &testClient{t: t, rwc: rwc, pending: map[uint32]chan *message{}, done: make(chan struct{}), hello: make(chan *message, 1), inbox: inbox}
+	c := &testClient{t: t, rwc: rwc, pending: map[uint32]chan *message{}, done: make(chan struct{}), hello: make(chan *message, 1), goaway: make(chan struct{}), inbox: inbox}
 	go c.readLoop()
 	t.Cleanup(func() { c.rwc.Close() })
 	return c
@@ -72,6 +73,14 @@ func (c *testClient) readLoop() {
 			if err != nil {
 				break
 			}
+			continue
+		}
+		if m.typ == typeNotification && m.method == "$goaway" {
+			if isClosed(c.goaway) {
+				err = errors.New("client got a second $goaway")
+				break
+			}
+			close(c.goaway)
 			continue
 		}
 		if c.inbox != nil && m.typ != typeResponse {

@@ -92,6 +92,19 @@ func (c *conn) describe() string {
 	return ""
 }
 
+// goAway queues [2, "$goaway", "..."], telling the client to send no more
+// calls here, without waiting for room in the writer's queue.
+func (c *conn) goAway() {
+	e := getEncBuf()
+	e.appendGoAway()
+	e.frame()
+	select {
+	case c.out <- e:
+	default:
+		go c.send(e)
+	}
+}
+
 func (c *conn) closeRWC() { c.closeOnce.Do(func() { c.rwc.Close() }) }
 
 func (c *conn) stopWriter() { c.quitOnce.Do(func() { close(c.quit) }) }

@@ -318,6 +318,9 @@ func (e *encBuf) appendNotification(method, text string) {
 	enc.EncodeString(text)
 }
 
+// appendGoAway encodes the $goaway notification of a shutdown into e.
+func (e *encBuf) appendGoAway() { e.appendNotification("$goaway", "the sidecar is shutting down") }
+
 // appendResponse encodes [1, msgid, error, result] into e.
 func (e *encBuf) appendResponse(msgid uint32, werr *wireError, result any) error {
 	enc := e.enc

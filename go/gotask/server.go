@@ -45,6 +45,10 @@ type Server struct {
 	// authTimeout bounds the TLS handshake and the $auth frame of an accepted
 	// connection; zero means defaultAuthTimeout. Tests shorten it.
 	authTimeout time.Duration
+	// linger bounds how long Shutdown, once the calls are done, waits for the
+	// clients to close the connections it sent $goaway on; zero means
+	// defaultLinger. Tests shorten it.
+	linger time.Duration
 
 	services sync.Map // name -> *service
 
@@ -59,7 +63,14 @@ type Server struct {
 	closed    bool          // Shutdown closed the connections: new ones are refused
 	active    int           // calls started and not yet answered, all connections
 	idle      chan struct{} // closed when active drops to 0 during Shutdown
+	noConns   chan struct{} // closed when the last connection ends during Shutdown
 }
+
+// defaultLinger is how long Shutdown waits for clients to close their
+// connections after the calls are done. A client that knows $goaway closes a
+// connection as soon as its calls on it are answered, so this is time for a
+// round trip, not for work.
+const defaultLinger = time.Second
 
 // NewServer returns a new Server with no services.
 func NewServer() *Server {
@@ -159,6 +170,10 @@ func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
+		if len(s.conns) == 0 && s.noConns != nil {
+			close(s.noConns)
+			s.noConns = nil
+		}
 		s.mu.Unlock()
 	}()
 
@@ -185,10 +200,16 @@ func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 	c.closeRWC()
 }
 
-// Shutdown shuts the server down gracefully: it closes the listeners, answers
-// new requests with shutting_down, and waits for the calls in flight to finish
-// until ctx is done, then cancels their contexts. It then flushes and closes
-// every connection. It returns ctx.Err() if the calls did not finish in time.
+// Shutdown shuts the server down gracefully: it closes the listeners, sends
+// $goaway on every connection (a client that knows it sends no more calls
+// there, and closes the connection once its calls are answered), answers new
+// requests with shutting_down, and waits for the calls in flight to finish
+// until ctx is done, then cancels their contexts. It then waits, for a second
+// at most and not beyond ctx, for the clients to close their connections, so
+// that a request already on its way when $goaway left is read and answered
+// with shutting_down rather than lost; then it flushes and closes every
+// connection still open. It returns ctx.Err() if the calls did not finish in
+// time.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutting = true
@@ -199,6 +220,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.idle = make(chan struct{})
 	}
 	idle := s.idle
+	if len(s.conns) > 0 && s.noConns == nil {
+		s.noConns = make(chan struct{})
+	}
+	noConns := s.noConns
+	for c := range s.conns {
+		c.goAway()
+	}
 	s.mu.Unlock()
 
 	var err error
@@ -216,6 +244,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 			t.Stop()
 		}
+	}
+
+	if noConns != nil && ctx.Err() == nil {
+		linger := s.linger
+		if linger == 0 {
+			linger = defaultLinger
+		}
+		t := time.NewTimer(linger)
+		select {
+		case <-noConns:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
 	}
 
 	s.mu.Lock()

@@ -326,6 +326,87 @@ func TestServerShutdown(t *testing.T) {
 	<-c.done // the connection was closed
 }
 
+// A graceful shutdown tells every connection $goaway, keeps reading and
+// answering shutting_down while calls finish, and ends once the clients have
+// closed their connections (a request in transit is then answered, not lost),
+// or after its linger for a client that does not close.
+func TestServerShutdownSaysGoAwayAndWaitsForClientsToClose(t *testing.T) {
+	svc := newSvc()
+	srv, _ := newTestServer(t, svc)
+	srv.linger = time.Minute // so only the clients closing can end Shutdown here
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	dial := func() *testClient {
+		conn, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := newTestClient(t, conn)
+		<-c.hello
+		return c
+	}
+	busy, idle := dial(), dial()
+	_, blocked := busy.start("Svc.Block", nil, nil)
+	<-svc.started
+
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	for _, c := range []*testClient{busy, idle} {
+		select {
+		case <-c.goaway:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no $goaway")
+		}
+	}
+	if err := idle.call("Svc.Teapot", nil, nil); errType(err) != "shutting_down" {
+		t.Fatalf("a request after $goaway: %v, want shutting_down", err)
+	}
+	close(svc.release)
+	if err := busy.wait(blocked, nil); err != nil {
+		t.Fatalf("the call in flight: %v", err)
+	}
+	if err := busy.call("Svc.Teapot", nil, nil); errType(err) != "shutting_down" {
+		t.Fatalf("a request after the calls finished: %v, want shutting_down", err)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) with clients still connected", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	busy.rwc.Close()
+	idle.rwc.Close()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return once the clients closed")
+	}
+}
+
+func TestServerShutdownLingersForAClientThatStaysAtMostLinger(t *testing.T) {
+	srv, _ := newTestServer(t, newSvc())
+	srv.linger = 100 * time.Millisecond
+	c, done := serve(t, srv)
+	<-c.hello
+	start := time.Now()
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < srv.linger {
+		t.Fatalf("Shutdown returned after %v, before its linger", waited)
+	}
+	<-done // it closed the connection
+	<-c.done
+	if !isClosed(c.goaway) {
+		t.Fatal("no $goaway before the close")
+	}
+}
+
 func TestRunInProcess(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), NewServer(), Options{}, false, strings.NewReader(""), &stdout, &stderr); code != 1 || stdout.Len() != 0 {

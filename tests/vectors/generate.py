@@ -149,6 +149,7 @@ MESSAGES: list[tuple[str, Any, bool]] = [
     ),
     ("notification_hello_client", [2, "$hello", {"version": 2, "max_frame_size": 67108864}], False),
     ("notification_refused", [2, "$refused", "authentication failed: wrong secret"], True),
+    ("notification_goaway", [2, "$goaway", "the sidecar is shutting down"], True),
     (
         "notification_hello_client_host_calls",
         [2, "$hello", {"version": 2, "max_frame_size": 67108864, "max_host_calls": 64}],
