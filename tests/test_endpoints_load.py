@@ -4,6 +4,7 @@ stopped by SIGTERM, or killed and brought back. Every call is accounted for."""
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -349,3 +350,53 @@ async def test_a_request_crossing_a_draining_sidecars_close_is_lost(sidecar: str
         except SidecarError as exc:  # remove this once fixed: the test then guards the fix
             pytest.xfail(f"BUG, a call that never ran is lost (see the docstring): {exc}")
         assert pid == b.process.pid
+
+
+async def test_a_call_run_before_a_sidecar_began_draining_does_not_bring_it_back(
+    sidecar: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call a sidecar took before its SIGTERM and answers after the client saw it refuse
+    another (``shutting_down``) says nothing about whether it takes calls: the sidecar stays out
+    of rotation. (Found under load: the draining sidecar came back "up" and logged "back in
+    rotation" when its last calls finished, and was tried again when its rest ended.)"""
+    caplog.set_level(logging.INFO, logger="trio_gotask")
+    async with (
+        standalone(sidecar, "-address", "127.0.0.2:0", "-grace", "30s") as a,
+        standalone(sidecar, "-address", "127.0.0.3:0") as b,
+        connect_gotask([a.address, b.address]) as gt,
+        connect_gotask(a.address) as direct,
+    ):
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                results: list[int] = []
+
+                async def wait_cancelled() -> None:
+                    results.append(await gt.call("App.WaitCancelled", 1))
+
+                releases: list[trio.CancelScope] = []
+
+                async def slow(on: GoTask) -> None:
+                    with trio.CancelScope() as scope:
+                        releases.append(scope)
+                        await on.call("App.Slow", PINNED_MS)
+
+                nursery.start_soon(wait_cancelled)  # to a: least-loaded, a first on a tie
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(slow, gt)  # to b
+                nursery.start_soon(slow, direct)  # to a, on a connection of its own
+                await trio.testing.wait_all_tasks_blocked()
+                assert [e.in_flight for e in gt.statistics().endpoints] == [1, 1]
+                # Taken by a before the SIGTERM: a answered calls sent after them on each connection.
+                assert await gt.call("App.Pid") == a.process.pid
+                assert await direct.call("App.Pid") == a.process.pid
+
+                a.process.send_signal(signal.SIGTERM)
+                while endpoint(gt, a.address).state == "up":  # until a refuses a call
+                    assert await gt.call("App.Pid") in {a.process.pid, b.process.pid}
+                assert endpoint(gt, a.address).state == "draining"
+                for scope in releases:
+                    scope.cancel()  # WaitCancelled returns, on a, after it began draining
+                await a.process.wait()
+        assert results == [1]
+        assert endpoint(gt, a.address).state == "draining"
+        assert not [r for r in caplog.records if "back in rotation" in r.getMessage()]

@@ -132,6 +132,9 @@ class Endpoints:
         failure: GoTaskError | None = None
         for endpoint in self._order():
             pool = endpoint.pool
+            # Only a call sent while it was out can bring it back: one it took before it left
+            # (a sidecar draining answers those) says nothing of new calls.
+            out = endpoint.state != "up"
             try:
                 connection: Connection = pool.only or await pool.choose(heavy)
             except GoTaskError as exc:  # no connection: nothing was sent
@@ -146,7 +149,7 @@ class Endpoints:
                 self._out(endpoint, "draining", exc)
                 failure = exc
                 continue
-            if endpoint.state != "up":
+            if out and endpoint.state != "up":
                 logger.info("the sidecar at %s is back in rotation", endpoint.address)
                 endpoint.state, endpoint.failures = "up", 0
             return result
