@@ -14,6 +14,7 @@ from wirehelpers import encode
 from trio_gotask._errors import ProtocolError
 from trio_gotask._protocol import (
     GOING_AWAY,
+    SIDECAR_DRAINED,
     Call,
     ClientProtocol,
     HostCall,
@@ -24,6 +25,7 @@ from trio_gotask._protocol import (
 )
 from trio_gotask._wire import (
     CANCEL,
+    DRAINED,
     GOAWAY,
     HELLO,
     LARGE_BYTES,
@@ -354,7 +356,9 @@ def test_the_deadline_travels_as_meta_timeout() -> None:
 
 
 @pytest.mark.parametrize("max_host_calls", [0, 4])
-def test_goaway_is_an_event_whether_or_not_the_client_takes_host_calls(max_host_calls: int) -> None:
+def test_goaway_and_drained_are_events_whether_or_not_the_client_takes_host_calls(
+    max_host_calls: int,
+) -> None:
     protocol = ClientProtocol(PEER, max_frame_size=1 << 20, max_inflight=3, max_host_calls=max_host_calls)
     call = protocol.send_request("App.Slow", 1, None, owner=None)
     protocol.data_to_send()
@@ -365,6 +369,8 @@ def test_goaway_is_an_event_whether_or_not_the_client_takes_host_calls(max_host_
     assert going is GOING_AWAY
     assert answer is call and call.result == 7
     assert protocol.in_flight == 0
+    protocol.receive_data(framed(Notification(DRAINED, "every call it ran is answered")))
+    assert protocol.events() == [SIDECAR_DRAINED]
 
 
 def test_msgids_wrap_around_and_skip_those_in_flight() -> None:

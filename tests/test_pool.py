@@ -14,7 +14,7 @@ import trio.testing
 from fakesidecar import FakePeer, fake_connect
 from wirehelpers import pack
 
-from trio_gotask import GoTask, GoTaskError, ProtocolError, SidecarError
+from trio_gotask import GoTask, GoTaskError, ProtocolError, ShuttingDown, SidecarError
 from trio_gotask._errors import error_factory, lost_without_explanation
 from trio_gotask._pool import _RETRY_AFTER, HEAVY, Pool, Remote
 from trio_gotask._transport import Connect, Opened
@@ -412,6 +412,24 @@ async def test_a_connection_told_goaway_takes_no_new_call_and_closes_once_its_ca
         assert await first.outcome() == "first"  # answered on the connection going away
         await sidecar.peers[0].closed.wait()  # then the client closed it, so the sidecar may exit
         assert pool.connections == 1
+
+
+async def test_calls_unanswered_when_the_sidecar_says_drained_were_not_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pool(size=1, answer=None) as (pool, sidecar):
+        await pool.warm_up()
+        waiting = await start_call(sidecar.nursery, pool, "never run")
+        for method in ["$goaway", "$drained"]:
+            notification = pack([2, method, "..."])
+            await sidecar.peers[0].send(frame_header(len(notification)) + notification)
+        # Its only connection is gone: the caller gets why (with a sidecar beside it, the call
+        # would go there: test_endpoints_load.py).
+        with pytest.raises(
+            ShuttingDown, match="Echo: shutting_down: the sidecar shut down before it ran the call"
+        ):
+            await waiting.outcome()
+        await sidecar.peers[0].closed.wait()  # the client closed the connection
 
 
 async def test_garbage_from_the_peer_fails_its_calls_with_a_protocol_error(

@@ -20,6 +20,7 @@ from ._errors import (
     GoTaskError,
     ProtocolError,
     RemoteError,
+    ShuttingDown,
     SidecarError,
     error_factory,
     lost_without_explanation,
@@ -27,7 +28,7 @@ from ._errors import (
 )
 from ._goridge import GoridgeProtocol
 from ._handlers import Handlers, error_map, log_record
-from ._protocol import Call, ClientProtocol, GoingAway, HostCall, HostCancel, HostLog
+from ._protocol import Call, ClientProtocol, Drained, GoingAway, HostCall, HostCancel, HostLog
 from ._transport import Opened, PeerClosed, open_channel
 
 
@@ -79,7 +80,9 @@ class Connection:
 
     When the sidecar says ``$goaway`` (it is shutting down), ``on_going_away`` is told, so that
     no more calls are sent here, and the connection closes once every call sent on it is
-    answered; a request that crossed the ``$goaway`` is answered ``shutting_down``.
+    answered; a request that crossed the ``$goaway`` is answered ``shutting_down``. When it says
+    ``$drained`` (it answered every call it ran), the calls still unanswered get `Unsent`, since
+    they never ran, and the connection closes.
 
     Host calls (the sidecar calling ``handlers``) run as tasks of `run`'s nursery, each under the
     Go caller's deadline and cancelled by its ``$cancel``; the reader only starts them, so a slow
@@ -218,14 +221,22 @@ class Connection:
             with trio.CancelScope(shield=True):
                 await self._channel.aclose()
 
-    def fail(self, make_error: ErrorFactory) -> None:
-        """Fail every call in flight with a fresh error from ``make_error``, then stop."""
+    def fail(self, make_error: ErrorFactory, *, unrun: bool = False) -> None:
+        """Fail every call in flight with a fresh error from ``make_error``, then stop. With
+        ``unrun`` (the sidecar said it ran none of them), each gets `Unsent` carrying a
+        `ShuttingDown` instead, so that it may be sent elsewhere."""
         if self._failure is not None:
             return
         self._failure = self._refusal = make_error
         held = self._protocol.in_flight
         for call in self._protocol.close():
-            trio.lowlevel.reschedule(call.owner, outcome.Error(make_error()))
+            if unrun:
+                error: BaseException = Unsent(
+                    ShuttingDown(call.method, "shutting_down", "the sidecar shut down before it ran the call")
+                )
+            else:
+                error = make_error()
+            trio.lowlevel.reschedule(call.owner, outcome.Error(error))
         for _ in range(held):
             self._slots.release()  # a waiter wakes, sees the failure and passes its slot on
         self._unsent.clear()
@@ -305,6 +316,8 @@ class Connection:
                 log_record(event)
             elif type(event) is GoingAway:
                 self._go_away()
+            elif type(event) is Drained:
+                self.fail(_WENT_AWAY, unrun=True)
         if self.going_away and not self._protocol.in_flight:
             self.fail(_WENT_AWAY)  # every call sent here is answered: close, so the sidecar may exit
         if self._protocol.has_data_to_send:

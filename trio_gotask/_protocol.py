@@ -4,9 +4,9 @@
 waiting to be written, when a cancelled call needs a ``$cancel``, what a late reply of an abandoned
 call means, and how many calls the sidecar lets it send; and, for host calls (the sidecar calling
 the client), which are running and how many may. It is fed bytes with `receive_data` and hands back
-events with `events`: an answered `Call`, a `HostCall` to run, a `HostCancel`, a `HostLog`, or
-`GOING_AWAY`. It hands out bytes to write with `data_to_send`. It knows nothing of sockets, tasks
-or clocks, so its tests drive it alone.
+events with `events`: an answered `Call`, a `HostCall` to run, a `HostCancel`, a `HostLog`,
+`GOING_AWAY` or `SIDECAR_DRAINED`. It hands out bytes to write with `data_to_send`. It knows
+nothing of sockets, tasks or clocks, so its tests drive it alone.
 
 The greeting that opens a connection is here too: `greeting` is what the client sends first, and
 `read_greeting` finds the sidecar's answer in a `Decoder`.
@@ -20,6 +20,7 @@ from typing import Any, Final, final
 from ._errors import ProtocolError
 from ._wire import (
     CANCEL,
+    DRAINED,
     GOAWAY,
     HELLO,
     LARGE_BYTES,
@@ -178,7 +179,22 @@ class GoingAway:
 
 GOING_AWAY: Final = GoingAway()
 
-Event = Call | HostCall | HostCancel | HostLog | GoingAway
+
+@final
+class Drained:
+    """The sidecar answered every call it ran on this connection (a ``$drained`` notification,
+    after ``$goaway``): the calls still in flight were not run, and will not be.
+    `SIDECAR_DRAINED` is the one."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<Drained>"
+
+
+SIDECAR_DRAINED: Final = Drained()
+
+Event = Call | HostCall | HostCancel | HostLog | GoingAway | Drained
 
 _Frame = tuple[Call | None, bytes, "bytes | memoryview", bytes]
 """A frame to send: the call it is the request of (if any), then its bytes in three pieces: the
@@ -364,7 +380,8 @@ class ClientProtocol:
     def events(self) -> list[Event]:
         """The events the bytes received so far complete, in order (empty when more bytes are
         needed): each `Call` the sidecar answered (out of the table), `HostCall` to run,
-        `HostCancel`, `HostLog` and `GOING_AWAY`. See the class docstring for abandoned calls and what raises.
+        `HostCancel`, `HostLog`, `GOING_AWAY` and `SIDECAR_DRAINED`. See the class docstring for
+        abandoned calls and what raises.
 
         When a frame is bad, the events before it are returned first, since their calls already
         left the table, and the `ProtocolError` is raised by the next call.
@@ -403,6 +420,8 @@ class ClientProtocol:
                 elif type(message) is Notification:
                     if message.method == GOAWAY:
                         out.append(GOING_AWAY)
+                    elif message.method == DRAINED:
+                        out.append(SIDECAR_DRAINED)
                     elif not self.max_host_calls:
                         pass
                     elif message.method == CANCEL:

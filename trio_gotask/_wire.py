@@ -33,6 +33,7 @@ HELLO: Final = "$hello"
 REFUSED: Final = "$refused"
 LOG: Final = "$log"
 GOAWAY: Final = "$goaway"
+DRAINED: Final = "$drained"
 MAX_MSGID: Final = 2**32 - 1
 
 _HEADER = struct.Struct(">I")

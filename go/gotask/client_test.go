@@ -28,6 +28,7 @@ type testClient struct {
 	done    chan struct{} // closed when the reader stops
 	hello   chan *message // the sidecar's $hello, once it arrives
 	goaway  chan struct{} // closed when the sidecar's $goaway arrives
+	drained chan struct{} // closed when the sidecar's $drained arrives
 
 	// inbox, when not nil, receives the sidecar's requests (host calls) and
 	// notifications other than $hello; otherwise they end the reader.
@@ -46,7 +47,7 @@ func newTestClient(t testing.TB, rwc io.ReadWriteCloser) *testClient {
 // startTestClient starts a test client whose inbox (may be nil) receives
 // what the sidecar sends besides responses and its $hello.
 func startTestClient(t testing.TB, rwc io.ReadWriteCloser, inbox chan *message) *testClient {
-	c := &testClient{t: t, rwc: rwc, pending: map[uint32]chan *message{}, done: make(chan struct{}), hello: make(chan *message, 1), goaway: make(chan struct{}), inbox: inbox}
+	c := &testClient{t: t, rwc: rwc, pending: map[uint32]chan *message{}, done: make(chan struct{}), hello: make(chan *message, 1), goaway: make(chan struct{}), drained: make(chan struct{}), inbox: inbox}
 	go c.readLoop()
 	t.Cleanup(func() { c.rwc.Close() })
 	return c
@@ -75,12 +76,16 @@ func (c *testClient) readLoop() {
 			}
 			continue
 		}
-		if m.typ == typeNotification && m.method == "$goaway" {
-			if isClosed(c.goaway) {
-				err = errors.New("client got a second $goaway")
+		if m.typ == typeNotification && (m.method == "$goaway" || m.method == "$drained") {
+			ch := c.goaway
+			if m.method == "$drained" {
+				ch = c.drained
+			}
+			if isClosed(ch) {
+				err = fmt.Errorf("client got a second %s", m.method)
 				break
 			}
-			close(c.goaway)
+			close(ch)
 			continue
 		}
 		if c.inbox != nil && m.typ != typeResponse {

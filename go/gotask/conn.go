@@ -105,6 +105,20 @@ func (c *conn) goAway() {
 	}
 }
 
+// drained queues [2, "$drained", "..."] after the replies of every call run
+// on this connection (each queued its reply before it ended): requests the
+// client has no reply for by then were not run, and will not be.
+func (c *conn) drained() {
+	e := getEncBuf()
+	e.appendDrained()
+	e.frame()
+	select {
+	case c.out <- e:
+	default:
+		go c.send(e)
+	}
+}
+
 func (c *conn) closeRWC() { c.closeOnce.Do(func() { c.rwc.Close() }) }
 
 func (c *conn) stopWriter() { c.quitOnce.Do(func() { close(c.quit) }) }

@@ -321,6 +321,11 @@ func (e *encBuf) appendNotification(method, text string) {
 // appendGoAway encodes the $goaway notification of a shutdown into e.
 func (e *encBuf) appendGoAway() { e.appendNotification("$goaway", "the sidecar is shutting down") }
 
+// appendDrained encodes the $drained notification of a shutdown into e.
+func (e *encBuf) appendDrained() {
+	e.appendNotification("$drained", "the sidecar answered every call it ran; it runs no other")
+}
+
 // appendResponse encodes [1, msgid, error, result] into e.
 func (e *encBuf) appendResponse(msgid uint32, werr *wireError, result any) error {
 	enc := e.enc

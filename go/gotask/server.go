@@ -204,12 +204,13 @@ func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 // $goaway on every connection (a client that knows it sends no more calls
 // there, and closes the connection once its calls are answered), answers new
 // requests with shutting_down, and waits for the calls in flight to finish
-// until ctx is done, then cancels their contexts. It then waits, for a second
-// at most and not beyond ctx, for the clients to close their connections, so
-// that a request already on its way when $goaway left is read and answered
-// with shutting_down rather than lost; then it flushes and closes every
-// connection still open. It returns ctx.Err() if the calls did not finish in
-// time.
+// until ctx is done, then cancels their contexts. Once every call is
+// answered it sends $drained on every connection: a request the client has
+// no answer for was never run, and the client may send it elsewhere. It then
+// waits, for a second at most and not beyond ctx, for the clients to close
+// their connections, answering shutting_down meanwhile; then it flushes and
+// closes every connection still open. It returns ctx.Err() if the calls did
+// not finish in time.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutting = true
@@ -245,6 +246,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			t.Stop()
 		}
 	}
+
+	// Every call is answered (unless the grace ran out with some still running):
+	// say so, so that a client may send what it has unanswered elsewhere.
+	s.mu.Lock()
+	if s.active == 0 {
+		for c := range s.conns {
+			c.drained()
+		}
+	}
+	s.mu.Unlock()
 
 	if noConns != nil && ctx.Err() == nil {
 		linger := s.linger

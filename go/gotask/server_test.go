@@ -327,9 +327,10 @@ func TestServerShutdown(t *testing.T) {
 }
 
 // A graceful shutdown tells every connection $goaway, keeps reading and
-// answering shutting_down while calls finish, and ends once the clients have
-// closed their connections (a request in transit is then answered, not lost),
-// or after its linger for a client that does not close.
+// answering shutting_down while calls finish, says $drained after the last
+// reply, and ends once the clients have closed their connections (a request
+// in transit is then answered, not lost), or after its linger for a client
+// that does not close.
 func TestServerShutdownSaysGoAwayAndWaitsForClientsToClose(t *testing.T) {
 	svc := newSvc()
 	srv, _ := newTestServer(t, svc)
@@ -364,9 +365,24 @@ func TestServerShutdownSaysGoAwayAndWaitsForClientsToClose(t *testing.T) {
 	if err := idle.call("Svc.Teapot", nil, nil); errType(err) != "shutting_down" {
 		t.Fatalf("a request after $goaway: %v, want shutting_down", err)
 	}
+	if isClosed(busy.drained) || isClosed(idle.drained) {
+		t.Fatal("$drained with a call still running")
+	}
 	close(svc.release)
-	if err := busy.wait(blocked, nil); err != nil {
-		t.Fatalf("the call in flight: %v", err)
+	for _, c := range []*testClient{busy, idle} {
+		select {
+		case <-c.drained:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no $drained once the calls were done")
+		}
+	}
+	select { // $drained came after the reply of the call it ran
+	case m := <-blocked:
+		if m == nil || m.errMap != nil {
+			t.Fatalf("the call in flight: %+v", m)
+		}
+	default:
+		t.Fatal("$drained came before the reply of a call the sidecar ran")
 	}
 	if err := busy.call("Svc.Teapot", nil, nil); errType(err) != "shutting_down" {
 		t.Fatalf("a request after the calls finished: %v, want shutting_down", err)

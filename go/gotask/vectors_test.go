@@ -384,7 +384,7 @@ func TestDecodeStrictness(t *testing.T) {
 	}
 }
 
-// TestVectorHello: the sidecar's $hello, $refused and $goaway encoders give the bytes
+// TestVectorHello: the sidecar's $hello, $refused, $goaway and $drained encoders give the bytes
 // of the vectors, and the client's $hello vector announces its frame limit.
 func TestVectorHello(t *testing.T) {
 	byName := map[string][]byte{}
@@ -405,6 +405,11 @@ func TestVectorHello(t *testing.T) {
 	e.appendGoAway()
 	if got, _ := e.frame(); !bytes.Equal(got, byName["notification_goaway"]) {
 		t.Errorf("$goaway %x, want %x", got, byName["notification_goaway"])
+	}
+	e = getEncBuf()
+	e.appendDrained()
+	if got, _ := e.frame(); !bytes.Equal(got, byName["notification_drained"]) {
+		t.Errorf("$drained %x, want %x", got, byName["notification_drained"])
 	}
 	payload, err := readFrame(bytes.NewReader(byName["notification_hello_client"]), DefaultMaxFrameSize)
 	if err != nil {

@@ -151,6 +151,11 @@ MESSAGES: list[tuple[str, Any, bool]] = [
     ("notification_refused", [2, "$refused", "authentication failed: wrong secret"], True),
     ("notification_goaway", [2, "$goaway", "the sidecar is shutting down"], True),
     (
+        "notification_drained",
+        [2, "$drained", "the sidecar answered every call it ran; it runs no other"],
+        True,
+    ),
+    (
         "notification_hello_client_host_calls",
         [2, "$hello", {"version": 2, "max_frame_size": 67108864, "max_host_calls": 64}],
         False,
