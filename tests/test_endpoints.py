@@ -20,6 +20,7 @@ from standalone import standalone
 
 from trio_gotask import GoTask, SidecarError, connect_gotask
 from trio_gotask._endpoints import dns_name, resolve
+from trio_gotask._transport import open_stream
 
 
 async def pids(gt: GoTask, calls: int) -> Counter[int]:
@@ -442,3 +443,23 @@ async def test_idempotent_must_name_methods() -> None:
     with pytest.raises(TypeError, match="collection of method names"):
         async with connect_gotask(["127.0.0.1:1"], idempotent="App.Slow"):
             pass
+
+
+async def test_tcp_connections_are_set_to_notice_a_vanished_host(sidecar: str) -> None:
+    """A host powered off or cut from the network closes nothing: the client must notice by
+    itself. (Dropping packets to see it happen needs privileges tests do not have; the kernel's
+    side of these options is its own.)"""
+    async with standalone(sidecar, "-address", "127.0.0.2:0") as a:
+        stream = await open_stream(a.address)
+        try:
+            assert isinstance(stream, trio.SocketStream)
+            sock = stream.socket
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30_000
+                idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+                interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+                count = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+                assert idle + interval * count <= 30  # an idle connection: about as soon
+        finally:
+            await stream.aclose()
