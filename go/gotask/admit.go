@@ -27,6 +27,12 @@ type admitError struct {
 
 func (e *admitError) Error() string { return e.reason }
 
+// errProbe ends a connection accepted by Serve that closed before sending a
+// byte: what a TCP readiness or liveness probe does (Kubernetes' tcpSocket,
+// a load balancer's health check). It is not logged: one line per probe
+// would bury the lines that matter.
+var errProbe = errors.New("gotask: the connection closed before sending anything")
+
 // admit runs the TLS handshake, if the connection is TLS, and reads the $auth
 // frame, if the server has a secret, both within the server's authTimeout.
 // Nothing else is read before it returns nil.
@@ -52,6 +58,9 @@ func (c *conn) admit(br *bufio.Reader) error {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return &admitError{fmt.Sprintf("no TLS handshake within %v", timeout), false}
 			}
+			if err == io.EOF {
+				return errProbe
+			}
 			return &admitError{"TLS handshake failed: " + err.Error(), false}
 		}
 	}
@@ -66,6 +75,11 @@ func (c *conn) admit(br *bufio.Reader) error {
 	return nil
 }
 
+func (c *conn) isTLS() bool {
+	_, ok := c.rwc.(*tls.Conn)
+	return ok
+}
+
 // authenticate reads the first frame and checks that it is [2, "$auth", secret].
 func (c *conn) authenticate(br *bufio.Reader, secret string, timeout time.Duration) error {
 	// A longer frame cannot be $auth: do not let an unauthenticated peer make
@@ -74,8 +88,10 @@ func (c *conn) authenticate(br *bufio.Reader, secret string, timeout time.Durati
 	payload, err := readFrame(br, limit)
 	switch {
 	case err == nil:
-	case err == io.EOF:
+	case err == io.EOF && c.isTLS():
 		return &admitError{"connection closed before authenticating", false}
+	case err == io.EOF:
+		return errProbe
 	case errors.Is(err, net.ErrClosed):
 		return err // we closed it: Shutdown
 	case errors.Is(err, os.ErrDeadlineExceeded):

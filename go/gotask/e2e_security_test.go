@@ -234,11 +234,16 @@ func TestSidecarTLS(t *testing.T) {
 	}
 
 	// TLS older than 1.2 is refused.
-	if old, err := dialTLS(&tls.Config{MaxVersion: tls.VersionTLS11}); err == nil {
+	if old, err := dialTLS(&tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}); err == nil {
 		old.Write(authFrame(t, goodSecret))
 		expectClosed(t, old, 10*time.Second, "TLS 1.1")
 	}
 	waitLines(t, sc.stderr.String, 3, "TLS 1.1")
+
+	// A readiness probe (connect, close) is not logged: the count below stays 3.
+	probe := sc.dial()
+	probe.(interface{ CloseWrite() error }).CloseWrite()
+	expectClosed(t, probe, 10*time.Second, "probe")
 
 	if err := c.call("App.Hi", "still", &hi); err != nil || hi["hello"] != "still" {
 		t.Fatalf("Hi after the bad clients: %v %v", hi, err)

@@ -144,7 +144,6 @@ var badFirstFrames = []struct {
 	{"bad msgpack", func(t testing.TB) []byte { return []byte{0, 0, 0, 1, 0xc1} }, false, "bad_msgpack"},
 	{"4GiB", func(t testing.TB) []byte { return []byte{0xff, 0xff, 0xff, 0xff} }, false, "too long"},
 	{"truncated", func(t testing.TB) []byte { return authFrame(t, goodSecret)[:10] }, true, "truncated"},
-	{"nothing then EOF", func(t testing.TB) []byte { return nil }, true, "closed before authenticating"},
 	// The secret followed by a pipelined request: the request must not run either.
 	{"wrong secret then request", func(t testing.TB) []byte {
 		return append(authFrame(t, wrongSecret), frameOf(t, []any{0, 1, "Svc.Block", nil, nil})...)
@@ -195,6 +194,14 @@ func TestServerSecret(t *testing.T) {
 				if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
 					t.Fatalf("%s: authenticated connection: %v", bad.name, err)
 				}
+			}
+
+			// A probe (connect, close: a readiness check) is closed without a log line.
+			probe := dialT(t, network, addr)
+			probe.(interface{ CloseWrite() error }).CloseWrite()
+			expectClosed(t, probe, 5*time.Second, "probe")
+			if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+				t.Fatalf("after a probe: %v", err)
 			}
 
 			// Silence: closed after the auth timeout, while others are served.
