@@ -253,6 +253,9 @@ async def run(quick: bool, out: Path) -> Report:
         from mixed import mixed_workload  # here, not at the top: mixed.py imports bench
 
         await mixed_workload(sidecar, report, quick)
+        from endpoints import endpoints_section  # here, not at the top: endpoints.py imports bench
+
+        await endpoints_section(sidecar, report, quick)
 
         # Payload sweep: bytes echoed through the sidecar, and the ceiling: the same frames
         # through a blocking socket, neither encoded nor decoded per call.

@@ -290,7 +290,7 @@ class Endpoints:
         if not count:
             return None
         self._turn = turn = (self._turn + 1) % count
-        now = trio.current_time()
+        now: float | None = None  # read only if an endpoint is out: the common case needs no clock
         best: Endpoint | None = None
         least = math.inf
         soonest: Endpoint | None = None
@@ -298,12 +298,16 @@ class Endpoints:
             endpoint = endpoints[(turn + i) % count]
             if tried and endpoint in tried:
                 continue
-            if endpoint.back_at <= now:
-                load = endpoint.pool.in_flight
-                if load < least:
-                    best, least = endpoint, load
-            elif soonest is None or endpoint.back_at < soonest.back_at:
-                soonest = endpoint
+            if endpoint.state != "up":
+                if now is None:
+                    now = trio.current_time()
+                if endpoint.back_at > now:
+                    if soonest is None or endpoint.back_at < soonest.back_at:
+                        soonest = endpoint
+                    continue
+            load = endpoint.pool.in_flight
+            if load < least:
+                best, least = endpoint, load
         return best or soonest
 
     def _out(self, endpoint: Endpoint, state: State, why: BaseException | str) -> None:

@@ -81,6 +81,9 @@ class Pool:
 
     @property
     def in_flight(self) -> int:
+        only = self.only
+        if only is not None:
+            return only.load
         return sum(c.load for c in self._connections)
 
     async def warm_up(self) -> None:
