@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from trio_gotask import GoTask, build_sidecar, connect_gotask
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import EXAMPLE, Report, median, throughput, timed
+from floor import standalone_sidecar
 
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 CALLERS = 64
@@ -51,25 +51,6 @@ class Resolver(trio.abc.HostnameResolver):
 
     async def getnameinfo(self, sockaddr: Any, flags: int) -> Any:
         raise NotImplementedError
-
-
-@asynccontextmanager
-async def sidecar_at(binary: str, address: str) -> AsyncIterator[tuple[str, int]]:
-    """A standalone sidecar at ``address``: its real address and pid."""
-    process = await trio.lowlevel.open_process(
-        [binary, "-standalone", "-address", address], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    assert process.stdout is not None
-    try:
-        line = b""
-        with trio.fail_after(10):
-            while not line.endswith(b"\n"):
-                line += await process.stdout.receive_some(1)
-        yield line.decode().strip().split("|")[3], process.pid
-    finally:
-        process.terminate()
-        await process.wait()
-        await process.stdout.aclose()
 
 
 async def measure(gt: GoTask, calls: int, sequential: int) -> tuple[float, float]:
@@ -112,9 +93,11 @@ async def endpoints_section(binary: str, report: Report, quick: bool) -> None:
 async def _measure_variants(binary: str, report: Report, quick: bool) -> None:
     rounds, calls, sequential = (2, 6_000, 300) if quick else (5, 30_000, 2_000)
     async with AsyncExitStack() as stack:
-        first, first_pid = await stack.enter_async_context(sidecar_at(binary, f"{HOSTS[0]}:0"))
+        first, first_pid = await stack.enter_async_context(standalone_sidecar(binary, f"{HOSTS[0]}:0"))
         port = first.rpartition(":")[2]
-        others = [await stack.enter_async_context(sidecar_at(binary, f"{h}:{port}")) for h in HOSTS[1:]]
+        others = [
+            await stack.enter_async_context(standalone_sidecar(binary, f"{h}:{port}")) for h in HOSTS[1:]
+        ]
         addresses = [first, *(a for a, _ in others)]
         pids = [first_pid, *(p for _, p in others)]
         variants: dict[str, str | list[str]] = {

@@ -28,9 +28,17 @@ def request_frame(method: str, arg: object) -> bytes:
 async def floor_sidecar(sidecar: str, path: str) -> AsyncIterator[str]:
     """Run ``sidecar`` by hand on the Unix socket ``path``, with no secret (trio_gotask sets one
     for the sidecars it starts, which only it knows); yield the address once it hands shake."""
+    async with standalone_sidecar(sidecar, path) as (address, _):
+        yield address
+
+
+@asynccontextmanager
+async def standalone_sidecar(sidecar: str, address: str) -> AsyncIterator[tuple[str, int]]:
+    """Run ``sidecar -standalone -address ADDRESS`` with no secret; yield the address it
+    announced (the real port, for port 0) and its pid once it hands shake. Stopped with SIGTERM."""
     env = {k: v for k, v in os.environ.items() if k != "GOTASK_SECRET"}
     process = await trio.lowlevel.open_process(
-        [sidecar, "-standalone", "-address", path], stdout=subprocess.PIPE, env=env
+        [sidecar, "-standalone", "-address", address], stdout=subprocess.PIPE, env=env
     )
     assert process.stdout is not None
     try:
@@ -38,7 +46,7 @@ async def floor_sidecar(sidecar: str, path: str) -> AsyncIterator[str]:
         with trio.fail_after(10):
             while not line.endswith(b"\n"):
                 line += await process.stdout.receive_some(1)
-        yield line.decode().strip().split("|")[3]
+        yield line.decode().strip().split("|")[3], process.pid
     finally:
         process.terminate()
         with trio.CancelScope(shield=True):
