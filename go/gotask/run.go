@@ -295,7 +295,9 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	if launched && !o.Standalone {
-		go watchParent(ctx, stop)
+		// Read here, not in the goroutine: it may first run after the handshake, by which time
+		// the parent may be gone, and the new parent would look like the first.
+		go watchParent(ctx, os.Getppid(), stop)
 	}
 
 	if o.ListenOnPipe {
@@ -372,10 +374,9 @@ func shutdown(srv *Server, grace time.Duration, stderr io.Writer) int {
 	return 0
 }
 
-// watchParent calls stop when the parent process changes (it died and we were
-// re-parented).
-func watchParent(ctx context.Context, stop func()) {
-	ppid := os.Getppid()
+// watchParent calls stop when the parent process is no longer ppid (it died
+// and we were re-parented).
+func watchParent(ctx context.Context, ppid int, stop func()) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {

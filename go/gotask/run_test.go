@@ -2,6 +2,7 @@ package gotask
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"io"
@@ -247,4 +248,32 @@ func TestClosedStderr(t *testing.T) {
 	if _, err := os.Stat(filepath.Dir(parts[3])); !os.IsNotExist(err) {
 		t.Fatalf("private directory left behind: %v", err)
 	}
+}
+
+// watchParent stops the sidecar once its parent is not the one it was given,
+// and not while it is: the parent read before the handshake is the one that
+// counts, even if the watch starts after the parent died.
+func TestWatchParentComparesWithTheParentReadBeforeIt(t *testing.T) {
+	stopped := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go watchParent(ctx, os.Getppid()+1, func() { close(stopped) }) // a parent that is gone
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("watchParent did not stop for a parent that is no longer ours")
+	}
+
+	kept := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		watchParent(ctx, os.Getppid(), func() { close(kept) })
+		close(done)
+	}()
+	time.Sleep(600 * time.Millisecond) // two ticks: nothing may happen while the parent is ours
+	if isClosed(kept) {
+		t.Fatal("watchParent stopped with the parent alive")
+	}
+	cancel()
+	<-done
 }
