@@ -88,9 +88,42 @@ def typing(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """pytest against the real example sidecar, on each CPython 3.10-3.13 found."""
-    session.install("-e", ".[test]")
+    """pytest against the real example sidecar, on each CPython 3.10-3.13 found: on the oldest
+    Python against the oldest trio and msgpack pyproject.toml allows (its lower bounds, pinned
+    exactly), on the newest against the newest releases of everything (an eager upgrade), and on
+    the others against what pip picks. So every Python and both ends of the supported range run
+    the whole suite, with no extra session."""
+    if session.python == PYTHONS[0]:
+        session.install("-e", ".[test]", *_lower_bounds())
+    elif session.python == PYTHONS[-1]:
+        session.install("--upgrade", "--upgrade-strategy", "eager", "-e", ".[test]")
+    else:
+        session.install("-e", ".[test]")
+    session.run("python", "-c", _VERSIONS, silent=False)
     session.run("pytest", *session.posargs)
+
+
+_VERSIONS = (
+    "import sys, trio, msgpack; "
+    "print('Python', sys.version.split()[0], '| trio', trio.__version__, '| msgpack', "
+    "'.'.join(map(str, msgpack.version)))"
+)
+
+
+def _lower_bounds() -> list[str]:
+    """The package's runtime dependencies pinned to their lower bounds: ``trio >= 0.25`` gives
+    ``trio==0.25``."""
+    import tomllib  # here: the noxfile itself may run on a Python without it (3.10)
+
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        dependencies = tomllib.load(f)["project"]["dependencies"]
+    pins = []
+    for dependency in dependencies:
+        name, _, low = dependency.partition(">=")
+        if not low:
+            raise ValueError(f"{dependency!r} in pyproject.toml has no lower bound (>=) to test")
+        pins.append(f"{name.strip()}=={low.split(',')[0].strip()}")
+    return pins
 
 
 @nox.session(python=DEFAULT_PYTHON)
