@@ -17,10 +17,10 @@ import base64
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, final
 
 from ._errors import ProtocolError
-from ._protocol import Call
+from ._protocol import Call, CallTable, Event
 
 EMPTY: Final = 2
 RAW: Final = 4
@@ -158,8 +158,9 @@ class Replies:
             return Reply(method, seq, None, {"type": "bad_reply", "message": f"the reply is not JSON: {exc}"})
 
 
-class GoridgeProtocol:
-    """The client side of one goridge connection, free of I/O: the twin of `ClientProtocol` for
+@final
+class GoridgeProtocol(CallTable):
+    """The client side of one goridge connection, free of I/O: `ClientProtocol`'s counterpart for
     GoTask's format, with the same methods, so that a `Connection` runs either.
 
     Sequence numbers take the place of msgids. There is no way to cancel a call in Go: an
@@ -170,17 +171,11 @@ class GoridgeProtocol:
     def __init__(self, *, max_frame_size: int, max_inflight: int) -> None:
         self.max_request: Final = max_frame_size
         self.max_inflight: Final = max_inflight
+        super().__init__()
         self._decoder = FrameDecoder(max_frame_size)
         self._replies = Replies()
-        self._calls: dict[int, Call] = {}
         self._last_seq = -1
         self._outgoing: list[tuple[Call, bytes]] = []
-        self._error: ProtocolError | None = None
-        self.closed = False
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._calls)
 
     def send_request(self, method: str, arg: Any, timeout: float | None, owner: Any) -> Call:
         """Queue a call; ``timeout`` is not carried (the format has no deadlines)."""
@@ -200,14 +195,7 @@ class GoridgeProtocol:
         self._outgoing.append((call, data))
         return call
 
-    def abandon(self, call: Call) -> bool:
-        if call.abandoned or self.closed or self._calls.get(call.msgid) is not call:
-            return False
-        call.abandoned = True
-        if not call.sent:
-            del self._calls[call.msgid]
-            return True
-        return False  # no $cancel here: Go runs it to the end, and its reply is dropped
+    # No _cancel: the format cannot tell Go, which runs the call to the end; its reply is dropped.
 
     @property
     def has_data_to_send(self) -> bool:
@@ -239,37 +227,23 @@ class GoridgeProtocol:
     def received_into(self, count: int) -> None:
         raise AssertionError("goridge frames are read with receive_data")
 
-    def events(self) -> list[Call]:
-        """The calls answered by the bytes received so far; as `ClientProtocol.events`, a bad
-        frame after some replies is raised by the next call."""
-        if self._error is not None:
-            raise self._error
-        out: list[Call] = []
-        try:
-            while (received := self._decoder.next_frame()) is not None:
-                reply = self._replies.feed(received)
-                if reply is None:
-                    continue
-                call = self._calls.pop(reply.seq, None)
-                if call is None or not call.sent:
-                    raise ProtocolError(
-                        "unknown_msgid", f"the sidecar answered sequence {reply.seq}, which is not in flight"
-                    )
-                call.error = reply.error
-                call.result = reply.result
-                out.append(call)
-        except ProtocolError as exc:
-            if not out:
-                raise
-            self._error = exc
-        return out
+    def _decode(self, out: list[Event]) -> None:
+        """The calls answered."""
+        while (received := self._decoder.next_frame()) is not None:
+            reply = self._replies.feed(received)
+            if reply is None:
+                continue
+            call = self._calls.pop(reply.seq, None)
+            if call is None or not call.sent:
+                raise ProtocolError(
+                    "unknown_msgid", f"the sidecar answered sequence {reply.seq}, which is not in flight"
+                )
+            call.error = reply.error
+            call.result = reply.result
+            out.append(call)
 
     def send_response(self, msgid: int, error: dict[str, Any] | None, result: Any = None) -> None:
         raise AssertionError("goridge has no host calls")
 
-    def close(self) -> list[Call]:
-        waiting = [call for call in self._calls.values() if not call.abandoned]
-        self._calls.clear()
+    def _forget(self) -> None:
         self._outgoing.clear()
-        self.closed = True
-        return waiting

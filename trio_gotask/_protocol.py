@@ -201,8 +201,79 @@ _Frame = tuple[Call | None, bytes, "bytes | memoryview", bytes]
 header (and the head of the payload), the body, and the tail of the payload (often empty)."""
 
 
+class CallTable:
+    """What the protocols of both wire formats share (`ClientProtocol`, and `GoridgeProtocol` for
+    GoTask's): the calls in flight by msgid, giving up on one, the end, and how a bad frame met
+    after good ones is reported. A subclass decodes (`_decode`) and says how to cancel (`_cancel`).
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, Call] = {}
+        self.closed = False
+        self._error: ProtocolError | None = None
+        """A bad frame met after other events, raised by the next `events`."""
+
+    @property
+    def in_flight(self) -> int:
+        """Calls holding a slot: sent or queued, and abandoned ones awaiting their late reply."""
+        return len(self._calls)
+
+    def abandon(self, call: Call) -> bool:
+        """Give up on ``call``; return whether its slot is free now.
+
+        It is free at once when the request was never handed out (it will not be). Otherwise the
+        peer is told if the format can (`_cancel`), and the slot is freed by the reply, which
+        `events` returns marked abandoned. Abandoning an answered call, or one of a closed
+        protocol, does nothing (and returns ``False``).
+        """
+        if call.abandoned or self.closed or self._calls.get(call.msgid) is not call:
+            return False
+        call.abandoned = True
+        if not call.sent:
+            del self._calls[call.msgid]
+            return True
+        self._cancel(call)
+        return False
+
+    def _cancel(self, call: Call) -> None:
+        """Tell the peer that ``call``, sent, was given up on (nothing, if the format cannot)."""
+
+    def events(self) -> list[Event]:
+        """The events the bytes received so far complete, in order (empty when more bytes are
+        needed); each `Call` answered leaves the table. When a frame is bad, the events before
+        it are returned first, since their calls already left the table, and the
+        `ProtocolError` is raised by the next call."""
+        if self._error is not None:
+            raise self._error
+        out: list[Event] = []
+        try:
+            self._decode(out)
+        except ProtocolError as exc:
+            if not out:
+                raise
+            self._error = exc
+        return out
+
+    def _decode(self, out: list[Event]) -> None:
+        """Append to ``out`` the events of every whole frame received; raise `ProtocolError` at
+        the first bad one."""
+        raise NotImplementedError
+
+    def close(self) -> list[Call]:
+        """End the protocol: return the calls in flight that were not abandoned (their callers
+        wait for an outcome) and forget everything else. Idempotent."""
+        waiting = [call for call in self._calls.values() if not call.abandoned]
+        self._calls.clear()
+        self.closed = True
+        self._forget()
+        return waiting
+
+    def _forget(self) -> None:
+        """Drop what else the subclass holds, at `close`."""
+
+
 @final
-class ClientProtocol:
+class ClientProtocol(CallTable):
     """The state of one connection after its greeting.
 
     Sending: `send_request` takes a free slot (there are `max_inflight`; `free_slots` says how many
@@ -239,19 +310,16 @@ class ClientProtocol:
         """The largest request payload the sidecar accepts (and this client will send)."""
         self.max_inflight: Final = min(max_inflight, peer.max_inflight)
         """How many calls may be in flight at once."""
+        super().__init__()
         self._encoder = Encoder()
         self._decoder = Decoder(max_frame_size)
         self._decoder.receive_data(initial_data)
-        self._calls: dict[int, Call] = {}
         self._last_msgid = MAX_MSGID
         self._outgoing: list[_Frame] = []
         self._room = self.max_inflight  # 0 once closed: one test on the hot path for both
-        self.closed = False
         self.max_host_calls: Final = max_host_calls
         self._host_calls: set[int] = set()
         """The msgids of the host calls running (not yet answered)."""
-        self._error: ProtocolError | None = None
-        """A bad frame met after other events, raised by the next `events`."""
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -303,23 +371,9 @@ class ClientProtocol:
             if msgid not in self._calls:
                 return msgid
 
-    def abandon(self, call: Call) -> bool:
-        """Give up on ``call``; return whether its slot is free now.
-
-        It is free at once when the request was never handed out (it will not be). Otherwise a
-        ``$cancel`` is queued, and the slot is freed by the reply, which `events` returns
-        marked abandoned. Abandoning an answered call, or one of a closed protocol, does nothing
-        (and returns ``False``).
-        """
-        if call.abandoned or self.closed or self._calls.get(call.msgid) is not call:
-            return False
-        call.abandoned = True
-        if not call.sent:
-            del self._calls[call.msgid]
-            return True
+    def _cancel(self, call: Call) -> None:
         cancel = self._encoder.cancel(call.msgid)
         self._outgoing.append((None, frame_header(len(cancel)), cancel, b""))
-        return False
 
     @property
     def has_data_to_send(self) -> bool:
@@ -377,63 +431,49 @@ class ClientProtocol:
         """Record that ``count`` bytes were written at the start of `receive_buffer()`."""
         self._decoder.large_frame_filled(count)
 
-    def events(self) -> list[Event]:
-        """The events the bytes received so far complete, in order (empty when more bytes are
-        needed): each `Call` the sidecar answered (out of the table), `HostCall` to run,
-        `HostCancel`, `HostLog`, `GOING_AWAY` and `SIDECAR_DRAINED`. See the class docstring for
-        abandoned calls and what raises.
-
-        When a frame is bad, the events before it are returned first, since their calls already
-        left the table, and the `ProtocolError` is raised by the next call.
-        """
-        if self._error is not None:
-            raise self._error
-        out: list[Event] = []
+    def _decode(self, out: list[Event]) -> None:
+        """The events: each `Call` the sidecar answered, `HostCall` to run, `HostCancel`,
+        `HostLog`, `GOING_AWAY` and `SIDECAR_DRAINED`. See the class docstring for abandoned
+        calls and what raises."""
         calls = self._calls
-        try:
-            for payload in self._decoder.payloads():
-                # A reply, [1, msgid, error, result], is most of what arrives: it is taken apart
-                # here, without a Response object. parse_message takes everything else, and says
-                # what is wrong with a reply that is not well formed.
-                if (
-                    type(payload) is list
-                    and len(payload) == 4
-                    and payload[0] == RESPONSE
-                    and type(payload[0]) is int
-                ):
-                    _, msgid, error, result = payload
-                    if type(msgid) is not int or not (error is None or is_error_map(error)):
-                        raise parse_error(payload)
-                    call = calls.pop(msgid, None)
-                    if call is None or not call.sent:  # the protocol is beyond use after this
-                        raise ProtocolError(
-                            "unknown_msgid", f"the sidecar answered msgid {msgid}, which is not in flight"
-                        )
-                    call.error = error
-                    call.result = result
-                    out.append(call)
-                    continue
-                message = parse_message(payload)
-                if type(message) is Request:
-                    if (host_call := self._host_call(message)) is not None:
-                        out.append(host_call)
-                elif type(message) is Notification:
-                    if message.method == GOAWAY:
-                        out.append(GOING_AWAY)
-                    elif message.method == DRAINED:
-                        out.append(SIDECAR_DRAINED)
-                    elif not self.max_host_calls:
-                        pass
-                    elif message.method == CANCEL:
-                        if message.params in self._host_calls:
-                            out.append(HostCancel(message.params))
-                    elif message.method == LOG:
-                        out.append(_host_log(message.params))
-        except ProtocolError as exc:
-            if not out:
-                raise
-            self._error = exc
-        return out
+        for payload in self._decoder.payloads():
+            # A reply, [1, msgid, error, result], is most of what arrives: it is taken apart
+            # here, without a Response object. parse_message takes everything else, and says
+            # what is wrong with a reply that is not well formed.
+            if (
+                type(payload) is list
+                and len(payload) == 4
+                and payload[0] == RESPONSE
+                and type(payload[0]) is int
+            ):
+                _, msgid, error, result = payload
+                if type(msgid) is not int or not (error is None or is_error_map(error)):
+                    raise parse_error(payload)
+                call = calls.pop(msgid, None)
+                if call is None or not call.sent:  # the protocol is beyond use after this
+                    raise ProtocolError(
+                        "unknown_msgid", f"the sidecar answered msgid {msgid}, which is not in flight"
+                    )
+                call.error = error
+                call.result = result
+                out.append(call)
+                continue
+            message = parse_message(payload)
+            if type(message) is Request:
+                if (host_call := self._host_call(message)) is not None:
+                    out.append(host_call)
+            elif type(message) is Notification:
+                if message.method == GOAWAY:
+                    out.append(GOING_AWAY)
+                elif message.method == DRAINED:
+                    out.append(SIDECAR_DRAINED)
+                elif not self.max_host_calls:
+                    pass
+                elif message.method == CANCEL:
+                    if message.params in self._host_calls:
+                        out.append(HostCancel(message.params))
+                elif message.method == LOG:
+                    out.append(_host_log(message.params))
 
     def _host_call(self, request: Request) -> HostCall | None:
         if not self.max_host_calls:
@@ -487,21 +527,10 @@ class ClientProtocol:
 
     # -- the end --------------------------------------------------------------------------------
 
-    def close(self) -> list[Call]:
-        """End the protocol: return the calls in flight that were not abandoned (their callers
-        wait for an outcome) and forget everything else. Idempotent."""
-        waiting = [call for call in self._calls.values() if not call.abandoned]
-        self._calls.clear()
+    def _forget(self) -> None:
         self._host_calls.clear()
         self._outgoing.clear()
-        self.closed = True
         self._room = 0
-        return waiting
-
-    @property
-    def in_flight(self) -> int:
-        """Calls holding a slot: sent or queued, and abandoned ones awaiting their late reply."""
-        return len(self._calls)
 
 
 def _host_log(record: Any) -> HostLog:
