@@ -1,4 +1,4 @@
-"""The tutorial's first call (docs/tutorial.md): run it from the folder that holds greeter/."""
+"""Step 3 of the tutorial (docs/tutorial.md): run it beside the greeter/ folder."""
 
 import trio
 
@@ -6,7 +6,7 @@ from trio_gotask import BadParams, open_gotask
 
 
 async def main() -> None:
-    async with open_gotask("greeter") as gt:  # builds greeter/ with go build, starts it, connects
+    async with open_gotask("greeter") as gt:  # builds greeter/, starts it, connects
         print(await gt.call("App.Hi", "Ada"))
         try:
             await gt.call("App.Hi", 42)  # Hi takes a string

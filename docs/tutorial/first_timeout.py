@@ -1,4 +1,4 @@
-"""The tutorial's first timeout (docs/tutorial.md): run it from the folder that holds greeter/."""
+"""Step 4 of the tutorial (docs/tutorial.md): run it beside the greeter/ folder."""
 
 import trio
 
@@ -8,8 +8,8 @@ from trio_gotask import open_gotask
 async def main() -> None:
     async with open_gotask("greeter") as gt:
         with trio.move_on_after(0.5) as scope:
-            await gt.call("App.Wait", 60)  # a minute's work...
-        print("cancelled after 0.5 s:", scope.cancelled_caught)  # ...given up after half a second
+            await gt.call("App.Wait", 60)  # a minute of work...
+        print("cancelled after 0.5 s:", scope.cancelled_caught)  # ...given up sooner
 
         with trio.fail_after(5):
             left = await gt.call("App.TimeLeft")

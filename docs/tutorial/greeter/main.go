@@ -34,7 +34,7 @@ func (a *App) Wait(ctx context.Context, seconds float64, reply *string) error {
 func (a *App) TimeLeft(ctx context.Context, _ struct{}, reply *float64) error {
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		return errors.New("no deadline: call TimeLeft inside trio.fail_after or trio.move_on_after")
+		return errors.New("no deadline: call TimeLeft inside trio.fail_after")
 	}
 	*reply = time.Until(deadline).Seconds()
 	return nil
