@@ -17,7 +17,7 @@ GO_EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/go.mod"))
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 DEFAULT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
-nox.options.sessions = ["go", "lint", "typing", "tests", "compiled", "pythons"]
+nox.options.sessions = ["go", "lint", "typing", "tests", "compiled", "docs", "pythons"]
 nox.options.default_venv_backend = "venv"
 # A missing interpreter is reported as skipped by nox; the default one is checked below.
 nox.options.error_on_missing_interpreters = False
@@ -160,6 +160,22 @@ def compiled(session: nox.Session) -> None:
     # The `pytest` program (not `python -m pytest`) keeps the source tree off sys.path, so the
     # installed, compiled package is the one imported; tests/test_core.py checks that it is.
     session.run("pytest", *session.posargs, env={"TRIO_GOTASK_EXPECT_COMPILED": "1"})
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def docs(session: nox.Session) -> None:
+    """The docs site into build/docs/html, warnings as errors; `nox -s docs -- web` checks web links too.
+
+    MyST resolves every link between pages, and to headings and files, while building the HTML:
+    one that points nowhere is a warning, so an error. The linkcheck builder then checks the links
+    left as URIs; web links only with `web`, since CI has no network.
+    """
+    session.install("-e", ".[docs]")
+    out = ROOT / "build" / "docs"
+    common = ["-W", "--keep-going", "-q", "-d", str(out / "doctrees"), str(ROOT / "docs")]
+    session.run("sphinx-build", "-b", "html", *common, str(out / "html"))
+    env = {"TRIO_GOTASK_DOCS_CHECK_WEB": "1"} if "web" in session.posargs else {}
+    session.run("sphinx-build", "-b", "linkcheck", *common, str(out / "linkcheck"), env=env)
 
 
 @nox.session(python=False, name="pythons")

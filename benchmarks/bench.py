@@ -5,6 +5,8 @@
 Every measurement runs in rounds that visit all variants in turn, so that a shared machine's drift
 hits them alike; tables show the median over rounds. Writes DIR/results.md (the tables) and PNG
 plots next to it, and prints the tables and the targets of issues 5 and 13 with their measured ratios.
+With --publish it also rewrites docs/performance.md, as performance-intro.md (beside this script)
+followed by the tables, and copies the plots to docs/performance/.
 """
 
 from __future__ import annotations
@@ -699,7 +701,7 @@ def main() -> None:
         (docs / "performance").mkdir(exist_ok=True)
         for png in ("throughput.png", "payload.png"):
             (docs / "performance" / png).write_bytes((options.out / png).read_bytes())
-        intro = (docs / "performance-intro.md").read_text()
+        intro = (Path(__file__).parent / "performance-intro.md").read_text()
         (docs / "performance.md").write_text(intro + "\n" + results.replace("# Benchmark results\n", "", 1))
 
 

@@ -123,10 +123,13 @@ async def build_sidecar(package: os.PathLike[str] | str) -> Path:
     """Return the path of the built binary for the Go main package in the folder ``package``.
 
     The binary is built with ``go build`` on first use and again whenever an input of the build
-    changes (see the module's docstring); a start with nothing changed runs no Go. The build logs
-    a line when it starts and when it ends (logger ``trio_gotask.build``). Raises `SidecarError`
-    with Go's output if the folder holds no main package or the build fails. Cancelled (or
-    interrupted with Ctrl-C), it stops Go and leaves no partial file behind.
+    changes: a package outside the module cache and the standard library (with its cgo, assembly
+    and embedded files), go.mod or go.work, the GO*/CGO_* settings, or the toolchain. A start with
+    nothing changed compares file stats and runs no Go. The cache is ``$GOTASK_CACHE_DIR``, else
+    ``trio-gotask`` in the user's cache folder (``~/.cache``, ``~/Library/Caches`` on macOS). The
+    build logs a line when it starts and when it ends (logger ``trio_gotask.build``). Raises
+    `SidecarError` with Go's output if the folder holds no main package or the build fails.
+    Cancelled (or interrupted with Ctrl-C), it stops Go and leaves no partial file behind.
     """
     place, binary = await trio.to_thread.run_sync(_locate, os.fspath(package))
     if binary is not None:

@@ -139,7 +139,7 @@ class GoTask:
         deadline, and is cancelled when the Go context is: an async function sees `trio.Cancelled`.
         A plain function runs in the event loop, so it must be quick; with ``thread=True`` it runs
         in a worker thread instead (cancelling the call then abandons the thread). An exception
-        reaches Go as a `*gotask.HostError` carrying its type and message.
+        reaches Go as a ``*gotask.HostError`` (a Go type) carrying its type and message.
         """
         self._handlers.register(name, function, thread=thread)
 

@@ -38,10 +38,13 @@ class EndpointStatistics:
     """One endpoint of a `GoTask` given several addresses, from `GoTask.statistics`."""
 
     address: str
+    """The sidecar, as ``host:port``."""
     state: State
     """``up`` (in rotation), ``down`` (unreachable) or ``draining`` (shutting down: it sent ``$goaway``, or answered ``shutting_down``)."""
     connections: int
+    """Open connections to this sidecar."""
     in_flight: int
+    """Calls running on this sidecar now, including callers waiting for a free slot on it."""
     failures: int
     """Times in a row it could not be reached or was shutting down."""
     source: str = ""

@@ -1,0 +1,74 @@
+"""The tutorial (docs/tutorial.md) followed as a new user follows it: its commands make a Go module of
+the sidecar beside a clone of this repository, and its scripts print what the page says they print.
+The page shows these very files (docs/tutorial/), so what it shows is what ran here."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIAL = ROOT / "docs" / "tutorial"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder laid out as the tutorial has it: the clone, the sidecar's module made by the
+    tutorial's commands, and the scripts."""
+    work = tmp_path_factory.mktemp("tutorial")
+    (work / "trio-gotask").symlink_to(ROOT)
+    (work / "greeter").mkdir()
+    shutil.copy(TUTORIAL / "greeter" / "main.go", work / "greeter")
+    made = subprocess.run(
+        ["bash", "-euo", "pipefail", str(TUTORIAL / "module.sh")],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert made.returncode == 0, made.stderr
+    for script in TUTORIAL.glob("*.py"):
+        shutil.copy(script, work)
+    return work
+
+
+def test_the_sidecar_is_a_module_that_vets_clean(workspace: Path) -> None:
+    vet = subprocess.run(["go", "vet", "./..."], cwd=workspace / "greeter", capture_output=True, text=True)
+    assert vet.returncode == 0, vet.stderr
+    unformatted = subprocess.run(
+        ["gofmt", "-l", "."], cwd=workspace / "greeter", capture_output=True, text=True
+    )
+    assert unformatted.stdout == "", unformatted.stderr
+
+
+@pytest.mark.parametrize("script", ["first_call", "first_timeout"])
+def test_each_step_prints_what_the_page_shows(workspace: Path, script: str) -> None:
+    done = subprocess.run(
+        [sys.executable, f"{script}.py"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (TUTORIAL / f"{script}.txt").read_text()
+
+
+def test_the_page_shows_these_files() -> None:
+    page = (ROOT / "docs" / "tutorial.md").read_text()
+    shown = [
+        "greeter/main.go",
+        "module.sh",
+        "first_call.py",
+        "first_call.txt",
+        "first_timeout.py",
+        "first_timeout.txt",
+    ]
+    for name in shown:
+        assert f"{{literalinclude}} tutorial/{name}\n" in page, name
