@@ -344,7 +344,10 @@ class ClientProtocol(CallTable):
             msgid = self._next_free_msgid()
         body: bytes | memoryview
         if type(arg) is not bytes or len(arg) < LARGE_BYTES:
-            body = self._encoder.request(msgid, method, arg, timeout)
+            try:
+                body = self._encoder.request(msgid, method, arg, timeout)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise _unsendable(method, exc) from exc
             size = len(body)
             head = frame_header(size)
             tail = b""
@@ -531,6 +534,21 @@ class ClientProtocol(CallTable):
         self._host_calls.clear()
         self._outgoing.clear()
         self._room = 0
+
+
+def _unsendable(method: str, exc: Exception) -> Exception:
+    """The error for an argument msgpack cannot carry: of the same kind, naming the call."""
+    kind = (
+        TypeError
+        if isinstance(exc, TypeError)
+        else OverflowError
+        if isinstance(exc, OverflowError)
+        else ValueError
+    )
+    return kind(
+        f"{method}: the argument cannot be sent: {exc} (docs/protocol.md, section 3, lists the types "
+        "that go over the wire)"
+    )
 
 
 def _host_log(record: Any) -> HostLog:
