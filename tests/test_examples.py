@@ -17,9 +17,11 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_example(
+    path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(path)],
+        [sys.executable, str(path), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -95,3 +97,15 @@ def test_postgres_example(postgres: str) -> None:
         "DB.Report: PostgreSQL stopped the query: ERROR: canceling statement due to user request (SQLSTATE 57014)"
         in done.stderr
     )
+
+
+def test_fuzzy_match_example() -> None:
+    done = run_example(EXAMPLES / "fuzzy_match" / "fuzzy_match.py", "60")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "60 misspelt names against 896 customers (53,760 edit distances)"
+    assert re.fullmatch(r"Python, \d+ processes \(trio_parallel\) +\d+\.\d{3} +1\.0x", lines[2])
+    assert re.fullmatch(r"Go, goroutines \(trio_gotask\) +\d+\.\d{3} +\d+\.\dx", lines[3])
+    assert lines[4] == "for example, 'oNah Kowalski' is 'Noah Kowalski' (edit distance 2)"
+    # The numbers are the machine's; the matches must be the same.
+    assert lines[5] == "the same matches: True"
