@@ -109,3 +109,26 @@ def test_fuzzy_match_example() -> None:
     assert lines[4] == "for example, 'oNah Kowalski' is 'Noah Kowalski' (edit distance 2)"
     # The numbers are the machine's; the matches must be the same.
     assert lines[5] == "the same matches: True"
+
+
+def test_safe_regex_example() -> None:
+    done = run_example(EXAMPLES / "safe_regex" / "safe_regex.py")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert (
+        lines[0]
+        == r"/ERROR .* timeout after \d{4,} ms/ matches 1000 of 10000 lines; Python and Go agree: True"
+    )
+    assert lines[1] == r"/^(\w+\s?)*$/ on a word of N letters and a '!':"
+    for size, row in zip((14, 18, 22), lines[3:6], strict=True):
+        # A short word takes Python measurable time; whether it gave up depends on the machine.
+        assert re.fullmatch(
+            rf" +{size} +(\d+\.\d{{4}} s|gave up after 1\.0 s) +\d+\.\d{{4}} s  no match", row
+        )
+    # Backtracking over 10,000 letters would take longer than the universe's age: Python's worker is
+    # killed, and Go answers at once.
+    assert re.fullmatch(r" +10000 +gave up after 1\.0 s +\d+\.\d{4} s  no match", lines[6])
+    assert (
+        lines[7]
+        == r"Go refuses a backreference: Grep.Search: error parsing regexp: invalid escape sequence: `\1`"
+    )
