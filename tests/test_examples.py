@@ -132,3 +132,21 @@ def test_safe_regex_example() -> None:
         lines[7]
         == r"Go refuses a backreference: Grep.Search: error parsing regexp: invalid escape sequence: `\1`"
     )
+
+
+def test_gzip_pipeline_example() -> None:
+    done = run_example(EXAMPLES / "gzip_pipeline" / "gzip_pipeline.py")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert re.fullmatch(
+        r"compressed 16\.\d MiB into \d+\.\d MiB in \d+\.\d\d s \(\d+ MiB/s\), 4 chunks of 2 MiB at a time",
+        lines[0],
+    )
+    assert lines[1] == "gunzip gives the file back: True"
+    assert re.fullmatch(r"compressing again with a deadline of \d+\.\d\d s: cancelled: True", lines[2])
+    cancelled = re.fullmatch(r"calls cancelled in flight: (\d+); partial file left: False", lines[3])
+    assert cancelled is not None and int(cancelled[1]) > 0
+    # Go saw it: the calls in flight stopped midway, their context cancelled, or past the deadline
+    # that came with them.
+    stopped = r"Gzip\.Compress: stopped after \d+ of 2097152 bytes: context (canceled|deadline exceeded)"
+    assert re.search(stopped, done.stderr), done.stderr
