@@ -100,10 +100,10 @@ def test_postgres_example(postgres: str) -> None:
 
 
 def test_fuzzy_match_example() -> None:
-    done = run_example(EXAMPLES / "fuzzy_match" / "fuzzy_match.py", "60")
+    done = run_example(EXAMPLES / "fuzzy_match" / "fuzzy_match.py", "30")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "60 misspelt names against 896 customers (53,760 edit distances)"
+    assert lines[0] == "30 misspelt names against 896 customers (26,880 edit distances)"
     assert re.fullmatch(r"Python, \d+ processes \(trio_parallel\) +\d+\.\d{3} +1\.0x", lines[2])
     assert re.fullmatch(r"Go, goroutines \(trio_gotask\) +\d+\.\d{3} +\d+\.\dx", lines[3])
     assert lines[4] == "for example, 'oNah Kowalski' is 'Noah Kowalski' (edit distance 2)"
