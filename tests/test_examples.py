@@ -65,7 +65,8 @@ def postgres() -> Iterator[str]:
     data = folder / "data"
 
     def run(*command: str) -> None:
-        subprocess.run(command, user=user, cwd=folder, check=True, capture_output=True, timeout=120)
+        done = subprocess.run(command, user=user, cwd=folder, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}"
 
     try:
         run(str(bin_dir / "initdb"), "-D", str(data), "-U", "gotask", "--auth=trust", "--no-sync")
