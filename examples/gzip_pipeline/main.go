@@ -1,0 +1,50 @@
+// The Go side of examples/gzip_pipeline: compresses chunks of a file, each
+// into a gzip member, several at once, and stops a chunk midway when its
+// caller is cancelled.
+// Run it with: python examples/gzip_pipeline/gzip_pipeline.py [FILE]
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"log"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask"
+)
+
+// step is how much is compressed between two looks at the context.
+const step = 256 << 10
+
+// Gzip compresses bytes.
+type Gzip struct{}
+
+// Compress returns chunk compressed as one gzip member. A file of such
+// members one after another is a gzip file. It stops, and returns the
+// context's error, as soon as the Python caller is cancelled.
+func (Gzip) Compress(ctx context.Context, chunk []byte, member *[]byte) error {
+	var out bytes.Buffer
+	w := gzip.NewWriter(&out)
+	for done := 0; done < len(chunk); done += step {
+		if err := ctx.Err(); err != nil {
+			log.Printf("Gzip.Compress: stopped after %d of %d bytes: %v", done, len(chunk), err)
+			return err
+		}
+		if _, err := w.Write(chunk[done:min(done+step, len(chunk))]); err != nil {
+			return err
+		}
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	*member = out.Bytes()
+	return nil
+}
+
+func main() {
+	log.SetFlags(0)
+	if err := gotask.Register(Gzip{}); err != nil {
+		log.Fatal(err)
+	}
+	gotask.Run()
+}
