@@ -17,7 +17,7 @@ GO_EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/go.mod"))
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 DEFAULT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
-nox.options.sessions = ["go", "lint", "typing", "tests", "compiled", "pythons"]
+nox.options.sessions = ["go", "lint", "typing", "tests", "compiled", "plugin", "pythons"]
 nox.options.default_venv_backend = "venv"
 # A missing interpreter is reported as skipped by nox; the default one is checked below.
 nox.options.error_on_missing_interpreters = False
@@ -127,6 +127,26 @@ def compiled(session: nox.Session) -> None:
     # The `pytest` program (not `python -m pytest`) keeps the source tree off sys.path, so the
     # installed, compiled package is the one imported; tests/test_core.py checks that it is.
     session.run("pytest", *session.posargs, env={"TRIO_GOTASK_EXPECT_COMPILED": "1"})
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def plugin(session: nox.Session) -> None:
+    """The pytest plugin as a user gets it: the example project of docs/testing.md, written out of
+    the page into a folder outside the repository, and its tests run with the package installed
+    from a wheel (the plugin loaded by its entry point), pytest and pytest-trio."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import documented_project
+
+    with tempfile.TemporaryDirectory(prefix="trio-gotask-plugin-") as tmp:
+        wheels = Path(tmp) / "wheels"
+        session.run("python", "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(ROOT))
+        (wheel,) = wheels.glob("*.whl")
+        session.install(f"{wheel}[pytest]")
+        project = Path(tmp) / "text-service"
+        documented_project.write_project(project)
+        session.chdir(project)
+        # Its sidecar's builds go with the folder, not into the user's cache.
+        session.run("pytest", env={"GOTASK_CACHE_DIR": str(Path(tmp) / "cache")})
 
 
 @nox.session(python=False, name="pythons")

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import documented_project
 import pytest
 from gomodule import ROOT, write_module
 
@@ -322,3 +323,14 @@ def test_arguments_that_cannot_work_fail_when_the_fixture_is_made() -> None:
         gotask_fixture("go/app", process_scope="session", transport="pipe")
     with pytest.raises(ValueError, match="startup_timeout"):
         gotask_fixture("go/app", process_scope="session", startup_timeout=0)
+
+
+def test_the_documented_project_has_every_file_its_page_shows() -> None:
+    # The page's project is run by `nox -s plugin`; a block that lost its file name would be left out.
+    assert sorted(documented_project.files()) == [
+        "pyproject.toml",
+        "sidecar/main.go",
+        "tests/conftest.py",
+        "tests/test_fixtures.py",
+        "tests/test_text.py",
+    ]
