@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
-import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -35,20 +34,18 @@ from ._build import build_sidecar
 from ._client import GoTask, SidecarSpec, _check_seconds, connect_gotask, open_gotask
 from ._errors import ErrorFactory, SidecarError, error_factory
 from ._sidecar import Sidecar, _describe_status
-from ._transport import Launch, Transport
-from ._wire import DEFAULT_MAX_FRAME_SIZE
+from ._transport import SECRET_ENV, Launch, Transport
 
 __all__ = ["ProcessScope", "gotask", "gotask_fixture"]
 
-logger: Final = logging.getLogger("trio_gotask.pytest")
-
-ProcessScope = Literal["function", "class", "module", "package", "session"]
-"""How long one sidecar process lives: pytest's fixture scopes. The `GoTask` is always the test's."""
-
-SECRET_ENV: Final = "GOTASK_SECRET"
+ProcessScope = Literal["function", "class", "module", "session"]
+"""How long one sidecar process lives, as pytest's fixture scopes (a test outside a class is its own
+"class"). The `GoTask` is always the test's."""
 
 # What a shared process can be given: how to start it, and how each test connects to it.
-_PROCESS_OPTIONS: Final = frozenset({"args", "env", "transport", "startup_timeout", "shutdown_grace"})
+_PROCESS_OPTIONS: Final = frozenset(
+    {"args", "env", "transport", "startup_timeout", "shutdown_grace", "max_frame_size"}
+)
 _CONNECTION_OPTIONS: Final = frozenset(
     {"pool_size", "max_frame_size", "max_inflight", "handlers", "config", "max_host_calls"}
 )
@@ -94,27 +91,28 @@ def gotask_fixture(
 
     ``process_scope`` says how long one sidecar process lives. With ``"function"`` (the default)
     every test gets a process of its own, stopped and reaped when the test ends, whatever the test
-    did to it. With ``"class"``, ``"module"``, ``"package"`` or ``"session"``, one process serves
-    every test of that scope that uses this fixture, and each test opens connections to it and
-    closes them at its end: a `GoTask` belongs to the ``trio.run`` that opened it, and pytest-trio
-    runs each test in a run of its own, so only the process can be shared. Such a process is
-    started by the first test that needs it, and stopped and reaped when the scope ends; state kept
-    in Go is shared by those tests; if it dies, the test it died in and the later tests of its
-    scope fail, saying so. It takes the options that start a process (``args``, ``env``,
-    ``transport`` "unix" or "tcp", ``startup_timeout``, ``shutdown_grace``) and those of each
-    test's connections (``pool_size``, ``max_frame_size``, ``max_inflight``, ``handlers``,
-    ``config``, ``max_host_calls``); not ``restart`` nor ``protocol``.
+    did to it. With ``"class"``, ``"module"`` or ``"session"``, one process serves every test of
+    that scope that uses this fixture (a test outside a class is a class of its own, as for pytest's
+    fixtures), and each test opens connections to it and closes them at its end: a `GoTask`
+    belongs to the ``trio.run`` that opened it, and pytest-trio runs each test in a run of its own,
+    so only the process can be shared. Such a process is started by the first test that needs it,
+    and stopped and reaped when the scope ends; state kept in Go is shared by those tests; if it
+    dies, the test it died in and the later tests of its scope fail, saying so. It takes the
+    options that start a process (``args``, ``env``, ``transport`` "unix" or "tcp",
+    ``startup_timeout``, ``shutdown_grace``) and those of each test's connections (``pool_size``,
+    ``max_frame_size``, ``max_inflight``, ``handlers``, ``config``, ``max_host_calls``); not
+    ``restart`` nor ``protocol``.
 
     ``address`` instead connects each test to a sidecar started elsewhere (by you, by a debugger),
     with `connect_gotask` and its keyword arguments as ``options`` (``secret``,
     ``ssl_context``...); the process is not the fixture's, so ``process_scope`` does not apply.
 
-    Arguments that cannot work raise `TypeError` or `ValueError` here, when conftest.py is imported,
-    and so does a missing pytest-trio, which runs these async fixtures.
+    Arguments that cannot work raise `TypeError` or `ValueError` here, when conftest.py is imported;
+    a missing pytest-trio, which runs these async fixtures, raises `RuntimeError`.
     """
     if (sidecar is None) == (address is None):
         raise TypeError(
-            "gotask_fixture() takes a sidecar (a folder, executable or command) or an address, not both"
+            "gotask_fixture() takes either a sidecar (a folder, executable or command) or an address"
         )
     if process_scope not in get_args(ProcessScope):
         raise ValueError(
@@ -130,6 +128,8 @@ def gotask_fixture(
     else:
         _check_options(open_gotask, "open_gotask", (sidecar,), options)
         if process_scope != "function":
+            defaults = inspect.signature(open_gotask).parameters
+            options = {name: defaults[name].default for name in _PROCESS_OPTIONS} | options
             _check_shared_options(process_scope, options)
     if importlib.util.find_spec("pytest_trio") is None:
         raise RuntimeError(
@@ -166,20 +166,20 @@ def _check_shared_options(scope: ProcessScope, options: dict[str, Any]) -> None:
             "process shared by several tests is started once and each test connects to it; "
             "use process_scope='function' for these"
         )
-    transport = options.get("transport", "unix")
+    transport = options["transport"]
     if transport not in ("unix", "tcp"):
         raise ValueError(
             f"with process_scope={scope!r}, transport must be 'unix' or 'tcp', not {transport!r}: "
             "each test opens its own connections, and a pipe is one connection that cannot be reopened"
         )
-    args = options.get("args", ())
+    args = options["args"]
     if isinstance(args, (str, bytes)) or not all(isinstance(a, str) for a in args):
         raise TypeError(f"args must be a sequence of str (one per argument), not {args!r}")
     env = options.get("env") or {}
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise TypeError("env must map str to str")
-    _check_seconds("startup_timeout", options.get("startup_timeout", 10.0), positive=True)
-    _check_seconds("shutdown_grace", options.get("shutdown_grace", 2.0), positive=False)
+    _check_seconds("startup_timeout", options["startup_timeout"], positive=True)
+    _check_seconds("shutdown_grace", options["shutdown_grace"], positive=False)
 
 
 @pytest.fixture
@@ -261,7 +261,7 @@ async def _open(spec: _Spec, request: pytest.FixtureRequest) -> AsyncIterator[Go
     async with connect_gotask(
         shared.address,
         secret=shared.secret,
-        connect_timeout=spec.options.get("startup_timeout", 10.0),
+        connect_timeout=spec.options["startup_timeout"],
         **options,
     ) as gt:
         yield gt
@@ -302,15 +302,21 @@ async def _shared(spec: _Spec, command: SidecarSpec, request: pytest.FixtureRequ
             if isinstance(command, (str, os.PathLike))
             else [os.fspath(c) for c in command],
             scope=spec.process_scope,
-            args=options.get("args", ()),
-            env=options.get("env") or {},
-            transport=options.get("transport", "unix"),
-            startup_timeout=options.get("startup_timeout", 10.0),
-            grace=options.get("shutdown_grace", 2.0),
-            max_frame_size=options.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE),
+            args=options["args"],
+            env=options["env"] or {},
+            transport=options["transport"],
+            startup_timeout=options["startup_timeout"],
+            grace=options["shutdown_grace"],
+            max_frame_size=options["max_frame_size"],
         )
-        processes[(spec, node.nodeid)] = shared
-        node.addfinalizer(shared.stop)
+        key = (spec, node.nodeid)
+        processes[key] = shared
+
+        def stop() -> None:
+            del processes[key]
+            shared.stop()
+
+        node.addfinalizer(stop)
         await trio.to_thread.run_sync(shared.start)
     await trio.to_thread.run_sync(shared.check)
     return shared
@@ -318,13 +324,11 @@ async def _shared(spec: _Spec, command: SidecarSpec, request: pytest.FixtureRequ
 
 def _scope_node(request: pytest.FixtureRequest, scope: ProcessScope) -> pytest.Item | pytest.Collector:
     """The node whose teardown ends ``scope`` for this test, as pytest picks it for fixtures."""
-    node: pytest.Item | pytest.Collector = request.node
-    if scope == "class" and (cls := node.getparent(pytest.Class)) is not None:
-        return cls
-    if scope in ("class", "module") and (module := node.getparent(pytest.Module)) is not None:
+    item: pytest.Item = request.node
+    if scope == "class":
+        return item.getparent(pytest.Class) or item
+    if scope == "module" and (module := item.getparent(pytest.Module)) is not None:
         return module
-    if scope == "package" and (package := node.getparent(pytest.Package)) is not None:
-        return package
     return request.session
 
 
