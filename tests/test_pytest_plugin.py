@@ -116,11 +116,18 @@ async def test_again(app, request):
     assert all(gone(pid) for pid in found.values())
 
 
+@pytest.mark.parametrize("where", ["ini", "option"])
 def test_the_gotask_fixture_takes_its_sidecar_from_the_configuration(
-    project: pytest.Pytester, pids: Path
+    project: pytest.Pytester, pids: Path, where: str
 ) -> None:
-    (project.path / "sidecar").symlink_to(EXAMPLE)
-    project.makepyprojecttoml(PYPROJECT + 'gotask_sidecar = "sidecar"\n')
+    (project.path / "go").mkdir()
+    (project.path / "go" / "sidecar").symlink_to(EXAMPLE)
+    if where == "ini":  # from the configuration file's folder
+        project.makepyprojecttoml(PYPROJECT + 'gotask_sidecar = "go/sidecar"\n')
+        args = []
+    else:  # the option wins over the configuration
+        project.makepyprojecttoml(PYPROJECT + 'gotask_sidecar = "nowhere"\n')
+        args = ["--gotask-sidecar=go/sidecar"]
     project.makepyfile(
         test_app="""
 import pytest
@@ -134,7 +141,7 @@ async def test_hi(gotask, request):
 """
     )
     # Marked, not in Trio mode: pytest-trio runs the fixture all the same.
-    run(project, "-o", "trio_mode=false").assert_outcomes(passed=1)
+    run(project, "-o", "trio_mode=false", *args).assert_outcomes(passed=1)
     assert gone(read_pids(pids)["test_hi"])
 
 
