@@ -28,7 +28,7 @@ pytest_plugins = ["pytester"]
 
 EXAMPLE = ROOT / "go" / "example"
 PLUGIN = "trio_gotask.pytest_plugin"
-HOME = os.environ["HOME"]
+HOME = str(Path.home())
 
 # A user's pytest configuration: Trio mode, and warnings (a thread's exception, say) as errors.
 PYPROJECT = """
