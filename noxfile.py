@@ -17,7 +17,7 @@ GO_EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/go.mod"))
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 DEFAULT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
-nox.options.sessions = ["go", "lint", "typing", "tests", "compiled", "docs", "pythons"]
+nox.options.sessions = ["go", "lint", "typing", "tests", "compiled", "plugin", "docs", "pythons"]
 nox.options.default_venv_backend = "venv"
 # A missing interpreter is reported as skipped by nox; the default one is checked below.
 nox.options.error_on_missing_interpreters = False
@@ -88,11 +88,12 @@ def typing(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """pytest against the real example sidecar, on each CPython 3.10-3.13 found: on the oldest
-    Python against the oldest trio and msgpack pyproject.toml allows (its lower bounds, pinned
-    exactly), on the newest against the newest releases of everything (an eager upgrade), and on
-    the others against what pip picks. So every Python and both ends of the supported range run
-    the whole suite, with no extra session."""
+    """pytest on each CPython 3.10-3.13 found, the oldest and newest against both ends of the range.
+
+    The oldest Python runs against the oldest trio and msgpack pyproject.toml allows (its lower
+    bounds, pinned exactly), the newest against the newest releases of everything (an eager
+    upgrade), and the others against what pip picks. So every Python and both ends of the
+    supported range run the whole suite, with no extra session."""
     if session.python == PYTHONS[0]:
         session.install("-e", ".[test]", *_lower_bounds())
     elif session.python == PYTHONS[-1]:
@@ -176,6 +177,26 @@ def docs(session: nox.Session) -> None:
     session.run("sphinx-build", "-b", "html", *common, str(out / "html"))
     env = {"TRIO_GOTASK_DOCS_CHECK_WEB": "1"} if "web" in session.posargs else {}
     session.run("sphinx-build", "-b", "linkcheck", *common, str(out / "linkcheck"), env=env)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def plugin(session: nox.Session) -> None:
+    """The pytest plugin as a user gets it: the example project of docs/testing.md, written out of
+    the page into a folder outside the repository, and its tests run with the package installed
+    from a wheel (the plugin loaded by its entry point), pytest and pytest-trio."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import documented_project
+
+    with tempfile.TemporaryDirectory(prefix="trio-gotask-plugin-") as tmp:
+        wheels = Path(tmp) / "wheels"
+        session.run("python", "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(ROOT))
+        (wheel,) = wheels.glob("*.whl")
+        session.install(f"{wheel}[pytest]")
+        project = Path(tmp) / "text-service"
+        documented_project.write_project(project)
+        session.chdir(project)
+        # Its sidecar's builds go with the folder, not into the user's cache.
+        session.run("pytest", env={"GOTASK_CACHE_DIR": str(Path(tmp) / "cache")})
 
 
 @nox.session(python=False, name="pythons")

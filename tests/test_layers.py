@@ -21,6 +21,7 @@ LAYERS = [
     "_supervisor",
     "_build",
     "_client",
+    "pytest_plugin",
     "__init__",
 ]
 

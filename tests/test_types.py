@@ -6,21 +6,18 @@ from __future__ import annotations
 import datetime
 import math
 import struct
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from trio_gotask import BadParams, BadReply, GoTask, open_gotask
+from trio_gotask import BadParams, BadReply, GoTask
+from trio_gotask.pytest_plugin import gotask_fixture
 
 UTC = datetime.timezone.utc
 INT_RANGE = "from -9223372036854775808 to 9223372036854775807"
 
 
-@pytest.fixture
-async def gt(sidecar: str) -> AsyncIterator[GoTask]:
-    async with open_gotask(sidecar) as gt:
-        yield gt
+gt = gotask_fixture("go/example")  # the plugin users get (docs/testing.md)
 
 
 async def refused(gt: GoTask, method: str, arg: Any) -> BadParams:
