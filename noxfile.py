@@ -171,7 +171,7 @@ def docs(session: nox.Session) -> None:
     one that points nowhere is a warning, so an error. The linkcheck builder then checks the links
     left as URIs; web links only with `web`, since CI has no network.
     """
-    session.install("-e", ".[docs]")
+    session.install("-e", ".[docs,pytest]")  # pytest: the API page documents the plugin
     out = ROOT / "build" / "docs"
     common = ["-W", "--keep-going", "-q", "-d", str(out / "doctrees"), str(ROOT / "docs")]
     session.run("sphinx-build", "-b", "html", *common, str(out / "html"))

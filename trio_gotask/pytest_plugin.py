@@ -78,22 +78,22 @@ def gotask_fixture(
     name: str | None = None,
     **options: Any,
 ) -> Any:
-    """Make a fixture that yields a `GoTask` for ``sidecar`` (or ``address``); assign it in conftest.py::
+    """Make a fixture that yields a `~trio_gotask.GoTask` for ``sidecar`` (or ``address``); assign it in conftest.py::
 
         app = gotask_fixture("go/app")  # the fixture is named "app"
 
-    ``sidecar`` is what `open_gotask` takes: a folder holding a Go main package, built once per
-    pytest run (and cached across runs, see `build_sidecar`); an executable; or a command list. A
+    ``sidecar`` is what `~trio_gotask.open_gotask` takes: a folder holding a Go main package, built once per
+    pytest run (and cached across runs, see `~trio_gotask.build_sidecar`); an executable; or a command list. A
     relative path is taken from pytest's rootdir (the folder of pytest.ini or pyproject.toml),
     not from the current directory; to run a program found on PATH, give a command list.
-    ``options`` are `open_gotask`'s keyword arguments (``transport``, ``args``, ``env``,
+    ``options`` are `~trio_gotask.open_gotask`'s keyword arguments (``transport``, ``args``, ``env``,
     ``handlers``, ``restart``...). The fixture's name is the variable it is assigned to, or ``name``.
 
     ``process_scope`` says how long one sidecar process lives. With ``"function"`` (the default)
     every test gets a process of its own, stopped and reaped when the test ends, whatever the test
     did to it. With ``"class"``, ``"module"`` or ``"session"``, one process serves every test of
     that scope that uses this fixture (a test outside a class is a class of its own, as for pytest's
-    fixtures), and each test opens connections to it and closes them at its end: a `GoTask`
+    fixtures), and each test opens connections to it and closes them at its end: a `~trio_gotask.GoTask`
     belongs to the ``trio.run`` that opened it, and pytest-trio runs each test in a run of its own,
     so only the process can be shared. Such a process is started by the first test that needs it,
     and stopped and reaped when the scope ends; state kept in Go is shared by those tests; if it
@@ -104,7 +104,7 @@ def gotask_fixture(
     ``restart`` nor ``protocol``.
 
     ``address`` instead connects each test to a sidecar started elsewhere (by you, by a debugger),
-    with `connect_gotask` and its keyword arguments as ``options`` (``secret``,
+    with `~trio_gotask.connect_gotask` and its keyword arguments as ``options`` (``secret``,
     ``ssl_context``...); the process is not the fixture's, so ``process_scope`` does not apply.
 
     Arguments that cannot work raise `TypeError` or `ValueError` here, when conftest.py is imported;
