@@ -22,6 +22,8 @@ LAYERS = [
     "_build",
     "_client",
     "__init__",
+    "_cli",  # the command line: a user of the package, like any program
+    "__main__",
 ]
 
 
