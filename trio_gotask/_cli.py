@@ -624,13 +624,18 @@ def probe_module(library: Path) -> dict[str, str]:
         f"module {PROBE_NAME}\n\ngo {version or '.'.join(map(str, MIN_GO))}\n\n"
         + "require (\n"
         + "\n".join(lines)
-        + f"\n)\n\nreplace {LIBRARY_MODULE} => {library}\n"
+        + f"\n)\n\nreplace {LIBRARY_MODULE} => {_go_mod_path(library)}\n"
     )
     try:
         go_sum = (library / "go.sum").read_text()
     except FileNotFoundError:
         go_sum = ""
     return {"main.go": _PROBE_MAIN, "go.mod": go_mod, "go.sum": go_sum}
+
+
+def _go_mod_path(path: Path) -> str:
+    text = str(path)
+    return json.dumps(text) if any(c.isspace() or c in '"`' for c in text) else text  # a quoted Go string
 
 
 def _write_probe(library: Path) -> Path:
@@ -671,12 +676,6 @@ class Check:
     fix: str = ""
 
 
-@dataclass
-class _GoFound:
-    path: str
-    version: str  # "go1.26.8 linux/amd64"
-
-
 def _add_doctor(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = _command(
         commands,
@@ -707,14 +706,14 @@ exit status:
 def _run_doctor(options: argparse.Namespace) -> int:
     show = None if options.json else _print_check
     _configure_logging(options.verbose - options.quiet)
-    versions, checks = trio.run(_doctor, options.go_library, show)
+    found, checks = trio.run(_doctor, options.go_library, show)
     passed = all(check.status == "ok" for check in checks)
     if options.json:
-        report = {"ok": passed, "versions": versions, "checks": [asdict(c) for c in checks]}
+        report = {"ok": passed, "versions": found, "checks": [asdict(c) for c in checks]}
         _write_stdout(_dumps(report, pretty=True))
     else:
         lines = ["", "versions:"]
-        lines += [f"  {name:<12} {value}" for name, value in versions.items()]
+        lines += [f"  {name:<12} {value}" for name, value in found.items()]
         failed = sum(c.status == "failed" for c in checks)
         skipped = sum(c.status == "skipped" for c in checks)
         if failed or skipped:
@@ -759,7 +758,7 @@ async def _doctor(
             show(check)
 
     go, check = await _check_go()
-    found = versions(go.version if go else "not found")
+    found = versions(go or "not found")
     if show is not None:
         _write_stdout(b"checks:\n")
     record(check)
@@ -785,8 +784,8 @@ async def _doctor(
                     "build",
                     "failed",
                     f"could not build the probe sidecar: {exc}",
-                    "read Go's output above; a first build downloads the library's requirements "
-                    "from the Go module proxy, so check GOPROXY and the network",
+                    "Go's output says what failed; a first build downloads the library's "
+                    "requirements through the Go module proxy, so check GOPROXY and the network",
                 )
             )
         else:
@@ -801,7 +800,8 @@ async def _doctor(
     return found, checks
 
 
-async def _check_go() -> tuple[_GoFound | None, Check]:
+async def _check_go() -> tuple[str | None, Check]:
+    """Go's version ("go1.23.4 linux/amd64", or None if there is no Go), and the check of it."""
     minimum = ".".join(map(str, MIN_GO))
     try:
         go = find_go()
@@ -831,13 +831,13 @@ async def _check_go() -> tuple[_GoFound | None, Check]:
         )
     version = f"go{match[1]}.{match[2]}{match[3]}" + (f" {match[4]}" if match[4] else "")
     if (int(match[1]), int(match[2])) < MIN_GO:
-        return _GoFound(go, version), Check(
+        return version, Check(
             "Go",
             "failed",
             f"{version} at {go} is older than Go {minimum}, which the Go library needs",
             f"install Go {minimum} or newer (https://go.dev/dl/), or set GOTASK_GO to a newer go binary",
         )
-    return _GoFound(go, version), Check("Go", "ok", f"{version} at {go}")
+    return version, Check("Go", "ok", f"{version} at {go}")
 
 
 _PROBE_VALUE: Final = {
@@ -1081,24 +1081,27 @@ async def _bench(
 ) -> tuple[list[BenchResult], str]:
     go_version = "not checked (--sidecar)"
     if sidecar is None:
+        go, check = await _check_go()
+        if check.status != "ok":
+            raise _Exit(EXIT_UNAVAILABLE, f"{check.detail}: {check.fix}")
+        assert go is not None
+        go_version = go
         try:
             library = find_library(library_option)
         except LibraryMissing as exc:
             raise _Exit(
                 EXIT_UNAVAILABLE, f"{exc}: {exc.fix}; or measure a sidecar of yours with --sidecar"
             ) from None
-        go, check = await _check_go()
-        if check.status != "ok":
-            raise _Exit(EXIT_UNAVAILABLE, f"{check.detail}: {check.fix}")
-        assert go is not None
-        go_version = go.version
         sidecar = str(await build_probe(library))
     results = []
     seconds = options.seconds
     for transport in transports:
         async with open_gotask(sidecar, transport=transport) as gotask:
             call = partial(gotask.call, options.method, arg)
-            await call()  # a method that fails, fails here, once
+            try:
+                await call()  # a method that fails, fails here, once
+            except (OverflowError, TypeError, ValueError) as exc:  # refused before it was sent
+                raise _Usage(f"--arg cannot be sent: {exc}") from None
             await _throughput(call, max(options.callers), min(seconds, 0.2), _Counter())  # warm up
             label = f"{transport}, one caller at a time"
             durations = await progress.step(label, seconds, partial(_latency, call, seconds))
