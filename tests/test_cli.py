@@ -20,6 +20,7 @@ import pytest
 import trio
 from standalone import standalone
 
+import trio_gotask
 from trio_gotask._cli import (
     LIBRARY_MODULE,
     MIN_GO,
@@ -36,19 +37,23 @@ from trio_gotask._cli import (
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "go" / "example"
+LIBRARY = ROOT / "go"
+# The folder holding the trio_gotask this process imported: this tree, or site-packages when the
+# suite runs against an installed wheel. The command runs there, so that it imports the same one.
+PACKAGE_PARENT = Path(trio_gotask.__file__).resolve().parent.parent
 
 
 async def cli(
     *args: str, stdin: bytes = b"", env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python -m trio_gotask ARGS`` from the repository's root (so this tree is imported)."""
+    """Run ``python -m trio_gotask ARGS``, importing the trio_gotask that this process imported."""
     return await trio.run_process(
         [sys.executable, "-m", "trio_gotask", *args],
         stdin=stdin,
         capture_stdout=True,
         capture_stderr=True,
         check=False,
-        cwd=ROOT,
+        cwd=PACKAGE_PARENT,
         env=env,
     )
 
@@ -99,7 +104,7 @@ async def test_call_prints_results_as_json(sidecar: str) -> None:
             ["call", sidecar, "App.Echo", "-"],
             stdin=b'{"when": {"$time": "2024-05-01T12:00:00Z"}, "n": [1, 2.5, null, true]}',
         ),
-        ["call", str(EXAMPLE.relative_to(ROOT)), "App.Hi", '"folder"'],
+        ["call", os.path.relpath(EXAMPLE, PACKAGE_PARENT), "App.Hi", '"folder"'],
     )
     for run in (hi, pipe, tcp, reversed_, binary, raw, echo, from_folder):
         assert run.status == 0, run
@@ -165,8 +170,13 @@ async def test_call_connects_to_running_sidecars(sidecar: str, tmp_path: Path) -
         assert "--secret (or $GOTASK_SECRET)" in wrong.err, wrong
 
 
+LIBRARY_ENV = {**os.environ, "GOTASK_GO_LIBRARY": str(LIBRARY)}
+
+
 async def test_doctor_passes_here() -> None:
-    report, text = await cli_all(["doctor", "--json"], ["doctor"])
+    report, text = await cli_all(
+        ["doctor", "--json", "--go-library", str(LIBRARY)], ["doctor"], env=LIBRARY_ENV
+    )
     assert report.status == 0, report
     document = report.json()
     assert document["ok"] is True
@@ -191,7 +201,7 @@ async def test_doctor_says_what_to_fix(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "GOTASK_GO"}
     assert shutil.which("go", path=path) is None
     no_go, no_library = await cli_all(
-        ["doctor"],
+        ["doctor", "--go-library", str(LIBRARY)],
         ["doctor", "--go-library", str(tmp_path)],
         env={**env, "PATH": path},
     )
@@ -207,8 +217,9 @@ async def test_doctor_says_what_to_fix(tmp_path: Path) -> None:
 
 async def test_bench_measures_each_transport() -> None:
     table, document = await cli_all(
-        ["bench", "--seconds", "0.05", "--callers", "4"],
+        ["bench", "--seconds", "0.05", "--callers", "4", "--go-library", str(LIBRARY)],
         ["bench", "--seconds", "0.05", "--callers", "2,4", "--transport", "pipe", "--json"],
+        env=LIBRARY_ENV,
     )
     assert table.status == 0, table
     rows = [
@@ -354,8 +365,12 @@ def test_probe_module_uses_the_library() -> None:
     version, requires = go_mod_requirements((ROOT / "go" / "go.mod").read_text())
     assert tuple(map(int, version.split(".")[:2])) == MIN_GO  # MIN_GO is go.mod's go line
     assert ("github.com/vmihailenco/msgpack/v5", "v5.4.1") in requires
-    library = find_library(None)
-    assert library == ROOT / "go"
+    if PACKAGE_PARENT == ROOT:  # a source tree: the library is found beside the package
+        assert find_library(None) == LIBRARY
+    else:  # a wheel, which carries no Go
+        with pytest.raises(LibraryMissing, match="a wheel carries the Python side only"):
+            find_library(None)
+    library = find_library(str(LIBRARY))
     files = probe_module(library)
     assert f"replace {LIBRARY_MODULE} => {library}\n" in files["go.mod"]
     assert "\tgithub.com/vmihailenco/msgpack/v5 v5.4.1 // indirect\n" in files["go.mod"]
