@@ -93,10 +93,9 @@ class Run:
 
 
 async def test_call_prints_results_as_json(sidecar: str) -> None:
-    hi, pipe, tcp, reversed_, binary, raw, echo, from_folder = await cli_all(
-        ["call", sidecar, "App.Hi", '"Reasno"'],
+    hi, pipe, reversed_, binary, raw, echo, from_folder = await cli_all(
+        ["call", sidecar, "App.Hi", '"Reasno"', "--transport", "tcp", "--pretty"],
         ["call", sidecar, "App.Add", '{"a": 1, "b": 2}', "--transport", "pipe"],
-        ["call", sidecar, "App.Hi", '"tcp"', "--transport", "tcp", "--pretty"],
         ["call", sidecar, "App.Bytes", '{"$bytes": "abc"}'],
         ["call", sidecar, "App.Large", "3"],
         ["call", sidecar, "App.Large", "300", "--raw"],
@@ -106,12 +105,10 @@ async def test_call_prints_results_as_json(sidecar: str) -> None:
         ),
         ["call", os.path.relpath(EXAMPLE, PACKAGE_PARENT), "App.Hi", '"folder"'],
     )
-    for run in (hi, pipe, tcp, reversed_, binary, raw, echo, from_folder):
+    for run in (hi, pipe, reversed_, binary, raw, echo, from_folder):
         assert run.status == 0, run
-    assert hi.out == '{"hello": "Reasno"}\n'
-    assert pipe.json() == 3
-    assert tcp.json() == {"hello": "tcp"}
-    assert tcp.out.count("\n") > 1  # --pretty
+    assert hi.out == '{\n  "hello": "Reasno"\n}\n'  # --pretty
+    assert pipe.out == "3\n"
     assert reversed_.json() == {"$bytes": "cba"}
     assert binary.json() == {"$base64": "AAEC"}
     assert raw.raw == bytes(i % 256 for i in range(300))
@@ -174,9 +171,7 @@ LIBRARY_ENV = {**os.environ, "GOTASK_GO_LIBRARY": str(LIBRARY)}
 
 
 async def test_doctor_passes_here() -> None:
-    report, text = await cli_all(
-        ["doctor", "--json", "--go-library", str(LIBRARY)], ["doctor"], env=LIBRARY_ENV
-    )
+    [report] = await cli_all(["doctor", "--json"], env=LIBRARY_ENV)
     assert report.status == 0, report
     document = report.json()
     assert document["ok"] is True
@@ -191,8 +186,6 @@ async def test_doctor_passes_here() -> None:
     assert all(c["status"] == "ok" for c in document["checks"]), document
     assert set(document["versions"]) == {"Python", "trio", "msgpack", "trio-gotask", "Go", "OS"}
     assert document["versions"]["Go"].startswith("go1.")
-    assert text.status == 0, text
-    assert "All 6 checks passed." in text.out, text
 
 
 async def test_doctor_says_what_to_fix(tmp_path: Path) -> None:
