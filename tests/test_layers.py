@@ -23,6 +23,8 @@ LAYERS = [
     "_client",
     "pytest_plugin",
     "__init__",
+    "_cli",  # the command line: a user of the package, like any program
+    "__main__",
 ]
 
 
