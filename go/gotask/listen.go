@@ -75,11 +75,17 @@ func listen(addr listenAddr) (l net.Listener, cleanup func(), err error) {
 	dir := ""
 	path := addr.path
 	if path == "" {
-		dir, err = os.MkdirTemp("", "gotask-")
+		dir, path, err = privateSocket(os.TempDir())
+		if err == nil && len(path) > maxSocketPath && os.TempDir() != "/tmp" {
+			// A deep $TMPDIR: the socket would not fit in sun_path. /tmp always does.
+			os.Remove(dir)
+			dir, path, err = privateSocket("/tmp")
+		}
 		if err != nil {
 			return nil, nil, err
 		}
-		path = filepath.Join(dir, "gotask.sock")
+	} else if len(path) > maxSocketPath {
+		return nil, nil, fmt.Errorf("the socket path %s is %d bytes, and a Unix socket path holds at most %d: give a shorter -address", path, len(path), maxSocketPath)
 	} else if err := removeStaleSocket(path); err != nil {
 		return nil, nil, err
 	}
@@ -105,6 +111,20 @@ func listen(addr listenAddr) (l net.Listener, cleanup func(), err error) {
 			os.Remove(dir)
 		}
 	}, nil
+}
+
+// maxSocketPath is the longest Unix socket path that fits everywhere: sun_path
+// holds 108 bytes on Linux and 104 on macOS, with the terminating NUL.
+const maxSocketPath = 103
+
+// privateSocket makes a private directory in parent and returns it with the
+// path of a socket in it.
+func privateSocket(parent string) (dir, path string, err error) {
+	dir, err = os.MkdirTemp(parent, "gotask-")
+	if err != nil {
+		return "", "", err
+	}
+	return dir, filepath.Join(dir, "gotask.sock"), nil
 }
 
 // removeStaleSocket removes a socket file left at path by a sidecar that died,

@@ -77,3 +77,31 @@ func TestAddressVectors(t *testing.T) {
 		}
 	}
 }
+
+// With no -address the socket goes in a private folder of $TMPDIR, or of /tmp
+// when $TMPDIR is too deep for a socket path; an -address too long fails
+// saying so, rather than with bind's "invalid argument".
+func TestListenFitsTheSocketPath(t *testing.T) {
+	deep := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	if err := os.MkdirAll(deep, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", deep)
+	l, cleanup, err := listen(listenAddr{network: "unix"})
+	if err != nil {
+		t.Fatalf("a deep TMPDIR: %v", err)
+	}
+	path := l.Addr().String()
+	if !strings.HasPrefix(path, "/tmp/gotask-") || len(path) > maxSocketPath {
+		t.Errorf("socket at %s", path)
+	}
+	cleanup()
+	if _, err := os.Stat(filepath.Dir(path)); !os.IsNotExist(err) {
+		t.Errorf("its folder is left behind: %v", err)
+	}
+
+	long := filepath.Join(deep, "s.sock")
+	if _, _, err := listen(listenAddr{network: "unix", path: long}); err == nil || !strings.Contains(err.Error(), "give a shorter -address") {
+		t.Errorf("an -address of %d bytes: %v", len(long), err)
+	}
+}
