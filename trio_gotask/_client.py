@@ -63,7 +63,9 @@ class GoTaskStatistics:
     """Connections opened to the running sidecar over its life: more than `connections` when
     some broke and were replaced."""
     in_flight: int
-    """Calls running now (including callers waiting for a free slot)."""
+    """Calls running now (including callers waiting for a free slot). A cancelled call has left,
+    though its slot stays taken until the Go method returns: after many cancels of methods that
+    ignore their context, callers may wait for slots while this is low."""
     calls_done: int
     """Calls that returned a result."""
     calls_failed: int
