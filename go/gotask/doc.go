@@ -143,9 +143,10 @@ outlives it needs a context of its own.
 
 A deadline of ctx becomes the handler's deadline, and when ctx is done before
 the reply, CallHost returns ctx.Err() at once and the client cancels the
-handler. A handler that raised gives a *HostError whose Type is "error" and
+handler. A handler that raised gives a *HostError whose Type is "error",
 whose Message is "ExceptionType: text" (its Error() reads "Py.Upper:
-ValueError: bad"); the other Types are those of protocol.md, such as
+ValueError: bad") and whose Stack holds the last lines of the Python
+traceback; the other Types are those of protocol.md, such as
 "not_found" for a name no handler has. A method that returns that error as
 is passes its text on to its own caller. CallHost returns ErrNoHost when the
 client registered no handler (its $hello announced no max_host_calls) or none

@@ -30,6 +30,7 @@ type HostError struct {
 	Method  string // the method called, as passed to CallHost
 	Type    string // the error map's type
 	Message string // the error map's message
+	Stack   string // the last lines of the Python traceback, when the handler raised; else ""
 }
 
 // Error reads like "Py.Upper: ValueError: bad", and names the type when it is
@@ -325,7 +326,7 @@ func hostReply(method string, r hostResult, reply any) error {
 		return &hostGoneError{method, r.err}
 	}
 	if we := r.m.errMap; we != nil {
-		return &HostError{Method: method, Type: we.Type, Message: we.Message}
+		return &HostError{Method: method, Type: we.Type, Message: we.Message, Stack: we.Stack}
 	}
 	if reply == nil {
 		return nil

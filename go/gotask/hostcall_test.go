@@ -226,10 +226,11 @@ func TestHostCallError(t *testing.T) {
 	c, _ := serveHost(t, srv, map[string]any{"max_host_calls": 4})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.CallHost(context.Background(), "Py.Upper", 1, nil) }()
-	c.respond(c.next().msgid, map[string]any{"type": "error", "message": "ValueError: bad"}, nil)
+	trace := "  File \"app.py\", line 3, in upper\nValueError: bad"
+	c.respond(c.next().msgid, map[string]any{"type": "error", "message": "ValueError: bad", "stack": trace}, nil)
 	err := <-errc
 	var he *HostError
-	if !errors.As(err, &he) || *he != (HostError{Method: "Py.Upper", Type: "error", Message: "ValueError: bad"}) {
+	if !errors.As(err, &he) || *he != (HostError{Method: "Py.Upper", Type: "error", Message: "ValueError: bad", Stack: trace}) {
 		t.Fatalf("got %#v, want a HostError", err)
 	}
 	if err.Error() != "Py.Upper: ValueError: bad" {
