@@ -132,7 +132,6 @@ class Connection:
         """Set once no call may be sent here (broken, or going away): the error a caller who
         was waiting for a slot gets, inside `Unsent`."""
         self._on_going_away = on_going_away
-        self.going_away = False
         self._cancel_scope = trio.CancelScope()
         self.load = 0
         """Callers currently inside `call` on this connection."""
@@ -318,7 +317,7 @@ class Connection:
                 self._go_away()
             elif type(event) is Drained:
                 self.fail(_WENT_AWAY, unrun=True)
-        if self.going_away and not self._protocol.in_flight:
+        if self._refusal is _WENT_AWAY and not self._protocol.in_flight:
             self.fail(_WENT_AWAY)  # every call sent here is answered: close, so the sidecar may exit
         if self._protocol.has_data_to_send:
             self._wake_writer()  # answers the protocol gave itself (busy)
@@ -326,9 +325,8 @@ class Connection:
     def _go_away(self) -> None:
         """The sidecar said ``$goaway``: send nothing more here (callers waiting for a slot go
         elsewhere), and tell the pool."""
-        if self.going_away:
+        if self._refusal is not None:  # going away already, or broken
             return
-        self.going_away = True
         self._refusal = _WENT_AWAY
         if self._on_going_away is not None:
             self._on_going_away(self)

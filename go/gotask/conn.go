@@ -93,16 +93,11 @@ func (c *conn) describe() string {
 }
 
 // goAway queues [2, "$goaway", "..."], telling the client to send no more
-// calls here, without waiting for room in the writer's queue.
+// calls here.
 func (c *conn) goAway() {
 	e := getEncBuf()
 	e.appendGoAway()
-	e.frame()
-	select {
-	case c.out <- e:
-	default:
-		go c.send(e)
-	}
+	c.sendNow(e)
 }
 
 // drained queues [2, "$drained", "..."] after the replies of every call run
@@ -111,12 +106,7 @@ func (c *conn) goAway() {
 func (c *conn) drained() {
 	e := getEncBuf()
 	e.appendDrained()
-	e.frame()
-	select {
-	case c.out <- e:
-	default:
-		go c.send(e)
-	}
+	c.sendNow(e)
 }
 
 func (c *conn) closeRWC() { c.closeOnce.Do(func() { c.rwc.Close() }) }

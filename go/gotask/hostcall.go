@@ -302,8 +302,7 @@ func encodeRequest(e *encBuf, msgid uint32, method string, arg any, timeout floa
 	return start, end, err
 }
 
-// sendCancel queues [2, "$cancel", msgid] after the request it cancels,
-// without waiting for room in the writer's queue.
+// sendCancel queues [2, "$cancel", msgid] after the request it cancels.
 func (c *conn) sendCancel(msgid uint32) {
 	e := getEncBuf()
 	enc := e.enc
@@ -311,12 +310,7 @@ func (c *conn) sendCancel(msgid uint32) {
 	enc.EncodeUint(typeNotification)
 	enc.EncodeString("$cancel")
 	enc.EncodeUint(uint64(msgid))
-	e.frame()
-	select {
-	case c.out <- e:
-	default:
-		go c.send(e)
-	}
+	c.sendNow(e)
 }
 
 // hostReply turns a host call's result into CallHost's error, decoding the

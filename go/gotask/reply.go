@@ -45,6 +45,18 @@ func responseResult(payload []byte) []byte {
 	return c.b[c.p:]
 }
 
+// sendNow frames e and queues it for the writer without waiting for room in
+// its queue: a goroutine waits instead, so the caller (a reader, Shutdown)
+// never blocks on a slow client.
+func (c *conn) sendNow(e *encBuf) {
+	e.frame()
+	select {
+	case c.out <- e:
+	default:
+		go c.send(e)
+	}
+}
+
 // send queues an encoded frame for the writer, or drops it if the writer has
 // stopped (the connection is gone, and the reply with it).
 func (c *conn) send(e *encBuf) {
