@@ -36,6 +36,7 @@ import trio
 from . import __version__
 from ._build import build_sidecar, cache_dir, find_go
 from ._client import GoTask, connect_gotask, open_gotask
+from ._endpoints import dns_name
 from ._errors import GoTaskError, MethodNotFound, RemoteError
 from ._transport import SECRET_ENV, TRANSPORTS, WIRES, Transport, parse_address
 
@@ -370,7 +371,7 @@ def classify_target(target: str) -> Target:
         if not all(parts):
             raise ValueError(f"{target!r} has an empty address in its list: write a,b,c")
         return Target(connect=parts)
-    if target.startswith("dns:"):
+    if dns_name(target) is not None:  # raises ValueError for a dns: address without host:port
         return Target(connect=target)
     if parse_address(target).kind == "tcp":
         return Target(connect=target)
