@@ -56,7 +56,9 @@ type HostLogOptions struct {
 // nested map, left out when empty. A value that msgpack cannot encode or
 // Python cannot hold (a channel, a time past year 9999) becomes its
 // fmt "%+v" text. Of two attributes with the same key in one map, the
-// later wins.
+// later wins. (Built with Go 1.22, whose slog keeps a time attribute as
+// nanoseconds since 1970, a time before 1678 or after 2262 has wrapped before
+// the handler sees it.)
 //
 // A record larger than the client's frame limit loses its attributes, then
 // has its message cut to fit, ending in " [truncated]".
