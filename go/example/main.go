@@ -25,7 +25,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/trio-gotask/trio-gotask/go/gotask"
@@ -184,25 +183,57 @@ func (a *App) Panic(msg string, r *any) error {
 	panic(msg)
 }
 
-// cancelled counts the Slow calls that ended because their context did.
+// counter is a count that calls can wait on: how a test learns that Go has
+// reached a point, instead of guessing how long that takes.
+type counter struct {
+	mu      sync.Mutex
+	n       int64
+	changed chan struct{} // closed when n changes; nil until someone waits
+}
+
+func (c *counter) add(d int64) {
+	c.mu.Lock()
+	c.n += d
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil
+	}
+	c.mu.Unlock()
+}
+
+// wait returns the count once it is at least n, or ctx's error first.
+func (c *counter) wait(ctx context.Context, n int64) (int64, error) {
+	for {
+		c.mu.Lock()
+		got := c.n
+		if got >= n {
+			c.mu.Unlock()
+			return got, nil
+		}
+		if c.changed == nil {
+			c.changed = make(chan struct{})
+		}
+		changed := c.changed
+		c.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
 var (
-	cancelled   atomic.Int64
-	cancelMu    sync.Mutex
-	cancelCh    = make(chan struct{}) // closed and replaced on every cancellation
+	cancelled   counter // the Slow calls that ended because their context did
+	running     counter // the Slow calls under way
 	errNegative = errors.New("negative count")
 )
-
-func noteCancelled() {
-	cancelMu.Lock()
-	cancelled.Add(1)
-	close(cancelCh)
-	cancelCh = make(chan struct{})
-	cancelMu.Unlock()
-}
 
 // Slow waits ms milliseconds and returns ms, or returns the context's error
 // as soon as the call is cancelled or its deadline passes.
 func (a *App) Slow(ctx context.Context, ms int, r *int) error {
+	running.add(1)
+	defer running.add(-1)
 	t := time.NewTimer(time.Duration(ms) * time.Millisecond)
 	defer t.Stop()
 	select {
@@ -210,31 +241,86 @@ func (a *App) Slow(ctx context.Context, ms int, r *int) error {
 		*r = ms
 		return nil
 	case <-ctx.Done():
-		noteCancelled()
+		cancelled.add(1)
 		return ctx.Err()
 	}
 }
 
 // WaitCancelled waits until at least n Slow calls were cancelled and returns
 // how many were.
-func (a *App) WaitCancelled(ctx context.Context, n int64, r *int64) error {
+func (a *App) WaitCancelled(ctx context.Context, n int64, r *int64) (err error) {
 	if n < 0 {
 		return errNegative
 	}
-	for {
-		cancelMu.Lock()
-		got, ch := cancelled.Load(), cancelCh
-		cancelMu.Unlock()
-		if got >= n {
-			*r = got
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	*r, err = cancelled.wait(ctx, n)
+	return err
+}
+
+// Running waits until at least n Slow calls are under way at once and returns
+// how many are.
+func (a *App) Running(ctx context.Context, n int64, r *int64) (err error) {
+	*r, err = running.wait(ctx, n)
+	return err
+}
+
+// A gate holds the calls of Hold that wait on one name until Release.
+type gate struct {
+	waiting counter
+	open    chan struct{}
+}
+
+var (
+	gatesMu sync.Mutex
+	gates   = map[string]*gate{}
+)
+
+func gateNamed(name string) *gate {
+	gatesMu.Lock()
+	defer gatesMu.Unlock()
+	g := gates[name]
+	if g == nil {
+		g = &gate{open: make(chan struct{})}
+		gates[name] = g
 	}
+	return g
+}
+
+// Hold waits at the gate name, ignoring its context as Sleep does, until
+// Release opens it, and returns name: a reply that comes exactly when a test
+// says, however long ago its caller gave up.
+func (a *App) Hold(name string, r *string) error {
+	g := gateNamed(name)
+	g.waiting.add(1)
+	<-g.open
+	*r = name
+	return nil
+}
+
+// HoldingArgs are the arguments of Holding; Python sends {"name": "g", "n": 1}.
+type HoldingArgs struct {
+	Name string `msgpack:"name"`
+	N    int64  `msgpack:"n"`
+}
+
+// Holding waits until at least n calls of Hold have reached the gate
+// args.Name, and returns how many have.
+func (a *App) Holding(ctx context.Context, args HoldingArgs, r *int64) (err error) {
+	*r, err = gateNamed(args.Name).waiting.wait(ctx, args.N)
+	return err
+}
+
+// Release opens the gate name: the calls of Hold waiting there return, and
+// so will any that come later.
+func (a *App) Release(name string, r *any) error {
+	g := gateNamed(name)
+	gatesMu.Lock()
+	defer gatesMu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+	return nil
 }
 
 // The calls waiting in Barrier.
