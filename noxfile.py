@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import glob
 import os
+import random
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -44,15 +47,36 @@ def _is_pyenv_shim(name: str) -> bool:
 
 _add_pyenv_pythons()
 _MISSING = [v for v in PYTHONS if not shutil.which(f"python{v}")]
+# Tests marked slow (Go builds, examples, deploy files, the CLI's child processes, several sidecars)
+# exercise little that changes with the interpreter: they run once, on the newest Python found.
+SLOW_PYTHON = (
+    [v for v in PYTHONS if v not in _MISSING][-1] if len(_MISSING) < len(PYTHONS) else DEFAULT_PYTHON
+)
+
+# One hypothesis seed for the whole run, printed by every session that uses it, so that a failure
+# can be replayed: HYPOTHESIS_SEED=<seed> python3 -m nox -s <session>.
+HYPOTHESIS_SEED = os.environ.get("HYPOTHESIS_SEED") or str(random.SystemRandom().randrange(1 << 32))
+
+# The oldest Go the README promises (go.mod's go line, at its last patch release) and the newest,
+# the machine's: the go session tests both. Any Go toolchain comes from the module proxy.
+OLDEST_GO = "go1.22.12"
 
 
 @nox.session(python=False)
 def go(session: nox.Session) -> None:
-    """go vet, the race-enabled tests, and the fuzz targets over their seed corpus."""
+    """go vet, race-enabled tests and a fuzz run with this Go; vet and -short with the oldest.
+
+    The machine's Go (the newest) runs go vet over the library and the examples, the tests with
+    the race detector, and the fuzz targets; the oldest Go the README promises (OLDEST_GO, from
+    the module proxy) runs go vet and the tests with -short."""
+    promised = re.search(r"^go (\d+\.\d+)", (GO / "go.mod").read_text(), re.M)
+    if promised is None or not OLDEST_GO.startswith(f"go{promised[1]}."):
+        session.error(f"OLDEST_GO is {OLDEST_GO}, but go/go.mod asks for go {promised and promised[1]}")
     for module in GO_EXAMPLES:
         session.chdir(module)
         session.run("go", "vet", "./...", external=True)
     session.chdir(GO)
+    session.run("go", "version", external=True)
     session.run("go", "vet", "./...", external=True)
     session.run("go", "test", "-race", "-count=1", "./...", external=True)
     # The seed corpus ran above as plain tests; a short real fuzz run catches new crashers early.
@@ -66,6 +90,10 @@ def go(session: nox.Session) -> None:
         "./gotask",
         external=True,
     )
+    oldest = {"GOTOOLCHAIN": OLDEST_GO}
+    session.run("go", "version", external=True, env=oldest)
+    session.run("go", "vet", "./...", external=True, env=oldest)
+    session.run("go", "test", "-short", "-count=1", "./...", external=True, env=oldest)
 
 
 @nox.session(python=DEFAULT_PYTHON)
@@ -88,12 +116,13 @@ def typing(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """pytest on each CPython 3.10-3.13 found, the oldest and newest against both ends of the range.
+    """pytest on each CPython 3.10-3.13 found; slow tests on the newest only.
 
     The oldest Python runs against the oldest trio and msgpack pyproject.toml allows (its lower
     bounds, pinned exactly), the newest against the newest releases of everything (an eager
-    upgrade), and the others against what pip picks. So every Python and both ends of the
-    supported range run the whole suite, with no extra session."""
+    upgrade), and the others against what pip picks. The newest Python found runs every test;
+    the others leave out those marked slow, which depend on Go and child processes more than on
+    the interpreter."""
     if session.python == PYTHONS[0]:
         session.install("-e", ".[test]", *_lower_bounds())
     elif session.python == PYTHONS[-1]:
@@ -101,7 +130,15 @@ def tests(session: nox.Session) -> None:
     else:
         session.install("-e", ".[test]")
     session.run("python", "-c", _VERSIONS, silent=False)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *_pytest_args(session, slow=session.python == SLOW_PYTHON))
+
+
+def _pytest_args(session: nox.Session, *, slow: bool) -> list[str]:
+    """pytest's arguments: the tests to run, on as many workers as the machine has cores, with
+    the run's hypothesis seed; then the session's own (``nox -s tests -- -k cancel``)."""
+    session.log(f"hypothesis seed {HYPOTHESIS_SEED}: replay with HYPOTHESIS_SEED={HYPOTHESIS_SEED}")
+    which = [] if slow else ["-m", "not slow"]
+    return [*which, "-n", "auto", f"--hypothesis-seed={HYPOTHESIS_SEED}", *session.posargs]
 
 
 _VERSIONS = (
@@ -129,7 +166,9 @@ def _lower_bounds() -> list[str]:
 
 @nox.session(python=DEFAULT_PYTHON)
 def compiled(session: nox.Session) -> None:
-    """pytest against the sans-I/O core compiled with mypyc (the optional fast build).
+    """pytest, slow tests aside, against the sans-I/O core compiled with mypyc (the fast build).
+
+    The tests marked slow exercise no more of the core than the others, so they are left out.
 
     The wheel is built from a copy of the tree, since the mypyc build hook leaves compiled modules
     beside the sources, where they would shadow the .py files of an editable install.
@@ -160,7 +199,7 @@ def compiled(session: nox.Session) -> None:
         session.install(f"{wheel}[test]")
     # The `pytest` program (not `python -m pytest`) keeps the source tree off sys.path, so the
     # installed, compiled package is the one imported; tests/test_core.py checks that it is.
-    session.run("pytest", *session.posargs, env={"TRIO_GOTASK_EXPECT_COMPILED": "1"})
+    session.run("pytest", *_pytest_args(session, slow=False), env={"TRIO_GOTASK_EXPECT_COMPILED": "1"})
 
 
 @nox.session(python=DEFAULT_PYTHON)
@@ -181,9 +220,11 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=DEFAULT_PYTHON)
 def plugin(session: nox.Session) -> None:
-    """The pytest plugin as a user gets it: the example project of docs/testing.md, written out of
-    the page into a folder outside the repository, and its tests run with the package installed
-    from a wheel (the plugin loaded by its entry point), pytest and pytest-trio."""
+    """The pytest plugin as a user gets it: docs/testing.md's project, from a wheel.
+
+    The example project of docs/testing.md, written out of the page into a folder outside the
+    repository, and its tests run with the package installed from a wheel (the plugin loaded by
+    its entry point), pytest and pytest-trio."""
     sys.path.insert(0, str(ROOT / "tests"))
     import documented_project
 
@@ -206,6 +247,55 @@ def report_pythons(session: nox.Session) -> None:
         session.error(f"the default Python {DEFAULT_PYTHON} was not found")
     for version in _MISSING:
         session.warn(f"Python {version} was not found on this machine: its tests did not run")
+
+
+@nox.session(python=DEFAULT_PYTHON, reuse_venv=True)
+def fast(session: nox.Session) -> None:
+    """The deterministic tests alone, in seconds: no process, no Go; for the edit-and-test loop.
+
+    The sans-I/O protocol, memory streams, fake sidecars on the autojump clock, the vectors.
+    `python3 -m nox -R -s fast` reuses the environment without reinstalling."""
+    session.install("-e", ".[test]")
+    session.log(f"hypothesis seed {HYPOTHESIS_SEED}: replay with HYPOTHESIS_SEED={HYPOTHESIS_SEED}")
+    session.run("pytest", "-m", "fast", f"--hypothesis-seed={HYPOTHESIS_SEED}", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def stress(session: nox.Session) -> None:
+    """Every test, three times, with a busy-loop process per core: nothing may depend on speed.
+
+    `nox -s stress -- idle` runs the same with the machine left idle; `runs=N` changes the count;
+    other arguments go to pytest. All runs are made and reported before the session fails."""
+    runs, busy, extra = 3, os.cpu_count() or 1, []
+    for arg in session.posargs:
+        if arg == "idle":
+            busy = 0
+        elif arg.startswith("runs="):
+            runs = int(arg.removeprefix("runs="))
+        else:
+            extra.append(arg)
+    session.install("-e", ".[test]")
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    results = []
+    try:
+        for run in range(1, runs + 1):
+            session.log(f"stress run {run} of {runs}, {busy} busy-loop processes on {os.cpu_count()} cores")
+            seed = str(random.SystemRandom().randrange(1 << 32))
+            try:
+                session.run("pytest", "-n", "auto", f"--hypothesis-seed={seed}", *extra)
+                results.append(f"run {run}: passed (hypothesis seed {seed})")
+            except nox.command.CommandFailed:
+                results.append(f"run {run}: FAILED (hypothesis seed {seed})")
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    for line in results:
+        session.log(line)
+    passed = sum("passed" in line for line in results)
+    if passed < runs:
+        session.error(f"{passed} of {runs} runs passed")
+    session.log(f"{passed} of {runs} runs passed")
 
 
 @nox.session(python=DEFAULT_PYTHON)

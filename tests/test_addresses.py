@@ -10,6 +10,8 @@ import pytest
 
 from trio_gotask._transport import Address, check_address, parse_address
 
+pytestmark = pytest.mark.fast  # no process: nox -s fast
+
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "addresses.json").read_text())["addresses"]
 
 

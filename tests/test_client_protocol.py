@@ -41,6 +41,8 @@ from trio_gotask._wire import (
     frame_header,
 )
 
+pytestmark = pytest.mark.fast  # no process: nox -s fast
+
 PEER = Hello(PROTOCOL_VERSION, max_frame_size=4096, max_inflight=3)
 
 

@@ -22,6 +22,8 @@ from trio_gotask._protocol import Refused
 from trio_gotask._transport import PeerClosed, greet
 from trio_gotask._wire import Notification, Request, Response, frame_header
 
+pytestmark = pytest.mark.fast  # no process: nox -s fast
+
 
 @asynccontextmanager
 async def connected(

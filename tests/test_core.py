@@ -10,6 +10,8 @@ import pytest
 
 from trio_gotask import _goridge, _protocol, _wire
 
+pytestmark = pytest.mark.fast  # no process: nox -s fast
+
 CORE = [_wire, _protocol, _goridge]
 
 

@@ -6,8 +6,11 @@ import re
 from pathlib import Path
 
 import fault_table
+import pytest
 
 import trio_gotask
+
+pytestmark = pytest.mark.fast  # no process: nox -s fast
 
 ROOT = Path(__file__).resolve().parent.parent
 

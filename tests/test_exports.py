@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import trio_gotask
+
+pytestmark = pytest.mark.fast  # no process: nox -s fast
 
 
 def test_exports() -> None:

@@ -25,6 +25,8 @@ from trio_gotask._goridge import (
     frame,
 )
 
+pytestmark = pytest.mark.fast  # no process: nox -s fast
+
 VECTORS = {v["name"]: v for v in json.loads((Path(__file__).parent / "vectors" / "goridge.json").read_text())}
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.fast  # no process: nox -s fast
+
 PACKAGE = Path(__file__).parent.parent / "trio_gotask"
 # Bottom first; a module may import any module listed before it.
 LAYERS = [

@@ -14,6 +14,8 @@ from wirehelpers import encode
 from trio_gotask._errors import ProtocolError
 from trio_gotask._wire import Decoder, Encoder, Request, Response, frame_header, parse_message
 
+pytestmark = pytest.mark.fast  # no process: nox -s fast
+
 UTC = datetime.timezone.utc
 
 scalars = st.one_of(

@@ -29,6 +29,8 @@ from trio_gotask._wire import (
     parse_message,
 )
 
+pytestmark = pytest.mark.fast  # no process: nox -s fast
+
 VECTORS = Path(__file__).parent / "vectors"
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
