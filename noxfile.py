@@ -264,8 +264,10 @@ def fast(session: nox.Session) -> None:
 def stress(session: nox.Session) -> None:
     """Every test, three times, with a busy-loop process per core: nothing may depend on speed.
 
-    `nox -s stress -- idle` runs the same with the machine left idle; `runs=N` changes the count;
-    other arguments go to pytest. All runs are made and reported before the session fails."""
+    Each run is the Go tests (with the race detector) and then the whole pytest suite, slow tests
+    included. `nox -s stress -- idle` does the same on the idle machine; `runs=N` changes the
+    count; other arguments go to pytest. Every run is made and reported before the session fails.
+    """
     runs, busy, extra = 3, os.cpu_count() or 1, []
     for arg in session.posargs:
         if arg == "idle":
@@ -279,23 +281,29 @@ def stress(session: nox.Session) -> None:
     results = []
     try:
         for run in range(1, runs + 1):
-            session.log(f"stress run {run} of {runs}, {busy} busy-loop processes on {os.cpu_count()} cores")
+            session.log(f"stress run {run} of {runs}: {busy} busy-loop processes on {os.cpu_count()} cores")
             seed = str(random.SystemRandom().randrange(1 << 32))
-            try:
-                session.run("pytest", "-n", "auto", f"--hypothesis-seed={seed}", *extra)
-                results.append(f"run {run}: passed (hypothesis seed {seed})")
-            except nox.command.CommandFailed:
-                results.append(f"run {run}: FAILED (hypothesis seed {seed})")
+            outcome = "passed"
+            for command, where in (
+                (["go", "test", "-race", "-count=1", "./..."], GO),
+                (["pytest", "-n", "auto", f"--hypothesis-seed={seed}", *extra], ROOT),
+            ):
+                session.chdir(where)
+                try:
+                    session.run(*command, external=command[0] == "go")
+                except nox.command.CommandFailed:
+                    outcome = f"FAILED in {command[0]}"
+            results.append(f"run {run}: {outcome} (hypothesis seed {seed})")
     finally:
         for loop in loops:
             loop.kill()
             loop.wait()
     for line in results:
         session.log(line)
-    passed = sum("passed" in line for line in results)
+    passed = sum(": passed " in line for line in results)
     if passed < runs:
-        session.error(f"{passed} of {runs} runs passed")
-    session.log(f"{passed} of {runs} runs passed")
+        session.error(f"{passed} of {runs} runs passed, {busy} busy loops")
+    session.log(f"{passed} of {runs} runs passed, {busy} busy loops")
 
 
 @nox.session(python=DEFAULT_PYTHON)
