@@ -13,6 +13,10 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
+// hangGuard bounds a wait that only a hang can reach: how long a test waits
+// for something that must happen before it fails, never what it expects.
+const hangGuard = time.Minute
+
 // testClient is a minimal client speaking the wire protocol, for the tests:
 // one reader goroutine matches responses to calls by msgid (net/rpc style).
 type testClient struct {
@@ -198,7 +202,7 @@ func (c *testClient) wait(ch <-chan *message, reply any) error {
 			return decodeValue(m.result, reply)
 		}
 		return nil
-	case <-time.After(20 * time.Second):
+	case <-time.After(hangGuard):
 		return errors.New("timed out waiting for a response")
 	}
 }

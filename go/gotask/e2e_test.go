@@ -142,8 +142,8 @@ func startProgram(t *testing.T, bin string, env []string, cookie bool, args ...s
 			t.Fatalf("bad handshake %q; stderr: %s", s, sc.stderr.String())
 		}
 		sc.transport, sc.address = parts[2], parts[3]
-	case <-time.After(10 * time.Second):
-		t.Fatalf("no handshake in 10s; stderr: %s", sc.stderr.String())
+	case <-time.After(hangGuard):
+		t.Fatalf("no handshake in %v; stderr: %s", hangGuard, sc.stderr.String())
 	}
 	return sc
 }
@@ -162,7 +162,7 @@ func (sc *sidecar) waitExit() int {
 	sc.t.Helper()
 	select {
 	case <-sc.exited:
-	case <-time.After(15 * time.Second):
+	case <-time.After(hangGuard):
 		sc.t.Fatalf("sidecar did not exit; stderr: %s", sc.stderr.String())
 	}
 	return sc.cmd.ProcessState.ExitCode()
@@ -212,39 +212,39 @@ func TestSidecarUnix(t *testing.T) {
 
 func TestSidecarTCP(t *testing.T) {
 	t.Parallel()
-	sc := startSidecar(t, true, "-address", "127.0.0.1:0", "-grace", "10s")
+	// A grace no machine uses up here: only the call's end may end the shutdown.
+	sc := startSidecar(t, true, "-address", "127.0.0.1:0", "-grace", "1h")
 	if sc.transport != "tcp" || strings.HasSuffix(sc.address, ":0") {
 		t.Fatalf("handshake %s|%s, want tcp with a real port", sc.transport, sc.address)
 	}
-	c := sc.client()
+	c := startTestClient(t, sc.dial(), make(chan *message, 1))
+	c.sendHello(map[string]any{"max_frame_size": DefaultMaxFrameSize, "max_host_calls": 1})
 	var hi map[string]any
 	if err := c.call("App.Hi", "tcp", &hi); err != nil || hi["hello"] != "tcp" {
 		t.Fatalf("Hi: %v %v", hi, err)
 	}
 
 	// SIGTERM lets an in-flight call finish, answers new calls with
-	// shutting_down, then exits 0.
-	_, sleeping := c.start("App.Sleep", 700, nil)
-	// Make sure Sleep is running before the signal: a later call is answered after it started.
-	if err := c.call("App.Hi", "x", nil); err != nil {
-		t.Fatal(err)
-	}
+	// shutting_down, then exits 0. The call in flight waits for its host call
+	// (to us), which the test answers when it has seen all that.
+	_, inFlight := c.start("App.CallPy", map[string]any{"method": "Py.Finish", "arg": nil}, nil)
+	hostCall := c.next() // the call is running
+	wantRequest(t, hostCall, "Py.Finish")
 	if err := sc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; ; i++ {
-		err := c.call("App.Hi", "x", nil)
-		if errType(err) == "shutting_down" {
-			break
-		}
-		if err != nil || i > 1000 {
-			t.Fatalf("after SIGTERM: %v (try %d)", err, i)
-		}
-		time.Sleep(5 * time.Millisecond) // polling for the signal to land, not for readiness
+	select {
+	case <-c.goaway:
+	case <-time.After(hangGuard):
+		t.Fatal("no $goaway after SIGTERM")
 	}
-	var slept int
-	if err := c.wait(sleeping, &slept); err != nil || slept != 700 {
-		t.Fatalf("in-flight Sleep: %v %v", slept, err)
+	if err := c.call("App.Hi", "x", nil); errType(err) != "shutting_down" {
+		t.Fatalf("a call after SIGTERM: %v, want shutting_down", err)
+	}
+	c.respond(hostCall.msgid, nil, "finished")
+	var got string
+	if err := c.wait(inFlight, &got); err != nil || got != "finished" {
+		t.Fatalf("the call in flight: %q %v", got, err)
 	}
 	if code := sc.waitExit(); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM", code)
@@ -340,7 +340,7 @@ func TestSidecarHostileInput(t *testing.T) {
 		}
 		// The connection may have sent its $hello before it read the bad input,
 		// and nothing else.
-		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		conn.SetReadDeadline(time.Now().Add(hangGuard))
 		if payload, err := readFrame(conn, DefaultMaxFrameSize); err == nil {
 			if m, err := parseMessage(payload); err != nil || m.method != "$hello" {
 				t.Fatalf("%s: the sidecar sent %+v %v", in.name, m, err)
@@ -356,12 +356,12 @@ func TestSidecarHostileInput(t *testing.T) {
 			t.Fatalf("%s: other connection: %v %v", in.name, hi, err)
 		}
 		// Exactly one line logged per closed connection.
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(hangGuard)
 		for strings.Count(sc.stderr.String(), "closing connection") < i+1 {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: no log line; stderr: %s", in.name, sc.stderr.String())
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // polling a log written by another process
 		}
 	}
 	if n := strings.Count(sc.stderr.String(), "\n"); n != len(inputs) {
@@ -437,20 +437,22 @@ func checkCalls(t *testing.T, c *testClient) {
 			t.Fatalf("%q: %v, want not_found", name, err)
 		}
 	}
+	// Timeouts of which no machine uses up half during the call.
 	var left float64
-	if err := c.callMeta("App.Deadline", nil, map[string]any{"timeout": 30.0}, &left); err != nil || left <= 25 || left > 30 {
-		t.Fatalf("Deadline with timeout 30: %v %v", left, err)
+	if err := c.callMeta("App.Deadline", nil, map[string]any{"timeout": 3600.0}, &left); err != nil || left <= 1800 || left > 3600 {
+		t.Fatalf("Deadline with timeout 3600: %v %v", left, err)
 	}
-	if err := c.callMeta("App.Deadline", nil, map[string]any{"timeout": 2}, &left); err != nil || left <= 0 || left > 2 {
-		t.Fatalf("Deadline with int timeout 2: %v %v", left, err)
+	if err := c.callMeta("App.Deadline", nil, map[string]any{"timeout": 600}, &left); err != nil || left <= 300 || left > 600 {
+		t.Fatalf("Deadline with int timeout 600: %v %v", left, err)
 	}
 	if err := c.callMeta("App.Deadline", nil, map[string]any{"future": true}, &left); err != nil || left != -1 {
 		t.Fatalf("Deadline without timeout: %v %v", left, err)
 	}
-	if err := c.callMeta("App.Slow", 10000, map[string]any{"timeout": 0.05}, nil); errType(err) != "deadline_exceeded" {
+	// An hour of work: the deadline always comes first.
+	if err := c.callMeta("App.Slow", 3_600_000, map[string]any{"timeout": 0.05}, nil); errType(err) != "deadline_exceeded" {
 		t.Fatalf("Slow with timeout: %v, want deadline_exceeded", err)
 	}
-	if err := c.callMeta("App.Slow", 10000, map[string]any{"timeout": -1}, nil); errType(err) != "deadline_exceeded" {
+	if err := c.callMeta("App.Slow", 3_600_000, map[string]any{"timeout": -1}, nil); errType(err) != "deadline_exceeded" {
 		t.Fatalf("Slow with timeout already passed: %v, want deadline_exceeded", err)
 	}
 	if err := c.call("App.Log", "a log line", nil); err != nil {
@@ -465,7 +467,7 @@ func checkCancel(t *testing.T, c *testClient) {
 	if err := c.call("App.WaitCancelled", 0, &before); err != nil {
 		t.Fatal(err)
 	}
-	id, slow := c.start("App.Slow", 60000, nil)
+	id, slow := c.start("App.Slow", 3_600_000, nil) // ends only when cancelled
 	_, waiter := c.start("App.WaitCancelled", before+1, nil)
 	if err := c.cancel(id); err != nil {
 		t.Fatal(err)

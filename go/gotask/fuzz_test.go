@@ -181,7 +181,7 @@ func FuzzServeConn(f *testing.F) {
 		}()
 		select {
 		case <-done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(hangGuard):
 			t.Fatal("ServeConn did not return")
 		}
 		out := bytes.NewReader(conn.w.Bytes())

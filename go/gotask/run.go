@@ -379,11 +379,16 @@ func shutdown(srv *Server, grace time.Duration, stderr io.Writer) int {
 func watchParent(ctx context.Context, ppid int, stop func()) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	watchParentTicks(ctx, ppid, stop, t.C)
+}
+
+// watchParentTicks is watchParent comparing at each tick; tests tick it.
+func watchParentTicks(ctx context.Context, ppid int, stop func(), tick <-chan time.Time) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 			if os.Getppid() != ppid {
 				stop()
 				return

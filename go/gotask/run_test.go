@@ -152,7 +152,7 @@ func TestStrayStdout(t *testing.T) {
 		} else {
 			c = sc.client()
 			// Bounds the wait of a failing test: a stdout still open never ends.
-			sc.stdoutF.SetReadDeadline(time.Now().Add(10 * time.Second))
+			sc.stdoutF.SetReadDeadline(time.Now().Add(hangGuard))
 			if b, err := sc.stdout.ReadByte(); err != io.EOF {
 				t.Fatalf("stdout after the handshake: %q %v, want EOF", b, err)
 			}
@@ -239,7 +239,7 @@ func TestClosedStderr(t *testing.T) {
 		if waitErr != nil {
 			t.Fatalf("exit: %v", waitErr)
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatal("the sidecar did not exit")
 	}
 	if _, err := os.Stat(parts[3]); !os.IsNotExist(err) {
@@ -260,17 +260,25 @@ func TestWatchParentComparesWithTheParentReadBeforeIt(t *testing.T) {
 	go watchParent(ctx, os.Getppid()+1, func() { close(stopped) }) // a parent that is gone
 	select {
 	case <-stopped:
-	case <-time.After(5 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatal("watchParent did not stop for a parent that is no longer ours")
 	}
 
 	kept := make(chan struct{})
 	done := make(chan struct{})
+	tick := make(chan time.Time)
 	go func() {
-		watchParent(ctx, os.Getppid(), func() { close(kept) })
+		watchParentTicks(ctx, os.Getppid(), func() { close(kept) }, tick)
 		close(done)
 	}()
-	time.Sleep(600 * time.Millisecond) // two ticks: nothing may happen while the parent is ours
+	// Two ticks; the third is taken only once the second's comparison is done.
+	for range 3 {
+		select {
+		case tick <- time.Now():
+		case <-done:
+			t.Fatal("watchParent stopped with the parent alive")
+		}
+	}
 	if isClosed(kept) {
 		t.Fatal("watchParent stopped with the parent alive")
 	}

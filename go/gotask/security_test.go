@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -25,6 +26,13 @@ const (
 // returns its address; the server is shut down when the test ends.
 func serveListener(t *testing.T, srv *Server, network string) string {
 	t.Helper()
+	l := listenT(t, network)
+	serveOn(t, srv, l)
+	return l.Addr().String()
+}
+
+func listenT(t *testing.T, network string) net.Listener {
+	t.Helper()
 	addr := "127.0.0.1:0"
 	if network == "unix" {
 		addr = filepath.Join(t.TempDir(), "s.sock")
@@ -33,6 +41,11 @@ func serveListener(t *testing.T, srv *Server, network string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l
+}
+
+// serveOn serves srv on l until the test ends.
+func serveOn(t *testing.T, srv *Server, l net.Listener) {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	t.Cleanup(func() {
@@ -41,7 +54,59 @@ func serveListener(t *testing.T, srv *Server, network string) string {
 		srv.Shutdown(ctx)
 		<-served
 	})
-	return l.Addr().String()
+}
+
+// gatedListener hands Serve a connection only when the test lets it (see
+// serveGated).
+type gatedListener struct {
+	net.Listener
+	gate      chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func (l *gatedListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.gate:
+		return l.Listener.Accept()
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *gatedListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// serveGated serves srv on a new listener of network, and returns a dial
+// that connects, sends first (nil: nothing) and, with halfClose, ends the
+// stream, and only then lets the server accept the connection: what a client
+// sends first is there before the server's auth deadline starts, so only a
+// client that sends nothing, or too little, can be late, however slow the
+// machine.
+func serveGated(t *testing.T, srv *Server, network string) (dial func(first []byte, halfClose bool) net.Conn) {
+	t.Helper()
+	l := &gatedListener{Listener: listenT(t, network), gate: make(chan struct{}), closed: make(chan struct{})}
+	serveOn(t, srv, l)
+	return func(first []byte, halfClose bool) net.Conn {
+		t.Helper()
+		conn := dialT(t, network, l.Addr().String())
+		if first != nil {
+			if _, err := conn.Write(first); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if halfClose {
+			conn.(interface{ CloseWrite() error }).CloseWrite()
+		}
+		select {
+		case l.gate <- struct{}{}:
+		case <-time.After(hangGuard):
+			t.Fatal("the server does not accept")
+		}
+		return conn
+	}
 }
 
 func dialT(t *testing.T, network, addr string) net.Conn {
@@ -112,7 +177,7 @@ func expectClosed(t *testing.T, conn net.Conn, d time.Duration, what string) str
 // waitLines waits until log holds n lines.
 func waitLines(t *testing.T, log func() string, n int, what string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for strings.Count(log(), "\n") < n {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: want %d log lines, have:\n%s", what, n, log())
@@ -156,33 +221,24 @@ func TestServerSecret(t *testing.T) {
 			svc := newSvc()
 			srv, logBuf := newTestServer(t, svc)
 			srv.Secret = goodSecret
-			srv.authTimeout = 300 * time.Millisecond
-			addr := serveListener(t, srv, network)
+			srv.authTimeout = 100 * time.Millisecond
+			dial := serveGated(t, srv, network)
 			log := func() string { return logBuf.String() }
 
-			good := authClient(t, dialT(t, network, addr), goodSecret)
+			good := newTestClient(t, dial(authFrame(t, goodSecret), false))
 			if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
 				t.Fatalf("authenticated call: %v", err)
 			}
 			// The secret and a request in one write: the request is served.
-			conn := dialT(t, network, addr)
-			if _, err := conn.Write(append(authFrame(t, goodSecret), frameOf(t, []any{0, 7, "Svc.Teapot", nil, nil})...)); err != nil {
-				t.Fatal(err)
-			}
+			conn := dial(append(authFrame(t, goodSecret), frameOf(t, []any{0, 7, "Svc.Teapot", nil, nil})...), false)
 			if m := readMessage(t, conn); m.typ != typeResponse || m.msgid != 7 || m.errMap == nil || m.errMap.Type != "teapot" {
 				t.Fatalf("pipelined request: %+v", m)
 			}
 
 			lines := 0
 			for _, bad := range badFirstFrames {
-				conn := dialT(t, network, addr)
-				if _, err := conn.Write(bad.data(t)); err != nil {
-					t.Fatal(err)
-				}
-				if bad.halfClose {
-					conn.(interface{ CloseWrite() error }).CloseWrite()
-				}
-				told := expectClosed(t, conn, 5*time.Second, bad.name)
+				conn := dial(bad.data(t), bad.halfClose)
+				told := expectClosed(t, conn, hangGuard, bad.name)
 				if !bad.halfClose && !strings.Contains(told, bad.reason) {
 					t.Errorf("%s: the client was told %q, which does not say %q", bad.name, told, bad.reason)
 				}
@@ -197,22 +253,21 @@ func TestServerSecret(t *testing.T) {
 			}
 
 			// A probe (connect, close: a readiness check) is closed without a log line.
-			probe := dialT(t, network, addr)
-			probe.(interface{ CloseWrite() error }).CloseWrite()
-			expectClosed(t, probe, 5*time.Second, "probe")
+			expectClosed(t, dial(nil, true), hangGuard, "probe")
 			if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
 				t.Fatalf("after a probe: %v", err)
 			}
 
 			// Silence: closed after the auth timeout, while others are served.
 			start := time.Now()
-			silent := dialT(t, network, addr)
+			silent := dial(nil, false)
 			if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
 				t.Fatalf("beside a silent connection: %v", err)
 			}
-			if told := expectClosed(t, silent, 5*time.Second, "silent"); !strings.Contains(told, "no $auth frame within") {
+			if told := expectClosed(t, silent, hangGuard, "silent"); !strings.Contains(told, "no $auth frame within") {
 				t.Errorf("silent: the client was told %q", told)
 			}
+			// The deadline started after start: this holds on any machine.
 			if d := time.Since(start); d < srv.authTimeout {
 				t.Errorf("silent connection closed after %v, before the %v timeout", d, srv.authTimeout)
 			}
@@ -222,13 +277,12 @@ func TestServerSecret(t *testing.T) {
 				t.Errorf("silent: log line %q", last)
 			}
 			// Half a frame, then silence: the deadline covers the whole first frame.
-			slow := dialT(t, network, addr)
-			slow.Write(authFrame(t, goodSecret)[:6])
-			expectClosed(t, slow, 5*time.Second, "half a frame")
+			expectClosed(t, dial(authFrame(t, goodSecret)[:6], false), hangGuard, "half a frame")
 			lines++
 			waitLines(t, log, lines, "half a frame")
 
-			// The authenticated connection outlived the timeout: the deadline was lifted.
+			// The authenticated connection outlived the timeout (it was admitted
+			// before the silent one, which the timeout closed): the deadline was lifted.
 			if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
 				t.Fatalf("authenticated connection after the auth timeout: %v", err)
 			}
@@ -254,7 +308,7 @@ func lastLine(s string) string {
 }
 
 // readMessage reads one message from conn, skipping the sidecar's $hello,
-// failing the test after 5 s.
+// failing the test after hangGuard.
 func readMessage(t *testing.T, conn net.Conn) *message {
 	t.Helper()
 	for {
@@ -264,10 +318,10 @@ func readMessage(t *testing.T, conn net.Conn) *message {
 	}
 }
 
-// readAny reads one message from conn, failing the test after 5 s.
+// readAny reads one message from conn, failing the test after hangGuard.
 func readAny(t *testing.T, conn net.Conn) *message {
 	t.Helper()
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	conn.SetReadDeadline(time.Now().Add(hangGuard))
 	defer conn.SetReadDeadline(time.Time{})
 	payload, err := readFrame(conn, DefaultMaxFrameSize)
 	if err != nil {
@@ -291,12 +345,21 @@ func TestServerNoSecret(t *testing.T) {
 	// A silent connection stays open and does not hold up the others.
 	silent := dialT(t, "unix", addr)
 	c := newTestClient(t, dialT(t, "unix", addr))
-	time.Sleep(150 * time.Millisecond) // longer than authTimeout, which must not apply
+	if m := readAny(t, silent); m.typ != typeNotification || m.method != "$hello" {
+		t.Fatalf("silent connection: first frame %+v, want the $hello", m)
+	}
+	// The timeout, had it applied, started before that $hello. A server with a
+	// secret and the same timeout closes a silent connection made now: by then
+	// it would have closed this one too.
+	withSecret, _ := newTestServer(t, newSvc())
+	withSecret.Secret = goodSecret
+	withSecret.authTimeout = srv.authTimeout
+	expectClosed(t, dialT(t, "unix", serveListener(t, withSecret, "unix")), hangGuard, "silent, with a secret")
 	if err := c.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
 		t.Fatal(err)
 	}
 	silent.Write(frameOf(t, []any{0, 1, "Svc.Teapot", nil, nil}))
-	if m := readMessage(t, silent); m.errMap == nil || m.errMap.Type != "teapot" {
+	if m := readAny(t, silent); m.typ != typeResponse || m.errMap == nil || m.errMap.Type != "teapot" {
 		t.Fatalf("late first request: %+v", m)
 	}
 	if s := logBuf.String(); s != "" {
@@ -379,6 +442,20 @@ func (b *Big) Get(_ any, r *[]byte) error {
 	return nil
 }
 
+// stuckConn is the server's end of a connection whose client never reads:
+// its writes block until the connection closes. writing is closed when the
+// first one begins.
+type stuckConn struct {
+	net.Conn // of a net.Pipe whose other end nobody reads
+	once     sync.Once
+	writing  chan struct{}
+}
+
+func (c *stuckConn) Write(p []byte) (int, error) {
+	c.once.Do(func() { close(c.writing) })
+	return c.Conn.Write(p)
+}
+
 // TestServerBackpressure: a client that sends requests and never reads the
 // replies makes the server stop reading from it, without holding up other
 // connections; closing it frees everything.
@@ -389,23 +466,75 @@ func TestServerBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.MaxInflight = 2
-	addr := serveListener(t, srv, "unix")
-	greedy := dialT(t, "unix", addr)
+	greedy, server := net.Pipe()
+	t.Cleanup(func() { greedy.Close() })
+	stuck := &stuckConn{Conn: server, writing: make(chan struct{})}
+	served := make(chan struct{})
+	go func() {
+		srv.ServeConn(stuck)
+		close(served)
+	}()
+	// The $hello, which nobody reads: from here on the server's writer takes
+	// nothing more, so a reply keeps the slot of its call.
+	<-stuck.writing
+	srv.mu.Lock()
+	var gc *conn
+	for c := range srv.conns {
+		gc = c
+	}
+	srv.mu.Unlock()
+
+	// queued waits until the server queued n frames for its writer. No event
+	// says so: this polls.
+	queued := func(n int, kept <-chan struct{}) {
+		t.Helper()
+		deadline := time.Now().Add(hangGuard)
+		for len(gc.out) < n {
+			select {
+			case <-kept:
+				t.Fatal("the server kept reading two million requests whose replies nobody read")
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d frames queued, want %d; %d calls ran", len(gc.out), n, big.calls.Load())
+			}
+			time.Sleep(time.Millisecond) // polling the server's state
+		}
+	}
+	// One request at a time: each call's reply keeps its slot, so the request
+	// after the MaxInflight-th is answered busy, however fast the calls end.
+	for i := 0; i <= srv.MaxInflight; i++ {
+		if _, err := greedy.Write(frameOf(t, []any{0, i, "Big.Get", nil, nil})); err != nil {
+			t.Fatal(err)
+		}
+		queued(i+1, nil)
+	}
+	if n := big.calls.Load(); n != int64(srv.MaxInflight) {
+		t.Fatalf("%d calls ran while nobody read, MaxInflight %d", n, srv.MaxInflight)
+	}
+
 	var batch []byte
 	for i := 0; i < 1000; i++ {
 		batch = append(batch, frameOf(t, []any{0, i, "Big.Get", nil, nil})...)
 	}
-	if !writeUntilBlocked(t, greedy, batch, 2000, 200*time.Millisecond) {
-		t.Fatal("the server kept reading two million requests whose replies nobody read")
-	}
-	before := big.calls.Load()
-	c := newTestClient(t, dialT(t, "unix", addr))
+	kept := make(chan struct{}) // closed if the server read two million requests
+	go func() {
+		for i := 0; i < 2000; i++ {
+			if _, err := greedy.Write(batch); err != nil {
+				return // closed below
+			}
+		}
+		close(kept)
+	}()
+	// The server stops reading for good once its queue is full: nothing takes
+	// from it any more.
+	queued(cap(gc.out), kept)
+	c, _ := serve(t, srv)
 	if err := c.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
 		t.Fatalf("other connection: %v", err)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if after := big.calls.Load(); after != before || after > 200 {
-		t.Fatalf("calls went on while nobody read: %d then %d", before, after)
+	if n := big.calls.Load(); n != int64(srv.MaxInflight) {
+		t.Fatalf("%d calls ran while nobody read, MaxInflight %d", n, srv.MaxInflight)
 	}
 	srv.mu.Lock()
 	active := srv.active
@@ -415,7 +544,12 @@ func TestServerBackpressure(t *testing.T) {
 	}
 
 	greedy.Close()
-	deadline := time.Now().Add(5 * time.Second)
+	select {
+	case <-served:
+	case <-time.After(hangGuard):
+		t.Fatal("the greedy client closed, and its connection is still served")
+	}
+	deadline := time.Now().Add(hangGuard)
 	for {
 		srv.mu.Lock()
 		active, conns := srv.active, len(srv.conns)
@@ -426,11 +560,11 @@ func TestServerBackpressure(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("after the greedy client closed: %d calls active, %d connections", active, conns)
 		}
-		time.Sleep(5 * time.Millisecond) // polling the server's bookkeeping
+		time.Sleep(time.Millisecond) // a call's last step ends after ServeConn returned; no event says when
 	}
 	// The requests still buffered when it closed were dropped, not run.
-	if n := big.calls.Load(); n > before+int64(srv.MaxInflight)+20 {
-		t.Errorf("%d calls ran after the client closed (had %d)", n-before, before)
+	if n := big.calls.Load(); n != int64(srv.MaxInflight) {
+		t.Errorf("%d calls ran, %d after the client closed", n, n-int64(srv.MaxInflight))
 	}
 	if err := c.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
 		t.Fatalf("other connection after: %v", err)
@@ -458,7 +592,7 @@ func TestDeepNestingRejected(t *testing.T) {
 	go c.writeFrame(payload) // net.Pipe: the write returns once the server read it all
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatal("connection not closed")
 	}
 	if s := logBuf.String(); strings.Count(s, "\n") != 1 || !strings.Contains(s, "nesting") {

@@ -49,6 +49,10 @@ type Server struct {
 	// clients to close the connections it sent $goaway on; zero means
 	// defaultLinger. Tests shorten it.
 	linger time.Duration
+	// replyWait bounds how long Shutdown, once ctx is done and it has
+	// cancelled the calls still running, waits for their replies; zero means
+	// defaultReplyWait. Tests lengthen it.
+	replyWait time.Duration
 
 	services sync.Map // name -> *service
 
@@ -71,6 +75,10 @@ type Server struct {
 // connection as soon as its calls on it are answered, so this is time for a
 // round trip, not for work.
 const defaultLinger = time.Second
+
+// defaultReplyWait is how long Shutdown gives the calls it cancelled to send
+// their cancelled replies.
+const defaultReplyWait = 100 * time.Millisecond
 
 // NewServer returns a new Server with no services.
 func NewServer() *Server {
@@ -238,7 +246,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = ctx.Err()
 			s.baseCancel()
 			// Give the cancelled calls a moment to send their cancelled replies.
-			t := time.NewTimer(100 * time.Millisecond)
+			wait := s.replyWait
+			if wait == 0 {
+				wait = defaultReplyWait
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-idle:
 			case <-t.C:

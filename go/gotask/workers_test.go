@@ -36,7 +36,7 @@ func TestWorkersRunEveryTaskAndExitWhenDone(t *testing.T) {
 	go func() { w.live.Wait(); close(exited) }()
 	select {
 	case <-exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatal("idle workers did not exit when done was closed")
 	}
 }
