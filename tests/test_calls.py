@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from timing import HANG
 
 from trio_gotask import (
     BadParams,
@@ -30,6 +31,27 @@ def pool_of(gt: GoTask) -> Pool:
 
 def opened(gt: GoTask) -> int:
     return gt.statistics().connections_opened
+
+
+class LineLogged(logging.Handler):
+    """Sets ``seen`` once the sidecar's stderr line ending with ``end`` is logged (by a Trio task,
+    so in Trio's thread): a test waits for it rather than for the last lines read at exit."""
+
+    def __init__(self, end: str) -> None:
+        super().__init__()
+        self.end = end
+        self.seen = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().endswith(self.end):
+            self.seen.set()
+
+    def __enter__(self) -> LineLogged:
+        logging.getLogger("trio_gotask.sidecar").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("trio_gotask.sidecar").removeHandler(self)
 
 
 TRANSPORTS = ["unix", "tcp", "pipe"]
@@ -191,7 +213,7 @@ async def test_a_burst_opens_the_pool_at_once_and_spreads_over_it(sidecar: str) 
         async def one() -> None:
             results.append(await gt.call("App.Barrier", 32))
 
-        with trio.fail_after(30):  # a burst stuck behind one full connection never completes
+        with trio.fail_after(HANG):  # a burst stuck behind one full connection never completes
             async with trio.open_nursery() as nursery:
                 for _ in range(32):
                     nursery.start_soon(one)
@@ -231,8 +253,11 @@ async def test_calls_wait_for_a_slot_past_max_inflight(sidecar: str) -> None:
 
 async def test_sidecar_stderr_goes_to_logging(sidecar: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="trio_gotask.sidecar")
-    async with open_gotask(sidecar) as gt:
-        await gt.call("App.Log", "a line from Go")
+    with LineLogged("a line from Go") as line:
+        async with open_gotask(sidecar) as gt:
+            await gt.call("App.Log", "a line from Go")
+            with trio.fail_after(HANG):
+                await line.seen.wait()
     assert any("a line from Go" in r.getMessage() for r in caplog.records)
 
 
@@ -249,11 +274,13 @@ async def test_stray_stdout_is_logged_and_never_blocks_the_sidecar(
     (20,000 lines, ~600 KB, ten times what a pipe holds) corrupts nothing and blocks nothing, and
     its lines reach the log as stderr lines."""
     caplog.set_level(logging.INFO, logger="trio_gotask.sidecar")
-    async with open_gotask(sidecar, transport=transport) as gt:
-        with trio.fail_after(30):
-            assert await gt.call("App.Hi", "before") == {"hello": "before"}
-            assert await gt.call("App.Print", 20_000) == 20_000
-            assert await gt.call("App.Hi", "after") == {"hello": "after"}
+    with LineLogged(": stray line 19999 from a method") as last:
+        async with open_gotask(sidecar, transport=transport) as gt:
+            with trio.fail_after(HANG):
+                assert await gt.call("App.Hi", "before") == {"hello": "before"}
+                assert await gt.call("App.Print", 20_000) == 20_000
+                assert await gt.call("App.Hi", "after") == {"hello": "after"}
+                await last.seen.wait()
     stray = [r.getMessage() for r in caplog.records if "from a method" in r.getMessage()]
     assert len(stray) == 20_000
     assert stray[-1].endswith(": stray line 19999 from a method")
@@ -267,6 +294,6 @@ async def test_stray_stdout_is_logged_and_never_blocks_the_sidecar(
 )
 async def test_a_method_reading_stdin_takes_no_frames(sidecar: str) -> None:
     async with open_gotask(sidecar, transport="pipe") as gt:
-        with trio.fail_after(30):  # a method holding the frames' pipe hangs every later call
+        with trio.fail_after(HANG):  # a method holding the frames' pipe hangs every later call
             assert await gt.call("App.ReadStdin", 64) == b""
             assert await gt.call("App.Hi", "after") == {"hello": "after"}

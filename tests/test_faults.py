@@ -19,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 from standalone import standalone
+from timing import HANG
 
 from trio_gotask import (
     GoTaskError,
@@ -56,13 +57,13 @@ async def test_sigkill_mid_call_fails_every_call_promptly(sidecar: str, transpor
 
     async def waiting() -> None:
         with pytest.raises(SidecarError, match="SIGKILL") as info:
-            await gt.call("App.Slow", 60_000)
+            await gt.call("App.Slow", 3_600_000)
         errors.append(info.value)
         failed_after.append(trio.current_time() - killed_at)
 
     async with open_gotask(sidecar, transport=transport) as gt:
         assert gt.pid is not None
-        with trio.fail_after(10):
+        with trio.fail_after(HANG):
             async with trio.open_nursery() as nursery:
                 for _ in range(20):
                     nursery.start_soon(waiting)
@@ -92,7 +93,7 @@ async def test_restart_policy_brings_it_back_without_retrying(sidecar: str) -> N
         with pytest.raises(SidecarError, match="status 7"):
             await gt.call("App.Exit", 7)
         # Waits for the new sidecar, under our own deadline.
-        with trio.fail_after(10):
+        with trio.fail_after(HANG):
             assert await gt.call("App.Hi", "again") == {"hello": "again"}
         assert gt.pid not in (None, first_pid)
         # Had App.Exit been retried on the new process, that one would have died too.
@@ -120,7 +121,7 @@ async def test_statistics_count_calls(sidecar: str) -> None:
         with pytest.raises(GoTaskError):
             await gt.call("App.Fail", "x")
         with trio.move_on_after(0.01):
-            await gt.call("App.Slow", 10_000)
+            await gt.call("App.Slow", 3_600_000)
         stats = gt.statistics()
     assert (stats.calls_done, stats.calls_failed, stats.calls_cancelled) == (1, 1, 1)
     with pytest.raises(AttributeError):
@@ -224,7 +225,7 @@ async def test_sidecar_exits_when_python_is_killed(sidecar: str) -> None:
         info = json.loads(await trio.to_thread.run_sync(parent.stdout.readline))
         start = time.monotonic()
         parent.kill()
-        with trio.fail_after(5):
+        with trio.fail_after(HANG):
             await wait_for_exit(info["pid"])
         print(f"sidecar exited {(time.monotonic() - start) * 1000:.0f} ms after its parent was killed")
         assert not os.path.exists(info["address"])
@@ -296,7 +297,7 @@ async def test_sidecar_outlives_its_stderr_when_python_is_killed(sidecar: str) -
         exits: dict[int, int] = {}
         try:
             os.kill(info["host"], signal.SIGKILL)
-            with trio.fail_after(15):
+            with trio.fail_after(HANG):
                 while info["pid"] not in exits:
                     one = await reaped()
                     exits[one["pid"]] = one["exit"]
@@ -362,7 +363,7 @@ async def test_parent_pid_watch_is_the_fallback(sidecar: str, tmp_path: Path) ->
         info = json.loads(await trio.to_thread.run_sync(parent.stdout.readline))
         try:
             parent.kill()
-            with trio.fail_after(5):
+            with trio.fail_after(HANG):
                 await wait_for_exit(info["pid"])
             assert not (tmp_path / "s.sock").exists()
         finally:
@@ -396,7 +397,7 @@ async def test_ctrl_c_shuts_down_cleanly(sidecar: str, transport: str) -> None:
         assert program.stdout is not None
         info = json.loads(await trio.to_thread.run_sync(program.stdout.readline))
         os.killpg(program.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        with trio.fail_after(10):
+        with trio.fail_after(HANG):
             out, err = await trio.to_thread.run_sync(program.communicate)
             await wait_for_exit(info["pid"])
     # No orphan (waited for above), and no traceback from the child, which ignored the SIGINT.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from timing import HANG
 
 from trio_gotask import GoTask, open_gotask
 from trio_gotask._connection import Connection
@@ -35,7 +36,7 @@ async def test_cancelling_calls_at_the_limit_never_wedges_the_connection(
     ) as gt:
         connection = only_connection(gt)
         assert connection.max_inflight == 2
-        with trio.fail_after(30):  # a wedged connection hangs here
+        with trio.fail_after(HANG):  # a wedged connection hangs here
             async with trio.open_nursery() as nursery:
                 for _ in range(6):
                     nursery.start_soon(gt.call, "App.Slow", 600_000)
@@ -62,19 +63,27 @@ async def test_deadlines_at_the_limit(sidecar: str, sidecar_limit: int, client_l
         sidecar, args=["-max-inflight", str(sidecar_limit)], max_inflight=client_limit
     ) as gt:
         outcomes: list[str] = []
+        scopes: list[trio.CancelScope] = []
 
         async def slow() -> None:
-            with trio.move_on_after(0.3) as scope:
+            with trio.CancelScope() as scope:
+                scopes.append(scope)
                 await gt.call("App.Slow", 600_000)
             outcomes.append("timed out" if scope.cancelled_caught else "returned")
 
-        with trio.fail_after(30):
+        with trio.fail_after(HANG):
             async with trio.open_nursery() as nursery:
                 for _ in range(5):
                     nursery.start_soon(slow)
+                # The deadlines pass with two calls sent and three waiting for a slot. (Set before,
+                # one could pass before the writer sent the second call, which Go then never ran.)
+                await trio.testing.wait_all_tasks_blocked()
+                assert only_connection(gt)._protocol.in_flight == 2
+                for scope in scopes:
+                    scope.deadline = trio.current_time()
             assert outcomes == ["timed out"] * 5
-            # The two that ran in Go ended with their deadline there too; the rest never ran.
-            assert await gt.call("App.WaitCancelled", 2) >= 2
+            # The two that ran in Go saw their context end there too; the rest never ran.
+            assert await gt.call("App.WaitCancelled", 2) == 2
             assert await gt.call("App.Hi", "after") == {"hello": "after"}
 
 
@@ -88,7 +97,7 @@ async def test_closing_with_calls_at_the_limit(sidecar: str, sidecar_limit: int,
         except Exception as exc:
             failures.append(exc)
 
-    with trio.fail_after(30):
+    with trio.fail_after(HANG):
         async with (
             trio.open_nursery() as nursery,
             open_gotask(sidecar, args=["-max-inflight", str(sidecar_limit)], max_inflight=client_limit) as gt,

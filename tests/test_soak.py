@@ -44,7 +44,7 @@ async def test_soak_with_random_cancellations(sidecar: str) -> None:
         for i in range(n):
             if rng.random() < 0.1:
                 with trio.move_on_after(rng.choice([0, 0.0005, 0.002])):
-                    await gt.call("App.Slow", 5_000)
+                    await gt.call("App.Slow", 3_600_000)
                     raise AssertionError("App.Slow was not cancelled")
                 outcomes["cancelled"] += 1
             else:
@@ -56,8 +56,11 @@ async def test_soak_with_random_cancellations(sidecar: str) -> None:
             for _ in range(CALLERS):
                 nursery.start_soon(caller, calls // CALLERS)
 
-    async with open_gotask(sidecar, pool_size=2) as gt:
+    # A connection takes half the callers, so the warm-up waits for the second one to open: both
+    # are open before the tasks are counted, however long opening took.
+    async with open_gotask(sidecar, pool_size=2, max_inflight=CALLERS // 2) as gt:
         await run(10 * CALLERS)  # warm up: connections, buffers, caches
+        assert gt.statistics().connections == 2
         tasks_before = count_tasks()
         rss_before = rss_bytes()
         await run(CALLS)
