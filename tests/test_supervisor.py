@@ -66,6 +66,9 @@ class FakeProcess:
         self.exited_at = trio.current_time()
         self.exited.set()
 
+    def has_exited(self) -> bool:
+        return self.exited.is_set()  # a fake is seen exiting the moment it exits
+
     def death_error(self) -> ErrorFactory:
         status = self.number + 1
         return error_factory(

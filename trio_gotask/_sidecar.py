@@ -22,8 +22,12 @@ from ._wire import LAUNCH_COOKIE_KEY, LAUNCH_COOKIE_VALUE, MAX_HANDSHAKE_LINE, p
 logger: Final = logging.getLogger("trio_gotask.sidecar")
 
 _STDERR_TAIL_LINES: Final = 20
-# After the process exits, how long to wait for the rest of its stderr.
-_STDERR_SETTLE: Final = 0.05
+# After the process exits, how long to wait for the rest of its stderr: its end comes at once, unless
+# a child of the sidecar holds the pipe open.
+_STDERR_SETTLE: Final = 1.0
+# Once its stdout or socket closed before the handshake, how long to wait to see it exit: a dying
+# process closes them a moment before it can be reaped; a live one costs the whole wait.
+_EXIT_NOTICE: Final = 1.0
 # Waits between attempts to connect to a GoTask sidecar that is not listening yet.
 _FIRST_RETRY: Final = 0.001
 _LAST_RETRY: Final = 0.05
@@ -85,6 +89,10 @@ class Sidecar:
     @property
     def stderr_tail(self) -> str:
         return "\n".join(self._stderr_tail)
+
+    def has_exited(self) -> bool:
+        """Whether the process has exited, though ``exited`` may not be set yet."""
+        return self.process is not None and self.process.poll() is not None
 
     def death_error(self) -> ErrorFactory:
         """The error for calls that the sidecar's death cut off."""
@@ -179,7 +187,7 @@ class Sidecar:
                     stderr_tail=self.stderr_tail,
                 ) from exc
             except (PeerClosed, trio.BrokenResourceError, OSError) as exc:
-                with trio.move_on_after(1):
+                with trio.move_on_after(_EXIT_NOTICE):
                     await process.wait()
                 if process.returncode is None:
                     raise SidecarError(
@@ -187,7 +195,7 @@ class Sidecar:
                         "format; is it built with GoTask (github.com/hyperf/gotask)?",
                         stderr_tail=self.stderr_tail,
                     ) from exc
-                with trio.move_on_after(0.5):
+                with trio.move_on_after(_STDERR_SETTLE):
                     await self._stderr_done.wait()
                 raise SidecarError(
                     f"the sidecar {self.name!r} exited with {_describe_status(process.returncode)} "
@@ -225,9 +233,9 @@ class Sidecar:
                     f"a handshake line: {bytes(data[:80])!r}..."
                 )
             # stdout closed: the process is exiting, or has. Say why, with its last words.
-            with trio.move_on_after(1):
+            with trio.move_on_after(_EXIT_NOTICE):
                 await process.wait()
-            with trio.move_on_after(0.5):
+            with trio.move_on_after(_STDERR_SETTLE):
                 await self._stderr_done.wait()
             raise SidecarError(
                 f"the sidecar {self.name!r} exited with {_describe_status(process.returncode)} "

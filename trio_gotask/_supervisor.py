@@ -24,8 +24,9 @@ from ._sidecar import Handshake
 from ._transport import Connect
 
 # After a connection is lost, how long to wait for the process to be seen exiting, so that callers
-# get the exit status and stderr rather than a bare "connection lost".
-_DEATH_NOTICE = 0.1
+# get the exit status and stderr rather than a bare "connection lost". A dying process closes its
+# connections a moment before it can be reaped; only a live one that closed a connection costs this.
+_DEATH_NOTICE = 0.5
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,10 @@ class Process(Protocol):
     """What a `Supervisor` needs of one run of a sidecar; `Sidecar` is the real one."""
 
     exited: trio.Event
-    """Set once the process has exited (and been reaped)."""
+    """Set once the process has exited (and been reaped), and its stderr read."""
+
+    def has_exited(self) -> bool:
+        """Whether the process has exited, though ``exited`` may not be set yet."""
 
     async def run(self, *, task_status: trio.TaskStatus[Handshake]) -> None:
         """Start, report the handshake, return when the process exits; cancelled, stop it."""
@@ -207,7 +211,8 @@ class Supervisor(Generic[P]):
             if not isinstance(cause, ProtocolError):
                 with trio.move_on_after(_DEATH_NOTICE):
                     await sidecar.exited.wait()
-                if sidecar.exited.is_set() and not self.closing:
+                # A starved event loop may reach the deadline before the task that reaps it runs.
+                if (sidecar.exited.is_set() or sidecar.has_exited()) and not self.closing:
                     return sidecar.death_error()
             return await lost_without_explanation(cause)
 
