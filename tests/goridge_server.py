@@ -30,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -72,6 +73,33 @@ func (a *App) Sleep(ms int, r *int) error {
 }
 
 func (a *App) Panic(msg string, r *string) error { panic(msg) }
+
+// Calls of Hold wait until Release: a reply that comes when the test says, its caller gone.
+var (
+	held, released        = make(chan struct{}), make(chan struct{})
+	holdOnce, releaseOnce sync.Once
+)
+
+func (a *App) Hold(_ any, r *string) error {
+	holdOnce.Do(func() { close(held) })
+	<-released
+	*r = "late"
+	return nil
+}
+
+// Holding returns once a call of Hold is waiting.
+func (a *App) Holding(_ any, r *bool) error {
+	<-held
+	*r = true
+	return nil
+}
+
+// Release lets the calls of Hold return, and those to come at once.
+func (a *App) Release(_ any, r *bool) error {
+	releaseOnce.Do(func() { close(released) })
+	*r = true
+	return nil
+}
 
 func (a *App) Pid(_ any, r *int) error {
 	*r = os.Getpid()
@@ -175,6 +203,7 @@ import (
 	"errors"
 	"log"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/hyperf/gotask/v2/pkg/gotask"
@@ -204,6 +233,33 @@ func (a *App) Sleep(ms int, r *int) error {
 
 func (a *App) Pid(_ any, r *int) error {
 	*r = os.Getpid()
+	return nil
+}
+
+// Calls of Hold wait until Release: a reply that comes when the test says, its caller gone.
+var (
+	held, released        = make(chan struct{}), make(chan struct{})
+	holdOnce, releaseOnce sync.Once
+)
+
+func (a *App) Hold(_ any, r *string) error {
+	holdOnce.Do(func() { close(held) })
+	<-released
+	*r = "late"
+	return nil
+}
+
+// Holding returns once a call of Hold is waiting.
+func (a *App) Holding(_ any, r *bool) error {
+	<-held
+	*r = true
+	return nil
+}
+
+// Release lets the calls of Hold return, and those to come at once.
+func (a *App) Release(_ any, r *bool) error {
+	releaseOnce.Do(func() { close(released) })
+	*r = true
 	return nil
 }
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
+from timing import HANG
 
 
 @dataclass
@@ -37,14 +38,14 @@ async def standalone(
     assert process.stderr is not None
     try:
         line = b""
-        with trio.fail_after(10):
+        with trio.fail_after(HANG):
             while not line.endswith(b"\n"):
                 line += await process.stdout.receive_some(1)
         handle = Standalone(process, line.decode().strip().split("|")[3])
         yield handle
     finally:
         process.terminate()
-        with trio.fail_after(10):
+        with trio.fail_after(HANG):
             returncode = await process.wait()
             stderr = b""
             while chunk := await process.stderr.receive_some():

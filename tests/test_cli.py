@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import trio
 from standalone import standalone
+from timing import HANG
 
 import trio_gotask
 from trio_gotask._cli import (
@@ -121,7 +122,7 @@ async def test_call_errors_say_what_happened(sidecar: str) -> None:
     fail, panic, slow, raw_map = await cli_all(
         ["call", sidecar, "App.Fail", '"boom"'],
         ["call", sidecar, "App.Panic", '"oops"'],
-        ["call", sidecar, "App.Slow", "60000", "--timeout", "0.2"],
+        ["call", sidecar, "App.Slow", "3600000", "--timeout", "0.2"],
         ["call", sidecar, "App.Hi", '"x"', "--raw"],
     )
     assert fail.status == 1, fail
@@ -129,7 +130,7 @@ async def test_call_errors_say_what_happened(sidecar: str) -> None:
     assert fail.out == ""
     assert panic.status == 1, panic
     assert "App.Panic failed: panic: oops\nmain.(*App).Panic" in panic.err, panic  # and its stack
-    # Slow would take a minute: only --timeout can end it, and the exit status says so.
+    # Slow would take an hour: only --timeout can end it, and the exit status says so.
     assert slow.status == 1, slow
     assert "did not return within 0.2 s (--timeout)" in slow.err, slow
     assert raw_map.status == 1, raw_map
@@ -148,7 +149,7 @@ async def test_call_connects_to_running_sidecars(sidecar: str, tmp_path: Path) -
             ["call", path, "App.Hi", '"unix"'],
             ["call", tcp.address, "App.Hi", '"tcp"'],
             ["call", f"{path},{tcp.address}", "App.Hi", '"both"'],
-            ["call", tcp.address, "App.Slow", "60000", "--timeout", "0.2"],
+            ["call", tcp.address, "App.Slow", "3600000", "--timeout", "0.2"],
             env=with_env,
         )
         assert by_path.json() == {"hello": "unix"}, by_path
@@ -157,7 +158,7 @@ async def test_call_connects_to_running_sidecars(sidecar: str, tmp_path: Path) -
         assert timed_out.status == 1, timed_out
         # The timeout reached Go: the handler's context was cancelled.
         cancelled, wrong = await cli_all(
-            ["call", tcp.address, "App.WaitCancelled", "1", "--timeout", "10"],
+            ["call", tcp.address, "App.WaitCancelled", "1", "--timeout", f"{HANG:g}"],
             ["call", path, "App.Hi", '"x"', "--secret", "wrong"],
             env=with_env,
         )

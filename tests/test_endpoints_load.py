@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 from standalone import Standalone, standalone
+from timing import HANG
 
 from trio_gotask import GoTask, SidecarError, connect_gotask
 from trio_gotask._endpoints import EndpointStatistics
@@ -24,11 +25,12 @@ from trio_gotask._endpoints import EndpointStatistics
 CALLERS = 90
 SLOW_MS = range(10, 31)
 """How long each caller's App.Slow takes (caller i: the i-th, cycling), so that calls end all the
-time rather than in step: short, but long enough that every sidecar always has calls in flight."""
-PINNED_MS = 60_000
-"""One call pinned on each sidecar for the whole test, so a killed one surely has a call in flight."""
-BATCH = 600
-"""App.Pid answers to wait for between steps: a few tenths of a second of load."""
+time rather than in step."""
+PINNED_MS = 3_600_000
+"""One call pinned on each sidecar for the whole test, so a killed one surely has a call in flight:
+only its cancellation ends it."""
+SHARE = 200
+"""App.Pid answers to wait for from each sidecar between steps: a few tenths of a second of load."""
 
 
 class Load:
@@ -163,14 +165,14 @@ def noticed(gt: GoTask, load: Load, address: str) -> Callable[[], bool]:
     return lambda: endpoint(gt, address).connections == 0 and load.active == gt.statistics().in_flight
 
 
-def assert_fair(served: Counter[int], pids: set[int]) -> None:
-    """Each sidecar served at least a quarter of an equal share. Least-loaded routing keeps their
-    calls in flight within a few of each other, so shares stay near equal (about 1/3 each over
-    three sidecars, measured); a quarter leaves room for one sidecar descheduled for most of a
-    batch on a busy two-core machine, and still fails a rotation that starves or favours one."""
-    assert set(served) == pids, served
-    total = sum(served.values())
-    assert min(served.values()) >= total / len(pids) / 4, served
+def served_each(load: Load, pids: set[int], since: Counter[int]) -> Callable[[], bool]:
+    """Whether each of ``pids`` has answered ``SHARE`` more ``App.Pid`` calls than in ``since``.
+
+    Waited for, not compared: how many calls each sidecar answers in a while depends on how fast
+    each runs on a busy machine (least-loaded routing sends more to one that answers sooner). A
+    rotation that starves one never gets there; the even split itself is checked exactly in
+    test_endpoints.py, where every call is routed before any is answered."""
+    return lambda: all(load.served[pid] - since[pid] >= SHARE for pid in pids)
 
 
 @pytest.mark.fault(
@@ -186,13 +188,12 @@ async def test_a_sidecar_killed_under_load_fails_at_most_its_calls_in_flight(sid
     ):
         load = Load(gt)
         pids = {a.process.pid, b.process.pid, c.process.pid}
-        with trio.fail_after(20):  # no hang: every caller ends
+        with trio.fail_after(HANG):  # no hang: every caller ends
             async with trio.open_nursery() as nursery:
                 await nursery.start(load.run)
-                await load.until(lambda: load.served.total() >= BATCH)
-                before = Counter(load.served)
+                await load.until(served_each(load, pids, Counter()))
+                assert set(load.served) == pids
                 assert not load.failures
-                assert_fair(before, pids)
 
                 in_flight = kill_mid_load(gt, load, a)
                 await load.until(noticed(gt, load, a.address))
@@ -202,12 +203,12 @@ async def test_a_sidecar_killed_under_load_fails_at_most_its_calls_in_flight(sid
                 load.release()
 
                 served_at_kill = Counter(load.served)
-                await load.until(lambda: load.served.total() >= served_at_kill.total() + BATCH)
+                await load.until(served_each(load, {b.process.pid, c.process.pid}, served_at_kill))
                 after = load.served - served_at_kill
                 load.stop()
         assert len(load.failures) == failed  # none after the kill
         assert all("lost the connection" in str(exc) for exc in load.failures), load.failures
-        assert_fair(after, {b.process.pid, c.process.pid})
+        assert set(after) == {b.process.pid, c.process.pid}
         assert load.cancelled == 2  # the pinned calls on b and c
         load.assert_all_accounted()
         assert endpoint(gt, a.address).state == "down"
@@ -219,7 +220,7 @@ async def test_a_sidecar_killed_under_load_fails_at_most_its_calls_in_flight(sid
 )
 async def test_a_sidecar_stopped_under_load_loses_no_call(sidecar: str) -> None:
     async with (
-        standalone(sidecar, "-address", "127.0.0.2:0", "-grace", "30s") as a,
+        standalone(sidecar, "-address", "127.0.0.2:0", "-grace", "1h") as a,
         standalone(sidecar, "-address", "127.0.0.3:0") as b,
         standalone(sidecar, "-address", "127.0.0.4:0") as c,
         connect_gotask([a.address, b.address, c.address]) as gt,
@@ -227,7 +228,8 @@ async def test_a_sidecar_stopped_under_load_loses_no_call(sidecar: str) -> None:
     ):
         load = Load(gt, pin=False)  # a's call in flight at the SIGTERM is held by direct instead
         held: list[int] = []
-        with trio.fail_after(20):
+        pids = {a.process.pid, b.process.pid, c.process.pid}
+        with trio.fail_after(HANG):
             async with trio.open_nursery() as nursery:
                 # Keep a draining, past its own calls, until the test lets it go: WaitCancelled
                 # returns once the Slow beside it is cancelled. Both were running before the
@@ -247,9 +249,10 @@ async def test_a_sidecar_stopped_under_load_loses_no_call(sidecar: str) -> None:
                 assert await direct.call("App.Pid") == a.process.pid
 
                 await nursery.start(load.run)
-                await load.until(lambda: load.served.total() >= BATCH)
-                assert_fair(Counter(load.served), {a.process.pid, b.process.pid, c.process.pid})
-                assert endpoint(gt, a.address).in_flight  # mid-load: these must finish
+                await load.until(served_each(load, pids, Counter()))
+                # Mid-load: these must finish. (Each caller is always in a call, and each call
+                # goes to the least loaded: no sidecar is ever left with none.)
+                assert endpoint(gt, a.address).in_flight
                 a.process.send_signal(signal.SIGTERM)
                 # It refuses new calls with shutting_down; the client sends them elsewhere.
                 await load.until(lambda: endpoint(gt, a.address).state == "draining")
@@ -260,12 +263,12 @@ async def test_a_sidecar_stopped_under_load_loses_no_call(sidecar: str) -> None:
                 assert await a.process.wait() == 0
 
                 served_at_exit = Counter(load.served)
-                await load.until(lambda: load.served.total() >= served_at_exit.total() + BATCH)
+                await load.until(served_each(load, {b.process.pid, c.process.pid}, served_at_exit))
                 after = load.served - served_at_exit
                 load.stop()
         assert held == [1]  # a's call in flight at the SIGTERM finished in its grace period
         assert not load.failures
-        assert_fair(after, {b.process.pid, c.process.pid})
+        assert set(after) == {b.process.pid, c.process.pid}
         assert load.cancelled == 0
         load.assert_all_accounted()
 
@@ -283,10 +286,12 @@ async def test_a_sidecar_brought_back_under_load_rejoins_the_rotation(sidecar: s
         a = await first_a.enter_async_context(standalone(sidecar, "-address", "127.0.0.2:0"))
         async with connect_gotask([a.address, b.address, c.address]) as gt:
             load = Load(gt)
-            with trio.fail_after(20):
+            with trio.fail_after(HANG):
                 async with trio.open_nursery() as nursery:
                     await nursery.start(load.run)
-                    await load.until(lambda: load.served.total() >= BATCH)
+                    await load.until(
+                        served_each(load, {a.process.pid, b.process.pid, c.process.pid}, Counter())
+                    )
 
                     in_flight = kill_mid_load(gt, load, a)
                     await load.until(noticed(gt, load, a.address))
@@ -301,14 +306,15 @@ async def test_a_sidecar_brought_back_under_load_rejoins_the_rotation(sidecar: s
                         # was tried again before it was listening).
                         await load.until(lambda: again.process.pid in load.served)
                         assert endpoint(gt, a.address).state == "up"
+                        pids = {again.process.pid, b.process.pid, c.process.pid}
                         served_back = Counter(load.served)
-                        await load.until(lambda: load.served.total() >= served_back.total() + BATCH)
+                        await load.until(served_each(load, pids, served_back))
                         after = load.served - served_back
                         load.stop()
                         await load.done.wait()  # before a stops again
         assert len(load.failures) == failed  # none after the kill, none as it came back
         assert all("lost the connection" in str(exc) for exc in load.failures), load.failures
-        assert_fair(after, {again.process.pid, b.process.pid, c.process.pid})
+        assert set(after) == pids
         assert load.cancelled == 2
         load.assert_all_accounted()
 
@@ -350,7 +356,7 @@ async def test_a_request_crossing_a_draining_sidecars_close_goes_to_another(side
         # moment earlier would. (a waits a second for clients to close, then closes anyway.)
         pidfd = os.pidfd_open(a.process.pid)
         try:
-            assert select.select([pidfd], [], [], 10)[0], "a did not exit on SIGTERM"
+            assert select.select([pidfd], [], [], HANG)[0], "a did not exit on SIGTERM"
         finally:
             os.close(pidfd)
         assert await gt.call("App.Pid") == b.process.pid  # sent to a, which never ran it
@@ -379,11 +385,11 @@ async def test_a_call_run_before_a_sidecar_began_draining_does_not_bring_it_back
     rotation" when its last calls finished, and was tried again when its rest ended.)"""
     caplog.set_level(logging.INFO, logger="trio_gotask")
     async with (
-        standalone(sidecar, "-address", "127.0.0.2:0", "-grace", "30s") as first,
-        standalone(sidecar, "-address", "127.0.0.3:0", "-grace", "30s") as second,
+        standalone(sidecar, "-address", "127.0.0.2:0", "-grace", "1h") as first,
+        standalone(sidecar, "-address", "127.0.0.3:0", "-grace", "1h") as second,
         connect_gotask([first.address, second.address]) as gt,
     ):
-        with trio.fail_after(10):
+        with trio.fail_after(HANG):
             async with trio.open_nursery() as nursery:
                 results: list[int] = []
 

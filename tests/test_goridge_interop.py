@@ -16,7 +16,8 @@ from typing import Any
 import goridge_server
 import pytest
 import trio
-from test_lifecycle import gone
+from test_lifecycle import STAY, gone
+from timing import HANG
 
 from trio_gotask import GoTask, RemoteError, RestartPolicy, SidecarError, connect_gotask, open_gotask
 from trio_gotask._goridge import FrameDecoder, Replies, Reply, encode_call
@@ -90,8 +91,9 @@ async def serving(binary: str, transport: str, tmp_path: Path) -> AsyncIterator[
 
 
 async def connect_with_retries(address: str) -> trio.abc.Stream:
-    """GoTask's readiness: no handshake line, so connect until the socket accepts (bounded)."""
-    with trio.fail_after(10):
+    """GoTask's readiness: no handshake line, nor anything else to wait on, so connect until the
+    socket accepts, as the library's launcher does. The pause between tries only sets how soon."""
+    with trio.fail_after(HANG):
         while True:
             try:
                 if "/" in address:
@@ -148,7 +150,8 @@ async def test_goridge_refuses_what_it_cannot_carry() -> None:
 
 async def exercise(gt: GoTask) -> None:
     """What a GoTask user's PHP code did, from Python: a string, a struct, bytes raw both ways, a Go
-    error, 100 calls at once, and a cancelled call (Go finishes it; its reply is dropped)."""
+    error, 100 calls at once, and a call given up on while Go runs it (Go finishes it later; its
+    reply is dropped)."""
     assert await gt.call("App.Hi", "Hyperf") == {"hello": "Hyperf"}
     assert await gt.call("App.Reverse", b"\x00\x01\xff") == b"\xff\x01\x00"
     with pytest.raises(RemoteError, match=r"^App\.Fail: the disk is full$"):
@@ -164,9 +167,18 @@ async def exercise(gt: GoTask) -> None:
         for i in range(100):
             nursery.start_soon(call, i)
     assert results == {i: {"hello": str(i)} for i in range(100)}
-    with trio.move_on_after(0.05) as scope:
-        await gt.call("App.Sleep", 300)
-    assert scope.cancelled_caught
+    given_up = trio.CancelScope()
+
+    async def held() -> None:
+        with given_up:
+            await gt.call("App.Hold")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(held)
+        assert await gt.call("App.Holding") is True  # Go runs it
+        given_up.cancel()
+    assert given_up.cancelled_caught
+    assert await gt.call("App.Release") is True  # it returns now, to no one
     assert await gt.call("App.Sleep", 1) == 1
 
 
@@ -232,7 +244,7 @@ async def test_a_gotask_sidecar_that_exits_at_once_says_why(server: str, transpo
 async def test_a_gotask_sidecar_that_never_listens_times_out(transport: Transport) -> None:
     with pytest.raises(SidecarError, match=r"did not answer on .* within 0\.3 s \(startup_timeout\)"):
         async with open_gotask(
-            ["/bin/sh", "-c", "exec sleep 10", "sidecar"],
+            ["/bin/sh", "-c", STAY, "sidecar"],
             transport=transport,
             protocol="goridge",
             startup_timeout=0.3,

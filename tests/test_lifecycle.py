@@ -14,6 +14,7 @@ if sys.version_info < (3, 11):
 import pytest
 import trio
 from standalone import standalone
+from timing import HANG
 
 from trio_gotask import (
     GoTask,
@@ -121,6 +122,10 @@ def sh(script: str) -> list[str]:
     return ["/bin/sh", "-c", script, "sidecar"]
 
 
+STAY = "exec sleep 3600"
+"""The end of a stand-in's script: it stays, as itself (so a signal ends it), until it is stopped."""
+
+
 @pytest.mark.fault(fault="sidecar program missing", sees="SidecarError: cannot start")
 async def test_missing_program() -> None:
     with pytest.raises(SidecarError, match="cannot start the sidecar"):
@@ -142,7 +147,7 @@ async def test_exit_before_handshake_says_so_with_stderr() -> None:
 @pytest.mark.fault(fault="junk on stdout before the handshake", sees="SidecarError naming what was printed")
 async def test_junk_before_handshake() -> None:
     with pytest.raises(SidecarError, match="expected the handshake line"):
-        async with open_gotask(sh("echo 'Hello from main()'; sleep 10")):
+        async with open_gotask(sh(f"echo 'Hello from main()'; {STAY}"), startup_timeout=HANG):
             pass
 
 
@@ -151,14 +156,14 @@ async def test_junk_before_handshake() -> None:
 )
 async def test_handshake_timeout() -> None:
     with pytest.raises(SidecarError, match=r"no handshake within 0\.3 s"):
-        async with open_gotask(sh("exec sleep 10"), startup_timeout=0.3):
+        async with open_gotask(sh(STAY), startup_timeout=0.3):  # it never shakes hands
             pass
 
 
 @pytest.mark.fault(fault="sidecar of another protocol version", sees="SidecarError naming both versions")
 async def test_protocol_version_mismatch() -> None:
     with pytest.raises(SidecarError, match="speaks gotask protocol version 1; this client speaks version 2"):
-        async with open_gotask(sh("echo 'gotask|1|unix|/tmp/x.sock'; sleep 10")):
+        async with open_gotask(sh(f"echo 'gotask|1|unix|/tmp/x.sock'; {STAY}"), startup_timeout=HANG):
             pass
 
 
@@ -178,7 +183,9 @@ async def test_launch_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     out = tmp_path / "env.json"
     monkeypatch.setenv("GOTASK_SECRET", "exported in the user's shell")
     command = [sys.executable, "-c", RECORD_ENV, str(out)]
-    async with open_gotask(command, transport="pipe", env={"EXTRA": "yes", "GOTASK_SECRET": "in env="}):
+    async with open_gotask(
+        command, transport="pipe", env={"EXTRA": "yes", "GOTASK_SECRET": "in env="}, startup_timeout=HANG
+    ):
         pass
     env = json.loads(out.read_text())
     assert env["GOTASK_MAGIC_COOKIE"] == "d3a1c2b7e6f54a09"
@@ -256,9 +263,12 @@ async def test_connect_to_something_else(answer: bytes) -> None:
     async with trio.open_nursery() as nursery:
         (listener,) = await nursery.start(partial(trio.serve_tcp, other, 0, host="127.0.0.1"))
         port = listener.socket.getsockname()[1]
-        says = "sent no \\$hello within 0.5 s" if not answer else "sent something other than a \\$hello"
+        if answer:  # its answer ends the wait: the timeout only guards it
+            says, timeout = "sent something other than a \\$hello", HANG
+        else:  # nothing ever ends it but the timeout
+            says, timeout = "sent no \\$hello within 0.5 s", 0.5
         with pytest.raises(SidecarError, match=f"{says}.*not a trio-gotask sidecar"):
-            async with connect_gotask(f"127.0.0.1:{port}", connect_timeout=0.5):
+            async with connect_gotask(f"127.0.0.1:{port}", connect_timeout=timeout):
                 pass
         nursery.cancel_scope.cancel()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import documented_project
 import pytest
 from gomodule import ROOT, write_module
+from timing import HANG
 
 from trio_gotask import pytest_plugin
 from trio_gotask.pytest_plugin import gotask_fixture
@@ -310,7 +311,7 @@ def running_sidecar(sidecar: str) -> Iterator[tuple[str, str, int]]:
         assert process.poll() is None  # the fixtures left it running
     finally:
         process.terminate()
-        assert process.wait(10) == 0
+        assert process.wait(HANG) == 0
 
 
 def test_fixtures_connect_to_a_sidecar_running_at_an_address(
