@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the examples, each with its own sidecar built: the newest Python only
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -90,7 +92,11 @@ def test_postgres_example(postgres: str) -> None:
     assert re.fullmatch(
         r"  #\d+ (login|view|search|purchase|logout) at \d{4}-\d\d-\d\d \d\d:\d\d UTC", lines[2]
     )
-    assert lines[3] == "the report was cancelled by its 0.5 s timeout"
+    # The report's timeout starts once PostgreSQL shows the query running, so the cancel request
+    # finds it there; the script then waits until the server no longer runs it.
+    assert lines[3] == "the report was cancelled by its 0.5 s timeout, and PostgreSQL stopped it"
+    # The ticker's 10 ms sleep, begun before the report, ends before the report's deadline: Trio
+    # wakes the ticker no later than it cancels the report, so it ticks at least once.
     ticks = re.fullmatch(r"the ticker ticked (\d+) times meanwhile: the Trio loop never blocked", lines[4])
     assert ticks is not None and int(ticks[1]) > 0
     # The Go context's cancellation reached the driver, which had the server stop the query.
@@ -116,6 +122,7 @@ def test_safe_regex_example() -> None:
     done = run_example(EXAMPLES / "safe_regex" / "safe_regex.py")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
+    # A safe pattern: Python's search of it has no timeout, so it always has an answer to compare.
     assert (
         lines[0]
         == r"/ERROR .* timeout after \d{4,} ms/ matches 1000 of 10000 lines; Python and Go agree: True"
@@ -144,10 +151,11 @@ def test_gzip_pipeline_example() -> None:
         lines[0],
     )
     assert lines[1] == "gunzip gives the file back: True"
-    assert re.fullmatch(r"compressing again with a deadline of \d+\.\d\d s: cancelled: True", lines[2])
+    # The second run is cancelled when Go reports that it is halfway through, and the report that
+    # says so stays unanswered until Go's context is cancelled: that call is in flight, midway
+    # through its chunk, when the cancellation reaches Go, and the script waits until it has.
+    assert lines[2] == "compressing again, cancelled halfway through: True"
     cancelled = re.fullmatch(r"calls cancelled in flight: (\d+); partial file left: False", lines[3])
     assert cancelled is not None and int(cancelled[1]) > 0
-    # Go saw it: the calls in flight stopped midway, their context cancelled, or past the deadline
-    # that came with them.
-    stopped = r"Gzip\.Compress: stopped after \d+ of 2097152 bytes: context (canceled|deadline exceeded)"
+    stopped = r"Gzip\.Compress: stopped after \d+ of 2097152 bytes: context canceled"
     assert re.search(stopped, done.stderr), done.stderr

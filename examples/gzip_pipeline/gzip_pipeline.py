@@ -2,14 +2,17 @@
 
 The file (by default, 16 MiB of a generated web server log) is read in chunks of 2 MiB; the Go
 sidecar compresses four of them at a time, each into a gzip member, and they are written in order
-into a .gz file in a temporary folder, which gunzip reads as usual. Then the same again under a timeout that expires
-midway: the calls in flight are cancelled, their Go contexts too, and no partial file is left.
+into a .gz file in a temporary folder, which gunzip reads as usual. Go reports its progress to this
+program (a host call). Then the same again, cancelled once Go is halfway through, as a user's click
+on Cancel would: the calls in flight are cancelled, their Go contexts too, and no partial file is
+left.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import math
 import random
 import sys
 import tempfile
@@ -24,6 +27,30 @@ SIDECAR = Path(__file__).resolve().parent
 CHUNK = 2 << 20  # bytes per call
 PARALLEL = 4  # calls in flight at once
 MiB = 1 << 20
+
+
+class Progress:
+    """Counts the bytes Go starts compressing: its method `compressing` handles the host call
+    Progress.Compressing. Once Go has started on ``cancel_at`` bytes, it cancels `scope`."""
+
+    def __init__(self, cancel_at: float = math.inf) -> None:
+        self.started = 0
+        self.cancel_at = cancel_at
+        self.scope = trio.CancelScope()
+        self.go_stopped = trio.Event()
+        """Set when Go gave up the report that cancelled `scope`: the cancellation reached it."""
+
+    async def compressing(self, size: int) -> None:
+        self.started += size
+        if self.started < self.cancel_at or self.scope.cancel_called:
+            return
+        self.scope.cancel()
+        # Leave this report unanswered: the chunk Go is about to compress waits here until the
+        # cancellation reaches Go, so it certainly stops midway, and Go then cancels this handler.
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.go_stopped.set()
 
 
 class Slot:
@@ -95,6 +122,7 @@ async def main(source: Path | None = None) -> None:
         target = Path(folder) / (source.name + ".gz")
         size = source.stat().st_size
         async with open_gotask(SIDECAR) as gt:
+            gt.register("Progress.Compressing", Progress().compressing)
             start = time.perf_counter()
             await compress_file(gt, source, target)
             elapsed = time.perf_counter() - start
@@ -105,12 +133,14 @@ async def main(source: Path | None = None) -> None:
             print("gunzip gives the file back:", gzip.decompress(target.read_bytes()) == source.read_bytes())
             target.unlink()
 
-            # Half the time it took: the deadline falls while Go is compressing.
-            with trio.move_on_after(elapsed / 2) as scope:
+            progress = Progress(cancel_at=size / 2)
+            gt.register("Progress.Compressing", progress.compressing)  # replaces the first
+            with progress.scope:
                 await compress_file(gt, source, target)
-            print(
-                f"compressing again with a deadline of {elapsed / 2:.2f} s: cancelled: {scope.cancelled_caught}"
-            )
+            if progress.scope.cancelled_caught:
+                # Go cancels the report it was waiting on once the cancellation reaches it.
+                await progress.go_stopped.wait()
+            print(f"compressing again, cancelled halfway through: {progress.scope.cancelled_caught}")
             print(
                 f"calls cancelled in flight: {gt.statistics().calls_cancelled}; partial file left: {target.exists()}"
             )

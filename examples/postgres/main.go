@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"math/rand/v2"
 	"os"
@@ -77,15 +78,23 @@ type Busy struct {
 	Pairs int64 `db:"pairs" msgpack:"pairs"`
 }
 
+// reportTag begins the text of Report's query, for ReportRunning to find it
+// in pg_stat_activity, among the queries of every other process too.
+var reportTag = fmt.Sprintf("/* gotask example: DB.Report of sidecar %d */", os.Getpid())
+
 // Report counts, for each user, the pairs of events less than an hour apart.
 // Written as a self-join on user_id, it compares every pair of a user's
-// events: minutes of work on a big table, the kind of query a timeout is for.
+// events: a minute of work on a big table, the kind of query a timeout is for.
+// It goes as one message (the simple protocol): from when pg_stat_activity
+// shows it running until it ends, a cancel request stops it. (With the
+// extended protocol, pgx first prepares it, and a cancel request that arrives
+// between preparing and running is ignored.)
 func (d *DB) Report(ctx context.Context, _ any, report *[]Busy) error {
-	rows, err := d.pool.Query(ctx, `
+	rows, err := d.pool.Query(ctx, reportTag+`
 		SELECT a.user_id, count(*) AS pairs
 		FROM gotask_example_events a JOIN gotask_example_events b
 			ON a.user_id = b.user_id AND a.id < b.id AND abs(extract(epoch FROM a.at - b.at)) < 3600
-		GROUP BY a.user_id ORDER BY pairs DESC`)
+		GROUP BY a.user_id ORDER BY pairs DESC`, pgx.QueryExecModeSimpleProtocol)
 	if err == nil {
 		*report, err = pgx.CollectRows(rows, pgx.RowToStructByName[Busy])
 	}
@@ -94,6 +103,28 @@ func (d *DB) Report(ctx context.Context, _ any, report *[]Busy) error {
 		log.Printf("DB.Report: PostgreSQL stopped the query: %v", err)
 	}
 	return err
+}
+
+// ReportRunning waits until PostgreSQL runs Report's query (running is true)
+// or runs it no more (false), as pg_stat_activity shows, which it reads every
+// 10 ms: the server announces neither.
+func (d *DB) ReportRunning(ctx context.Context, running bool, _ *struct{}) error {
+	for {
+		var n int
+		if err := d.pool.QueryRow(ctx, `
+			SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND starts_with(query, $1)`,
+			reportTag).Scan(&n); err != nil {
+			return err
+		}
+		if (n > 0) == running {
+			return nil
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func main() {
@@ -105,9 +136,10 @@ func main() {
 	}
 	// pgx's default answer to a cancelled context is to drop the connection,
 	// which leaves the server running the query. Ask the server to cancel it
-	// instead, and drop the connection only if that takes over a second.
+	// instead, and drop the connection only if the server has not answered
+	// within a minute: a loaded server may be slow to.
 	config.ConnConfig.BuildContextWatcherHandler = func(conn *pgconn.PgConn) ctxwatch.Handler {
-		return &pgconn.CancelRequestContextWatcherHandler{Conn: conn, DeadlineDelay: time.Second}
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: conn, DeadlineDelay: time.Minute}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -61,7 +61,9 @@ async def main() -> None:
         await trio_parallel.run_sync(search, "", [])  # start a worker process before any timeout
         lines = make_log(10_000)
         pattern = r"ERROR .* timeout after \d{4,} ms"
-        in_python, in_go = await search_in_python(pattern, lines), await search_in_go(gt, pattern, lines)
+        # This pattern is known to be safe: Python's answer, with no timeout, checks Go's.
+        in_python = await trio_parallel.run_sync(search, pattern, lines)
+        in_go = await search_in_go(gt, pattern, lines)
         print(
             f"/{pattern}/ matches {len(in_go)} of {len(lines)} lines; Python and Go agree: {in_python == in_go}"
         )
