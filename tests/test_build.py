@@ -26,6 +26,8 @@ from gomodule import LIBRARY, ROOT, write, write_module
 from trio_gotask import SidecarError, build_sidecar, open_gotask
 from trio_gotask._build import KEEP_BUILDS, _settled
 
+pytestmark = pytest.mark.slow  # Go builds of users' module layouts: the newest Python only
+
 MAIN_GO = """package main
 
 import "github.com/trio-gotask/trio-gotask/go/gotask"

@@ -37,6 +37,8 @@ from trio_gotask._cli import (
     to_json,
 )
 
+pytestmark = pytest.mark.slow  # the command line's child processes: the newest Python only
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "go" / "example"
 LIBRARY = ROOT / "go"

@@ -24,6 +24,8 @@ from standalone import standalone
 
 from trio_gotask import EndpointStatistics, GoTaskStatistics, connect_gotask
 
+pytestmark = pytest.mark.slow  # the Dockerfile and deploy files: the newest Python only
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "remote-sidecars.md"
 KUBERNETES = ROOT / "examples" / "kubernetes"

@@ -23,6 +23,8 @@ from trio_gotask import GoTask, SidecarError, connect_gotask
 from trio_gotask._endpoints import FIRST_BACKOFF, MAX_BACKOFF, dns_name, resolve
 from trio_gotask._transport import open_stream
 
+pytestmark = pytest.mark.slow  # several sidecars at once: the newest Python only
+
 FOREVER = 3_600_000
 """App.Slow's milliseconds for a call that only its cancellation ends."""
 

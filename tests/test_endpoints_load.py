@@ -22,6 +22,8 @@ from timing import HANG
 from trio_gotask import GoTask, SidecarError, connect_gotask
 from trio_gotask._endpoints import EndpointStatistics
 
+pytestmark = pytest.mark.slow  # several sidecars under load: the newest Python only
+
 CALLERS = 90
 SLOW_MS = range(10, 31)
 """How long each caller's App.Slow takes (caller i: the i-th, cycling), so that calls end all the

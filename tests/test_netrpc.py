@@ -18,6 +18,8 @@ from gomodule import write_module
 from trio_gotask import BadParams, GoTask, MethodNotFound, PanicError, RemoteError, build_sidecar, open_gotask
 from trio_gotask._transport import Transport
 
+pytestmark = pytest.mark.slow  # Go builds of users' net/rpc services: the newest Python only
+
 # The declarations of server_test.go that testRPC's services need.
 SERVICE_TYPES = {"Args", "Reply", "Arith", "hidden", "Embed", "BuiltinTypes"}
 

@@ -25,6 +25,8 @@ from timing import HANG
 from trio_gotask import pytest_plugin
 from trio_gotask.pytest_plugin import gotask_fixture
 
+pytestmark = pytest.mark.slow  # pytest in child processes, users' sidecars built: the newest Python only
+
 pytest_plugins = ["pytester"]
 
 EXAMPLE = ROOT / "go" / "example"
