@@ -22,6 +22,8 @@ from trio_gotask._supervisor import _DEATH_NOTICE, RestartPolicy, Supervisor
 from trio_gotask._transport import Connect, Opened
 from trio_gotask._wire import frame_header
 
+pytestmark = pytest.mark.fast  # no process: nox -s fast
+
 # Every test runs on the autojump clock, so that a test waiting for what never comes fails at once,
 # its clock jumping to this deadline.
 STUCK = 10_000
