@@ -15,7 +15,7 @@ import trio.testing
 from fakesidecar import Fail, FakePeer, frame, open_fake
 
 from trio_gotask import BadReply, MethodNotFound, ProtocolError, RemoteError, SidecarError
-from trio_gotask._connection import Connection, Unsent, deadline_unless_cancelled
+from trio_gotask._connection import _FINISH_WRITING, Connection, Unsent, deadline_unless_cancelled
 from trio_gotask._errors import ErrorFactory, error_factory
 from trio_gotask._handlers import Handlers
 from trio_gotask._protocol import Refused
@@ -397,6 +397,48 @@ async def test_deadline_unless_cancelled(autojump_clock: trio.testing.MockClock)
         await deadline_unless_cancelled()
         pytest.fail("a cancelled caller got past deadline_unless_cancelled")
     assert scope.cancelled_caught
+
+
+@pytest.mark.fault(
+    fault="the client closes while a cancelled call's request is half written",
+    sees="nothing: the frame is finished first (for up to 1 s), the sidecar sees a clean end",
+)
+async def test_closing_finishes_the_request_being_written_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limit = 1 << 22
+    async with trio.open_nursery() as nursery:
+        opened, fake = await open_fake(
+            nursery, lockstep=True, answer=None, max_frame_size=limit, client_max_frame_size=limit
+        )
+        connection = Connection(opened, max_frame_size=limit, max_inflight=8)
+        async with trio.open_nursery() as serving:
+            await serving.start(connection.run)
+            fake.reading = False
+            with trio.move_on_after(1):  # the caller gives up; its request stays with the writer
+                await connection.call("App.Echo", bytes(1 << 21))
+            serving.cancel_scope.cancel()  # the connection closes with the request half written
+            fake.resume_reading()
+        # The sidecar got the whole frame, then the end of the stream: no broken frame.
+        request = await fake.requests.receive()
+        assert (request.method, request.params) == ("App.Echo", bytes(1 << 21))
+        await fake.closed.wait()
+
+
+async def test_closing_gives_up_on_a_peer_that_never_reads(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        opened, fake = await open_fake(nursery, lockstep=True, answer=None)
+        connection = Connection(opened, max_frame_size=1 << 20, max_inflight=8)
+        async with trio.open_nursery() as serving:
+            await serving.start(connection.run)
+            fake.reading = False
+            with trio.move_on_after(1):
+                await connection.call("App.Echo", b"x" * 5000)
+            closed_at = trio.current_time()
+            serving.cancel_scope.cancel()
+        # The writer waited for the peer to read the rest of its frame, then gave up.
+        assert trio.current_time() - closed_at == _FINISH_WRITING
+        nursery.cancel_scope.cancel()
 
 
 async def test_the_stream_ending_inside_a_large_frame_is_a_protocol_error(

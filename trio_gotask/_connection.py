@@ -45,6 +45,10 @@ async def deadline_unless_cancelled() -> float:
     return deadline
 
 
+# How long a closing connection lets its writer finish the frames it began. Only a peer that has
+# stopped reading makes it wait; it then gets half a frame, as it would without the wait.
+_FINISH_WRITING: Final = 1.0
+
 _WENT_AWAY: Final = error_factory(
     SidecarError, "the sidecar is shutting down: it asked for no more calls on this connection ($goaway)"
 )
@@ -123,6 +127,9 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         # The writer parks here when the protocol has nothing to send.
         self._writer_idle = trio.lowlevel.ParkingLot()
+        self._writing = trio.CancelScope(shield=True)
+        self._writer_busy = False
+        self._stopping = False
         # Bytes a caller's own write left over; the writer sends them before anything else.
         self._unsent: list[bytes | bytearray | memoryview] = []
         # Bound once: every parked call points at it (Call.on_abort), no object made per call.
@@ -240,6 +247,7 @@ class Connection:
             self._slots.release()  # a waiter wakes, sees the failure and passes its slot on
         self._unsent.clear()
         self._cancel_scope.cancel()
+        self._stop_writing()
         if self._on_broken is not None:
             self._on_broken(self)
 
@@ -258,17 +266,35 @@ class Connection:
                 self.fail(await self._explain(exc))
         finally:
             self._cancel_scope.cancel()
+            self._stop_writing()
 
     @trio.lowlevel.enable_ki_protection
     async def _write_loop(self) -> None:
         protocol = self._protocol
         send_all = self._channel.send_all
-        while True:
-            while not (self._unsent or protocol.has_data_to_send):
-                await self._writer_idle.park()
-            chunks, self._unsent = self._unsent, []
-            for chunk in chunks + protocol.data_to_send():
-                await send_all(chunk)
+        # Shielded, so that closing never cuts a frame in half (the sidecar would take the rest of
+        # the stream for a broken frame): `_stop_writing` ends it between batches, or lets the
+        # batch under way finish, for a while.
+        with self._writing:
+            while True:
+                while not (self._unsent or protocol.has_data_to_send):
+                    if self._stopping:
+                        return
+                    await self._writer_idle.park()
+                chunks, self._unsent = self._unsent, []
+                self._writer_busy = True
+                for chunk in chunks + protocol.data_to_send():
+                    await send_all(chunk)
+                self._writer_busy = False
+
+    def _stop_writing(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._writer_busy:
+            self._writing.deadline = trio.current_time() + _FINISH_WRITING
+        else:
+            self._writing.cancel()
 
     @trio.lowlevel.enable_ki_protection
     async def _read_loop(self) -> None:
