@@ -266,7 +266,8 @@ def stress(session: nox.Session) -> None:
 
     Each run is the Go tests (with the race detector) and then the whole pytest suite, slow tests
     included. `nox -s stress -- idle` does the same on the idle machine; `runs=N` changes the
-    count; other arguments go to pytest. Every run is made and reported before the session fails.
+    count and `busy=N` the busy loops; other arguments go to pytest. Every run is made and
+    reported before the session fails.
     """
     runs, busy, extra = 3, os.cpu_count() or 1, []
     for arg in session.posargs:
@@ -274,6 +275,8 @@ def stress(session: nox.Session) -> None:
             busy = 0
         elif arg.startswith("runs="):
             runs = int(arg.removeprefix("runs="))
+        elif arg.startswith("busy="):
+            busy = int(arg.removeprefix("busy="))
         else:
             extra.append(arg)
     session.install("-e", ".[test]")
