@@ -69,9 +69,14 @@ def go(session: nox.Session) -> None:
     The machine's Go (the newest) runs go vet over the library and the examples, the tests with
     the race detector, and the fuzz targets; the oldest Go the README promises (OLDEST_GO, from
     the module proxy) runs go vet and the tests with -short."""
-    promised = re.search(r"^go (\d+\.\d+)", (GO / "go.mod").read_text(), re.M)
-    if promised is None or not OLDEST_GO.startswith(f"go{promised[1]}."):
-        session.error(f"OLDEST_GO is {OLDEST_GO}, but go/go.mod asks for go {promised and promised[1]}")
+    oldest = OLDEST_GO.removeprefix("go").rpartition(".")[0]
+    promises = {
+        "go/go.mod": re.findall(r"^go (\d+\.\d+)$", (GO / "go.mod").read_text(), re.M),
+        "README.md": re.findall(r"Go ≥ (\d+\.\d+)", (ROOT / "README.md").read_text()),
+    }
+    for where, found in promises.items():
+        if found != [oldest]:
+            session.error(f"OLDEST_GO is {OLDEST_GO}, but {where} promises Go {found}")
     for module in GO_EXAMPLES:
         session.chdir(module)
         session.run("go", "vet", "./...", external=True)
