@@ -135,15 +135,19 @@ def tests(session: nox.Session) -> None:
     else:
         session.install("-e", ".[test]")
     session.run("python", "-c", _VERSIONS, silent=False)
-    session.run("pytest", *_pytest_args(session, slow=session.python == SLOW_PYTHON))
+    session.run(
+        "pytest", *_pytest_args(session, select=None if session.python == SLOW_PYTHON else "not slow")
+    )
 
 
-def _pytest_args(session: nox.Session, *, slow: bool) -> list[str]:
-    """pytest's arguments: the tests to run, on as many workers as the machine has cores, with
-    the run's hypothesis seed; then the session's own (``nox -s tests -- -k cancel``)."""
+def _pytest_args(session: nox.Session, *, select: str | None, workers: bool = True) -> list[str]:
+    """pytest's arguments: the tests ``select`` picks (a marker expression; None for all), on as
+    many workers as the machine has cores, with the run's hypothesis seed; then the session's own
+    (``nox -s tests -- -k cancel``)."""
     session.log(f"hypothesis seed {HYPOTHESIS_SEED}: replay with HYPOTHESIS_SEED={HYPOTHESIS_SEED}")
-    which = [] if slow else ["-m", "not slow"]
-    return [*which, "-n", "auto", f"--hypothesis-seed={HYPOTHESIS_SEED}", *session.posargs]
+    which = [] if select is None else ["-m", select]
+    parallel = ["-n", "auto"] if workers else []
+    return [*which, *parallel, f"--hypothesis-seed={HYPOTHESIS_SEED}", *session.posargs]
 
 
 _VERSIONS = (
@@ -204,7 +208,7 @@ def compiled(session: nox.Session) -> None:
         session.install(f"{wheel}[test]")
     # The `pytest` program (not `python -m pytest`) keeps the source tree off sys.path, so the
     # installed, compiled package is the one imported; tests/test_core.py checks that it is.
-    session.run("pytest", *_pytest_args(session, slow=False), env={"TRIO_GOTASK_EXPECT_COMPILED": "1"})
+    session.run("pytest", *_pytest_args(session, select="not slow"), env={"TRIO_GOTASK_EXPECT_COMPILED": "1"})
 
 
 @nox.session(python=DEFAULT_PYTHON)
@@ -261,8 +265,8 @@ def fast(session: nox.Session) -> None:
     The sans-I/O protocol, memory streams, fake sidecars on the autojump clock, the vectors.
     `python3 -m nox -R -s fast` reuses the environment without reinstalling."""
     session.install("-e", ".[test]")
-    session.log(f"hypothesis seed {HYPOTHESIS_SEED}: replay with HYPOTHESIS_SEED={HYPOTHESIS_SEED}")
-    session.run("pytest", "-m", "fast", f"--hypothesis-seed={HYPOTHESIS_SEED}", *session.posargs)
+    # One process: starting workers would take longer than these tests.
+    session.run("pytest", *_pytest_args(session, select="fast", workers=False))
 
 
 @nox.session(python=DEFAULT_PYTHON)

@@ -18,7 +18,38 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-SERVER = """package main
+HOLD = """// Calls of Hold wait until Release: a reply that comes when the test says, its caller gone.
+var (
+	held, released        = make(chan struct{}), make(chan struct{})
+	holdOnce, releaseOnce sync.Once
+)
+
+func (a *App) Hold(_ any, r *string) error {
+	holdOnce.Do(func() { close(held) })
+	<-released
+	*r = "late"
+	return nil
+}
+
+// Holding returns once a call of Hold is waiting.
+func (a *App) Holding(_ any, r *bool) error {
+	<-held
+	*r = true
+	return nil
+}
+
+// Release lets the calls of Hold return, and those to come at once.
+func (a *App) Release(_ any, r *bool) error {
+	releaseOnce.Do(func() { close(released) })
+	*r = true
+	return nil
+}
+
+"""
+"""App's Hold, Holding and Release, in both sidecars below (they import sync)."""
+
+SERVER = (
+    """package main
 
 import (
 	"errors"
@@ -74,34 +105,9 @@ func (a *App) Sleep(ms int, r *int) error {
 
 func (a *App) Panic(msg string, r *string) error { panic(msg) }
 
-// Calls of Hold wait until Release: a reply that comes when the test says, its caller gone.
-var (
-	held, released        = make(chan struct{}), make(chan struct{})
-	holdOnce, releaseOnce sync.Once
-)
-
-func (a *App) Hold(_ any, r *string) error {
-	holdOnce.Do(func() { close(held) })
-	<-released
-	*r = "late"
-	return nil
-}
-
-// Holding returns once a call of Hold is waiting.
-func (a *App) Holding(_ any, r *bool) error {
-	<-held
-	*r = true
-	return nil
-}
-
-// Release lets the calls of Hold return, and those to come at once.
-func (a *App) Release(_ any, r *bool) error {
-	releaseOnce.Do(func() { close(released) })
-	*r = true
-	return nil
-}
-
-func (a *App) Pid(_ any, r *int) error {
+"""
+    + HOLD
+    + """func (a *App) Pid(_ any, r *int) error {
 	*r = os.Getpid()
 	return nil
 }
@@ -167,6 +173,7 @@ func main() {
 	}
 }
 """
+)
 
 GO_MOD = """module example.com/goridgeserver
 
@@ -197,7 +204,8 @@ def build(folder: Path) -> Path:
     return _tidy_and_build(folder)
 
 
-GOTASK_APP = """package main
+GOTASK_APP = (
+    """package main
 
 import (
 	"errors"
@@ -236,34 +244,9 @@ func (a *App) Pid(_ any, r *int) error {
 	return nil
 }
 
-// Calls of Hold wait until Release: a reply that comes when the test says, its caller gone.
-var (
-	held, released        = make(chan struct{}), make(chan struct{})
-	holdOnce, releaseOnce sync.Once
-)
-
-func (a *App) Hold(_ any, r *string) error {
-	holdOnce.Do(func() { close(held) })
-	<-released
-	*r = "late"
-	return nil
-}
-
-// Holding returns once a call of Hold is waiting.
-func (a *App) Holding(_ any, r *bool) error {
-	<-held
-	*r = true
-	return nil
-}
-
-// Release lets the calls of Hold return, and those to come at once.
-func (a *App) Release(_ any, r *bool) error {
-	releaseOnce.Do(func() { close(released) })
-	*r = true
-	return nil
-}
-
-func main() {
+"""
+    + HOLD
+    + """func main() {
 	if err := gotask.Register(new(App)); err != nil {
 		log.Fatalln(err)
 	}
@@ -272,6 +255,7 @@ func main() {
 	}
 }
 """
+)
 
 
 def build_with_gotask(folder: Path, gotask_source: Path) -> Path:

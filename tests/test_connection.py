@@ -417,7 +417,7 @@ async def test_closing_finishes_the_request_being_written_first(
             fake.reading = False
             with trio.move_on_after(1):  # the caller gives up; its request stays with the writer
                 await connection.call("App.Echo", bytes(1 << 21))
-            serving.cancel_scope.cancel()  # the connection closes with the request half written
+            serving.cancel_scope.cancel()  # the connection closes before the request is all written
             fake.resume_reading()
         # The sidecar got the whole frame, then the end of the stream: no broken frame.
         request = await fake.requests.receive()
