@@ -22,6 +22,8 @@ from trio_gotask._wire import (
     AUTH,
     CANCEL,
     HELLO,
+    PING,
+    PONG,
     PROTOCOL_VERSION,
     REFUSED,
     Decoder,
@@ -65,6 +67,7 @@ class FakePeer:
         version: int = PROTOCOL_VERSION,
         secret: str | None = None,
         refuse: str | None = None,
+        ping: bool = False,
     ) -> None:
         self.stream = stream
         self.answer = answer
@@ -73,6 +76,9 @@ class FakePeer:
         self.version = version
         self.secret = secret
         self.refuse = refuse
+        self.ping = ping
+        """Whether its $hello says it answers $ping, and whether it does (set to False to stop)."""
+        self.pings: list[int] = []
         self._send_requests, self.requests = trio.open_memory_channel[Request](math.inf)
         self._send_responses, self.responses = trio.open_memory_channel[Response](math.inf)
         """The client's answers to host calls (requests this peer sent with `send`)."""
@@ -112,6 +118,10 @@ class FakePeer:
                         continue
                     if type(message) is Notification and message.method == CANCEL:
                         self.cancels.append(message.params)
+                    elif type(message) is Notification and message.method == PING:
+                        self.pings.append(message.params)
+                        if self.ping:
+                            nursery.start_soon(self.send, frame(Notification(PONG, message.params)))
                     elif type(message) is Response:
                         self._send_responses.send_nowait(message)
                     elif type(message) is Request:
@@ -143,6 +153,8 @@ class FakePeer:
                 "max_frame_size": self.max_frame_size,
                 "max_inflight": self.max_inflight,
             }
+            if self.ping:
+                hello["ping"] = True
             await self.send(frame(Notification(HELLO, hello)))
         return True
 

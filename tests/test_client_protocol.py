@@ -420,7 +420,7 @@ def test_greeting_carries_the_secret_then_the_hello() -> None:
     decoder.receive_data(greeting(2048, "s3cret"))
     auth, hello = decoder.next_message(), decoder.next_message()
     assert auth == Notification("$auth", "s3cret")
-    assert hello == Notification(HELLO, {"version": PROTOCOL_VERSION, "max_frame_size": 2048})
+    assert hello == Notification(HELLO, {"version": PROTOCOL_VERSION, "max_frame_size": 2048, "ping": True})
     decoder.receive_data(greeting(2048, None))
     assert decoder.next_message() == hello
 

@@ -15,7 +15,13 @@ import trio.testing
 from fakesidecar import Fail, FakePeer, frame, open_fake
 
 from trio_gotask import BadReply, MethodNotFound, ProtocolError, RemoteError, SidecarError
-from trio_gotask._connection import _FINISH_WRITING, Connection, Unsent, deadline_unless_cancelled
+from trio_gotask._connection import (
+    _FINISH_WRITING,
+    MAX_UNSENT_ANSWERS,
+    Connection,
+    Unsent,
+    deadline_unless_cancelled,
+)
 from trio_gotask._errors import ErrorFactory, error_factory
 from trio_gotask._handlers import Handlers
 from trio_gotask._protocol import Refused
@@ -33,6 +39,7 @@ async def connected(
     lockstep: bool = False,
     handlers: Handlers | None = None,
     max_host_calls: int = 0,
+    keepalive_timeout: float | None = None,
     **peer: Any,
 ) -> AsyncIterator[tuple[Connection, FakePeer]]:
     async with trio.open_nursery() as nursery:
@@ -44,7 +51,11 @@ async def connected(
             **peer,
         )
         connection = Connection(
-            opened, max_frame_size=client_max_frame_size, max_inflight=max_inflight, handlers=handlers
+            opened,
+            max_frame_size=client_max_frame_size,
+            max_inflight=max_inflight,
+            handlers=handlers,
+            keepalive_timeout=keepalive_timeout,
         )
         await nursery.start(connection.run)
         yield connection, fake
@@ -597,3 +608,88 @@ async def test_log_records_land_in_python_logging(
     ]
     assert "not a map" in got[5][2]
     assert caplog.records[0].__dict__["go_attrs"] == {"n": -4}
+
+
+# -- keepalive and backpressure --------------------------------------------------------------------
+
+
+async def test_a_silent_sidecar_is_pinged_and_kept_while_it_answers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        connected(answer=None, ping=True, keepalive_timeout=10) as (connection, fake),
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(connection.call, "App.Slow", None)
+        request = await fake.requests.receive()
+        await trio.sleep(1000)  # the call runs long; the sidecar answers each $ping
+        assert len(fake.pings) >= 90 and fake.pings[:3] == [1, 2, 3]
+        assert not connection.broken
+        await fake.reply(request.msgid, "done")
+
+
+async def test_busy_connections_are_not_pinged(autojump_clock: trio.testing.MockClock) -> None:
+    async with connected(ping=True, keepalive_timeout=10) as (connection, fake):
+        for _ in range(100):
+            await connection.call("App.Echo", None)
+            await trio.sleep(1)
+        assert fake.pings == []
+
+
+@pytest.mark.fault(
+    fault="a sidecar that freezes (SIGSTOP, a dead network path) with calls in flight",
+    sees="SidecarError 'said nothing for N s' after keepalive_timeout; the connection is replaced",
+)
+@pytest.mark.parametrize("reading", [True, False], ids=["reads", "reads-nothing"])
+async def test_a_frozen_sidecar_fails_its_calls_after_keepalive_timeout(
+    autojump_clock: trio.testing.MockClock, reading: bool
+) -> None:
+    async with connected(answer=None, ping=True, keepalive_timeout=10, lockstep=not reading) as (
+        connection,
+        fake,
+    ):
+        fake.ping = False  # frozen: it answers nothing from here on
+        fake.reading = reading
+        started = trio.current_time()
+        with pytest.raises(SidecarError, match=r"said nothing for 10 s, not even to a \$ping"):
+            await connection.call("App.Echo", "hello?")
+        assert 10 <= trio.current_time() - started <= 15  # the clock is the autojump clock's
+        assert connection.broken
+
+
+async def test_a_sidecar_that_does_not_announce_ping_is_never_pinged(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        connected(answer=None, keepalive_timeout=10) as (connection, fake),
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(connection.call, "App.Slow", None)
+        request = await fake.requests.receive()
+        await trio.sleep(1000)
+        assert fake.pings == [] and not connection.broken
+        await fake.reply(request.msgid, "done")
+
+
+@pytest.mark.fault(
+    fault="a sidecar that sends host calls and never reads the answers",
+    sees="nothing: the client stops reading that connection past 1 MiB of unsent answers",
+)
+async def test_host_calls_whose_answers_are_never_read_stop_the_reader(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    answer = b"x" * 10_000
+    handlers = Handlers({"Py.Big": lambda: answer})
+    async with connected(handlers=handlers, max_host_calls=8, lockstep=True) as (connection, fake):
+        fake.reading = False
+        sent = 0
+        with trio.move_on_after(100):  # lockstep: a send waits until the client reads it
+            for msgid in range(2000):
+                await host_call(fake, msgid, "Py.Big", None)
+                sent += 1
+        held = connection._unsent_answers + connection._protocol.take_answer_bytes()
+        assert sent < 200, f"the client read {sent} host calls it could not answer"
+        assert held <= MAX_UNSENT_ANSWERS + 10 * len(answer)
+        fake.resume_reading()
+        answered = {(await fake.responses.receive()).msgid for _ in range(sent)}
+        assert answered == set(range(sent))

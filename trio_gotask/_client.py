@@ -15,7 +15,7 @@ from typing import Any, Final, final
 import trio
 
 from ._build import build_sidecar
-from ._connection import Unsent
+from ._connection import DEFAULT_KEEPALIVE_TIMEOUT, Unsent
 from ._endpoints import DEFAULT_RESOLVE_INTERVAL, Endpoints, EndpointStatistics, Name, dns_name
 from ._errors import SidecarError, lost_without_explanation
 from ._handlers import Handler, Handlers
@@ -226,6 +226,7 @@ async def open_gotask(
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     shutdown_grace: float = 2.0,
     protocol: Wire = "gotask",
+    keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
 ) -> AsyncIterator[GoTask]:
     """Start a sidecar, wait for its handshake, and yield a `GoTask` to call it.
 
@@ -253,7 +254,10 @@ async def open_gotask(
     speaks another protocol; `ValueError` or `TypeError` at once for an argument out of range.
 
     If the sidecar dies, the calls in flight fail with `SidecarError`, and so does every later
-    call, unless ``restart`` (a `RestartPolicy`) says to start a new one.
+    call, unless ``restart`` (a `RestartPolicy`) says to start a new one. A connection on which the
+    sidecar says nothing for ``keepalive_timeout`` seconds, not even to a ``$ping`` sent halfway
+    through that silence, is taken for frozen: its calls fail with `SidecarError` and it is
+    replaced (``None`` turns this off, e.g. while a debugger holds the sidecar; docs/timeouts.md).
 
     ``handlers`` maps names to the Python functions the sidecar may call (``gotask.CallHost`` in
     Go; see `GoTask.register`, which adds more later). ``config`` is what ``gotask.Config`` reads
@@ -286,6 +290,7 @@ async def open_gotask(
     _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
     _check_seconds("shutdown_grace", shutdown_grace, positive=False)
     _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
+    _check_keepalive(keepalive_timeout)
     registry = Handlers(handlers)
     if config is not None:
         registry.provide_config(config)
@@ -356,6 +361,7 @@ async def open_gotask(
             max_inflight=max_inflight,
             restart=restart,
             handlers=registry,
+            keepalive_timeout=keepalive_timeout,
         )
         await nursery.start(supervisor.run)
         try:
@@ -381,6 +387,7 @@ async def connect_gotask(
     protocol: Wire = "gotask",
     resolve_interval: float = DEFAULT_RESOLVE_INTERVAL,
     idempotent: Collection[str] = (),
+    keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
 ) -> AsyncIterator[GoTask]:
     """Yield a `GoTask` for a sidecar started elsewhere (``./app -address ADDR -standalone``).
 
@@ -396,7 +403,9 @@ async def connect_gotask(
     ``connect_timeout`` bounds each connection's opening and greeting. More connections are
     opened as load needs them, up to ``pool_size``. Arguments that cannot work (an address that is
     neither, TLS on a Unix socket, a limit out of range) raise `ValueError` or `TypeError` at once.
-    ``handlers``, ``config`` and ``max_host_calls`` are as for `open_gotask`.
+    ``handlers``, ``config``, ``max_host_calls`` and ``keepalive_timeout`` are as for
+    `open_gotask`: a sidecar that stops answering (frozen, or behind a network path that went
+    dark) fails its connections' calls after ``keepalive_timeout`` seconds instead of holding them.
 
     ``address`` may also be a list of addresses, one per sidecar (on other hosts, say): each call
     goes to the one in rotation with the fewest calls in flight. One that cannot be reached, or
@@ -460,6 +469,7 @@ async def connect_gotask(
     _check_seconds("connect_timeout", connect_timeout, positive=True)
     _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
     _check_seconds("resolve_interval", resolve_interval, positive=True)
+    _check_keepalive(keepalive_timeout)
     if isinstance(idempotent, str) or not all(isinstance(m, str) for m in idempotent):
         raise TypeError(f"idempotent must be a collection of method names (str), not {idempotent!r}")
     _check_protocol(protocol, secret=secret, ssl_context=ssl_context, handlers=handlers, config=config)
@@ -497,6 +507,7 @@ async def connect_gotask(
                 max_inflight=max_inflight,
                 explain=lost_without_explanation,
                 handlers=registry,
+                keepalive_timeout=keepalive_timeout,
             )
 
         backend: Remote | Endpoints
@@ -531,6 +542,11 @@ def _check_protocol(protocol: object, **given: object) -> None:
             f"GoTask's goridge format has no {', '.join(lacking)}: drop them, or use protocol='gotask' "
             "with a sidecar built on this project's Go library"
         )
+
+
+def _check_keepalive(value: object) -> None:
+    if value is not None:
+        _check_seconds("keepalive_timeout", value, positive=True)
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:

@@ -30,6 +30,7 @@ from ._goridge import GoridgeProtocol
 from ._handlers import Handlers, error_map, log_record
 from ._protocol import Call, ClientProtocol, Drained, GoingAway, HostCall, HostCancel, HostLog
 from ._transport import Opened, PeerClosed, open_channel
+from ._wire import MAX_MSGID
 
 
 async def deadline_unless_cancelled() -> float:
@@ -48,6 +49,12 @@ async def deadline_unless_cancelled() -> float:
 # How long a closing connection lets its writer finish the frames it began. Only a peer that has
 # stopped reading makes it wait; it then gets half a frame, as it would without the wait.
 _FINISH_WRITING: Final = 1.0
+
+# A peer that sends host calls faster than it reads their answers: the reader stops reading while
+# this many bytes of answers are unsent, so that what the client holds stays bounded.
+MAX_UNSENT_ANSWERS: Final = 1 << 20
+
+DEFAULT_KEEPALIVE_TIMEOUT: Final = 20.0
 
 _WENT_AWAY: Final = error_factory(
     SidecarError, "the sidecar is shutting down: it asked for no more calls on this connection ($goaway)"
@@ -91,7 +98,16 @@ class Connection:
     Host calls (the sidecar calling ``handlers``) run as tasks of `run`'s nursery, each under the
     Go caller's deadline and cancelled by its ``$cancel``; the reader only starts them, so a slow
     or stuck handler never holds up the connection. The greeting announced how many may run at
-    once (`Opened.max_host_calls`); the protocol answers ``busy`` past that.
+    once (`Opened.max_host_calls`); the protocol answers ``busy`` past that. While more than
+    `MAX_UNSENT_ANSWERS` bytes of answers wait to be written (a sidecar that calls and does not
+    read), the reader stops reading, so that the sidecar feels the backpressure, not the client's
+    memory.
+
+    Keepalive: with ``keepalive_timeout`` (seconds) and a sidecar whose ``$hello`` says it answers
+    ``$ping``, a connection on which the sidecar has said nothing for half of it is sent a
+    ``$ping``; if the sidecar still says nothing by the end of it, the sidecar is taken for frozen
+    (or the path to it for broken): the connection fails with `SidecarError`, as if it had closed.
+    Any bytes count as life, so a busy connection is never pinged.
     """
 
     def __init__(
@@ -104,6 +120,7 @@ class Connection:
         on_broken: Callable[[Connection], None] | None = None,
         on_going_away: Callable[[Connection], None] | None = None,
         handlers: Handlers | None = None,
+        keepalive_timeout: float | None = None,
     ) -> None:
         self._channel = open_channel(opened.stream)
         self._protocol: ClientProtocol | GoridgeProtocol
@@ -140,6 +157,13 @@ class Connection:
         was waiting for a slot gets, inside `Unsent`."""
         self._on_going_away = on_going_away
         self._cancel_scope = trio.CancelScope()
+        self._keepalive_timeout = keepalive_timeout if opened.hello.ping else None
+        self._reads = 0
+        """Reads that returned bytes: the keepalive's sign of life, cheaper than the clock."""
+        self._unsent_answers = 0
+        """Bytes of answers queued (gathered from the protocol's `take_answer_bytes`) and not yet
+        written: what the reader's backpressure counts."""
+        self._answers_written = trio.lowlevel.ParkingLot()
         self.load = 0
         """Callers currently inside `call` on this connection."""
 
@@ -203,7 +227,9 @@ class Connection:
     def _write_alone(self) -> None:
         """Write the only call's request here and now, saving the writer's wake-up; hand the
         writer what the stream did not take."""
-        chunks = self._protocol.data_to_send()
+        protocol = self._protocol
+        chunks = protocol.data_to_send()
+        self._unsent_answers += protocol.take_answer_bytes()
         send_now = self._channel.send_now
         for i, chunk in enumerate(chunks):
             sent = send_now(chunk)
@@ -211,6 +237,9 @@ class Connection:
                 self._unsent = [memoryview(chunk)[sent:], *chunks[i + 1 :]]
                 self._wake_writer()
                 return
+        if self._unsent_answers:
+            self._unsent_answers = 0
+            self._answers_written.unpark_all()
 
     @trio.lowlevel.enable_ki_protection
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -221,6 +250,8 @@ class Connection:
                     self._nursery = nursery  # where host calls' handlers run
                     nursery.start_soon(self._guard, self._read_loop)
                     nursery.start_soon(self._guard, self._write_loop)
+                    if self._keepalive_timeout is not None:
+                        nursery.start_soon(self._keepalive)
                     task_status.started()
         finally:
             self.fail(error_factory(SidecarError, "the connection to the sidecar was closed"))
@@ -283,9 +314,41 @@ class Connection:
                     await self._writer_idle.park()
                 chunks, self._unsent = self._unsent, []
                 self._writer_busy = True
-                for chunk in chunks + protocol.data_to_send():
+                chunks += protocol.data_to_send()
+                self._unsent_answers += protocol.take_answer_bytes()
+                answers = self._unsent_answers  # every answer counted so far is in this batch
+                for chunk in chunks:
                     await send_all(chunk)
                 self._writer_busy = False
+                if answers:
+                    self._unsent_answers -= answers
+                    self._answers_written.unpark_all()
+
+    async def _keepalive(self) -> None:
+        """Ping a silent sidecar; fail the connection if it stays silent for keepalive_timeout."""
+        assert isinstance(self._protocol, ClientProtocol) and self._keepalive_timeout is not None
+        timeout = self._keepalive_timeout
+        half = timeout / 2
+        token = 0
+        while True:
+            reads = self._reads
+            await trio.sleep(half)
+            if self._reads != reads:
+                continue
+            token = token + 1 if token < MAX_MSGID else 0
+            self._protocol.ping(token)
+            self._wake_writer()
+            await trio.sleep(half)
+            if self._reads == reads:
+                self.fail(
+                    error_factory(
+                        SidecarError,
+                        f"the sidecar said nothing for {timeout:g} s, not even to a $ping "
+                        "(keepalive_timeout): it is frozen or overloaded, or the network path to it "
+                        "is broken; the connection was closed",
+                    )
+                )
+                return
 
     def _stop_writing(self) -> None:
         if self._stopping:
@@ -302,6 +365,11 @@ class Connection:
         channel = self._channel
         self._dispatch()  # replies that came with the greeting
         while True:
+            while True:
+                self._unsent_answers += protocol.take_answer_bytes()
+                if self._unsent_answers <= MAX_UNSENT_ANSWERS:
+                    break
+                await self._answers_written.park()
             buffer = protocol.receive_buffer()
             if buffer is None:
                 data = await channel.receive_some(protocol.read_size)
@@ -316,6 +384,7 @@ class Connection:
                     protocol.receive_eof()
                     raise PeerClosed
                 protocol.received_into(count)
+            self._reads += 1
             self._dispatch()
 
     def _dispatch(self) -> None:

@@ -245,5 +245,8 @@ class GoridgeProtocol(CallTable):
     def send_response(self, msgid: int, error: dict[str, Any] | None, result: Any = None) -> None:
         raise AssertionError("goridge has no host calls")
 
+    def take_answer_bytes(self) -> int:
+        return 0  # no host calls: nothing is ever answered
+
     def _forget(self) -> None:
         self._outgoing.clear()

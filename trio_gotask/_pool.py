@@ -49,6 +49,7 @@ class Pool:
         max_inflight: int,
         explain: Explain,
         handlers: Handlers | None = None,
+        keepalive_timeout: float | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"pool_size must be at least 1, not {size}")
@@ -59,6 +60,7 @@ class Pool:
         self._max_inflight = max_inflight
         self._explain = explain
         self._handlers = handlers
+        self._keepalive_timeout = keepalive_timeout
         self._connections: list[Connection] = []
         self._heavy: collections.Counter[Connection] = collections.Counter()
         """The heavy calls in flight on each connection."""
@@ -179,6 +181,7 @@ class Pool:
                 on_broken=self._forget,
                 on_going_away=self._going_away,
                 handlers=self._handlers,
+                keepalive_timeout=self._keepalive_timeout,
             )
             await self._nursery.start(connection.run)
             self.opened += 1

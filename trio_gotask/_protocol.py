@@ -26,6 +26,7 @@ from ._wire import (
     LARGE_BYTES,
     LOG,
     MAX_MSGID,
+    PING,
     REFUSED,
     RESPONSE,
     Decoder,
@@ -320,6 +321,8 @@ class ClientProtocol(CallTable):
         self.max_host_calls: Final = max_host_calls
         self._host_calls: set[int] = set()
         """The msgids of the host calls running (not yet answered)."""
+        self._answer_bytes = 0
+        """The size of the answers queued since the last `take_answer_bytes`."""
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -373,6 +376,11 @@ class ClientProtocol(CallTable):
             msgid = msgid + 1 if msgid < MAX_MSGID else 0
             if msgid not in self._calls:
                 return msgid
+
+    def ping(self, token: int) -> None:
+        """Queue a ``$ping`` (only for a sidecar whose ``$hello`` said it answers one)."""
+        ping = self._encoder.ping(token)
+        self._outgoing.append((None, frame_header(len(ping)), ping, b""))
 
     def _cancel(self, call: Call) -> None:
         cancel = self._encoder.cancel(call.msgid)
@@ -470,6 +478,10 @@ class ClientProtocol(CallTable):
                     out.append(GOING_AWAY)
                 elif message.method == DRAINED:
                     out.append(SIDECAR_DRAINED)
+                elif message.method == PING:
+                    token = message.params
+                    if type(token) is int and 0 <= token <= MAX_MSGID:
+                        self._queue_answer(self._encoder.pong(token))
                 elif not self.max_host_calls:
                     pass
                 elif message.method == CANCEL:
@@ -521,7 +533,19 @@ class ClientProtocol(CallTable):
                 "message": f"the result is {len(payload)} bytes encoded; the sidecar accepts {self.max_request}",
             }
             payload = self._encoder.response(msgid, error, None)
+        self._queue_answer(payload)
+
+    def _queue_answer(self, payload: bytes) -> None:
+        self._answer_bytes += len(payload)
         self._outgoing.append((None, frame_header(len(payload)), payload, b""))
+
+    def take_answer_bytes(self) -> int:
+        """How many bytes of answers (to host calls, and ``$pong``) were queued since the last
+        call: the I/O layer counts them as unsent until it has written what `data_to_send`
+        handed out, and stops reading while they are too many (a peer that sends host calls and
+        never reads the answers must not grow the client without limit)."""
+        count, self._answer_bytes = self._answer_bytes, 0
+        return count
 
     @property
     def host_calls(self) -> int:

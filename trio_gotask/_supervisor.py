@@ -110,6 +110,7 @@ class Supervisor(Generic[P]):
         max_inflight: int,
         restart: RestartPolicy | None,
         handlers: Handlers | None = None,
+        keepalive_timeout: float | None = None,
     ) -> None:
         self._nursery = nursery
         self._new_sidecar = new_sidecar
@@ -119,6 +120,7 @@ class Supervisor(Generic[P]):
         self._max_inflight = max_inflight
         self._policy = restart
         self._handlers = handlers
+        self._keepalive_timeout = keepalive_timeout
         self._current: Generation[P] | None = None
         self.current_pool: Pool | None = None
         """The running sidecar's pool; ``None`` while none runs (looked up on every call)."""
@@ -224,4 +226,5 @@ class Supervisor(Generic[P]):
             max_inflight=self._max_inflight,
             explain=explain,
             handlers=self._handlers,
+            keepalive_timeout=self._keepalive_timeout,
         )

@@ -34,6 +34,8 @@ REFUSED: Final = "$refused"
 LOG: Final = "$log"
 GOAWAY: Final = "$goaway"
 DRAINED: Final = "$drained"
+PING: Final = "$ping"
+PONG: Final = "$pong"
 MAX_MSGID: Final = 2**32 - 1
 
 _HEADER = struct.Struct(">I")
@@ -78,6 +80,8 @@ class Hello:
     """The largest frame it accepts: requests must not be larger."""
     max_inflight: int
     """The most calls it runs at once on the connection: a client sends no more."""
+    ping: bool = False
+    """Whether it answers ``$ping`` (keepalive); older sidecars do not say so, and are not asked."""
 
 
 def parse_hello(params: Any) -> Hello:
@@ -97,7 +101,7 @@ def parse_hello(params: Any) -> Hello:
         if type(value) is not int or value < low:
             raise _bad(f"$hello {key} must be an integer of at least {low}", params, code="handshake")
         limits.append(value)
-    return Hello(version, limits[0], limits[1])
+    return Hello(version, limits[0], limits[1], params.get("ping") is True)
 
 
 def frame_header(length: int) -> bytes:
@@ -157,12 +161,20 @@ class Encoder:
         return self._packer.pack([NOTIFICATION, CANCEL, msgid])  # type: ignore[no-any-return]
 
     def hello(self, max_frame_size: int, max_host_calls: int = 0) -> bytes:
-        """The client's ``$hello``: the largest frame it accepts, which bounds the replies, and
-        how many host calls it runs at once (announced only when it takes any)."""
-        params = {"version": PROTOCOL_VERSION, "max_frame_size": max_frame_size}
+        """The client's ``$hello``: the largest frame it accepts, which bounds the replies, how
+        many host calls it runs at once (announced only when it takes any), and that it answers
+        ``$ping``."""
+        params: dict[str, Any] = {"version": PROTOCOL_VERSION, "max_frame_size": max_frame_size}
         if max_host_calls:
             params["max_host_calls"] = max_host_calls
+        params["ping"] = True
         return self._packer.pack([NOTIFICATION, HELLO, params])  # type: ignore[no-any-return]
+
+    def ping(self, token: int) -> bytes:
+        return self._packer.pack([NOTIFICATION, PING, token])  # type: ignore[no-any-return]
+
+    def pong(self, token: int) -> bytes:
+        return self._packer.pack([NOTIFICATION, PONG, token])  # type: ignore[no-any-return]
 
     def response(self, msgid: int, error: dict[str, Any] | None, result: Any) -> bytes:
         """The payload of the client's response to a host call; raises like `request` for a

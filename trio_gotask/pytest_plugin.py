@@ -47,7 +47,15 @@ _PROCESS_OPTIONS: Final = frozenset(
     {"args", "env", "transport", "startup_timeout", "shutdown_grace", "max_frame_size"}
 )
 _CONNECTION_OPTIONS: Final = frozenset(
-    {"pool_size", "max_frame_size", "max_inflight", "handlers", "config", "max_host_calls"}
+    {
+        "pool_size",
+        "max_frame_size",
+        "max_inflight",
+        "handlers",
+        "config",
+        "max_host_calls",
+        "keepalive_timeout",
+    }
 )
 
 
@@ -100,8 +108,8 @@ def gotask_fixture(
     dies, the test it died in and the later tests of its scope fail, saying so. It takes the
     options that start a process (``args``, ``env``, ``transport`` "unix" or "tcp",
     ``startup_timeout``, ``shutdown_grace``) and those of each test's connections (``pool_size``,
-    ``max_frame_size``, ``max_inflight``, ``handlers``, ``config``, ``max_host_calls``); not
-    ``restart`` nor ``protocol``.
+    ``max_frame_size``, ``max_inflight``, ``handlers``, ``config``, ``max_host_calls``,
+    ``keepalive_timeout``); not ``restart`` nor ``protocol``.
 
     ``address`` instead connects each test to a sidecar started elsewhere (by you, by a debugger),
     with `~trio_gotask.connect_gotask` and its keyword arguments as ``options`` (``secret``,
