@@ -143,7 +143,9 @@ outlives it needs a context of its own.
 
 A deadline of ctx becomes the handler's deadline, and when ctx is done before
 the reply, CallHost returns ctx.Err() at once and the client cancels the
-handler. A handler that raised gives a *HostError whose Type is "error",
+handler. Once ctx is done, or its deadline has passed, CallHost returns
+ctx.Err() even if the client's answer crossed it (the client notices the
+same deadline and may answer "deadline_exceeded" first). A handler that raised gives a *HostError whose Type is "error",
 whose Message is "ExceptionType: text" (its Error() reads "Py.Upper:
 ValueError: bad") and whose Stack holds the last lines of the Python
 traceback; the other Types are those of protocol.md, such as
