@@ -214,8 +214,11 @@ func (c *conn) request(m *message) {
 	c.mu.Unlock()
 	c.handlers.Add(1)
 	s.workers.run(func() {
-		result, werr := invoke(ctx, svc, mt, m.params)
+		result, werr, claimed := invoke(ctx, svc, mt, m.params)
 		cancel()
+		if claimed != "" {
+			s.refusedClaim(m.method, claimed, werr)
+		}
 		c.mu.Lock()
 		if c.pending[m.msgid] == cl {
 			delete(c.pending, m.msgid)

@@ -98,7 +98,13 @@ with microseconds: the nanoseconds past them are dropped.
 
 A non-nil error returned by a method reaches Python as an exception of type
 "error", or of the type named by the error's ErrorType() string method if it
-has one. A method that panics is answered with a "panic" error carrying the
+has one. Types that only the runtime sends, because they say what a method
+cannot say of its own call, are refused: "shutting_down" and "busy" (the call
+did not run, so the client may send it to another sidecar), "not_found",
+"bad_params", "panic", "bad_reply" and "too_large". An error naming one is
+sent as if it named none ("error", or "cancelled" or "deadline_exceeded" when
+it wraps a context's error), and the server's ErrorLog says so, once per
+method and type. A method that panics is answered with a "panic" error carrying the
 panic value and a short stack; the sidecar keeps serving.
 
 A method taking a context.Context sees it cancelled when the Python caller is
