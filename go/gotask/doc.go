@@ -121,7 +121,9 @@ connection (default 1024). Each connection announces that limit, and its
 MaxFrameSize, in its first frame ($hello), and the client keeps to them. The
 sidecar never stops reading a connection because calls are running, so a
 cancellation always gets through; a request past the limit, from a client that
-ignored it, is answered "busy" at once. Every request gets exactly one reply:
+ignored it, is answered "busy" at once. For the same reason it answers a
+client's keepalive ping ($ping, announced in the $hellos) at once, whatever the
+calls are doing, and during a shutdown too. Every request gets exactly one reply:
 one that cannot be encoded, or that the client could not hold, becomes a
 "bad_reply" or "too_large" error, and an error too long for the client's frame
 limit is shortened to fit.
