@@ -60,6 +60,21 @@ GO_FAULTS: list[tuple[str, str, str]] = [
     ("SIGTERM with calls in flight", "calls finish within the grace period; exit 0", "TestSidecarTCP"),
     ("stdin EOF (the parent is gone)", "exit 0, socket file and folder removed", "TestSidecarUnix"),
     ("random input to the frame and message decoder", "never a panic (go test -fuzz)", "FuzzReadMessage"),
+    (
+        "a Go method's error whose ErrorType() claims a runtime type (shutting_down, busy, not_found, ...)",
+        "sent as error, with its message; logged once per method and type; the call is not re-sent",
+        "TestServerRuntimeErrorTypes",
+    ),
+    (
+        "a $ping while every -max-inflight slot is held, or during shutdown; a $ping whose token is no integer",
+        "a $pong with the same token, at once; a bad token ignored, the connection stays",
+        "TestServerPing",
+    ),
+    (
+        "the client's deadline_exceeded (or result) crossing the end of a host call's context",
+        "gotask.CallHost returns ctx.Err(), as documented",
+        "TestHostCallContextWinsACrossedAnswer",
+    ),
 ]
 
 

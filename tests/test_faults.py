@@ -83,6 +83,24 @@ async def test_sigkill_mid_call_fails_every_call_promptly(sidecar: str, transpor
 
 
 @pytest.mark.fault(
+    fault="a local sidecar frozen (SIGSTOP) under calls without deadlines",
+    sees="SidecarError 'said nothing for 3 s' after keepalive_timeout; calls work again once it resumes",
+)
+async def test_a_frozen_sidecar_fails_its_calls_after_keepalive_timeout(sidecar: str) -> None:
+    async with open_gotask(sidecar, keepalive_timeout=3) as gt:
+        assert gt.pid is not None
+        assert await gt.call("App.Hi", "before") == {"hello": "before"}
+        os.kill(gt.pid, signal.SIGSTOP)
+        try:
+            with trio.fail_after(HANG), pytest.raises(SidecarError, match=r"said nothing for 3 s"):
+                await gt.call("App.Hi", "frozen")  # no deadline: only the keepalive ends it
+        finally:
+            os.kill(gt.pid, signal.SIGCONT)
+        with trio.fail_after(HANG):
+            assert await gt.call("App.Hi", "after") == {"hello": "after"}
+
+
+@pytest.mark.fault(
     fault="sidecar dies, restart policy on", sees="in-flight calls fail once; later calls succeed"
 )
 async def test_restart_policy_brings_it_back_without_retrying(sidecar: str) -> None:

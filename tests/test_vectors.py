@@ -130,6 +130,8 @@ def test_client_request_cancel_and_hello_match_vectors() -> None:
         ("notification_hello_client_host_calls", enc.hello(64 * 1024 * 1024, 64)),
         ("response_host_call", enc.response(5, None, "REASNO")),
         ("response_host_call_error", enc.response(6, {"type": "error", "message": "ValueError: no"}, None)),
+        ("notification_ping", enc.ping(7)),
+        ("notification_pong", enc.pong(7)),
     ]:
         assert (frame_header(len(payload)) + payload).hex() == by_name[name]
 
@@ -187,4 +189,12 @@ def test_the_sidecars_hello_parses() -> None:
     decoder.receive_data(bytes.fromhex(vector["hex"]))
     message = decoder.next_message()
     assert isinstance(message, Notification)
-    assert parse_hello(message.params) == Hello(2, 64 * 1024 * 1024, 1024)
+    assert parse_hello(message.params) == Hello(2, 64 * 1024 * 1024, 1024, ping=True)
+
+
+def test_a_ping_vector_is_answered_with_the_pong_vector() -> None:
+    by_name = {v["name"]: bytes.fromhex(v["hex"]) for v in MESSAGES}
+    protocol = ClientProtocol(Hello(PROTOCOL_VERSION, 1 << 20, 8), max_frame_size=1 << 20, max_inflight=8)
+    protocol.receive_data(by_name["notification_ping"] + by_name["notification_pong"])
+    assert protocol.events() == []
+    assert b"".join(protocol.data_to_send()) == by_name["notification_pong"]

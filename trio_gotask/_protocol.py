@@ -480,7 +480,7 @@ class ClientProtocol(CallTable):
                     out.append(SIDECAR_DRAINED)
                 elif message.method == PING:
                     token = message.params
-                    if type(token) is int and 0 <= token <= MAX_MSGID:
+                    if type(token) is int and 0 <= token < 2**64:
                         self._queue_answer(self._encoder.pong(token))
                 elif not self.max_host_calls:
                     pass

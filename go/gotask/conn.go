@@ -45,6 +45,10 @@ type conn struct {
 	hostNext  uint32               // the next msgid to try
 	hostErr   error                // why the connection ended, once it did
 	hostDone  chan struct{}        // closed when hostErr is set
+
+	// clientPings records that the client's $hello announced "ping": it
+	// answers a $ping (protocol.md, Keepalive). The sidecar sends none yet.
+	clientPings atomic.Bool
 }
 
 // call is a running call, kept in pending for a $cancel to reach.
@@ -151,16 +155,22 @@ func (c *conn) readLoop(accepted bool) error {
 	}
 }
 
-// notification acts on $cancel and $hello, and ignores any other.
+// notification acts on $cancel, $ping and $hello, and ignores any other.
 func (c *conn) notification(m *message) {
 	switch m.method {
 	case "$cancel":
+	case "$ping":
+		c.pong(m.params)
+		return
 	case "$hello":
 		if limit, ok := helloFrameLimit(m.params); ok {
 			c.replyLimit.Store(limit)
 		}
 		if n := helloHostCalls(m.params); n > 0 {
 			c.takeHostCalls(n)
+		}
+		if helloPing(m.params) {
+			c.clientPings.Store(true)
 		}
 		return
 	default:
@@ -177,6 +187,23 @@ func (c *conn) notification(m *message) {
 	if cl != nil {
 		cl.cancel()
 	}
+}
+
+// pong answers a $ping with [2, "$pong", token], queued from the reader like
+// the replies it sends at once: it waits for no call, slot or shutdown, only,
+// like them, for room in the write queue when the client does not read (which
+// bounds the memory a flood of pings can take). A token that is not a
+// non-negative integer is ignored, as a $cancel's msgid is.
+func (c *conn) pong(params []byte) {
+	cur := cursor{b: params}
+	token, ok := cur.uint()
+	if !ok {
+		return
+	}
+	e := getEncBuf()
+	e.appendToken("$pong", token)
+	e.frame()
+	c.send(e)
 }
 
 // request answers a request at once (shutting_down, not_found, busy) or
@@ -214,8 +241,11 @@ func (c *conn) request(m *message) {
 	c.mu.Unlock()
 	c.handlers.Add(1)
 	s.workers.run(func() {
-		result, werr := invoke(ctx, svc, mt, m.params)
+		result, werr, claimed := invoke(ctx, svc, mt, m.params)
 		cancel()
+		if claimed != "" {
+			s.refusedClaim(m.method, claimed, werr)
+		}
 		c.mu.Lock()
 		if c.pending[m.msgid] == cl {
 			delete(c.pending, m.msgid)

@@ -51,8 +51,9 @@ func timeoutDuration(sec float64) time.Duration {
 }
 
 // invoke decodes the params, calls the method and returns its reply value or
-// the wire error to send instead.
-func invoke(ctx context.Context, svc *service, mt *methodType, params []byte) (result any, werr *wireError) {
+// the wire error to send instead. claimed is the runtime's type that the
+// method's error named and was refused (see callError), or "".
+func invoke(ctx context.Context, svc *service, mt *methodType, params []byte) (result any, werr *wireError, claimed string) {
 	var argv reflect.Value
 	var target any
 	base := mt.argType
@@ -65,7 +66,7 @@ func invoke(ctx context.Context, svc *service, mt *methodType, params []byte) (r
 		argv = p.Elem()
 	}
 	if err := decodeValue(params, target); err != nil {
-		return nil, &wireError{Type: "bad_params", Message: err.Error()}
+		return nil, &wireError{Type: "bad_params", Message: err.Error()}, ""
 	}
 	replyv := reflect.New(mt.replyType.Elem())
 	// As net/rpc does, a map or slice reply starts empty rather than nil, so
@@ -79,7 +80,7 @@ func invoke(ctx context.Context, svc *service, mt *methodType, params []byte) (r
 
 	defer func() {
 		if r := recover(); r != nil {
-			result, werr = nil, &wireError{Type: "panic", Message: fmt.Sprint(r), Stack: panicStack()}
+			result, werr, claimed = nil, &wireError{Type: "panic", Message: fmt.Sprint(r), Stack: panicStack()}, ""
 		}
 	}()
 	var in []reflect.Value
@@ -90,9 +91,10 @@ func invoke(ctx context.Context, svc *service, mt *methodType, params []byte) (r
 	}
 	out := mt.method.Func.Call(in)
 	if e, _ := out[0].Interface().(error); e != nil {
-		return nil, callError(e)
+		werr, claimed = callError(e)
+		return nil, werr, claimed
 	}
-	return replyv.Elem().Interface(), nil
+	return replyv.Elem().Interface(), nil, ""
 }
 
 // panicStack returns a few frames of the panicking goroutine, starting at the
@@ -122,16 +124,56 @@ func panicStack() string {
 	return strings.TrimSuffix(b.String(), "\n")
 }
 
-// callError is the wire error for an error a handler returned.
-func callError(err error) *wireError {
+// runtimeTypes are the error types only the runtime sends, each with what it
+// tells the client (protocol.md section 2): a method's error cannot claim
+// them. The client acts on some (shutting_down and busy make it send the call
+// elsewhere, since the sidecar did not run it), and the others too say what
+// the method cannot truthfully say about its own call. cancelled and
+// deadline_exceeded are not among them: a method reports them by returning
+// its context's error, and they mean the same whoever says them.
+var runtimeTypes = map[string]string{
+	"shutting_down": "the sidecar did not run the call, and the client may send it to another",
+	"busy":          "the sidecar did not run the call, and the client may send it to another",
+	"not_found":     "no method of that name is registered",
+	"bad_params":    "the argument does not fit the method, which did not run",
+	"panic":         "the method panicked",
+	"bad_reply":     "the method's reply cannot be carried",
+	"too_large":     "the method's reply is larger than the client accepts",
+}
+
+// callError is the wire error for an error a method returned: of the type its
+// ErrorType() names, else "cancelled" or "deadline_exceeded" when it wraps a
+// context's error, else "error". A type in runtimeTypes is not taken: the
+// error is sent as if it named none, and claimed returns that type.
+func callError(err error) (werr *wireError, claimed string) {
 	var typed interface{ ErrorType() string }
-	switch {
-	case errors.As(err, &typed) && typed.ErrorType() != "":
-		return &wireError{Type: typed.ErrorType(), Message: err.Error()}
-	case errors.Is(err, context.Canceled):
-		return &wireError{Type: "cancelled", Message: err.Error()}
-	case errors.Is(err, context.DeadlineExceeded):
-		return &wireError{Type: "deadline_exceeded", Message: err.Error()}
+	if errors.As(err, &typed) {
+		if t := typed.ErrorType(); t != "" {
+			if _, reserved := runtimeTypes[t]; !reserved {
+				return &wireError{Type: t, Message: err.Error()}, ""
+			}
+			claimed = t
+		}
 	}
-	return &wireError{Type: "error", Message: err.Error()}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return &wireError{Type: "cancelled", Message: err.Error()}, claimed
+	case errors.Is(err, context.DeadlineExceeded):
+		return &wireError{Type: "deadline_exceeded", Message: err.Error()}, claimed
+	}
+	return &wireError{Type: "error", Message: err.Error()}, claimed
+}
+
+// methodClaim is a method and the runtime's type its error claimed.
+type methodClaim struct{ method, typ string }
+
+// refusedClaim logs, once per method and type, that the error of method
+// claimed typ, a type only the runtime sends, and what was sent instead. The
+// methods are those registered, so the lines are bounded.
+func (s *Server) refusedClaim(method, typ string, sent *wireError) {
+	if _, seen := s.claims.LoadOrStore(methodClaim{method, typ}, struct{}{}); seen {
+		return
+	}
+	s.logf("%s returned an error whose ErrorType() is %q, a type only the runtime sends (it tells the client that %s); it was sent as %q. Give the error a type of your own (logged once for this method and type)",
+		method, typ, runtimeTypes[typ], sent.Type)
 }

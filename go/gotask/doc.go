@@ -98,7 +98,13 @@ with microseconds: the nanoseconds past them are dropped.
 
 A non-nil error returned by a method reaches Python as an exception of type
 "error", or of the type named by the error's ErrorType() string method if it
-has one. A method that panics is answered with a "panic" error carrying the
+has one. Types that only the runtime sends, because they say what a method
+cannot say of its own call, are refused: "shutting_down" and "busy" (the call
+did not run, so the client may send it to another sidecar), "not_found",
+"bad_params", "panic", "bad_reply" and "too_large". An error naming one is
+sent as if it named none ("error", or "cancelled" or "deadline_exceeded" when
+it wraps a context's error), and the server's ErrorLog says so, once per
+method and type. A method that panics is answered with a "panic" error carrying the
 panic value and a short stack; the sidecar keeps serving.
 
 A method taking a context.Context sees it cancelled when the Python caller is
@@ -115,7 +121,9 @@ connection (default 1024). Each connection announces that limit, and its
 MaxFrameSize, in its first frame ($hello), and the client keeps to them. The
 sidecar never stops reading a connection because calls are running, so a
 cancellation always gets through; a request past the limit, from a client that
-ignored it, is answered "busy" at once. Every request gets exactly one reply:
+ignored it, is answered "busy" at once. For the same reason it answers a
+client's keepalive ping ($ping, announced in the $hellos) at once, whatever the
+calls are doing, and during a shutdown too. Every request gets exactly one reply:
 one that cannot be encoded, or that the client could not hold, becomes a
 "bad_reply" or "too_large" error, and an error too long for the client's frame
 limit is shortened to fit.
@@ -143,7 +151,9 @@ outlives it needs a context of its own.
 
 A deadline of ctx becomes the handler's deadline, and when ctx is done before
 the reply, CallHost returns ctx.Err() at once and the client cancels the
-handler. A handler that raised gives a *HostError whose Type is "error",
+handler. Once ctx is done, or its deadline has passed, CallHost returns
+ctx.Err() even if the client's answer crossed it (the client notices the
+same deadline and may answer "deadline_exceeded" first). A handler that raised gives a *HostError whose Type is "error",
 whose Message is "ExceptionType: text" (its Error() reads "Py.Upper:
 ValueError: bad") and whose Stack holds the last lines of the Python
 traceback; the other Types are those of protocol.md, such as

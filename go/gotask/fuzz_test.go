@@ -145,9 +145,11 @@ func FuzzServeConn(f *testing.F) {
 		}
 		accepted, data := data[0]&1 == 1, data[1:]
 
-		// What the server should have read: requests up to the first error.
+		// What the server should have read: requests and pings up to the first error.
 		want := map[uint32]int{}
 		wantN := 0
+		pongs := map[uint64]int{}
+		pongsN := 0
 		r := bytes.NewReader(data)
 		authed := !accepted
 		for {
@@ -170,6 +172,11 @@ func FuzzServeConn(f *testing.F) {
 			if m.typ == typeRequest {
 				want[m.msgid]++
 				wantN++
+			}
+			cur := cursor{b: m.params}
+			if token, ok := cur.uint(); ok && m.typ == typeNotification && m.method == "$ping" {
+				pongs[token]++
+				pongsN++
 			}
 		}
 
@@ -198,6 +205,16 @@ func FuzzServeConn(f *testing.F) {
 			if err == nil && m.typ == typeNotification && (m.method == "$hello" || m.method == "$refused") {
 				continue
 			}
+			if err == nil && m.typ == typeNotification && m.method == "$pong" {
+				cur := cursor{b: m.params}
+				if token, ok := cur.uint(); !ok || pongs[token] == 0 {
+					t.Fatalf("$pong %x, to no $ping (or too often)", m.params)
+				} else {
+					pongs[token]--
+					pongsN--
+				}
+				continue
+			}
 			if err != nil || m.typ != typeResponse {
 				t.Fatalf("server wrote %v, %v; want a response", m, err)
 			}
@@ -209,6 +226,9 @@ func FuzzServeConn(f *testing.F) {
 		}
 		if gotN != wantN {
 			t.Fatalf("%d responses to %d requests", gotN, wantN)
+		}
+		if pongsN != 0 {
+			t.Fatalf("%d $ping not answered", pongsN)
 		}
 	})
 }

@@ -89,6 +89,10 @@ var runServer atomic.Pointer[Server]
 // when the client takes no host calls, an error wrapping ErrHostGone when the
 // connection closed first, and ctx.Err() as soon as ctx is done: the client's
 // handler is then cancelled. A deadline of ctx becomes the handler's deadline.
+// Once ctx is done (or its deadline has passed), CallHost returns ctx.Err(),
+// whatever answer crossed it: the client's deadline_exceeded or cancelled,
+// which it sends when it notices the same deadline first, or even a result,
+// which is then not stored in reply.
 //
 // Called from a method with the context the method received (or one derived
 // from it), the call goes over the connection the method's call came in on,
@@ -236,14 +240,14 @@ func (c *conn) callHost(ctx context.Context, method string, arg, reply any) erro
 
 	select {
 	case r := <-hc.done:
-		return hostReply(method, r, reply)
+		return answered(ctx, method, r, reply)
 	case <-ctx.Done():
 	}
 	c.hmu.Lock()
 	if c.hostCalls[id] != hc {
-		// The reply (or the connection's end) came as ctx ended: take it.
+		// The reply (or the connection's end) came as ctx ended.
 		c.hmu.Unlock()
-		return hostReply(method, <-hc.done, reply)
+		return answered(ctx, method, <-hc.done, reply)
 	}
 	hc.abandoned = true
 	c.hmu.Unlock()
@@ -311,6 +315,25 @@ func (c *conn) sendCancel(msgid uint32) {
 	enc.EncodeString("$cancel")
 	enc.EncodeUint(uint64(msgid))
 	c.sendNow(e)
+}
+
+// answered is CallHost's error for a host call that got its result r. Once
+// ctx is done, ctx.Err() wins over an answer that crossed its end (the
+// client's own deadline_exceeded, most often, as both sides keep the same
+// deadline), and reply is left alone: CallHost promises ctx.Err(). A deadline
+// the clock has passed counts even before ctx's timer fired: it is due, and
+// is waited for. The connection's end still wins (see doneErr).
+func answered(ctx context.Context, method string, r hostResult, reply any) error {
+	if r.err == nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+	}
+	return hostReply(method, r, reply)
 }
 
 // hostReply turns a host call's result into CallHost's error, decoding the

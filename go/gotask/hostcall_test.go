@@ -616,3 +616,111 @@ func TestSidecarHostCalls(t *testing.T) {
 		t.Errorf("Nest: %q %v", s, err)
 	}
 }
+
+// lateCtx is a context whose deadline passes when the test calls expire, and
+// whose timer fires late, as a real one can under load: only when asked, at
+// the next call of Err (firesOnErr) or of Done. That opens, at will, the
+// window in which the client's answer to a host call (its own
+// deadline_exceeded, say) reaches CallHost before ctx is done.
+type lateCtx struct {
+	context.Context
+	err        error // what Err returns once the timer fired
+	firesOnErr bool
+
+	mu       sync.Mutex
+	deadline time.Time
+	expired  bool
+	done     chan struct{}
+}
+
+func newLateCtx(err error, firesOnErr bool) *lateCtx {
+	return &lateCtx{Context: context.Background(), err: err, firesOnErr: firesOnErr,
+		deadline: time.Now().Add(time.Hour), done: make(chan struct{})}
+}
+
+// expire makes the deadline pass: Deadline is in the past from now on, and
+// the timer fires at the next Err or Done.
+func (c *lateCtx) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expired = true
+	c.deadline = time.Now().Add(-time.Millisecond)
+}
+
+func (c *lateCtx) fire() {
+	if c.expired && !isClosed(c.done) {
+		close(c.done)
+	}
+}
+
+func (c *lateCtx) Deadline() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deadline, c.err == context.DeadlineExceeded
+}
+
+func (c *lateCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.firesOnErr {
+		c.fire()
+	}
+	return c.done
+}
+
+func (c *lateCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.firesOnErr {
+		c.fire()
+	}
+	if isClosed(c.done) {
+		return c.err
+	}
+	return nil
+}
+
+// TestHostCallContextWinsACrossedAnswer: when the client's answer crosses the
+// end of ctx (its deadline passed, or it was cancelled, just as the client
+// answered deadline_exceeded, cancelled, or even a result), CallHost returns
+// ctx.Err(), as it promises, and leaves reply alone.
+func TestHostCallContextWinsACrossedAnswer(t *testing.T) {
+	srv, _, _ := newHostServer(t)
+	c, _ := serveHost(t, srv, map[string]any{"max_host_calls": 4})
+	answers := []struct {
+		werr   map[string]any
+		result any
+	}{
+		{map[string]any{"type": "deadline_exceeded", "message": "Py.X: the Go caller's deadline passed"}, nil},
+		{map[string]any{"type": "cancelled", "message": "Py.X: the Go caller cancelled the call"}, nil},
+		{nil, "a result"},
+	}
+	for _, ctxErr := range []error{context.DeadlineExceeded, context.Canceled} {
+		for _, firesOnErr := range []bool{true, false} {
+			if ctxErr == context.Canceled && !firesOnErr {
+				continue // without a deadline, nothing says ctx ends but ctx itself
+			}
+			for _, a := range answers {
+				ctx := newLateCtx(ctxErr, firesOnErr)
+				errc := make(chan error, 1)
+				reply := "untouched"
+				go func() { errc <- srv.CallHost(ctx, "Py.X", nil, &reply) }()
+				m := c.next()
+				wantRequest(t, m, "Py.X")
+				ctx.expire()
+				c.respond(m.msgid, a.werr, a.result)
+				if err := <-errc; err != ctxErr || err != ctx.Err() {
+					t.Errorf("%v (timer fires on Err: %v), the client answered %v %v: got %v, want ctx.Err()",
+						ctxErr, firesOnErr, a.werr, a.result, err)
+				}
+				if reply != "untouched" {
+					t.Errorf("reply set to %q", reply)
+				}
+			}
+		}
+	}
+	c.ping()
+	if len(c.inbox) != 0 {
+		t.Errorf("the sidecar sent %+v: an answered call needs no $cancel", <-c.inbox)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // ProtocolVersion is the version of the wire protocol this package speaks.
@@ -293,20 +295,53 @@ func helloHostCalls(params []byte) int {
 	return 0
 }
 
+// helloPing reports whether a client's $hello params announce "ping": true,
+// that the client answers a $ping. Any other value counts as no.
+func helloPing(params []byte) bool {
+	c := cursor{b: params}
+	n, ok := c.mapLen()
+	if !ok {
+		return false
+	}
+	for i := 0; i < n; i++ {
+		if key, ok := c.str(); !ok || key != "ping" {
+			if !ok {
+				c.raw()
+			}
+			c.raw()
+			continue
+		}
+		return c.b[c.p] == msgpcode.True
+	}
+	return false
+}
+
 // appendHello encodes the sidecar's first frame on a connection,
-// [2, "$hello", {"version", "max_frame_size", "max_inflight"}], into e.
+// [2, "$hello", {"version", "max_frame_size", "max_inflight", "ping": true}],
+// into e.
 func (e *encBuf) appendHello(maxFrame uint32, maxInflight int) {
 	enc := e.enc
 	enc.EncodeArrayLen(3)
 	enc.EncodeUint(typeNotification)
 	enc.EncodeString("$hello")
-	enc.EncodeMapLen(3)
+	enc.EncodeMapLen(4)
 	enc.EncodeString("version")
 	enc.EncodeUint(ProtocolVersion)
 	enc.EncodeString("max_frame_size")
 	enc.EncodeUint(uint64(maxFrame))
 	enc.EncodeString("max_inflight")
 	enc.EncodeUint(uint64(maxInflight))
+	enc.EncodeString("ping")
+	enc.EncodeBool(true)
+}
+
+// appendToken encodes [2, method, token] ($ping, $pong) into e.
+func (e *encBuf) appendToken(method string, token uint64) {
+	enc := e.enc
+	enc.EncodeArrayLen(3)
+	enc.EncodeUint(typeNotification)
+	enc.EncodeString(method)
+	enc.EncodeUint(token)
 }
 
 // appendNotification encodes [2, method, text] into e.

@@ -30,8 +30,10 @@ type Server struct {
 	// means DefaultMaxInflight.
 	MaxInflight int
 	// ErrorLog receives one line per connection closed for a protocol error
-	// or turned away before its first request (TLS handshake, Secret).
-	// Nil means standard error with the prefix "gotask: ".
+	// or turned away before its first request (TLS handshake, Secret), and
+	// one per method and type when a method's error claims a type only the
+	// runtime sends (see "Errors, cancellation and deadlines" in the package
+	// documentation). Nil means standard error with the prefix "gotask: ".
 	ErrorLog *log.Logger
 	// Secret, when not empty, is the shared secret every connection accepted
 	// by Serve must present before anything else: its first frame must be the
@@ -55,6 +57,7 @@ type Server struct {
 	replyWait time.Duration
 
 	services sync.Map // name -> *service
+	claims   sync.Map // methodClaim -> struct{}: the refused ones logged (refusedClaim)
 
 	baseCtx    context.Context
 	baseCancel context.CancelFunc

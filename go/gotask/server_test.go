@@ -29,6 +29,12 @@ type typedErr struct{}
 func (typedErr) Error() string     { return "I'm a teapot" }
 func (typedErr) ErrorType() string { return "teapot" }
 
+// claimErr is an error whose ErrorType is its own text.
+type claimErr string
+
+func (e claimErr) Error() string     { return "I claim " + string(e) }
+func (e claimErr) ErrorType() string { return string(e) }
+
 func (s *Svc) Block(ctx context.Context, _ any, r *int) error {
 	n := s.running.Add(1)
 	defer s.running.Add(-1)
@@ -43,6 +49,8 @@ func (s *Svc) Block(ctx context.Context, _ any, r *int) error {
 }
 
 func (s *Svc) Teapot(_ any, _ *any) error               { return typedErr{} }
+func (s *Svc) Claim(typ string, _ *any) error           { return fmt.Errorf("wrapped: %w", claimErr(typ)) }
+func (s *Svc) Claim2(typ string, _ *any) error          { return claimErr(typ) }
 func (s *Svc) Wrapped(_ any, _ *any) error              { return errors.Join(errors.New("x"), context.Canceled) }
 func (s *Svc) Unencodable(_ any, r *any) error          { *r = make(chan int); return nil }
 func (s *Svc) NilSlice(_ any, r *[]string) error        { *r = nil; return nil }
@@ -129,6 +137,41 @@ func TestServerErrors(t *testing.T) {
 	var got time.Time
 	if err := c.call("Svc.TimePtr", now, &got); err != nil || !got.Equal(now) {
 		t.Errorf("time: %v %v", got, err)
+	}
+}
+
+// TestServerRuntimeErrorTypes: a method's error cannot claim a type that only
+// the runtime sends, and that the client acts on (shutting_down makes it send
+// the call to another sidecar: a method that ran would run twice). Such an
+// error reaches the client as "error", with its text, and is logged once per
+// method and type; the types a method reports by returning its context's
+// error, and types of its own, reach the client as they are.
+func TestServerRuntimeErrorTypes(t *testing.T) {
+	srv, logBuf := newTestServer(t, newSvc())
+	c, _ := serve(t, srv)
+	reserved := []string{"shutting_down", "busy", "not_found", "bad_params", "bad_reply", "too_large", "panic"}
+	for _, typ := range reserved {
+		for _, method := range []string{"Svc.Claim", "Svc.Claim2"} {
+			for range 2 {
+				err := c.call(method, typ, nil)
+				var re *remoteError
+				if !errors.As(err, &re) || re.Type != "error" || !strings.HasSuffix(re.Message, "I claim "+typ) {
+					t.Errorf("%s claiming %s: %v, want an error of type error with the method's text", method, typ, err)
+				}
+			}
+			line := fmt.Sprintf("%s returned an error whose ErrorType() is %q", method, typ)
+			if n := strings.Count(logBuf.String(), line); n != 1 {
+				t.Errorf("%q logged %d times, want once:\n%s", line, n, logBuf.String())
+			}
+		}
+	}
+	for _, typ := range []string{"cancelled", "deadline_exceeded", "error", "teapot", "Busy"} {
+		if err := c.call("Svc.Claim", typ, nil); errType(err) != typ {
+			t.Errorf("claiming %s: %v", typ, err)
+		}
+	}
+	if n := strings.Count(logBuf.String(), "\n"); n != 2*len(reserved) {
+		t.Errorf("%d lines logged, want %d:\n%s", n, 2*len(reserved), logBuf.String())
 	}
 }
 

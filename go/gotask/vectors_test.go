@@ -424,6 +424,35 @@ func TestVectorHello(t *testing.T) {
 	}
 }
 
+// TestVectorKeepalive: the sidecar encodes $ping and $pong as the vectors,
+// and reads the client's $hellos as announcing that it answers pings.
+func TestVectorKeepalive(t *testing.T) {
+	byName := map[string][]byte{}
+	for _, v := range loadVectors(t, "messages.json") {
+		byName[v.Name] = mustHex(t, v.Hex)
+	}
+	for _, name := range []string{"ping", "pong"} {
+		e := getEncBuf()
+		e.appendToken("$"+name, 7)
+		if got, _ := e.frame(); !bytes.Equal(got, byName["notification_"+name]) {
+			t.Errorf("$%s %x, want %x", name, got, byName["notification_"+name])
+		}
+	}
+	for _, name := range []string{"notification_hello_client", "notification_hello_client_host_calls"} {
+		payload, err := readFrame(bytes.NewReader(byName[name]), DefaultMaxFrameSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := parseMessage(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !helloPing(m.params) {
+			t.Errorf("%s does not announce ping", name)
+		}
+	}
+}
+
 // TestVectorHostCalls: the sidecar's host-call request encoder gives the bytes
 // of the vector, and the client's $hello vector announces its host calls.
 func TestVectorHostCalls(t *testing.T) {

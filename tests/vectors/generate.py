@@ -144,10 +144,14 @@ MESSAGES: list[tuple[str, Any, bool]] = [
     ("notification_cancel", [2, "$cancel", 42], True),
     (
         "notification_hello_sidecar",
-        [2, "$hello", {"version": 2, "max_frame_size": 67108864, "max_inflight": 1024}],
+        [2, "$hello", {"version": 2, "max_frame_size": 67108864, "max_inflight": 1024, "ping": True}],
         False,  # a map of several keys: TestVectorHello checks the sidecar's own bytes
     ),
-    ("notification_hello_client", [2, "$hello", {"version": 2, "max_frame_size": 67108864}], False),
+    (
+        "notification_hello_client",
+        [2, "$hello", {"version": 2, "max_frame_size": 67108864, "ping": True}],
+        False,
+    ),
     ("notification_refused", [2, "$refused", "authentication failed: wrong secret"], True),
     ("notification_goaway", [2, "$goaway", "the sidecar is shutting down"], True),
     (
@@ -157,7 +161,7 @@ MESSAGES: list[tuple[str, Any, bool]] = [
     ),
     (
         "notification_hello_client_host_calls",
-        [2, "$hello", {"version": 2, "max_frame_size": 67108864, "max_host_calls": 64}],
+        [2, "$hello", {"version": 2, "max_frame_size": 67108864, "max_host_calls": 64, "ping": True}],
         False,
     ),
     ("request_host_call", [0, 5, "Py.Upper", "reasno", {"timeout": 1.5}], True),
@@ -172,6 +176,8 @@ MESSAGES: list[tuple[str, Any, bool]] = [
         ],
         False,
     ),
+    ("notification_ping", [2, "$ping", 7], True),
+    ("notification_pong", [2, "$pong", 7], True),
     ("notification_unknown", [2, "$future", [1, 2]], True),
 ]
 
