@@ -157,6 +157,18 @@ async def test_go_error(gt: GoTask) -> None:
     assert "no such user" in str(exc)
 
 
+@pytest.mark.parametrize("claimed", ["shutting_down", "busy"])  # every type: TestServerRuntimeErrorTypes
+async def test_a_method_error_cannot_claim_a_type_of_the_runtime(gt: GoTask, claimed: str) -> None:
+    with pytest.raises(RemoteError) as info:
+        await gt.call("App.FailTyped", {"type": claimed, "message": "from the method"})
+    assert type(info.value) is RemoteError and info.value.type == "error"
+    assert "from the method" in str(info.value)
+    assert await gt.call("App.FailedTyped") == 1  # run once: not re-sent as a call Go never ran
+    with pytest.raises(RemoteError) as custom:
+        await gt.call("App.FailTyped", {"type": "out_of_stock", "message": "none left"})
+    assert custom.value.type == "out_of_stock"
+
+
 async def test_panic_keeps_the_sidecar_serving(gt: GoTask) -> None:
     with pytest.raises(PanicError) as info:
         await gt.call("App.Panic", "oops")

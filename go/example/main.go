@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trio-gotask/trio-gotask/go/gotask"
@@ -159,6 +160,32 @@ func (a *App) Grid(n int, r *map[[2]int]int) error {
 // Fail returns an error with message msg.
 func (a *App) Fail(msg string, r *any) error {
 	return errors.New(msg)
+}
+
+// typedError is an error that names its type, as users' errors do with an
+// ErrorType method.
+type typedError struct{ kind, msg string }
+
+func (e typedError) Error() string     { return e.msg }
+func (e typedError) ErrorType() string { return e.kind }
+
+// FailTyped returns an error whose ErrorType() is args.Type, to show what a
+// client receives when a method's error claims a type of the runtime's own.
+func (a *App) FailTyped(args struct {
+	Type    string `msgpack:"type"`
+	Message string `msgpack:"message"`
+}, r *any) error {
+	failedTyped.Add(1)
+	return typedError{args.Type, args.Message}
+}
+
+// failedTyped counts the runs of FailTyped.
+var failedTyped atomic.Int64
+
+// FailedTyped says how many times FailTyped ran.
+func (a *App) FailedTyped(_ any, r *int64) error {
+	*r = failedTyped.Load()
+	return nil
 }
 
 // FailRepeated returns an error whose message is s repeated n times: longer
