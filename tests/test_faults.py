@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from freeze import frozen
 from standalone import standalone
 from timing import HANG
 
@@ -90,12 +91,10 @@ async def test_a_frozen_sidecar_fails_its_calls_after_keepalive_timeout(sidecar:
     async with open_gotask(sidecar, keepalive_timeout=3) as gt:
         assert gt.pid is not None
         assert await gt.call("App.Hi", "before") == {"hello": "before"}
-        os.kill(gt.pid, signal.SIGSTOP)
-        try:
-            with trio.fail_after(HANG), pytest.raises(SidecarError, match=r"said nothing for 3 s"):
-                await gt.call("App.Hi", "frozen")  # no deadline: only the keepalive ends it
-        finally:
-            os.kill(gt.pid, signal.SIGCONT)
+        with trio.fail_after(HANG):
+            async with frozen(gt.pid):
+                with pytest.raises(SidecarError, match=r"said nothing for 3 s"):
+                    await gt.call("App.Hi", "frozen")  # no deadline: only the keepalive ends it
         with trio.fail_after(HANG):
             assert await gt.call("App.Hi", "after") == {"hello": "after"}
 
