@@ -19,16 +19,15 @@ def _state(pid: int) -> str:
 
 
 async def wait_stopped(pid: int) -> None:
-    """Return once process ``pid`` is stopped (SIGSTOP delivered)."""
+    """Return once process ``pid`` is stopped (SIGSTOP delivered), or has exited (not reaping it)."""
+    flags = os.WSTOPPED | os.WEXITED | os.WNOWAIT
     try:  # a child of ours: the kernel tells us, without polling
-        await trio.to_thread.run_sync(
-            os.waitid, os.P_PID, pid, os.WSTOPPED | os.WNOWAIT, abandon_on_cancel=True
-        )
+        await trio.to_thread.run_sync(os.waitid, os.P_PID, pid, flags, abandon_on_cancel=True)
         return
     except ChildProcessError:
         pass
     while True:  # not ours: no event says so, so this polls /proc
-        if _state(pid) in ("T", "t"):
+        if _state(pid) in ("T", "t", "Z", "X"):
             return
         await trio.sleep(0.001)
 

@@ -1,6 +1,7 @@
 """connect_gotask with several addresses: sidecars started with -standalone on distinct loopback
 addresses (127.0.0.2, 127.0.0.3), as on several hosts; one killed, one stopped gracefully, one
-brought back; a DNS name (a test resolver) whose addresses change; idempotent calls re-sent."""
+brought back, one frozen (SIGSTOP) and resumed; a DNS name (a test resolver) whose addresses
+change; idempotent calls re-sent."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import socket
 import ssl
 from collections import Counter
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +18,13 @@ import pytest
 import trio
 import trio.testing
 import trustme
-from standalone import standalone
+from freeze import frozen
+from standalone import Standalone, standalone
 from timing import HANG
 
 from trio_gotask import GoTask, SidecarError, connect_gotask
-from trio_gotask._endpoints import FIRST_BACKOFF, MAX_BACKOFF, dns_name, resolve
+from trio_gotask import _endpoints as endpoints_module
+from trio_gotask._endpoints import FIRST_BACKOFF, MAX_BACKOFF, STRIKES, dns_name, resolve
 from trio_gotask._transport import open_stream
 
 pytestmark = pytest.mark.slow  # several sidecars at once: the newest Python only
@@ -164,6 +168,125 @@ async def test_an_endpoint_that_comes_back_rejoins_the_rotation(
                 assert any("back in rotation" in r.getMessage() for r in caplog.records)
         finally:
             await gt_context.__aexit__(None, None, None)
+
+
+def frozen_sidecar(sidecar: Standalone) -> AbstractAsyncContextManager[None]:
+    """``sidecar`` stopped with SIGSTOP (its kernel still accepts and acknowledges), and resumed
+    on the way out, whatever happened."""
+    return frozen(sidecar.process.pid)
+
+
+async def hold_one_on(gt: GoTask, nursery: trio.Nursery, busy: Standalone) -> None:
+    """Pin a call that never ends by itself on ``busy``, so that a call made alone goes to the
+    other, the less loaded. (Ties go round from a random start: a pin that lands on the other
+    is cancelled, by hand, and another is started.)"""
+
+    async def pin(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await gt.call("App.Slow", FOREVER)
+
+    while True:
+        scope: trio.CancelScope = await nursery.start(pin)
+        await trio.testing.wait_all_tasks_blocked()
+        if {e.address: e.in_flight for e in gt.statistics().endpoints}[busy.address]:
+            return
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+
+
+async def deadline_passes(gt: GoTask) -> bool:
+    """Make one call under a short deadline; whether the deadline passed. The deadline is no
+    measure of speed: the call goes to a frozen sidecar, which never answers by itself."""
+    with trio.move_on_after(0.05) as scope:
+        await gt.call("App.Pid")
+    return scope.cancelled_caught
+
+
+@pytest.mark.fault(
+    fault="one of several endpoints frozen (SIGSTOP, a hung host): its kernel accepts and acknowledges",
+    sees="the deadline of each call sent there; 3 in a row take it out of rotation (stalled), later calls go to the others",
+)
+async def test_a_frozen_endpoint_leaves_the_rotation_once_deadlines_pass_there(
+    sidecar: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Out of rotation for longer than the test, however slow the machine: every later call must
+    # go to b, none probing a.
+    monkeypatch.setattr(endpoints_module, "FIRST_BACKOFF", HANG)
+    async with (
+        standalone(sidecar, "-address", "127.0.0.2:0") as a,
+        standalone(sidecar, "-address", "127.0.0.3:0") as b,
+        connect_gotask([a.address, b.address]) as gt,
+        trio.open_nursery() as nursery,
+    ):
+        await hold_one_on(gt, nursery, b)  # each call made alone below goes to a
+        async with frozen_sidecar(a):
+            with trio.fail_after(HANG):
+                for _ in range(STRIKES - 1):
+                    assert await deadline_passes(gt)
+                assert states(gt)[a.address] == "up"  # not yet: a deadline may just be short
+                assert await deadline_passes(gt)
+            assert states(gt) == {a.address: "stalled", b.address: "up"}
+            assert await pids(gt, 50) == {b.process.pid: 50}
+            assert any(
+                f"the sidecar at {a.address} is out of rotation" in r.getMessage()
+                and "calls ran out of time there" in r.getMessage()
+                for r in caplog.records
+            )
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.fault(
+    fault="a frozen endpoint resumed (SIGCONT)",
+    sees="nothing: after its rest one call tries it (a second deadline while frozen doubles the rest); answered, it rejoins",
+)
+async def test_a_frozen_endpoint_that_resumes_rejoins_the_rotation(
+    sidecar: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_gotask")
+    async with (
+        standalone(sidecar, "-address", "127.0.0.2:0") as a,
+        standalone(sidecar, "-address", "127.0.0.3:0") as b,
+        connect_gotask([a.address, b.address]) as gt,
+        trio.open_nursery() as nursery,
+    ):
+        await hold_one_on(gt, nursery, b)
+        with trio.fail_after(HANG):
+            async with frozen_sidecar(a):
+                for _ in range(STRIKES):
+                    assert await deadline_passes(gt)
+                assert states(gt)[a.address] == "stalled"
+                # Its rest ends (the client's clock, which nothing but waiting moves): one call
+                # at a time tries it, and the others go to b meanwhile.
+                await trio.sleep(FIRST_BACKOFF)
+                answered: list[int] = []
+                waiting: set[trio.CancelScope] = set()
+                four = trio.Event()
+
+                async def call() -> None:
+                    with trio.CancelScope() as scope:
+                        waiting.add(scope)
+                        answered.append(await gt.call("App.Pid"))
+                        waiting.discard(scope)
+                        if len(answered) == 4:
+                            four.set()
+
+                async with trio.open_nursery() as calls:
+                    for _ in range(5):
+                        calls.start_soon(call)
+                    await four.wait()
+                    (probe,) = waiting  # the one trying a, which never answers
+                    probe.deadline = trio.current_time()  # so its deadline passes there
+                assert answered == [b.process.pid] * 4
+                (stats,) = (e for e in gt.statistics().endpoints if e.address == a.address)
+                assert (stats.state, stats.failures) == ("stalled", 2)  # out again, for twice as long
+            await trio.sleep(FIRST_BACKOFF * 2)
+            assert await gt.call("App.Pid") == a.process.pid  # the call that tries it, answered
+        assert states(gt) == {a.address: "up", b.address: "up"}
+        assert any(
+            f"the sidecar at {a.address} is back in rotation" in r.getMessage() for r in caplog.records
+        )
+        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.fault(fault="every endpoint unreachable", sees="SidecarError saying why, at connect_gotask")

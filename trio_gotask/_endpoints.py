@@ -1,7 +1,8 @@
 """Several sidecars started elsewhere, one pool each, as one `Backend`: each call goes to the
-least-loaded endpoint in rotation; one that cannot be reached, or is shutting down, leaves the
-rotation for a while, and the call goes to another. DNS names (``dns:host:port``) stand for
-every address they resolve to, and are resolved again from time to time."""
+least-loaded endpoint in rotation; one that cannot be reached, is shutting down, or fails calls in
+a row (deadlines passed with no answer, connections lost) leaves the rotation for a while, and the
+call goes to another. DNS names (``dns:host:port``) stand for every address they resolve to, and
+are resolved again from time to time."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any, Final, Literal, final
 import trio
 
 from ._connection import Connection, Unsent
-from ._errors import GoTaskError, ShuttingDown, SidecarError
+from ._errors import GoTaskError, ProtocolError, RemoteError, ShuttingDown, SidecarError
 from ._pool import Pool, is_heavy
 from ._transport import check_address
 
@@ -29,8 +30,18 @@ DEFAULT_RESOLVE_INTERVAL: Final = 30.0
 RESOLVE_GAP: Final = 1.0
 """The least time between two resolutions of the names: an endpoint failing asks for one sooner."""
 DNS_PREFIXES: Final = ("dns:///", "dns:")
+STRIKES: Final = 3
+"""Calls failed in a row at an endpoint in rotation that take it out (see `Endpoints`)."""
+_CANCELLED_SAYS_WHY: Final = hasattr(trio.Cancelled, "source")
+"""Whether `trio.Cancelled` says a deadline caused it (trio 0.31 and later); before, a call reads
+its deadline first, which costs about a microsecond."""
 
-State = Literal["up", "down", "draining"]
+State = Literal["up", "down", "draining", "stalled"]
+_WHY_OUT: Final[dict[State, str]] = {
+    "down": "unreachable",
+    "draining": "shutting down",
+    "stalled": "calls ran out of time there",
+}
 
 
 @dataclass(frozen=True)
@@ -40,13 +51,16 @@ class EndpointStatistics:
     address: str
     """The sidecar, as ``host:port``."""
     state: State
-    """``up`` (in rotation), ``down`` (unreachable) or ``draining`` (shutting down: it sent ``$goaway``, or answered ``shutting_down``)."""
+    """``up`` (in rotation); out of rotation: ``down`` (unreachable, or its connections were
+    lost with calls in flight), ``draining`` (shutting down: it sent ``$goaway``, or answered
+    ``shutting_down``) or ``stalled`` (calls' deadlines passed there while it answered nothing:
+    a frozen or hung sidecar)."""
     connections: int
     """Open connections to this sidecar."""
     in_flight: int
     """Calls running on this sidecar now, including callers waiting for a free slot on it."""
     failures: int
-    """Times in a row it could not be reached or was shutting down."""
+    """Times in a row it left the rotation; a call that succeeds there sets it to 0."""
     source: str = ""
     """What it came from: the address as given, or the ``dns:`` name it resolved from."""
 
@@ -58,6 +72,14 @@ class Name:
     text: str
     host: str
     port: int
+
+
+def _by_deadline(cancelled: trio.Cancelled, deadline: float) -> bool:
+    """Whether ``cancelled`` came from a deadline rather than a scope cancelled by hand; on a
+    trio that does not say, whether ``deadline`` (read before the call) has passed."""
+    if _CANCELLED_SAYS_WHY:
+        return getattr(cancelled, "source", None) == "deadline"
+    return -math.inf < deadline <= trio.current_time()
 
 
 def dns_name(address: str) -> Name | None:
@@ -114,6 +136,15 @@ class Endpoint:
         self.incidents = 0
         """Times it left the rotation: a call that succeeds puts it back only if it did not
         leave while the call ran."""
+        self.strikes = 0
+        """Calls failed in a row here: deadlines passed with no answer, connections lost."""
+        self.answered = 0
+        """Calls it answered (with a result or a Go error), ever."""
+        self.probes = 0
+        """Calls in flight that were sent while it was out of rotation: after its rest, one at a
+        time tries it."""
+        self.choosing = 0
+        """Callers waiting for a connection to it to open: counted as its load."""
 
     def statistics(self) -> EndpointStatistics:
         return EndpointStatistics(
@@ -144,6 +175,14 @@ class Endpoints:
     all fail it raises the last error. A call in flight when its connection breaks fails with
     `SidecarError` and is never re-sent, unless its method is one of ``idempotent``: then it is
     sent once to each other endpoint in turn, as a refused call is.
+
+    Outlier ejection: a call whose connection is lost in flight, or whose caller's deadline
+    passes while it is in flight there and the sidecar answered no other call meanwhile, is a
+    strike against the endpoint; `STRIKES` in a row (any call it answers resets the count) take
+    it out of rotation as above, ``down`` or ``stalled``, unless it is the last one in rotation.
+    A sidecar that is frozen (SIGSTOP, a hung host) still has its kernel accept and acknowledge,
+    so only deadlines, or a connection declared dead, show it. After its rest, one call at a time
+    tries an endpoint that is out; its first success puts it back, a strike takes it out again.
 
     ``names`` are resolved by `start`, and again every ``resolve_interval`` seconds by `watch`
     (sooner, but at most once a second, after an endpoint of theirs fails): an address that
@@ -250,33 +289,55 @@ class Endpoints:
             tried.append(endpoint)
             pool = endpoint.pool
             incidents = endpoint.incidents
+            answered = endpoint.answered
+            probe = endpoint.state != "up"
+            if probe:
+                endpoint.probes += 1
+            deadline = math.inf if _CANCELLED_SAYS_WHY else trio.current_effective_deadline()
             try:
-                connection: Connection = pool.only or await pool.choose(heavy)
-            except GoTaskError as exc:  # no connection: nothing was sent
-                if self._closed:
+                try:
+                    connection: Connection = pool.only or await self._choose(endpoint, heavy)
+                except GoTaskError as exc:  # no connection: nothing was sent
+                    if self._closed:
+                        raise
+                    self._out(endpoint, "down", exc)
+                    failure = exc
+                    continue
+                try:
+                    result = await pool.call_on(connection, method, arg, heavy)
+                except ShuttingDown as exc:  # refused, not run
+                    self._out(endpoint, "draining", exc)
+                    failure = exc
+                    continue
+                except RemoteError:
+                    self._answered(endpoint)
                     raise
-                self._out(endpoint, "down", exc)
-                failure = exc
-                continue
-            try:
-                result = await pool.call_on(connection, method, arg, heavy)
-            except ShuttingDown as exc:  # refused, not run
-                self._out(endpoint, "draining", exc)
-                failure = exc
-                continue
-            except Unsent as exc:  # its connection broke before it was sent
-                failure = exc.error
-                continue
-            except SidecarError as exc:  # lost in flight: Go may have run it
-                if method not in self._idempotent or self._closed:
-                    raise
-                logger.info("re-sending %s, lost at %s: %s", method, endpoint.address, exc)
-                failure = exc
-                continue
+                except Unsent as exc:  # its connection broke before it was sent
+                    failure = exc.error
+                    continue
+                except (SidecarError, ProtocolError) as exc:  # lost in flight: Go may have run it
+                    if self._closed:
+                        raise
+                    self._failed(endpoint, "down", exc)
+                    if method not in self._idempotent or isinstance(exc, ProtocolError):
+                        raise
+                    logger.info("re-sending %s, lost at %s: %s", method, endpoint.address, exc)
+                    failure = exc
+                    continue
+            except trio.Cancelled as exc:
+                if isinstance(exc.__context__, RemoteError):  # Go's deadline_exceeded lost the race
+                    self._answered(endpoint)
+                elif endpoint.answered == answered and _by_deadline(exc, deadline):
+                    self._failed(endpoint, "stalled", "a call's deadline passed there with no answer")
+                raise
             finally:
+                if probe:
+                    endpoint.probes -= 1
                 if endpoint.retired and not pool.in_flight:
                     self._retiring.discard(endpoint)
                     pool.close()
+            endpoint.answered += 1
+            endpoint.strikes = 0
             if endpoint.state != "up" and endpoint.incidents == incidents:  # not out since it began
                 logger.info("the sidecar at %s is back in rotation", endpoint.address)
                 endpoint.state, endpoint.failures = "up", 0
@@ -285,10 +346,26 @@ class Endpoints:
             raise SidecarError(f"no sidecar to call: {self.address} resolve to no address now")
         raise failure from failure.__cause__
 
+    @staticmethod
+    async def _choose(endpoint: Endpoint, heavy: bool) -> Connection:
+        """`Pool.choose`, counted in ``endpoint.choosing`` while it waits for a connection."""
+        endpoint.choosing += 1
+        try:
+            return await endpoint.pool.choose(heavy)
+        finally:
+            endpoint.choosing -= 1
+
+    @staticmethod
+    def _answered(endpoint: Endpoint) -> None:
+        """It answered a call (strikes count failures in a row)."""
+        endpoint.answered += 1
+        endpoint.strikes = 0
+
     def _pick(self, tried: list[Endpoint]) -> Endpoint | None:
         """The endpoint a call tries next, of those not ``tried``: the least-loaded in rotation,
         ties going round in turn (so that calls spread when each has few in flight, as when many
-        clients each make a few), else the one out of rotation that is back soonest."""
+        clients each make a few), or one out of rotation whose rest is over and that no other
+        call is trying; else the one out of rotation that is back soonest."""
         endpoints = self._endpoints
         count = len(endpoints)
         if not count:
@@ -305,11 +382,11 @@ class Endpoints:
             if endpoint.state != "up":
                 if now is None:
                     now = trio.current_time()
-                if endpoint.back_at > now:
+                if endpoint.back_at > now or endpoint.probes:
                     if soonest is None or endpoint.back_at < soonest.back_at:
                         soonest = endpoint
                     continue
-            load = endpoint.pool.in_flight
+            load = endpoint.pool.in_flight + endpoint.choosing
             if load < least:
                 best, least = endpoint, load
         return best or soonest
@@ -322,17 +399,36 @@ class Endpoints:
         backoff = min(FIRST_BACKOFF * 2**endpoint.failures, MAX_BACKOFF)
         endpoint.failures += 1
         endpoint.incidents += 1
+        endpoint.strikes = 0
         endpoint.state = state
         endpoint.back_at = trio.current_time() + backoff
         logger.warning(
             "the sidecar at %s is out of rotation for %.1f s (%s): %s",
             endpoint.address,
             backoff,
-            "shutting down" if state == "draining" else "unreachable",
+            _WHY_OUT[state],
             str(why).splitlines()[0],
         )
         if any(source != endpoint.address for source in endpoint.sources):  # from a name
             self._resolve_soon.set()
+
+    def _failed(self, endpoint: Endpoint, state: State, why: BaseException | str) -> None:
+        """A call in flight at ``endpoint`` lost its connection, or ran out of time while it
+        answered nothing: a strike. `STRIKES` in a row take it out of rotation as ``state``,
+        unless no other endpoint is in rotation (then it is the best there is); one is enough
+        once it is out and its rest is over (the call that tried it failed)."""
+        if endpoint.retired:
+            return
+        endpoint.strikes += 1
+        if endpoint.state == "up":
+            if endpoint.strikes < STRIKES:
+                return
+            if not any(e.state == "up" for e in self._endpoints if e is not endpoint):
+                return
+            why = f"{endpoint.strikes} calls in a row failed there, the last: {why}"
+        elif endpoint.back_at > trio.current_time():
+            return  # resting already: a call sent before it left says nothing new
+        self._out(endpoint, state, why)
 
     # -- names -----------------------------------------------------------------------------------
 

@@ -291,13 +291,15 @@ async def greet(
     secret: str | None,
     initial_data: bytes = b"",
     max_host_calls: int = 0,
+    seen: bytearray | None = None,
 ) -> Opened:
     """Open the protocol on a fresh ``stream``: present ``secret`` (if any) and the client's
     ``$hello``, then read up to the sidecar's ``$hello``.
 
     Raises `Refused` when the sidecar says why it turns the connection away, `PeerClosed` when it
     closes the stream first, and `ProtocolError` when it sends anything else. The stream is not
-    shared yet, so a cancelled greeting leaves nothing to clean up but the stream itself.
+    shared yet, so a cancelled greeting leaves nothing to clean up but the stream itself. The
+    first bytes read (up to `SEEN_BYTES`) are added to ``seen``, for an error to show.
     """
     await stream.send_all(greeting(max_frame_size, secret, max_host_calls))
     decoder = Decoder(max_frame_size)
@@ -306,8 +308,14 @@ async def greet(
         data = await stream.receive_some(_GREETING_READ)
         if not data:
             raise PeerClosed
+        if seen is not None and len(seen) < SEEN_BYTES:
+            seen += data[: SEEN_BYTES - len(seen)]
         decoder.receive_data(data)
     return Opened(stream, hello, decoder.unconsumed(), max_host_calls)
+
+
+SEEN_BYTES: Final = 32
+"""How many of a peer's first bytes a connect error shows."""
 
 
 def socket_connect(
@@ -328,11 +336,14 @@ def socket_connect(
 
     async def connect() -> Opened:
         stream = await _open_or_explain(address, "sidecar", connect_timeout)
+        seen = bytearray()
+        in_tls_handshake = False
         try:
             with trio.fail_after(connect_timeout):
                 if ssl_context is not None:
                     host = server_hostname or parsed.host
                     stream = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=False)
+                    in_tls_handshake = True
                     try:
                         await stream.do_handshake()
                     except trio.BrokenResourceError as exc:
@@ -341,17 +352,29 @@ def socket_connect(
                             f"{exc.__cause__ or exc}. Was it started with -tls-cert and -tls-key, and "
                             "does ssl_context trust its certificate?"
                         ) from exc
+                    in_tls_handshake = False
                 return await greet(
-                    stream, max_frame_size=max_frame_size, secret=secret, max_host_calls=max_host_calls
+                    stream,
+                    max_frame_size=max_frame_size,
+                    secret=secret,
+                    max_host_calls=max_host_calls,
+                    seen=seen,
                 )
         except BaseException as exc:
             await trio.aclose_forcefully(stream)
             if isinstance(exc, SidecarError):
                 raise
+            if isinstance(exc, trio.TooSlowError) and in_tls_handshake:
+                raise SidecarError(
+                    f"the sidecar at {address!r} did not answer the TLS handshake within "
+                    f"{connect_timeout:g} s (connect_timeout): {_SILENT}"
+                ) from exc
             if isinstance(
                 exc, (ProtocolError, Refused, PeerClosed, trio.TooSlowError, trio.BrokenResourceError)
             ):
-                raise _greeting_error(exc, address, secret, ssl_context, connect_timeout, launched) from exc
+                raise _greeting_error(
+                    exc, address, secret, ssl_context, connect_timeout, launched, bytes(seen)
+                ) from exc
             raise
 
     return connect
@@ -442,6 +465,14 @@ def _os_reason(exc: OSError) -> str:
     return str(exc) or type(exc).__name__
 
 
+_SILENT: Final = (
+    "it may be stopped or hung, too busy, or out of file descriptors (its log then says "
+    '"too many open files"), or it is not a trio-gotask sidecar but a server that waits for more '
+    "than the client sent"
+)
+"""What keeps a peer that accepted a connection from saying anything."""
+
+
 def _greeting_error(
     exc: BaseException,
     address: str,
@@ -449,8 +480,10 @@ def _greeting_error(
     ssl_context: ssl.SSLContext | None,
     timeout: float,
     launched: bool,
+    seen: bytes = b"",
 ) -> GoTaskError:
-    """Say what most likely went wrong when a connection ended before the sidecar's $hello."""
+    """Say what went wrong when a connection ended before the sidecar's $hello, from what was
+    seen: ``exc``, and ``seen``, the first bytes the peer sent."""
     where = f"the sidecar at {address!r}"
     if isinstance(exc, Refused):
         reason = str(exc)
@@ -465,17 +498,25 @@ def _greeting_error(
         return SidecarError(f"{where} refused the connection ({reason}){hint}")
     if isinstance(exc, ProtocolError) and exc.code == "handshake":
         return SidecarError(f"{where}: {exc}")  # a $hello, of another version
-    if launched:
-        return SidecarError(f"{where} did not greet the client ({exc})")
+    first = f"its first bytes were {seen!r}" + ("..." if len(seen) == SEEN_BYTES else "")
     if isinstance(exc, trio.TooSlowError):
-        cause = f"it sent no $hello within {timeout} s (connect_timeout)"
+        if not seen:  # a TLS server would have answered or closed at once: it reads first
+            silent = f"{where} accepted the connection but did not answer within {timeout:g} s"
+            return SidecarError(silent if launched else f"{silent} (connect_timeout): {_SILENT}")
+        cause = f"it sent no whole $hello within {timeout:g} s (connect_timeout); {first}"
     elif isinstance(exc, ProtocolError):
-        cause = f"it sent something other than a $hello ({exc})"
+        cause = f"it sent something other than a $hello ({exc}); {first}"
     else:
-        cause = "it closed the connection before its $hello"
+        cause = "it closed the connection before its $hello" + (f"; {first}" if seen else "")
+    if launched:
+        return SidecarError(f"{where} did not greet the client: {cause}")
     likely = []
-    if ssl_context is None:
+    # A Go TLS server closes at once, saying nothing, on reading the client's first frame; others
+    # answer with a TLS alert record (content type 21, version 3.x).
+    if ssl_context is None and (not seen or (seen[0] in (21, 22) and seen[1:2] == b"\x03")):
         likely.append("it speaks TLS (started with -tls-cert): pass ssl_context=")
+    if seen.startswith(b"HTTP/"):
+        likely.append("it is an HTTP server")
     likely.append(
         "it is not a trio-gotask sidecar of protocol version 2 (another server, or one built with an "
         "older gotask package)"
