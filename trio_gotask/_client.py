@@ -246,9 +246,9 @@ async def open_gotask(
     removes), ``"tcp"`` (loopback, a free port) or ``"pipe"`` (the child's stdin and stdout, one
     connection). Up to ``pool_size`` connections (default 1) are opened as load needs them (always
     one for the pipe), each carrying up to ``max_inflight`` calls at once (default 1024), or fewer
-    if the sidecar's ``-max-inflight`` is lower; further callers wait. One connection is as fast as several, since its
-    writer batches every queued frame into one write; more isolate a broken connection's calls and keep a
-    huge frame from delaying small calls behind it. No frame larger than ``max_frame_size`` bytes
+    if the sidecar's ``-max-inflight`` is lower; further callers wait. One connection is as fast as
+    several, since its writer batches every queued frame into one write; more isolate a broken
+    connection's calls and keep a huge frame from delaying small calls behind it. No frame larger than ``max_frame_size`` bytes
     (at least 1024) is accepted, or sent, on either side.
 
     ``startup_timeout`` bounds the wait for the handshake and each connection's greeting: it is

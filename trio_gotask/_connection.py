@@ -255,7 +255,6 @@ class Connection:
             trio.lowlevel.reschedule(call.owner, outcome.Error(error))
         for _ in range(held):
             self._slots.release()  # a waiter wakes, sees the failure and passes its slot on
-        self.given_up = 0
         self._unsent.clear()
         self._cancel_scope.cancel()
         self._stop_writing()
