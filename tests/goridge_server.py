@@ -1,5 +1,7 @@
 """A sidecar shaped like one built with the GoTask library (github.com/hyperf/gotask/v2), built from
-a temporary Go module that fetches real goridge v2.4.6 through the Go module proxy.
+a temporary Go module that fetches real goridge through the Go module proxy: v2.4.4, the version
+GoTask pins, or v2.4.6, the last v2 (`VERSIONS`; they differ in how a ``[]byte`` argument reads a
+JSON body, docs/migrating-from-gotask.md).
 
 GoTask's module is not served by the proxy here, so its server is mimicked, behaviour for
 behaviour: net/rpc with ``rpc.ServeCodec(goridge.NewCodec(conn))`` on each accepted connection,
@@ -15,8 +17,17 @@ Used by the interop tests and by ``benchmarks/bench.py``.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
+
+import trio
+
+from trio_gotask import build_sidecar
+from trio_gotask._build import cache_dir
 
 HOLD = """// Calls of Hold wait until Release: a reply that comes when the test says, its caller gone.
 var (
@@ -83,6 +94,15 @@ func (a *App) Echo(v any, r *any) error {
 func (a *App) Reverse(in []byte, out *[]byte) error {
 	for i := len(in) - 1; i >= 0; i-- {
 		*out = append(*out, in[i])
+	}
+	return nil
+}
+
+// Bytes returns n bytes, each n%256: Bytes(0) is an empty, non-nil []byte.
+func (a *App) Bytes(n int, out *[]byte) error {
+	*out = make([]byte, n)
+	for i := range *out {
+		(*out)[i] = byte(n)
 	}
 	return nil
 }
@@ -175,16 +195,20 @@ func main() {
 """
 )
 
+VERSIONS = ("v2.4.4", "v2.4.6")
+"""The goridge versions the server is built with: GoTask's pin, and the last of goridge v2."""
+
 GO_MOD = """module example.com/goridgeserver
 
 go 1.22
 
 require (
-	github.com/spiral/goridge/v2 v2.4.6
+	github.com/spiral/goridge/v2 {version}
 	github.com/json-iterator/go v1.1.12
 	github.com/modern-go/reflect2 v1.0.2
 )
 """
+"""With the json-iterator and reflect2 versions GoTask users need on Go 1.18 and later."""
 
 
 class ProxyUnreachable(Exception):
@@ -196,12 +220,40 @@ def _unreachable(stderr: str) -> bool:
     return "dial tcp" in lowered or ("proxy" in lowered and "connect" in lowered)
 
 
-def build(folder: Path) -> Path:
-    """Write the module into ``folder``, fetch its requirements, build it; return the binary."""
+def build(folder: Path, version: str = "v2.4.6") -> Path:
+    """Write the module into ``folder`` with goridge ``version`` (one of `VERSIONS`), fetch its
+    requirements, build it; return the binary."""
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {', '.join(VERSIONS)}, not {version!r}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "main.go").write_text(SERVER)
-    (folder / "go.mod").write_text(GO_MOD)
+    (folder / "go.mod").write_text(GO_MOD.format(version=version))
     return _tidy_and_build(folder)
+
+
+def cached_build(version: str = "v2.4.6") -> Path:
+    """`build`, cached across runs as the example sidecar is: the module goes (tidied) into a
+    folder of the per-user cache named by a digest of its files, which `build_sidecar` builds
+    once and then finds built, running no Go. Safe to call from several processes at once."""
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {', '.join(VERSIONS)}, not {version!r}")
+    go_mod = GO_MOD.format(version=version)
+    digest = hashlib.sha256(f"{SERVER}\0{go_mod}".encode()).hexdigest()[:16]
+    folder = cache_dir() / "goridge-server" / f"{version}-{digest}"
+    if not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+        try:
+            (work / "main.go").write_text(SERVER)
+            (work / "go.mod").write_text(go_mod)
+            _tidy(work)
+            os.rename(work, folder)  # whole or not at all; another process may have won the race
+        except OSError:
+            if not folder.exists():
+                raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return trio.run(build_sidecar, folder)
 
 
 GOTASK_APP = (
@@ -274,12 +326,16 @@ def build_with_gotask(folder: Path, gotask_source: Path) -> Path:
     return _tidy_and_build(folder)
 
 
-def _tidy_and_build(folder: Path) -> Path:
+def _tidy(folder: Path) -> None:
     tidy = subprocess.run(["go", "mod", "tidy"], cwd=folder, capture_output=True, text=True, timeout=300)
     if tidy.returncode != 0:
         if _unreachable(tidy.stderr):
             raise ProxyUnreachable(tidy.stderr)
         raise RuntimeError(f"go mod tidy failed in {folder}:\n{tidy.stderr}")
+
+
+def _tidy_and_build(folder: Path) -> Path:
+    _tidy(folder)
     binary = folder / "server"
     subprocess.run(["go", "build", "-o", str(binary), "."], cwd=folder, check=True, timeout=300)
     return binary

@@ -113,6 +113,25 @@ def test_an_empty_frame_ignores_its_length() -> None:
     assert received is not None and (received.flags, received.payload) == (EMPTY, b"")
 
 
+@pytest.mark.parametrize(
+    ("flags", "payload", "result"),
+    [
+        (RAW, b"", b""),  # an empty (or nil) []byte from Go: goridge sends this, PHP gets ''
+        (RAW | EMPTY, b"", b""),  # PHP looks at the raw flag alone
+        (0, b"", None),  # PHP: json_decode('') is null
+        (EMPTY, b"", None),
+        (0, b'""', ""),
+    ],
+    ids=["raw", "raw-and-empty", "nothing", "empty", "json-string"],
+)
+def test_empty_bodies_mean_what_they_mean_to_gotasks_php_client(
+    flags: int, payload: bytes, result: object
+) -> None:
+    pairing = Replies()
+    assert pairing.feed(Frame(CONTROL | RAW, b"App.X" + bytes(8))) is None
+    assert pairing.feed(Frame(flags, payload)) == Reply("App.X", 0, result, None)
+
+
 def test_a_body_that_is_not_json_fails_only_its_call() -> None:
     wire = frame(CONTROL | RAW, b"App.X" + (4).to_bytes(8, "little")) + frame(0, b"{not json")
     (reply,) = replies_from(wire + data("reply_app_hi"))[:1]

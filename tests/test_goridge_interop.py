@@ -1,7 +1,10 @@
-"""GoTask's format against real goridge v2.4.6: the codec, ``connect_gotask(protocol="goridge")``
-and ``open_gotask(protocol="goridge")`` over a Unix socket, TCP and the pipe, with a sidecar shaped
-like GoTask's (tests/goridge_server.py: a Go module made here that serves net/rpc exactly as
-GoTask's server does), and with GoTask's own code when ``GOTASK_SOURCE`` names a checkout of it.
+"""GoTask's format against real goridge, v2.4.4 (GoTask's pin) and v2.4.6: the codec,
+``connect_gotask(protocol="goridge")`` and ``open_gotask(protocol="goridge")`` over a Unix socket,
+TCP and the pipe, with a sidecar shaped like GoTask's (tests/goridge_server.py: a Go module made
+here that serves net/rpc exactly as GoTask's server does), and with GoTask's own code when
+``GOTASK_SOURCE`` names a checkout of it. Outcomes never wait on the clock: tests wait on replies,
+under the HANG guard; the one pause paces attempts to connect to a server that says nothing when
+it is ready.
 """
 
 from __future__ import annotations
@@ -20,17 +23,25 @@ from test_lifecycle import STAY, gone
 from timing import HANG
 
 from trio_gotask import GoTask, RemoteError, RestartPolicy, SidecarError, connect_gotask, open_gotask
-from trio_gotask._goridge import FrameDecoder, Replies, Reply, encode_call
+from trio_gotask._goridge import RAW, Frame, FrameDecoder, Replies, Reply, encode_call
 from trio_gotask._transport import Transport
 
 
+@pytest.fixture(scope="session", params=goridge_server.VERSIONS)
+def version(request: pytest.FixtureRequest) -> str:
+    """Each goridge version the server is built with (`goridge_server.VERSIONS`)."""
+    param: str = request.param
+    return param
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The GoTask-shaped sidecar (tests/goridge_server.py), built once per run."""
+def server(version: str) -> str:
+    """The GoTask-shaped sidecar (tests/goridge_server.py) with goridge ``version``, built once and
+    cached across runs, as the example sidecar is."""
     try:
-        return str(goridge_server.build(tmp_path_factory.mktemp("goridge-server")))
+        return str(goridge_server.cached_build(version))
     except goridge_server.ProxyUnreachable as exc:
-        pytest.skip(f"the Go module proxy cannot be reached, so goridge v2.4.6 cannot be fetched: {exc}")
+        pytest.skip(f"the Go module proxy cannot be reached, so goridge {version} cannot be fetched: {exc}")
 
 
 class Client:
@@ -43,18 +54,22 @@ class Client:
         self.receive = receive
         self.decoder = FrameDecoder(1 << 24)
         self.pairing = Replies()
+        self.bodies: dict[int, Frame] = {}
+        """The body frame of each reply, by sequence number."""
 
     async def calls(self, calls: list[tuple[str, Any]]) -> dict[int, Reply]:
         """Send every call in one write (sequence numbers 0, 1, ...), return the replies by seq."""
         await self.send.send_all(b"".join(encode_call(m, seq, arg) for seq, (m, arg) in enumerate(calls)))
         replies: dict[int, Reply] = {}
-        while len(replies) < len(calls):
-            data = await self.receive.receive_some()
-            assert data, "the server closed the connection"
-            self.decoder.receive_data(data)
-            while (received := self.decoder.next_frame()) is not None:
-                if (reply := self.pairing.feed(received)) is not None:
-                    replies[reply.seq] = reply
+        with trio.fail_after(HANG):
+            while len(replies) < len(calls):
+                data = await self.receive.receive_some()
+                assert data, "the server closed the connection"
+                self.decoder.receive_data(data)
+                while (received := self.decoder.next_frame()) is not None:
+                    if (reply := self.pairing.feed(received)) is not None:
+                        replies[reply.seq] = reply
+                        self.bodies[reply.seq] = received
         return replies
 
 
@@ -126,6 +141,51 @@ async def test_the_codec_speaks_real_goridge(server: str, transport: str, tmp_pa
         assert {seq: r.result for seq, r in many.items()} == {i: {"hello": f"caller {i}"} for i in range(100)}
 
 
+@pytest.mark.fault(fault="GoTask sidecar returns an empty []byte", sees="b'' (PHP gets ''), not None")
+async def test_empty_results_are_what_gotasks_php_client_gets(server: str, tmp_path: Path) -> None:
+    """An empty or nil ``[]byte`` comes as a raw frame of no bytes, which PHP reads as ``''``."""
+    async with serving(server, "unix", tmp_path) as client:
+        replies = await client.calls(
+            [("App.Reverse", b""), ("App.Bytes", 0), ("App.Echo", ""), ("App.Echo", None), ("App.Bytes", 2)]
+        )
+        assert client.bodies[0] == client.bodies[1] == Frame(RAW, b"")  # nil, then empty
+        assert [replies[i].result for i in range(5)] == [b"", b"", "", None, b"\x02\x02"]
+    with trio.fail_after(HANG):
+        async with open_gotask(server, protocol="goridge") as gt:
+            assert await gt.call("App.Reverse", b"") == b""
+            assert await gt.call("App.Bytes", 0) == b""
+            assert await gt.call("App.Echo", "") == ""
+            assert await gt.call("App.Echo") is None
+
+
+@pytest.mark.fault(
+    fault="a str sent to a GoTask sidecar's []byte argument",
+    sees="goridge v2.4.4: decoded as base64 (RemoteError if it is not); v2.4.6: its JSON text",
+)
+async def test_what_a_str_to_a_bytes_argument_becomes_depends_on_goridge(server: str, version: str) -> None:
+    """A JSON body for a ``[]byte`` argument: v2.4.4 (GoTask's pin) decodes a JSON string as base64,
+    v2.4.6 takes the JSON text itself. Raw bytes for an argument of another type: v2.4.4 refuses
+    them, v2.4.6 decodes them as JSON."""
+    with trio.fail_after(HANG):
+        async with open_gotask(server, protocol="goridge") as gt:
+            await a_str_to_a_bytes_argument(gt, version)
+
+
+async def a_str_to_a_bytes_argument(gt: GoTask, version: str) -> None:
+    """What goridge `version` makes of a str for a []byte argument, and of bytes for a string one."""
+    if version == "v2.4.4":
+        assert await gt.call("App.Reverse", "AAEC") == b"\x02\x01\x00"  # base64 of 00 01 02
+        with pytest.raises(RemoteError, match="illegal base64 data"):
+            await gt.call("App.Reverse", "hello!")
+        with pytest.raises(RemoteError, match=r"^App\.Hi: \{rawData\} request for <\*string Value>$"):
+            await gt.call("App.Hi", b'"Hyperf"')
+    else:
+        assert version == "v2.4.6"
+        assert await gt.call("App.Reverse", "AAEC") == b'"CEAA"'  # the JSON text, quotes included
+        assert await gt.call("App.Reverse", "hello!") == b'"!olleh"'
+        assert await gt.call("App.Hi", b'"Hyperf"') == {"hello": "Hyperf"}
+
+
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
 async def test_connect_gotask_speaks_goridge(server: str, transport: str, tmp_path: Path) -> None:
     async with serving(server, transport, tmp_path) as started:
@@ -148,10 +208,16 @@ async def test_goridge_refuses_what_it_cannot_carry() -> None:
 # -- open_gotask(protocol="goridge"): launching GoTask sidecars -----------------------------------
 
 
-async def exercise(gt: GoTask) -> None:
+async def exercise(gt: GoTask, *, one_at_a_time: bool = False) -> None:
     """What a GoTask user's PHP code did, from Python: a string, a struct, bytes raw both ways, a Go
     error, 100 calls at once, and a call given up on while Go runs it (Go finishes it later; its
-    reply is dropped)."""
+    reply is dropped). With ``one_at_a_time`` (the pipe: one connection, one call on it), the call
+    given up on is left out, since nothing else could run until Go returned it."""
+    with trio.fail_after(HANG):
+        await _exercise(gt, one_at_a_time)
+
+
+async def _exercise(gt: GoTask, one_at_a_time: bool) -> None:
     assert await gt.call("App.Hi", "Hyperf") == {"hello": "Hyperf"}
     assert await gt.call("App.Reverse", b"\x00\x01\xff") == b"\xff\x01\x00"
     with pytest.raises(RemoteError, match=r"^App\.Fail: the disk is full$"):
@@ -167,25 +233,33 @@ async def exercise(gt: GoTask) -> None:
         for i in range(100):
             nursery.start_soon(call, i)
     assert results == {i: {"hello": str(i)} for i in range(100)}
+    if not one_at_a_time:
+        await give_up_on_a_running_call(gt)
+    assert await gt.call("App.Sleep", 1) == 1
+
+
+async def give_up_on_a_running_call(gt: GoTask) -> None:
+    """Cancel a call Go is running: the caller leaves at once; Go returns it later, to no one.
+    Meanwhile the call keeps its slot: the next call goes where there is room."""
     given_up = trio.CancelScope()
 
-    async def held() -> None:
+    async def held(task_status: trio.TaskStatus[None]) -> None:
         with given_up:
-            await gt.call("App.Hold")
+            task_status.started()
+            await gt.call("App.Hold")  # before the parent goes on: the least-busy connection
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(held)
+        await nursery.start(held)
         assert await gt.call("App.Holding") is True  # Go runs it
         given_up.cancel()
     assert given_up.cancelled_caught
     assert await gt.call("App.Release") is True  # it returns now, to no one
-    assert await gt.call("App.Sleep", 1) == 1
 
 
 @pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
 async def test_open_gotask_launches_a_gotask_sidecar(server: str, transport: Transport) -> None:
     async with open_gotask(server, transport=transport, protocol="goridge", pool_size=2) as gt:
-        await exercise(gt)
+        await exercise(gt, one_at_a_time=transport == "pipe")
         assert await gt.call("App.Add", {"a": 2, "b": 40}) == 42
         assert await gt.call("App.Pid") == gt.pid
         pid, address = gt.pid, gt.address
@@ -196,6 +270,15 @@ async def test_open_gotask_launches_a_gotask_sidecar(server: str, transport: Tra
     assert pid is not None and gone(pid)  # stopped and reaped
     if transport == "unix":
         assert not os.path.exists(os.path.dirname(address))
+
+
+async def test_max_inflight_puts_more_calls_on_a_connection_when_asked(server: str) -> None:
+    """The pipe has one connection, which carries one call at a time unless ``max_inflight`` says
+    more (at the risk docs/goridge.md describes): here a call Go is holding, and the others."""
+    async with open_gotask(server, transport="pipe", protocol="goridge", max_inflight=2) as gt:
+        with trio.fail_after(HANG):
+            await give_up_on_a_running_call(gt)
+        assert await gt.call("App.Hi", "x") == {"hello": "x"}
 
 
 @pytest.mark.parametrize("transport", ["unix", "pipe"])
@@ -293,7 +376,60 @@ def gotask_sidecar(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
 async def test_gotasks_own_server(gotask_sidecar: str, transport: Transport) -> None:
     async with open_gotask(gotask_sidecar, transport=transport, protocol="goridge") as gt:
-        await exercise(gt)
+        await exercise(gt, one_at_a_time=transport == "pipe")
+        await large_and_small_at_once(gt)
         assert await gt.call("App.Pid") == gt.pid
         pid = gt.pid
     assert pid is not None and gone(pid)
+
+
+# -- large calls among small ones ------------------------------------------------------------------
+
+LARGE = 3 * 1024 * 1024
+
+
+async def large_and_small_at_once(gt: GoTask) -> None:
+    """Four 3 MiB calls and 320 small ones, all at once. goridge's server reads a body with a
+    buffer sized for the whole body, so after a short read it can take the next frame's bytes as
+    the body's, and the connection freezes: the client must not let frames meet there."""
+    results: dict[tuple[str, int], Any] = {}
+
+    async def large(i: int) -> None:
+        results["large", i] = await gt.call("App.Reverse", blob(i))
+
+    async def small(i: int) -> None:
+        results["small", i] = await gt.call("App.Hi", str(i))
+
+    with trio.fail_after(HANG):
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                nursery.start_soon(large, i)
+            for i in range(320):
+                nursery.start_soon(small, i)
+    assert {k: v for k, v in results.items() if k[0] == "small"} == {
+        ("small", i): {"hello": str(i)} for i in range(320)
+    }
+    for i in range(4):
+        assert results["large", i] == blob(i)[::-1]
+
+
+def blob(i: int) -> bytes:
+    return bytes((i + j) % 251 for j in range(251)) * (LARGE // 251)
+
+
+@pytest.mark.fault(
+    fault="large and small calls at once to a GoTask sidecar, whose goridge misreads frames that meet",
+    sees="every call completes: one call per connection, the pool gives the concurrency",
+)
+@pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
+async def test_large_calls_among_small_ones_all_complete(server: str, transport: Transport) -> None:
+    async with open_gotask(server, transport=transport, protocol="goridge") as gt:
+        await large_and_small_at_once(gt)
+
+
+async def test_large_calls_among_small_ones_all_complete_connected(server: str, tmp_path: Path) -> None:
+    async with (
+        serving(server, "tcp", tmp_path) as started,
+        connect_gotask(started.address, protocol="goridge") as gt,
+    ):
+        await large_and_small_at_once(gt)

@@ -44,6 +44,10 @@ if sys.version_info < (3, 11):
 # More connections add no speed (docs/performance.md, "Pool size"), only isolation.
 DEFAULT_POOL_SIZE: Final = 1
 DEFAULT_MAX_INFLIGHT: Final = 1024
+# GoTask's sidecars misread frames that meet in a read (docs/goridge.md, "One call per
+# connection"): one call per connection, and the concurrency from the pool.
+GORIDGE_POOL_SIZE: Final = 32
+GORIDGE_MAX_INFLIGHT: Final = 1
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_MAX_HOST_CALLS: Final = 64
 SIDECAR_ENV: Final = "GOTASK_SIDECAR"
@@ -216,14 +220,14 @@ async def open_gotask(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     transport: Transport = "unix",
-    pool_size: int = DEFAULT_POOL_SIZE,
+    pool_size: int | None = None,
     startup_timeout: float = 10.0,
     restart: RestartPolicy | None = None,
     handlers: Mapping[str, Handler] | None = None,
     config: Mapping[str, Any] | None = None,
     max_host_calls: int = DEFAULT_MAX_HOST_CALLS,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-    max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    max_inflight: int | None = None,
     shutdown_grace: float = 2.0,
     protocol: Wire = "gotask",
     keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
@@ -241,11 +245,11 @@ async def open_gotask(
 
     ``transport`` is ``"unix"`` (a socket in a private temporary folder, which the sidecar makes and
     removes), ``"tcp"`` (loopback, a free port) or ``"pipe"`` (the child's stdin and stdout, one
-    connection). Up to ``pool_size`` connections are opened as load needs them (always one for the
-    pipe), each carrying up to ``max_inflight`` calls at once, or fewer if the sidecar's
-    ``-max-inflight`` is lower; further callers wait. One connection is as fast as several, since its
-    writer batches every queued frame into one write; more isolate a broken connection's calls and keep a
-    huge frame from delaying small calls behind it. No frame larger than ``max_frame_size`` bytes
+    connection). Up to ``pool_size`` connections (default 1) are opened as load needs them (always
+    one for the pipe), each carrying up to ``max_inflight`` calls at once (default 1024), or fewer
+    if the sidecar's ``-max-inflight`` is lower; further callers wait. One connection is as fast as
+    several, since its writer batches every queued frame into one write; more isolate a broken
+    connection's calls and keep a huge frame from delaying small calls behind it. No frame larger than ``max_frame_size`` bytes
     (at least 1024) is accepted, or sent, on either side.
 
     ``startup_timeout`` bounds the wait for the handshake and each connection's greeting: it is
@@ -274,8 +278,9 @@ async def open_gotask(
     ``protocol="goridge"`` starts a sidecar built with the GoTask library (docs/goridge.md),
     unchanged: it is given ``-address`` (a socket in a private temporary folder, or a free
     loopback port) or ``-listen-on-pipe -address ""``, and is ready once it answers a probe call
-    there, within ``startup_timeout``. Calls behave as with `connect_gotask`'s goridge format; there
-    are no ``handlers`` or ``config``, and the process is stopped with SIGTERM (SIGKILL after
+    there, within ``startup_timeout``. Calls behave as with `connect_gotask`'s goridge format (one
+    call per connection, 32 connections: over the pipe, one call at a time); there are no
+    ``handlers`` or ``config``, and the process is stopped with SIGTERM (SIGKILL after
     ``shutdown_grace`` seconds).
     """
     if transport not in TRANSPORTS:
@@ -284,10 +289,9 @@ async def open_gotask(
         raise TypeError(f"args must be a sequence of str (one per argument), not {args!r}")
     if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise TypeError("env must map str to str")
-    _check_int("pool_size", pool_size, 1)
+    pool_size, max_inflight = _pool_limits(protocol, pool_size, max_inflight)
     _check_seconds("startup_timeout", startup_timeout, positive=True)
     _check_frame_size(max_frame_size)
-    _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
     _check_seconds("shutdown_grace", shutdown_grace, positive=False)
     _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
     _check_keepalive(keepalive_timeout)
@@ -377,9 +381,9 @@ async def connect_gotask(
     secret: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
-    pool_size: int = DEFAULT_POOL_SIZE,
+    pool_size: int | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-    max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    max_inflight: int | None = None,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     handlers: Mapping[str, Handler] | None = None,
     config: Mapping[str, Any] | None = None,
@@ -403,9 +407,10 @@ async def connect_gotask(
     ``connect_timeout`` bounds each connection's opening and greeting. More connections are
     opened as load needs them, up to ``pool_size``. Arguments that cannot work (an address that is
     neither, TLS on a Unix socket, a limit out of range) raise `ValueError` or `TypeError` at once.
-    ``handlers``, ``config``, ``max_host_calls`` and ``keepalive_timeout`` are as for
-    `open_gotask`: a sidecar that stops answering (frozen, or behind a network path that went
-    dark) fails its connections' calls after ``keepalive_timeout`` seconds instead of holding them.
+    ``pool_size``, ``max_inflight``, ``handlers``, ``config``, ``max_host_calls`` and
+    ``keepalive_timeout`` are as for `open_gotask`: a sidecar that stops answering (frozen, or
+    behind a network path that went dark) fails its connections' calls after
+    ``keepalive_timeout`` seconds instead of holding them.
 
     ``address`` may also be a list of addresses, one per sidecar (on other hosts, say): each call
     goes to the one in rotation with the fewest calls in flight. One that cannot be reached, or
@@ -429,7 +434,10 @@ async def connect_gotask(
     ``protocol="goridge"`` speaks GoTask's own format to a sidecar built with the GoTask library
     (docs/goridge.md), unchanged: the same calls, a cancelled call returns at once and its late
     reply is dropped, but Go is not told (the format cannot), and there are no deadlines, secrets,
-    TLS or calls from Go to Python.
+    TLS or calls from Go to Python. Each connection then carries one call at a time, and
+    ``pool_size`` defaults to 32: goridge's server can freeze a connection whose calls' frames meet
+    in one of its reads. ``max_inflight`` above 1 puts more calls on each connection at that risk
+    (docs/goridge.md, "One call per connection").
     The process is not ours: leaving the block closes the connections and nothing else.
     """
     if isinstance(address, str):
@@ -463,9 +471,8 @@ async def connect_gotask(
                 )
     elif server_hostname is not None:
         raise ValueError("server_hostname is for checking a TLS certificate: pass ssl_context too")
-    _check_int("pool_size", pool_size, 1)
+    pool_size, max_inflight = _pool_limits(protocol, pool_size, max_inflight)
     _check_frame_size(max_frame_size)
-    _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
     _check_seconds("connect_timeout", connect_timeout, positive=True)
     _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
     _check_seconds("resolve_interval", resolve_interval, positive=True)
@@ -530,6 +537,18 @@ async def connect_gotask(
             yield GoTask(backend, registry)
         finally:
             backend.close()
+
+
+def _pool_limits(protocol: object, pool_size: int | None, max_inflight: int | None) -> tuple[int, int]:
+    """``pool_size`` and ``max_inflight``, checked, or their defaults for ``protocol``."""
+    goridge = protocol == "goridge"
+    if pool_size is None:
+        pool_size = GORIDGE_POOL_SIZE if goridge else DEFAULT_POOL_SIZE
+    if max_inflight is None:
+        max_inflight = GORIDGE_MAX_INFLIGHT if goridge else DEFAULT_MAX_INFLIGHT
+    _check_int("pool_size", pool_size, 1)
+    _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
+    return pool_size, max_inflight
 
 
 def _check_protocol(protocol: object, **given: object) -> None:

@@ -166,10 +166,19 @@ class Connection:
         self._answers_written = trio.lowlevel.ParkingLot()
         self.load = 0
         """Callers currently inside `call` on this connection."""
+        self.given_up = 0
+        """Calls sent here whose callers gave up, not yet answered: each keeps its slot until the
+        sidecar answers it (soon after a ``$cancel``; in GoTask's format, when the Go method ends)."""
 
     @property
     def broken(self) -> bool:
         return self._failure is not None
+
+    @property
+    def busy(self) -> int:
+        """Slots taken or waited for: `load` and `given_up`. A caller finds a free slot at once
+        when this is below `max_inflight`."""
+        return self.load + self.given_up
 
     # Ctrl-C must not land between queueing the call and parking in wait_task_rescheduled: a
     # queued call whose caller left would later be woken by the reader, inside whatever the caller
@@ -217,6 +226,7 @@ class Connection:
         if self._protocol.abandon(call):
             self._slots.release()
         else:
+            self.given_up += 1
             self._wake_writer()  # for the $cancel
         return trio.lowlevel.Abort.SUCCEEDED
 
@@ -394,6 +404,7 @@ class Connection:
             if type(event) is Call:
                 release()
                 if event.abandoned:
+                    self.given_up -= 1
                     continue
                 if event.error is None:
                     reschedule(event.owner, outcome.Value(event.result))

@@ -8,7 +8,10 @@ bytes; an error message; or empty for nil). `FrameDecoder` splits a byte stream 
 `encode_call` and `Replies` turn calls into bytes and frames into replies.
 
 A goridge server reads each 17-byte prefix with a single read, so a client must write a prefix in
-the same write as what precedes it: `encode_call` returns a call's two frames as one buffer.
+the same write as what precedes it: `encode_call` returns a call's two frames as one buffer. It
+reads a body with a buffer sized for the whole body, so after a short read it can take the next
+frame's bytes as the body's and freeze: a client keeps one call in flight on a connection unless
+told otherwise (``max_inflight``; docs/goridge.md, "One call per connection").
 """
 
 from __future__ import annotations
@@ -148,10 +151,10 @@ class Replies:
             return Reply(
                 method, seq, None, {"type": "error", "message": received.payload.decode("utf-8", "replace")}
             )
+        if received.flags & RAW:  # a *[]byte reply, b"" when empty: what GoTask's PHP client gets
+            return Reply(method, seq, received.payload, None)
         if received.flags & EMPTY or not received.payload:
             return Reply(method, seq, None, None)
-        if received.flags & RAW:
-            return Reply(method, seq, received.payload, None)
         try:
             return Reply(method, seq, json.loads(received.payload), None)
         except ValueError as exc:  # the frame is whole: only this call fails

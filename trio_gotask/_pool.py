@@ -107,7 +107,7 @@ class Pool:
                 unsent = exc
             if self._failure is not None or not self._connections:
                 unsent.reraise()
-            connection = min(self._connections, key=_load)
+            connection = min(self._connections, key=_busy)
 
     async def call_on(self, connection: Connection, method: str, arg: Any, heavy: bool) -> Any:
         """Make a call on ``connection``, which `choose` picked, counting it if it is heavy."""
@@ -129,23 +129,23 @@ class Pool:
             if self._failure is not None:
                 raise self._failure()
             live = self._connections
-            roomy = [c for c in live if c.load < c.max_inflight]
+            roomy = [c for c in live if c.busy < c.max_inflight]
             carrying = self._heavy
             if heavy:
-                best = min(roomy, key=lambda c: (not carrying[c], c.load)) if roomy else None
+                best = min(roomy, key=lambda c: (not carrying[c], c.busy)) if roomy else None
             else:
-                best = min(roomy, key=lambda c: (carrying[c] > 0, c.load)) if roomy else None
+                best = min(roomy, key=lambda c: (carrying[c] > 0, c.busy)) if roomy else None
             may_open = len(live) + self._opening < self._size and (
                 not live or trio.current_time() >= self._retry_at
             )
             if best is not None:
-                if best.load and may_open:
+                if best.busy and may_open:
                     self._open_soon()
                 return best
             if may_open:
                 self._open_soon()
             elif live and not self._opening:
-                return min(live, key=_load)  # all full, none coming: wait for a slot there
+                return min(live, key=_busy)  # all full, none coming: wait for a slot there
             await self._opened_event.wait()
             error = self._open_error
             if error is not None and not self._connections:
@@ -233,8 +233,8 @@ def is_heavy(arg: Any) -> bool:
     return type(arg) in _BINARY and len(arg) >= HEAVY
 
 
-def _load(connection: Connection) -> int:
-    return connection.load
+def _busy(connection: Connection) -> int:
+    return connection.busy
 
 
 def _copy(error: GoTaskError) -> GoTaskError:
