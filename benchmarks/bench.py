@@ -532,8 +532,10 @@ async def goridge_format(sidecar: str, report: Report, rounds: int, quick: bool)
         ["transport", "measure", OURS, GORIDGE, "goridge / ours"],
         rows,
         f"{rounds} rounds x {n} sequential calls, then 64 concurrent callers; `App.Echo(1)` on both, "
-        "one connection each. This project: go/example through `open_gotask`. GoTask's format: a "
-        "sidecar serving net/rpc with goridge v2.4.6's codec as GoTask's does "
+        "each format with its defaults: this project's calls multiplexed over its pool, GoTask's one "
+        "call in flight per connection, up to 32 connections (over the pipe, one connection: one "
+        "call at a time; docs/goridge.md says why). This project: go/example through `open_gotask`. "
+        "GoTask's format: a sidecar serving net/rpc with goridge v2.4.6's codec as GoTask's does "
         '(tests/goridge_server.py), through `open_gotask(protocol="goridge")`. For latency '
         "a ratio above 1x means goridge is slower; for calls/s, below 1x does.",
     )
