@@ -4,7 +4,8 @@
 
 Two sidecars are started with ``-standalone`` on 127.0.0.2 and 127.0.0.3 (one machine). In each
 run, 32 callers make 1600 calls of ``App.Echo`` (50 each) through one ``connect_gotask`` given
-both addresses, each call under a 1 s deadline (``trio.move_on_after``) or under none. Four
+both addresses, each call under a 1 s deadline (``trio.move_on_after``) or under none, with the
+default ``keepalive_timeout`` (20 s) and, frozen without deadlines, a 2 s one too. Five
 variants, visited in turn in each round on fresh connections: both sidecars healthy, and the one on
 127.0.0.2 frozen with SIGSTOP once the client is connected to both (a process that stopped
 answering, as a hung host or a stopped container does: its kernel still accepts and acknowledges).
@@ -13,7 +14,7 @@ It gets SIGCONT when the run ends, whatever happens.
 A run without deadlines ends when every caller has made its calls, or after ``--limit`` seconds:
 then the callers still waiting (on the frozen sidecar) are counted and cancelled. Printed: the
 median time of a run, and per run the calls answered, the calls whose deadline passed, the calls
-that failed (`SidecarError`: a keepalive noticing the frozen sidecar would fail them), the callers
+that failed (`SidecarError`: the keepalive noticing the frozen sidecar fails them), the callers
 still waiting at the limit, and when the frozen sidecar left the rotation.
 """
 
@@ -34,6 +35,7 @@ from pathlib import Path
 import trio
 
 from trio_gotask import GoTask, GoTaskError, build_sidecar, connect_gotask
+from trio_gotask._connection import DEFAULT_KEEPALIVE_TIMEOUT
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import EXAMPLE, Report
@@ -41,6 +43,8 @@ from floor import standalone_sidecar
 
 HOSTS = ("127.0.0.2", "127.0.0.3")
 DEADLINE = 1.0
+KEEPALIVE = 2.0
+"""A short keepalive_timeout, for the run that shows it ending the calls without a deadline."""
 
 
 @dataclass
@@ -129,30 +133,36 @@ def per_round(values: Iterable[str]) -> str:
 
 async def measure(rounds: int, calls: int, callers: int, limit: float) -> Report:
     binary = str(await build_sidecar(EXAMPLE))
-    variants = [(frozen_run, deadline) for frozen_run in (False, True) for deadline in (DEADLINE, None)]
-    results: dict[tuple[bool, float | None], list[Outcome]] = {v: [] for v in variants}
+    variants: list[tuple[bool, float | None, float]] = [
+        (frozen_run, deadline, DEFAULT_KEEPALIVE_TIMEOUT)
+        for frozen_run in (False, True)
+        for deadline in (DEADLINE, None)
+    ]
+    variants.append((True, None, KEEPALIVE))
+    results: dict[tuple[bool, float | None, float], list[Outcome]] = {v: [] for v in variants}
     async with (
         standalone_sidecar(binary, f"{HOSTS[0]}:0") as (a, a_pid),
         standalone_sidecar(binary, f"{HOSTS[1]}:0") as (b, _),
     ):
         for _ in range(rounds):
-            for frozen_run, deadline in variants:
-                async with connect_gotask([a, b]) as gt:
+            for frozen_run, deadline, keepalive in variants:
+                async with connect_gotask([a, b], keepalive_timeout=keepalive) as gt:
                     if frozen_run:
                         async with frozen(a_pid):
                             outcome = await run_once(gt, a, calls, callers, deadline, limit)
                     else:
                         outcome = await run_once(gt, None, calls, callers, deadline, limit)
-                results[frozen_run, deadline].append(outcome)
+                results[frozen_run, deadline, keepalive].append(outcome)
     report = Report()
     rows = []
-    for (frozen_run, deadline), outcomes in results.items():
+    for (frozen_run, deadline, keepalive), outcomes in results.items():
         seconds = statistics.median(o.seconds for o in outcomes)
         stopped = any(o.waiting for o in outcomes)
         rows.append(
             [
                 "one of two frozen (SIGSTOP)" if frozen_run else "both healthy",
                 f"{deadline:g} s" if deadline else "none",
+                f"{keepalive:g} s",
                 f"{seconds:.2f} s" + (f" (stopped at {limit:g} s)" if stopped else ""),
                 per_round(str(o.answered) for o in outcomes),
                 per_round(str(o.expired) for o in outcomes),
@@ -168,6 +178,7 @@ async def measure(rounds: int, calls: int, callers: int, limit: float) -> Report
         [
             "sidecars",
             "deadline per call",
+            "keepalive_timeout",
             "time (median)",
             "answered",
             "deadline passed",

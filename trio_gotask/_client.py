@@ -417,7 +417,9 @@ async def connect_gotask(
     answers ``shutting_down`` (a sidecar stopping gracefully on SIGTERM), leaves the rotation for
     a while (0.5 s, doubling with each failure in a row, up to 30 s; a warning is logged), and
     the call, which it did not run, goes to another; a call raises only when every sidecar
-    failed it. A call in flight on a sidecar that dies fails with `SidecarError`, and is never
+    failed it. One whose calls fail three in a row (their deadlines passed with no answer from it,
+    as when it is frozen, or their connections were lost) leaves the rotation the same way, as
+    ``stalled`` or ``down``; after its rest, one call at a time tries it again. A call in flight on a sidecar that dies fails with `SidecarError`, and is never
     re-sent, unless its method is named in ``idempotent`` (methods that are safe to run twice):
     such a call is sent once more to each other sidecar in turn. `GoTask.statistics` reports each
     one. The first connection to each opens at once; `connect_gotask` fails only if none can be
