@@ -13,6 +13,7 @@ from typing import Any, Final, final
 import trio
 
 from ._protocol import HostLog
+from ._wire import short_repr
 
 Handler = Callable[..., Any]
 """A function of the call's one argument (or of none), plain or async, returning the result."""
@@ -129,8 +130,7 @@ def _takes_arg(function: Handler) -> bool:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 100 else text[:100] + "..."
+    return short_repr(value, 100)
 
 
 def error_map(exc: BaseException) -> dict[str, Any]:
