@@ -19,11 +19,11 @@ from fakesidecar import frame, open_fake
 from timing import HANG
 from wirehelpers import pack, plant_decoder_bug
 
-from trio_gotask import ProtocolError
+from trio_gotask import ProtocolError, _handlers
 from trio_gotask._connection import Connection
 from trio_gotask._goridge import CONTROL, RAW, GoridgeProtocol
 from trio_gotask._goridge import frame as goridge_frame
-from trio_gotask._handlers import log_record
+from trio_gotask._handlers import MAX_GO_LOGGERS, log_record
 from trio_gotask._protocol import (
     GOING_AWAY,
     SIDECAR_DRAINED,
@@ -365,3 +365,33 @@ async def test_a_bad_frame_read_with_good_ones_fails_the_other_calls_at_once(
             assert outcomes["second"].code == code
             assert connection.broken
             nursery.cancel_scope.cancel()
+
+
+# -- $log: a bounded number of loggers --------------------------------------------------------------
+
+
+@pytest.mark.fault(
+    fault="$log records each naming a new logger (10,000 names)",
+    sees=f"at most {MAX_GO_LOGGERS} loggers made; the rest logged to trio_gotask.go with their name",
+)
+def test_log_records_naming_10000_loggers_make_at_most_the_bound(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_handlers, "_GO_LOGGERS", _handlers._GoLoggers())  # none made yet
+    caplog.set_level(logging.INFO, logger="trio_gotask.go")
+    before = set(logging.Logger.manager.loggerDict)
+    names = [f"hostile{i}" for i in range(5_000)] + [f"a.b{i}.c{i}" for i in range(5_000)]
+    for name in names:
+        log_record(HostLog(0, name, "m", None, {"k": 1}))
+    made = set(logging.Logger.manager.loggerDict) - before
+    assert 0 < len(made) <= MAX_GO_LOGGERS
+    assert all(name.startswith("trio_gotask.go.") for name in made)
+    records = [r for r in caplog.records if r.name.startswith("trio_gotask.go")]
+    assert [r.__dict__["go_logger"] for r in records] == names
+    first, last = records[0], records[-1]
+    assert (first.name, first.getMessage()) == ("trio_gotask.go.hostile0", "m k=1")
+    assert (last.name, last.getMessage()) == ("trio_gotask.go", "m logger='a.b4999.c4999' k=1")
+    # A name the program configured a logger for keeps it, past the bound too.
+    configured = logging.getLogger("trio_gotask.go.configured")
+    log_record(HostLog(0, "configured", "to it", None, None))
+    assert caplog.records[-1].name == configured.name
