@@ -96,12 +96,14 @@ _MAX_REASON: Final = 1000
 def decoder_failed(exc: Exception) -> ProtocolError:
     """The `ProtocolError` for an exception the decoding of a peer's bytes raised, which only a
     bug of the decoder lets out: the peer's connection ends as for any bad frame, and nothing
-    else does."""
-    return ProtocolError(
+    else does. ``exc`` is its ``__cause__``."""
+    error = ProtocolError(
         "decoder_failed",
         f"decoding the peer's bytes failed with {type(exc).__name__}: {str(exc)[:200]} "
         "(a bug of trio_gotask: please report it)",
     )
+    error.__cause__ = exc  # set here: compiled by mypyc, `raise ... from exc` drops it
+    return error
 
 
 @final
@@ -284,7 +286,6 @@ class CallTable:
             error = decoder_failed(exc)
             if not out:
                 raise error from exc
-            error.__cause__ = exc
             self._error = error
         return out
 
