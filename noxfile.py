@@ -20,7 +20,7 @@ GO_EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/go.mod"))
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 DEFAULT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
-nox.options.sessions = ["go", "lint", "typing", "tests", "compiled", "plugin", "docs", "pythons"]
+nox.options.sessions = ["go", "lint", "typing", "tests", "compiled", "plugin", "docs", "fuzz", "pythons"]
 nox.options.default_venv_backend = "venv"
 # A missing interpreter is reported as skipped by nox; the default one is checked below.
 nox.options.error_on_missing_interpreters = False
@@ -250,6 +250,21 @@ def plugin(session: nox.Session) -> None:
         session.chdir(project)
         # Its sidecar's builds go with the folder, not into the user's cache.
         session.run("pytest", env={"GOTASK_CACHE_DIR": str(Path(tmp) / "cache")})
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """The client's decoders fuzzed for 20 s (tests/fuzz_decoders.py); `nox -s fuzz -- 600` for 600 s.
+
+    Hypothesis makes byte streams of both wire formats (valid and mutated frames, the golden
+    vectors, random bytes) and feeds them in random chunkings to `ClientProtocol` after a
+    greeting (host calls on and off), to the greeting itself, and to `GoridgeProtocol`; they may
+    raise nothing but ProtocolError, hand out only documented events for calls in flight, and
+    hold no more memory than they were fed. Seeded with the run's hypothesis seed; arguments
+    after the seconds go to the script (`--target goridge`)."""
+    session.install("-e", ".[test]")
+    seconds, *extra = session.posargs or ["20"]
+    session.run("python", "tests/fuzz_decoders.py", seconds, "--seed", HYPOTHESIS_SEED, *extra)
 
 
 @nox.session(python=False, name="pythons")

@@ -2,6 +2,7 @@
 
     python benchmarks/before_after.py --before main~5 [--rounds 7]
     python benchmarks/before_after.py --before HEAD --compiled   # pure Python vs the mypyc build
+    python benchmarks/before_after.py --before main~5 --size 16777216   # bytes echoed, each size
 
 A change to the client is "no slower" when, in one run on one machine, its ratios to the floor
 match those of the commit before it: runs apart differ by more than most changes do. The earlier
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -104,6 +106,38 @@ async def run(before: Any, label: str, rounds: int) -> None:
         )
 
 
+async def run_payload(before: Any, label: str, rounds: int, size: int) -> None:
+    """``bytes`` of ``size`` echoed one call at a time: wall time and the client's CPU (this
+    process's, the sidecars being others) per call, the clients alternating call by call."""
+    sidecar = str(await trio_gotask.build_sidecar(ROOT / "go" / "example"))
+    payload = bytes(size)
+    repeat = max(5, min(200, (64 << 20) // (size * 8)))
+    async with AsyncExitStack() as stack:
+        calls: dict[str, Call] = {}
+        for transport in TRANSPORTS:
+            for name, package in ((f"before ({label})", before), ("after", trio_gotask)):
+                gt = await stack.enter_async_context(package.open_gotask(sidecar, transport=transport))
+                calls[f"{name} {transport}"] = partial(gt.call, "App.Echo", payload)
+        wall: dict[str, list[float]] = {name: [] for name in calls}
+        cpu: dict[str, list[float]] = {name: [] for name in calls}
+        for call in calls.values():
+            await call()  # untimed: the first large call pays for fresh memory on both sides
+        for _ in range(rounds):
+            for _ in range(repeat):
+                for name, call in calls.items():
+                    start, start_cpu = time.perf_counter(), time.process_time()
+                    await call()
+                    wall[name].append(time.perf_counter() - start)
+                    cpu[name].append(time.process_time() - start_cpu)
+
+    median = statistics.median
+    print(f"{size:,} bytes echoed; {rounds} rounds of {repeat} calls each; medians.\n")
+    print("| client | ms per call | client CPU ms per call |")
+    print("|---|---:|---:|")
+    for name in calls:
+        print(f"| {name} | {median(wall[name]) * 1e3:.2f} | {median(cpu[name]) * 1e3:.2f} |")
+
+
 _COMPILED_MARK = "TRIO_GOTASK_BENCH_COMPILED"
 
 
@@ -131,6 +165,7 @@ def main() -> None:
     parser.add_argument("--before", default="HEAD", help="the commit to compare with (default: HEAD)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--compiled", action="store_true", help="compare with this tree's mypyc build")
+    parser.add_argument("--size", type=int, help="echo bytes of this size instead of small calls")
     options = parser.parse_args()
     if options.compiled and os.environ.get(_COMPILED_MARK) is None:
         with tempfile.TemporaryDirectory(prefix="gotask-compiled-") as folder:
@@ -146,7 +181,10 @@ def main() -> None:
         assert core.endswith(".so"), f"the compiled build was not imported: {core}"
     with tempfile.TemporaryDirectory(prefix="gotask-before-") as folder:
         before = extract(options.before, Path(folder))
-        trio.run(run, before, options.before, options.rounds)
+        if options.size is None:
+            trio.run(run, before, options.before, options.rounds)
+        else:
+            trio.run(run_payload, before, options.before, options.rounds, options.size)
 
 
 if __name__ == "__main__":

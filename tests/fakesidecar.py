@@ -234,3 +234,21 @@ def fake_connect(nursery: trio.Nursery, peers: list[FakePeer], **peer: Any) -> C
         return opened
 
     return connect
+
+
+async def serve_fakes(nursery: trio.Nursery, path: str, **peer: Any) -> trio.MemoryReceiveChannel[FakePeer]:
+    """Listen on the Unix socket ``path`` and serve each connection with a fresh `FakePeer`
+    (``peer`` configures it), for tests of the user's whole block (`connect_gotask`); each peer
+    is sent to the channel returned once it serves."""
+    sock = trio.socket.socket(trio.socket.AF_UNIX)
+    await sock.bind(path)
+    sock.listen()
+    send, receive = trio.open_memory_channel[FakePeer](math.inf)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        fake = FakePeer(stream, **peer)
+        send.send_nowait(fake)
+        await fake.serve()
+
+    nursery.start_soon(trio.serve_listeners, handle, [trio.SocketListener(sock)])
+    return receive

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
 import trio
 import trio.testing
+from fakesidecar import FakePeer, serve_fakes
+from fakesidecar import frame as frame_of
+from timing import HANG
+from wirehelpers import plant_decoder_bug
 
 from trio_gotask import PROTOCOL_VERSION, BadReply, GoTask, ProtocolError, connect_gotask
+from trio_gotask._goridge import Frame, FrameDecoder
+from trio_gotask._goridge import frame as goridge_frame
 from trio_gotask._pool import Pool
-from trio_gotask._wire import Decoder, Request
+from trio_gotask._wire import Decoder, Notification, Request
 
 Reply = Callable[[Request], bytes]
 
@@ -219,3 +227,113 @@ async def test_undecodable_reply_fails_only_its_call(
             assert await gt.call("X.Echo", 1) == 1
         nursery.cancel_scope.cancel()
     assert fake.connections == 1
+
+
+# -- whatever a peer sends, the user's block goes on ------------------------------------------------
+
+
+@asynccontextmanager
+async def fake_sidecars(
+    tmp_path: Path, **peer: Any
+) -> AsyncIterator[tuple[str, trio.MemoryReceiveChannel[FakePeer]]]:
+    """The address of a socket served by `FakePeer`s (one per connection, ``peer`` configures
+    them), and the channel each is sent to once it serves."""
+    with trio.fail_after(HANG):
+        async with trio.open_nursery() as nursery:
+            path = str(tmp_path / "fake.sock")
+            yield path, await serve_fakes(nursery, path, **peer)
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.fault(
+    fault="the sidecar's $cancel naming a map, a list, a float or a bool instead of a msgid",
+    sees="nothing: ignored; the block and the connection go on",
+)
+@pytest.mark.parametrize("msgid", [{"msgid": 1}, [1], 1.0, True], ids=["map", "list", "float", "bool"])
+async def test_a_cancel_that_names_no_msgid_leaves_the_block_alone(tmp_path: Path, msgid: Any) -> None:
+    # The client takes host calls: the default.
+    async with fake_sidecars(tmp_path) as (address, peers), connect_gotask(address) as gt:
+        fake = await peers.receive()
+        await fake.send(frame_of(Notification("$cancel", msgid)))
+        assert await gt.call("X.Echo", "after") == "after"  # read after the $cancel
+        assert pool_of(gt).connections == 1
+
+
+@pytest.mark.fault(
+    fault="a frame that makes the decoder fail unexpectedly (any exception, a bug of ours)",
+    sees="ProtocolError (decoder_failed, caused by it) for that connection's calls; the block goes on",
+)
+async def test_an_exception_of_the_decoder_costs_only_its_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bug = plant_decoder_bug(monkeypatch)  # only a bug lets one out: one is put in
+    async with (
+        fake_sidecars(tmp_path, answer=None) as (address, peers),
+        connect_gotask(address) as gt,
+        trio.open_nursery() as nursery,
+    ):
+        first = await peers.receive()
+
+        async def broken_call() -> None:
+            with pytest.raises(ProtocolError) as info:
+                await gt.call("X.Echo", 1)
+            assert info.value.code == "decoder_failed"
+            assert "RuntimeError: a bug of the decoder" in str(info.value)
+            assert isinstance(info.value.__cause__, ProtocolError)
+            assert isinstance(info.value.__cause__.__cause__, RuntimeError)
+
+        nursery.start_soon(broken_call)
+        await first.requests.receive()
+        await first.send(bug)
+        await first.closed.wait()  # the client closed the connection
+
+        async def answer_on_a_new_connection() -> None:
+            second = await peers.receive()
+            request = await second.requests.receive()
+            await second.reply(request.msgid, "on a new connection")
+
+        nursery.start_soon(answer_on_a_new_connection)
+        assert await gt.call("X.Echo", 2) == "on a new connection"
+
+
+async def serve_goridge(stream: trio.SocketStream) -> None:
+    """A GoTask sidecar in miniature: echoes each call's body, except that ``X.Deep`` gets JSON
+    nested 100,000 deep."""
+    decoder = FrameDecoder(1 << 30)
+    header: Frame | None = None
+    try:
+        while data := await stream.receive_some():
+            decoder.receive_data(data)
+            while (received := decoder.next_frame()) is not None:
+                if header is None:
+                    header = received
+                    continue
+                reply = goridge_frame(received.flags, received.payload)
+                if header.payload.startswith(b"X.Deep"):
+                    reply = goridge_frame(0, b"[" * 100_000 + b"]" * 100_000)
+                await stream.send_all(goridge_frame(header.flags, header.payload) + reply)
+                header = None
+    except trio.BrokenResourceError:
+        pass
+    finally:
+        await stream.aclose()
+
+
+@pytest.mark.fault(
+    fault="a GoTask sidecar's reply of JSON nested 100,000 deep, through connect_gotask",
+    sees="BadReply for that call only; the block and the connection go on",
+)
+async def test_goridge_json_nested_100000_deep_fails_only_its_call_in_the_block(tmp_path: Path) -> None:
+    with trio.fail_after(HANG):
+        async with trio.open_nursery() as nursery:
+            path = str(tmp_path / "goridge.sock")
+            sock = trio.socket.socket(trio.socket.AF_UNIX)
+            await sock.bind(path)
+            sock.listen()
+            nursery.start_soon(trio.serve_listeners, serve_goridge, [trio.SocketListener(sock)])
+            async with connect_gotask(path, protocol="goridge") as gt:
+                with pytest.raises(BadReply, match="deeper than Python's json decodes"):
+                    await gt.call("X.Deep", None)
+                assert await gt.call("X.Echo", {"a": [1]}) == {"a": [1]}
+                assert pool_of(gt).connections == 1
+            nursery.cancel_scope.cancel()

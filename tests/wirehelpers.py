@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from trio_gotask._wire import NOTIFICATION, REQUEST, RESPONSE, Message, Request, Response, _packer
+import msgpack
+import pytest
+
+from trio_gotask._wire import (
+    NOTIFICATION,
+    REQUEST,
+    RESPONSE,
+    Message,
+    Request,
+    Response,
+    _packer,
+    frame_header,
+)
 
 
 def pack(value: Any) -> bytes:
@@ -22,3 +34,24 @@ def encode(message: Message) -> bytes:
     else:
         obj = [NOTIFICATION, message.method, message.params]
     return pack(obj)
+
+
+class _Explosive:
+    def __repr__(self) -> str:
+        raise RuntimeError("a bug of the decoder")
+
+
+def plant_decoder_bug(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """Make the client's decoder fail with `RuntimeError` on one frame, as only a bug of its own
+    would (msgpack hands it an object whose ``repr`` raises), and return that frame. Works on
+    the compiled core too: it looks ``msgpack.unpackb`` up at each call."""
+    trigger = pack([2, "$bug", None])
+    unpackb = msgpack.unpackb
+
+    def planted(data: Any, **options: Any) -> Any:
+        if bytes(data) == trigger:
+            return _Explosive()
+        return unpackb(data, **options)
+
+    monkeypatch.setattr(msgpack, "unpackb", planted)
+    return frame_header(len(trigger)) + trigger

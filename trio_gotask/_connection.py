@@ -423,6 +423,7 @@ class Connection:
                 self._go_away()
             elif type(event) is Drained:
                 self.fail(_WENT_AWAY, unrun=True)
+        self._protocol.raise_pending()  # a bad frame after those: fail the rest now
         if self._refusal is _WENT_AWAY and not self._protocol.in_flight:
             self.fail(_WENT_AWAY)  # every call sent here is answered: close, so the sidecar may exit
         if self._protocol.has_data_to_send:

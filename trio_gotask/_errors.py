@@ -14,8 +14,10 @@ class ProtocolError(GoTaskError):
     """The peer sent bytes that break the protocol (docs/protocol.md).
 
     ``code`` is one of ``too_large``, ``empty_frame``, ``bad_msgpack``, ``bad_message``,
-    ``truncated``, ``unknown_msgid`` or ``handshake``. The connection that carried the bytes is
-    closed and the calls in flight on it fail with this error; other connections are unaffected.
+    ``truncated``, ``unknown_msgid``, ``handshake``, ``bad_prefix`` (GoTask's format), or
+    ``decoder_failed``: the client's decoder raised another exception on the peer's bytes, its
+    ``__cause__`` (a bug of trio_gotask's). The connection that carried the bytes is closed and
+    the calls in flight on it fail with this error; other connections are unaffected.
     """
 
     def __init__(self, code: str, message: str) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final, final
 
 from ._errors import ProtocolError
-from ._protocol import Call, CallTable, Event
+from ._protocol import Call, CallTable, Event, decoder_failed
 
 EMPTY: Final = 2
 RAW: Final = 4
@@ -56,16 +56,27 @@ class FrameDecoder:
     def __init__(self, max_frame_size: int) -> None:
         self.max_frame_size = max_frame_size
         self._buf = bytearray()
+        self._pos = 0
+        """Where the next frame starts in ``_buf``: the bytes before it are decoded."""
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
         self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """The bytes this decoder holds."""
+        return len(self._buf)
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
-        if len(buf) < PREFIX_SIZE:
+        pos = self._pos
+        if len(buf) - pos < PREFIX_SIZE:
             return None
-        flags, size = _LITTLE.unpack_from(buf, 0)
-        (again,) = _BIG.unpack_from(buf, 9)
+        flags, size = _LITTLE.unpack_from(buf, pos)
+        (again,) = _BIG.unpack_from(buf, pos + 9)
         if size != again:
             raise ProtocolError(
                 "bad_prefix",
@@ -77,19 +88,20 @@ class FrameDecoder:
             raise ProtocolError(
                 "too_large", f"received a frame of {size} bytes; the limit is {self.max_frame_size}"
             )
-        end = PREFIX_SIZE + size
+        start = pos + PREFIX_SIZE
+        end = start + size
         if len(buf) < end:
             return None
-        payload = bytes(buf[PREFIX_SIZE:end])
-        del buf[:end]
+        with memoryview(buf) as view:
+            payload = bytes(view[start:end])
+        self._pos = end
         return Frame(flags, payload)
 
     def receive_eof(self) -> None:
         """Raise `ProtocolError` (``truncated``) if the stream ended inside a frame."""
-        if self._buf:
-            raise ProtocolError(
-                "truncated", f"stream ended inside a frame ({len(self._buf)} bytes left over)"
-            )
+        left = len(self._buf) - self._pos
+        if left:
+            raise ProtocolError("truncated", f"stream ended inside a frame ({left} bytes left over)")
 
 
 def _json_default(value: Any) -> Any:
@@ -158,7 +170,10 @@ class Replies:
         try:
             return Reply(method, seq, json.loads(received.payload), None)
         except ValueError as exc:  # the frame is whole: only this call fails
-            return Reply(method, seq, None, {"type": "bad_reply", "message": f"the reply is not JSON: {exc}"})
+            why = f"the reply is not JSON: {exc}"
+        except RecursionError:
+            why = "this client cannot decode the reply: it nests arrays and objects deeper than Python's json decodes"
+        return Reply(method, seq, None, {"type": "bad_reply", "message": why})
 
 
 @final
@@ -215,10 +230,18 @@ class GoridgeProtocol(CallTable):
         return [out] if out else []
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        self._decoder.receive_data(data)
+        try:
+            self._decoder.receive_data(data)
+        except Exception as exc:
+            raise decoder_failed(exc) from exc
 
     def receive_eof(self) -> None:
-        self._decoder.receive_eof()
+        try:
+            self._decoder.receive_eof()
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            raise decoder_failed(exc) from exc
 
     @property
     def read_size(self) -> int:

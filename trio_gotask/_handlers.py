@@ -13,6 +13,7 @@ from typing import Any, Final, final
 import trio
 
 from ._protocol import HostLog
+from ._wire import short_repr
 
 Handler = Callable[..., Any]
 """A function of the call's one argument (or of none), plain or async, returning the result."""
@@ -22,6 +23,10 @@ CONFIG: Final = "trio_gotask.Config"
 """The host call that reads the configuration given to `open_gotask` (docs/protocol.md)."""
 _RESERVED: Final = "trio_gotask."
 GO_LOGGER: Final = "trio_gotask.go"
+MAX_GO_LOGGERS: Final = 64
+"""How many loggers the sidecars' ``$log`` records may make under `GO_LOGGER`, in all."""
+MAX_GO_LOGGER_NAME: Final = 200
+"""The longest Go logger name that gets a logger of its own."""
 
 
 class HandlerNotFound(LookupError):
@@ -129,8 +134,7 @@ def _takes_arg(function: Handler) -> bool:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 100 else text[:100] + "..."
+    return short_repr(value, 100)
 
 
 def error_map(exc: BaseException) -> dict[str, Any]:
@@ -144,19 +148,62 @@ def error_map(exc: BaseException) -> dict[str, Any]:
     return {"type": "error", "message": f"{type(exc).__name__}: {exc}", "stack": "\n".join(stack)}
 
 
+class _GoLoggers:
+    """The loggers of the Go loggers' names, made on first use: at most `MAX_GO_LOGGERS` in all,
+    for names of at most `MAX_GO_LOGGER_NAME` characters, since `logging` keeps every logger it
+    makes for good and a sidecar may name a new one in each record. Any other name gets the
+    logger a program configured for it, if there is one, else `GO_LOGGER` itself."""
+
+    def __init__(self) -> None:
+        self._base = logging.getLogger(GO_LOGGER)
+        self._named: dict[str, logging.Logger] = {}
+        self._made: set[str] = set()
+        """The logger names that making those of ``_named`` added (their parents included)."""
+
+    def get(self, name: str) -> tuple[logging.Logger, bool]:
+        """The logger for the Go logger ``name``, and whether it is a logger of that name."""
+        logger = self._named.get(name)
+        if logger is not None:
+            return logger, True
+        if not name or len(name) > MAX_GO_LOGGER_NAME:
+            return self._base, False
+        full = f"{GO_LOGGER}.{name}"
+        if len(self._made) < MAX_GO_LOGGERS:
+            # logging makes a placeholder for each parent of a dotted name: each counts.
+            parts = full.split(".")
+            new = {".".join(parts[:end]) for end in range(_BASE_PARTS + 1, len(parts) + 1)} - self._made
+            if len(self._made) + len(new) <= MAX_GO_LOGGERS:
+                self._made |= new
+                logger = self._named[name] = logging.getLogger(full)
+                return logger, True
+        configured = logging.Logger.manager.loggerDict.get(full)
+        if isinstance(configured, logging.Logger):
+            return configured, True
+        return self._base, False
+
+
+_BASE_PARTS: Final = GO_LOGGER.count(".") + 1
+_GO_LOGGERS = _GoLoggers()
+
+
 def log_record(record: HostLog) -> None:
-    """Log a record of the sidecar to ``trio_gotask.go`` (or ``trio_gotask.go.<logger>``): Go's
-    levels -4, 0, 4 and 8 become DEBUG, INFO, WARNING and ERROR, and levels between them fall
-    between. The attributes follow the message as ``key=value``, and are on the record as
-    ``go_attrs``."""
-    logger = logging.getLogger(f"{GO_LOGGER}.{record.logger}" if record.logger else GO_LOGGER)
+    """Log a record of the sidecar to ``trio_gotask.go.<logger>`` (``trio_gotask.go`` when it
+    names none): Go's levels -4, 0, 4 and 8 become DEBUG, INFO, WARNING and ERROR, and levels
+    between them fall between. The attributes follow the message as ``key=value``, and are on
+    the record as ``go_attrs``; the Go logger's name is on it as ``go_logger``.
+
+    A name that gets no logger of its own (`_GoLoggers`) goes to ``trio_gotask.go``, with
+    ``logger=<name>`` after the message."""
+    logger, named = _GO_LOGGERS.get(record.logger)
     level = max(1, round(logging.INFO + record.level * 2.5))
     if not logger.isEnabledFor(level):
         return
     message = record.message
+    if record.logger and not named:
+        message += f" logger={_short(record.logger)}"
     if record.attrs:
         message += " " + " ".join(f"{key}={_short(value)}" for key, value in record.attrs.items())
-    extra: dict[str, Any] = {"go_attrs": record.attrs or {}}
+    extra: dict[str, Any] = {"go_attrs": record.attrs or {}, "go_logger": record.logger}
     if isinstance(record.time, datetime.datetime):
         extra["go_time"] = record.time
     logger.log(level, "%s", message, extra=extra)

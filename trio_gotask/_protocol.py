@@ -39,6 +39,7 @@ from ._wire import (
     parse_error,
     parse_hello,
     parse_message,
+    short_repr,
 )
 
 BIG_PAYLOAD: Final = 64 * 1024
@@ -68,16 +69,42 @@ def read_greeting(decoder: Decoder) -> Hello | None:
     """The sidecar's ``$hello`` if ``decoder`` holds it, ``None`` if more bytes are needed.
 
     Raises `Refused` when the sidecar sent ``$refused``, and `ProtocolError` when it sent
-    anything else first (notifications other than these two are skipped, as everywhere).
+    anything else first (notifications other than these two are skipped, as everywhere), or
+    anything at all that this decoder fails on.
     """
-    while (message := decoder.next_message()) is not None:
-        if type(message) is not Notification:
-            raise ProtocolError("handshake", f"the sidecar sent {type(message).__name__} before its $hello")
-        if message.method == HELLO:
-            return parse_hello(message.params)
-        if message.method == REFUSED:
-            raise Refused(str(message.params))
+    try:
+        while (message := decoder.next_message()) is not None:
+            if type(message) is not Notification:
+                raise ProtocolError(
+                    "handshake", f"the sidecar sent {type(message).__name__} before its $hello"
+                )
+            if message.method == HELLO:
+                return parse_hello(message.params)
+            if message.method == REFUSED:
+                why = message.params
+                raise Refused(why[:_MAX_REASON] if type(why) is str else short_repr(why))
+    except (ProtocolError, Refused):
+        raise
+    except Exception as exc:
+        raise decoder_failed(exc) from exc
     return None
+
+
+_MAX_REASON: Final = 1000
+"""How much of a ``$refused`` reason is kept."""
+
+
+def decoder_failed(exc: Exception) -> ProtocolError:
+    """The `ProtocolError` for an exception the decoding of a peer's bytes raised, which only a
+    bug of the decoder lets out: the peer's connection ends as for any bad frame, and nothing
+    else does. ``exc`` is its ``__cause__``."""
+    error = ProtocolError(
+        "decoder_failed",
+        f"decoding the peer's bytes failed with {type(exc).__name__}: {str(exc)[:200]} "
+        "(a bug of trio_gotask: please report it)",
+    )
+    error.__cause__ = exc  # set here: compiled by mypyc, `raise ... from exc` drops it
+    return error
 
 
 @final
@@ -243,7 +270,10 @@ class CallTable:
         """The events the bytes received so far complete, in order (empty when more bytes are
         needed); each `Call` answered leaves the table. When a frame is bad, the events before
         it are returned first, since their calls already left the table, and the
-        `ProtocolError` is raised by the next call."""
+        `ProtocolError` is raised by `raise_pending`, or the next call.
+
+        Whatever the bytes, this raises nothing but `ProtocolError`: an exception of any other
+        kind from decoding becomes one (``decoder_failed``), caused by it."""
         if self._error is not None:
             raise self._error
         out: list[Event] = []
@@ -253,7 +283,19 @@ class CallTable:
             if not out:
                 raise
             self._error = exc
+        except Exception as exc:
+            error = decoder_failed(exc)
+            if not out:
+                raise error from exc
+            self._error = error
         return out
+
+    def raise_pending(self) -> None:
+        """Raise the `ProtocolError` of a bad frame that came after the events `events`
+        returned, if there was one: call it once those events are handled, so that the calls
+        still in flight fail now, not when more bytes arrive."""
+        if self._error is not None:
+            raise self._error
 
     def _decode(self, out: list[Event]) -> None:
         """Append to ``out`` the events of every whole frame received; raise `ProtocolError` at
@@ -421,11 +463,19 @@ class ClientProtocol(CallTable):
     # -- receiving ------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        self._decoder.receive_data(data)
+        try:
+            self._decoder.receive_data(data)
+        except Exception as exc:
+            raise decoder_failed(exc) from exc
 
     def receive_eof(self) -> None:
         """The stream ended: raise `ProtocolError` (``truncated``) if it ended inside a frame."""
-        self._decoder.receive_eof()
+        try:
+            self._decoder.receive_eof()
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            raise decoder_failed(exc) from exc
 
     @property
     def read_size(self) -> int:
@@ -485,10 +535,13 @@ class ClientProtocol(CallTable):
                 elif not self.max_host_calls:
                     pass
                 elif message.method == CANCEL:
-                    if message.params in self._host_calls:
-                        out.append(HostCancel(message.params))
+                    msgid = message.params
+                    if type(msgid) is int and msgid in self._host_calls:
+                        out.append(HostCancel(msgid))
                 elif message.method == LOG:
                     out.append(_host_log(message.params))
+        if self._decoder.pending_error is not None:
+            raise self._decoder.pending_error
 
     def _host_call(self, request: Request) -> HostCall | None:
         if not self.max_host_calls:
@@ -579,7 +632,7 @@ def _host_log(record: Any) -> HostLog:
     """A `HostLog` from the params of ``$log``; a record of the wrong shape is logged as what it
     is rather than failing the connection (it is only a log line)."""
     if type(record) is not dict:
-        return HostLog(0, "", f"(a $log record that is not a map: {record!r:.200})", None, None)
+        return HostLog(0, "", f"(a $log record that is not a map: {short_repr(record)})", None, None)
     level = record.get("level")
     logger = record.get("logger")
     message = record.get("message")
@@ -587,7 +640,7 @@ def _host_log(record: Any) -> HostLog:
     return HostLog(
         level if type(level) is int else 0,
         logger if type(logger) is str else "",
-        message if type(message) is str else repr(message),
+        message if type(message) is str else short_repr(message),
         record.get("time"),
         attrs if type(attrs) is dict else None,
     )

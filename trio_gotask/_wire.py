@@ -42,6 +42,9 @@ _HEADER = struct.Struct(">I")
 _SLICE_BELOW = 16 * 1024
 SPARE_LIMIT: Final = 32 << 20
 """The largest receive buffer a connection keeps for its next large frame."""
+LARGE_FRAME_READ: Final = 4 << 20
+"""How far the buffer of a large frame grows ahead of the bytes received, for a read into it."""
+_ZEROS: Final = bytes(LARGE_FRAME_READ)  # allocated zeroed, so its pages cost nothing until read
 _UNICODE_ERRORS = "surrogateescape"
 
 
@@ -202,10 +205,64 @@ def _decode_payload(data: bytes | bytearray | memoryview) -> Any:
 
 
 def _bad(why: str, obj: Any, *, code: str = "bad_message") -> ProtocolError:
-    text = repr(obj)
-    if len(text) > 200:
-        text = text[:200] + "..."
-    return ProtocolError(code, f"{why}: {text}")
+    return ProtocolError(code, f"{why}: {short_repr(obj)}")
+
+
+_CONTAINERS: Final[dict[type, tuple[str, str]]] = {list: ("[", "]"), tuple: ("(", ")"), dict: ("{", "}")}
+_SEQUENCES: Final = (str, bytes, bytearray)
+
+
+def short_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut after ``limit`` characters, at a cost bounded by ``limit`` whatever
+    ``value`` holds: a frame's worth of bytes, or containers nested a thousand deep (whose
+    ``repr`` would raise `RecursionError`) are shown as far as the limit reaches."""
+    out: list[str] = []
+    _repr_into(value, out, limit + 1, 0)
+    text = "".join(out)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _repr_into(value: Any, out: list[str], room: int, depth: int) -> int:
+    """Append the start of ``repr(value)`` to ``out``, about ``room`` characters at most (fewer
+    than 1: nothing); return the room left."""
+    if room <= 0:
+        return room
+    kind = type(value)
+    brackets = _CONTAINERS.get(kind)
+    if brackets is not None:
+        opening, closing = brackets
+        if depth >= 8:
+            out.append(opening + "..." + closing)
+            return room - 5
+        out.append(opening)
+        room -= 1
+        first = True
+        for item in value.items() if kind is dict else value:
+            if room <= 0:
+                break
+            if not first:
+                out.append(", ")
+                room -= 2
+            first = False
+            if kind is dict:
+                room = _repr_into(item[0], out, room, depth + 1)
+                out.append(": ")
+                room = _repr_into(item[1], out, room - 2, depth + 1)
+            else:
+                room = _repr_into(item, out, room, depth + 1)
+        if kind is tuple and len(value) == 1:
+            out.append(",")
+            room -= 1
+        out.append(closing)
+        return room - 1
+    if kind in _SEQUENCES and len(value) > room:
+        text = repr(value[:room])
+    elif kind is msgpack.ExtType:
+        text = f"ExtType(code={value.code}, data={value.data[:room]!r})"
+    else:
+        text = repr(value)
+    out.append(text)
+    return room - len(text)
 
 
 _UNPACK_OPTIONS: Final[dict[str, Any]] = {
@@ -325,12 +382,13 @@ class Decoder:
     needed). Call `receive_eof()` when the stream ends. Any protocol violation raises
     `ProtocolError`; after that the decoder must not be used again.
 
-    A frame of at least ``large_frame`` bytes gets a buffer of its own, sized once from its header:
-    `receive_data()` copies into it, or a reader that can receive into memory fills the view from
-    `large_frame_view()` and reports with `large_frame_filled()`. A big payload is then copied once
-    instead of being grown chunk by chunk. Decoding copies every value out of it, so the buffer is
-    kept for the next large frame, up to ``spare_limit`` bytes: a fresh one costs a page fault every
-    4 KiB as it fills.
+    A frame of at least ``large_frame`` bytes gets a buffer of its own: `receive_data()` copies
+    into it, or a reader that can receive into memory fills the view from `large_frame_view()`
+    and reports with `large_frame_filled()`. A big payload is then copied once instead of being
+    grown chunk by chunk. The buffer grows with what arrives, never ahead of it by more than a
+    read (`LARGE_FRAME_READ`), whatever length the frame's header declares. Decoding copies every
+    value out of it, so the buffer of a frame of up to ``spare_limit`` bytes is kept for the next
+    large frame: a fresh one costs a page fault every 4 KiB as it fills.
     """
 
     def __init__(
@@ -345,29 +403,41 @@ class Decoder:
         self._spare_limit = spare_limit
         self._buf = bytearray()
         self._pos = 0
-        self._large: memoryview | None = None
-        """The large frame being received: the start of `_spare`."""
+        self._large: bytearray | None = None
+        """The buffer of the large frame being received (the spare, or one of its own)."""
+        self._large_size = 0
+        """The payload length of that frame: the buffer holds at most this much of it."""
         self._large_filled = 0
         self._spare: bytearray | None = None
+        self.pending_error: ProtocolError | None = None
+        """A bad frame met after good ones that `payloads` returned: the next call raises it."""
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        if self._large is not None:
-            take = min(len(data), len(self._large) - self._large_filled)
-            self._large[self._large_filled : self._large_filled + take] = data[:take]
-            self._large_filled += take
-            data = data[take:]
-            if not data:
+        large = self._large
+        if large is not None:
+            filled = self._large_filled
+            take = min(len(data), self._large_size - filled)
+            _put(large, filled, data if take == len(data) else memoryview(data)[:take])
+            self._large_filled = filled + take
+            if take == len(data):
                 return
+            data = memoryview(data)[take:]
         if self._pos:
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
 
     def large_frame_view(self) -> memoryview | None:
-        """Where the rest of the large frame being read goes, or ``None`` if none is being read."""
-        if self._large is None:
+        """Where the next bytes of the large frame being read go, or ``None`` if none is being
+        read: at most `LARGE_FRAME_READ` bytes past those received. Release it before the
+        decoder is used again."""
+        large = self._large
+        if large is None:
             return None
-        return memoryview(self._large)[self._large_filled :]
+        filled = self._large_filled
+        if len(large) == filled:  # grow by a read's worth (zeros from pages never written)
+            large += memoryview(_ZEROS)[: min(LARGE_FRAME_READ, self._large_size - filled)]
+        return memoryview(large)[filled : min(len(large), self._large_size)]
 
     def large_frame_filled(self, count: int) -> None:
         """Record that ``count`` bytes were written at the start of `large_frame_view()`."""
@@ -391,12 +461,23 @@ class Decoder:
     def bytes_wanted(self) -> int:
         """How many more bytes would complete the frame being read (4 when between frames)."""
         if self._large is not None:
-            return len(self._large) - self._large_filled
+            return self._large_size - self._large_filled
         left = len(self._buf) - self._pos
         if left < 4:
             return 4 - left
         length: int = _HEADER.unpack_from(self._buf, self._pos)[0]
         return max(0, 4 + length - left)
+
+    @property
+    def buffered(self) -> int:
+        """The bytes this decoder holds: what it received and has not decoded, the buffer of a
+        large frame, and the spare kept for the next one."""
+        held = len(self._buf)
+        if self._large is not None and self._large is not self._spare:
+            held += len(self._large)
+        if self._spare is not None:
+            held += len(self._spare)
+        return held
 
     def next_payload(self) -> Any | None:
         """Return the next decoded payload, or ``None`` when no whole frame is left; see
@@ -409,16 +490,32 @@ class Decoder:
 
         A payload is not yet checked against the message shapes; a response whose result cannot
         be represented comes with a ``bad_reply`` error instead. A connection's reader takes
-        every frame a read completed in one call: the per-frame work is this loop's.
+        every frame a read completed in one call: the per-frame work is this loop's. A bad frame
+        raises `ProtocolError`, unless frames before it were decoded: they are returned, and the
+        error waits in `pending_error` for the next call.
         """
+        if self.pending_error is not None:
+            raise self.pending_error
         out: list[Any] = []
-        if self._large is not None:
-            if self._large_filled < len(self._large):
-                return out
-            large, self._large = self._large, None
-            out.append(_decode_payload(large))
+        try:
+            self._decode_into(out, most)
+        except ProtocolError as exc:
+            if not out:
+                raise
+            self.pending_error = exc
+        return out
+
+    def _decode_into(self, out: list[Any], most: int) -> None:
+        large = self._large
+        if large is not None:
+            size = self._large_size
+            if self._large_filled < size:
+                return
+            self._large = None
+            with memoryview(large) as view, view[:size] as payload:
+                out.append(_decode_payload(payload))
             if most == 1:  # the greeting reads one frame at a time
-                return out
+                return
         buf = self._buf
         pos = self._pos
         size = len(buf)
@@ -434,18 +531,22 @@ class Decoder:
             end = pos + 4 + length
             if size < end:
                 if length >= self._large_frame:
-                    # Move what has arrived to a buffer of the frame's size, where the rest will go.
-                    spare = self._spare
-                    if spare is None or len(spare) < length:
-                        spare = bytearray(length)
-                        if length <= self._spare_limit:
-                            self._spare = spare
-                    self._large = memoryview(spare)[:length]
-                    arrived = size - pos - 4
-                    self._large[:arrived] = memoryview(buf)[pos + 4 :]
-                    self._large_filled = arrived
-                    pos = size
+                    # What has arrived moves to the frame's own buffer, where the rest will go.
+                    if length <= self._spare_limit:
+                        if self._spare is None:
+                            self._spare = bytearray()
+                        large = self._spare
+                    else:
+                        large = bytearray()
+                    with memoryview(buf) as view, view[pos + 4 :] as arrived:
+                        _put(large, 0, arrived)
+                        self._large_filled = len(arrived)
+                    self._large = large
+                    self._large_size = length
+                    buf.clear()  # all of it was taken
+                    pos = 0
                 break
+            self._pos = pos  # where a bad frame's error leaves it
             if length < _SLICE_BELOW:
                 out.append(_decode_payload(buf[pos + 4 : end]))  # a copy, but cheaper than a view
             else:
@@ -455,7 +556,6 @@ class Decoder:
             if len(out) == most:
                 break
         self._pos = pos
-        return out
 
     def next_message(self) -> Message | None:
         obj = self.next_payload()
@@ -467,6 +567,15 @@ class Decoder:
         """The bytes received past the last whole frame (before a large frame began)."""
         assert self._large is None
         return bytes(self._buf[self._pos :])
+
+
+def _put(buffer: bytearray, at: int, data: bytes | bytearray | memoryview) -> None:
+    """Write ``data`` into ``buffer`` at ``at``, growing it only as far as ``data`` reaches."""
+    end = at + len(data)
+    if end <= len(buffer):
+        buffer[at:end] = data
+    else:
+        buffer[at:] = data
 
 
 def parse_handshake(line: bytes, transport: str) -> str:
