@@ -91,6 +91,16 @@ ODD_IDS = [name for name, _ in ODD_VALUES]
 RESERVED = ["$cancel", "$log", "$goaway", "$drained", "$hello", "$refused", "$auth", "$ping", "$pong", "$x"]
 
 
+def test_drained_without_goaway_is_ignored() -> None:
+    p = protocol()
+    call = sent_call(p)
+    p.receive_data(framed([2, "$drained", "lies"]))
+    assert p.events() == []  # the call is not taken for one that never ran
+    p.receive_data(framed([2, "$goaway", "bye"]) + framed([2, "$drained", "done"]))
+    assert p.events() == [GOING_AWAY, SIDECAR_DRAINED]
+    assert p.in_flight == 1 and not call.abandoned
+
+
 @pytest.mark.parametrize("params", [v for _, v in ODD_VALUES], ids=ODD_IDS)
 def test_a_cancel_that_names_no_msgid_is_ignored(params: Any) -> None:
     p = protocol()

@@ -364,6 +364,8 @@ class ClientProtocol(CallTable):
         self._host_calls: set[int] = set()
         """The msgids of the host calls running (not yet answered)."""
         self._answer_bytes = 0
+        self._going_away = False
+        """Whether the sidecar said ``$goaway``: only then may ``$drained`` follow."""
         """The size of the answers queued since the last `take_answer_bytes`."""
 
     # -- sending --------------------------------------------------------------------------------
@@ -525,9 +527,13 @@ class ClientProtocol(CallTable):
                     out.append(host_call)
             elif type(message) is Notification:
                 if message.method == GOAWAY:
+                    self._going_away = True
                     out.append(GOING_AWAY)
                 elif message.method == DRAINED:
-                    out.append(SIDECAR_DRAINED)
+                    # Only after $goaway (section 2): a stray one would have the calls in flight
+                    # sent elsewhere as never run, though they may have run.
+                    if self._going_away:
+                        out.append(SIDECAR_DRAINED)
                 elif message.method == PING:
                     token = message.params
                     if type(token) is int and 0 <= token < 2**64:
