@@ -21,8 +21,28 @@ from trio_gotask._wire import (
 
 
 def pack(value: Any) -> bytes:
-    """One msgpack value, as the client's encoder packs it."""
-    return _packer().pack(value)  # type: ignore[no-any-return]
+    """One msgpack value, as the client's encoder packs it; nested deeper than msgpack's packer
+    goes (511 levels before msgpack 1.1.1), container by container."""
+    packer = _packer()
+    try:
+        return packer.pack(value)  # type: ignore[no-any-return]
+    except ValueError as exc:
+        if "recursion limit" not in str(exc):
+            raise
+    out = bytearray()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) in (list, tuple):
+            out += packer.pack_array_header(len(item))
+            stack.extend(reversed(item))
+        elif type(item) is dict:
+            out += packer.pack_map_header(len(item))
+            for key, val in reversed(list(item.items())):
+                stack += [val, key]  # popped key first, then its value
+        else:
+            out += packer.pack(item)
+    return bytes(out)
 
 
 def encode(message: Message) -> bytes:
