@@ -100,6 +100,25 @@ async def test_a_frozen_sidecar_fails_its_calls_after_keepalive_timeout(sidecar:
 
 
 @pytest.mark.fault(
+    fault="a sidecar frozen (SIGSTOP) on the pipe transport, restart policy on",
+    sees="SidecarError after keepalive_timeout; the next call: killed, its pipe broke; later calls go to a new one",
+)
+async def test_a_frozen_pipe_sidecar_is_killed_and_restarted(sidecar: str) -> None:
+    policy = RestartPolicy(max_restarts=1, backoff=0.01)
+    async with open_gotask(sidecar, transport="pipe", keepalive_timeout=3, restart=policy) as gt:
+        first = gt.pid
+        assert first is not None
+        with trio.fail_after(HANG):
+            async with frozen(first):
+                with pytest.raises(SidecarError, match=r"said nothing for 3 s"):
+                    await gt.call("App.Hi", "frozen")
+            with pytest.raises(SidecarError, match=r"pipe cannot be reopened: the sidecar was killed"):
+                await gt.call("App.Hi", "the pipe is gone")
+            assert await gt.call("App.Hi", "after") == {"hello": "after"}
+        assert gt.pid != first and gt.statistics().restarts == 1
+
+
+@pytest.mark.fault(
     fault="sidecar dies, restart policy on", sees="in-flight calls fail once; later calls succeed"
 )
 async def test_restart_policy_brings_it_back_without_retrying(sidecar: str) -> None:

@@ -27,6 +27,7 @@ from ._transport import (
     WIRES,
     Connect,
     Launch,
+    Opened,
     Transport,
     Wire,
     check_address,
@@ -329,7 +330,7 @@ async def open_gotask(
         if transport == "pipe":
             child = process.process
             assert child is not None and child.stdin is not None and child.stdout is not None
-            return pipe_connect(
+            connect = pipe_connect(
                 child.stdin,
                 child.stdout,
                 handshake.rest,
@@ -339,6 +340,23 @@ async def open_gotask(
                 wire=protocol,
                 max_inflight=max_inflight,
             )
+
+            async def connect_or_stop() -> Opened:
+                try:
+                    return await connect()
+                except SidecarError as exc:
+                    if process.exited.is_set():
+                        raise
+                    # Its only connection is gone (it froze, or broke the protocol) and it lives
+                    # on: it can serve no one. Once it is stopped, the supervisor starts another if
+                    # its policy says so, and later calls wait for that one.
+                    process.kill("its pipe broke, and a pipe cannot be reopened")
+                    await process.exited.wait()
+                    raise SidecarError(
+                        f"{exc}: the sidecar was killed (a restart policy starts a new one)"
+                    ) from exc
+
+            return connect_or_stop
         if protocol == "goridge":
             return goridge_connect(
                 handshake.address,

@@ -76,6 +76,7 @@ class Sidecar:
         self._stderr_lines = _Lines(self._log_stderr)
         self.process: trio.Process | None = None
         self.exited = trio.Event()
+        self._killed_because: str | None = None
         self._socket: str | None = listen if listen and transport == "unix" else None
 
     @property
@@ -94,12 +95,23 @@ class Sidecar:
         """Whether the process has exited, though ``exited`` may not be set yet."""
         return self.process is not None and self.process.poll() is not None
 
+    def kill(self, because: str) -> None:
+        """Kill the running process (SIGKILL, which a stopped one obeys too); `death_error` then
+        says it was killed ``because``."""
+        if self.process is not None and self.process.returncode is None:
+            self._killed_because = because
+            self.process.kill()
+
     def death_error(self) -> ErrorFactory:
         """The error for calls that the sidecar's death cut off."""
         returncode = self.process.returncode if self.process else None
+        if self._killed_because is not None:
+            how = f"was killed by the client: {self._killed_because}"
+        else:
+            how = f"exited unexpectedly with {_describe_status(returncode)}"
         return error_factory(
             SidecarError,
-            f"the sidecar {self.name!r} exited unexpectedly with {_describe_status(returncode)}",
+            f"the sidecar {self.name!r} {how}",
             returncode=returncode,
             stderr_tail=self.stderr_tail,
         )
