@@ -5,9 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // conn is one served connection. One goroutine reads (serveConn's, in
@@ -45,6 +45,12 @@ type conn struct {
 	hostNext  uint32               // the next msgid to try
 	hostErr   error                // why the connection ended, once it did
 	hostDone  chan struct{}        // closed when hostErr is set
+
+	// opening says the connection, accepted by Serve, has not completed its
+	// opening (admission and the client's first frame), within openTimeout.
+	// The reader's alone (admit.go).
+	opening     bool
+	openTimeout time.Duration
 
 	// clientPings records that the client's $hello announced "ping": it
 	// answers a $ping (protocol.md, Keepalive). The sidecar sends none yet.
@@ -86,15 +92,7 @@ func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
 // describe names the connection for the log: the peer's address, or ours
 // when the peer has none (a Unix socket client), or nothing if it is not a
 // net.Conn (a pipe).
-func (c *conn) describe() string {
-	if nc, ok := c.rwc.(net.Conn); ok && nc.RemoteAddr() != nil {
-		if a := nc.RemoteAddr().String(); a != "" && a != "@" {
-			return " from " + a
-		}
-		return " on " + nc.LocalAddr().String()
-	}
-	return ""
-}
+func (c *conn) describe() string { return describeConn(c.rwc) }
 
 // goAway queues [2, "$goaway", "..."], telling the client to send no more
 // calls here.
@@ -132,6 +130,9 @@ func (c *conn) readLoop(accepted bool) error {
 			return nil // the writer failed, or Shutdown gave up: replies cannot be delivered
 		}
 		payload, err := readFrame(br, c.maxFrame)
+		if c.opening {
+			err = c.firstFrame(err)
+		}
 		if err != nil {
 			if err == io.EOF {
 				return nil
@@ -142,6 +143,7 @@ func (c *conn) readLoop(accepted bool) error {
 		if err != nil {
 			return err
 		}
+		c.opening = false
 		switch m.typ {
 		case typeRequest:
 			c.request(m)

@@ -55,6 +55,11 @@ type Options struct {
 	// contexts are cancelled: zero means DefaultGrace, and a negative Grace
 	// cancels them at once. Flag -grace (where 0 cancels them at once).
 	Grace time.Duration
+	// HandshakeTimeout and MaxConns, when not zero, replace the Server's own:
+	// how long a connection may take to open, and how many may be open at
+	// once. Flags -handshake-timeout and -max-conns.
+	HandshakeTimeout time.Duration
+	MaxConns         int
 	// TLSCert and TLSKey name the PEM files of a certificate and its private
 	// key: a TCP sidecar then speaks TLS. Flags -tls-cert and -tls-key.
 	TLSCert, TLSKey string
@@ -111,6 +116,30 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 			d = -1 // Options.Grace's "at once"; its zero is the default
 		}
 		o.Grace = d
+		return nil
+	})
+	handshake := o.HandshakeTimeout
+	if handshake == 0 {
+		handshake = DefaultHandshakeTimeout
+	}
+	fs.Func("handshake-timeout", fmt.Sprintf("close a connection that has not finished its opening (TLS, $auth, the client's $hello) within this `duration` (default %v)", handshake), func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return errors.New("want a duration above 0, such as 10s")
+		}
+		o.HandshakeTimeout = d
+		return nil
+	})
+	conns := o.MaxConns
+	if conns == 0 {
+		conns = DefaultMaxConns()
+	}
+	fs.Func("max-conns", fmt.Sprintf("the most `connections` open at once; more are refused (default %d, three quarters of the descriptor limit)", conns), func(s string) error {
+		n, err := strconv.ParseInt(s, 0, strconv.IntSize)
+		if err != nil || n < 1 {
+			return errors.New("want a number of connections, at least 1")
+		}
+		o.MaxConns = int(n)
 		return nil
 	})
 	fs.StringVar(&o.TLSCert, "tls-cert", o.TLSCert, "serve TCP over TLS with the certificate in this PEM `file` (needs -tls-key)")
@@ -260,6 +289,12 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	if o.MaxInflight < 0 {
 		return fail("-max-inflight (Options.MaxInflight) must be at least 1")
 	}
+	if o.HandshakeTimeout < 0 {
+		return fail("-handshake-timeout (Options.HandshakeTimeout) must be above 0")
+	}
+	if o.MaxConns < 0 {
+		return fail("-max-conns (Options.MaxConns) must be at least 1")
+	}
 	grace := o.Grace
 	if grace == 0 {
 		grace = DefaultGrace
@@ -287,6 +322,12 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	}
 	if o.MaxInflight != 0 {
 		srv.MaxInflight = o.MaxInflight
+	}
+	if o.HandshakeTimeout != 0 {
+		srv.HandshakeTimeout = o.HandshakeTimeout
+	}
+	if o.MaxConns != 0 {
+		srv.MaxConns = o.MaxConns
 	}
 
 	// ctx ends when the sidecar should stop: on a signal (the caller's ctx)
