@@ -93,9 +93,10 @@ func readFrame(r io.Reader, max uint32) ([]byte, error) {
 const frameStep = 64 << 10
 
 // readPayload reads a payload of n bytes. One longer than frameStep is read
-// into a buffer that starts at frameStep and doubles (up to n) each time it
-// fills, so that a peer that declares a large frame and sends little of it
-// makes us allocate at most about twice what it sent, not what it declared.
+// into a buffer that starts at frameStep and doubles each time it fills (or
+// grows to n, when that is less than 2.5 times what arrived), so that a peer
+// that declares a large frame and sends little of it makes us allocate at
+// most 2.5 times what it sent, not what it declared.
 // Growing copies each byte about once more; BenchmarkReadFrame and
 // BenchmarkEcho16MiB measure it.
 func readPayload(r io.Reader, n uint32) ([]byte, error) {
@@ -114,7 +115,13 @@ func readPayload(r io.Reader, n uint32) ([]byte, error) {
 		if got == int(n) {
 			return payload, nil
 		}
-		grown := make([]byte, min(2*uint64(len(payload)), uint64(n)))
+		next := 2 * uint64(len(payload))
+		if next+next/4 >= uint64(n) {
+			// A frame just over a power of two would otherwise be grown
+			// and copied once more for its last few bytes.
+			next = uint64(n)
+		}
+		grown := make([]byte, next)
 		copy(grown, payload)
 		payload = grown
 	}
