@@ -37,6 +37,21 @@ GO_FAULTS: list[tuple[str, str, str]] = [
         "TestServerBackpressure",
     ),
     (
+        "a header declaring 64 MiB, then 10 bytes and silence",
+        "about 64 KiB allocated, not 64 MiB; closed after -frame-timeout, its calls cancelled",
+        "TestReadFrameAllocatesWhatArrived",
+    ),
+    (
+        "more than 4 MiB of replies unwritten on a connection",
+        "the sidecar reads no more requests from it until the client reads",
+        "TestSlowReaderPauses",
+    ),
+    (
+        "a client that reads nothing of a large reply",
+        "closed after -write-timeout, one log line naming it, its calls cancelled; others served",
+        "TestSlowWriteTimeout",
+    ),
+    (
         "a client sending more calls than the -max-inflight its $hello announced",
         "busy for the excess, at once; the reader keeps reading, so $cancel gets through",
         "TestServerInflightBound",

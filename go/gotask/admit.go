@@ -55,6 +55,7 @@ func (c *conn) admit(br *bufio.Reader) error {
 	deadline := time.Now().Add(c.openTimeout)
 	nc, _ := c.rwc.(net.Conn)
 	if nc != nil {
+		c.openDeadline = deadline
 		nc.SetReadDeadline(deadline)
 	}
 	if tc, isTLS := c.rwc.(*tls.Conn); isTLS {
@@ -91,6 +92,7 @@ func (c *conn) firstFrame(err error) error {
 	switch {
 	case err == nil:
 		if nc, ok := c.rwc.(net.Conn); ok {
+			c.openDeadline = time.Time{}
 			nc.SetReadDeadline(time.Time{})
 		}
 		return nil

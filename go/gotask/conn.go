@@ -19,6 +19,21 @@ type conn struct {
 	maxFrame    uint32 // the largest frame we accept
 	maxInflight int
 
+	// frameTimeout and writeTimeout are the server's, or zero: no deadline
+	// (not a net.Conn, or turned off). See slow.go.
+	frameTimeout time.Duration
+	writeTimeout time.Duration
+	// openDeadline, when not zero, is the read deadline of the opening
+	// (admit.go): readFrame's frame deadlines never extend it.
+	openDeadline time.Time
+
+	// queued counts the bytes of frames queued for the writer and not yet
+	// written; the reader waits (waitForRoom) while it exceeds queueLimit,
+	// and room wakes it.
+	queued     atomic.Int64
+	queueLimit int64
+	room       chan struct{}
+
 	// replyLimit is the largest frame the client accepts: what its $hello
 	// announced, else maxFrame.
 	replyLimit atomic.Uint32
@@ -83,6 +98,12 @@ func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
 		hostDone:    make(chan struct{}),
 	}
 	c.replyLimit.Store(maxFrame)
+	c.frameTimeout, c.writeTimeout = s.timeouts(rwc)
+	c.queueLimit = s.replyQueueLimit
+	if c.queueLimit <= 0 {
+		c.queueLimit = defaultReplyQueueLimit
+	}
+	c.room = make(chan struct{}, 1)
 	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
 	// Every call's context carries its connection, for CallHost.
 	c.ctx = context.WithValue(c.ctx, connKey{}, c)
@@ -126,10 +147,10 @@ func (c *conn) readLoop(accepted bool) error {
 	}
 	c.hello()
 	for {
-		if c.ctx.Err() != nil {
+		if c.ctx.Err() != nil || !c.waitForRoom() {
 			return nil // the writer failed, or Shutdown gave up: replies cannot be delivered
 		}
-		payload, err := readFrame(br, c.maxFrame)
+		payload, err := c.readFrame(br)
 		if c.opening {
 			err = c.firstFrame(err)
 		}

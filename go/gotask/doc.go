@@ -216,6 +216,8 @@ parsing the command line:
 	-max-frame-size N   the largest frame accepted, in bytes (default 64 MiB)
 	-max-inflight N     the most calls running at once on one connection (default 1024)
 	-grace D            how long calls may finish at shutdown (default 5s; 0: at once)
+	-frame-timeout D    how long a frame may take once its first byte arrived (default 30s; 0: no limit)
+	-write-timeout D    how long a client may read nothing of a reply (default 30s; 0: no limit)
 	-tls-cert FILE      serve TCP over TLS with this PEM certificate (needs -tls-key)
 	-tls-key FILE       the PEM private key of -tls-cert
 

@@ -60,6 +60,12 @@ type Options struct {
 	// once. Flags -handshake-timeout and -max-conns.
 	HandshakeTimeout time.Duration
 	MaxConns         int
+	// FrameTimeout and WriteTimeout, when not zero, replace the Server's own
+	// (see Server.FrameTimeout and Server.WriteTimeout); a negative value
+	// means no deadline. Flags -frame-timeout and -write-timeout (where 0
+	// means no deadline).
+	FrameTimeout time.Duration
+	WriteTimeout time.Duration
 	// TLSCert and TLSKey name the PEM files of a certificate and its private
 	// key: a TCP sidecar then speaks TLS. Flags -tls-cert and -tls-key.
 	TLSCert, TLSKey string
@@ -142,8 +148,35 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 		o.MaxConns = int(n)
 		return nil
 	})
+	timeoutFlag(fs, &o.FrameTimeout, DefaultFrameTimeout, "frame-timeout",
+		"how long a frame may take to arrive once its first byte has, a `duration`; 0: no limit")
+	timeoutFlag(fs, &o.WriteTimeout, DefaultWriteTimeout, "write-timeout",
+		"how long a client may read nothing of a reply before it is disconnected, a `duration`; 0: no limit")
 	fs.StringVar(&o.TLSCert, "tls-cert", o.TLSCert, "serve TCP over TLS with the certificate in this PEM `file` (needs -tls-key)")
 	fs.StringVar(&o.TLSKey, "tls-key", o.TLSKey, "the PEM `file` holding the private key of -tls-cert")
+}
+
+// timeoutFlag defines a flag that sets *d to a duration, where 0 on the
+// command line means none (a negative *d) and the zero *d means def.
+func timeoutFlag(fs *flag.FlagSet, d *time.Duration, def time.Duration, name, usage string) {
+	shown := fmt.Sprint(*d)
+	switch {
+	case *d == 0:
+		shown = fmt.Sprint(def)
+	case *d < 0:
+		shown = "0"
+	}
+	fs.Func(name, fmt.Sprintf("%s (default %s)", usage, shown), func(s string) error {
+		v, err := time.ParseDuration(s)
+		if err != nil || v < 0 {
+			return errors.New("want a duration of 0 or more, such as 30s")
+		}
+		if v == 0 {
+			v = -1 // the Options field's "none"; its zero is the default
+		}
+		*d = v
+		return nil
+	})
 }
 
 // Run serves DefaultServer as a sidecar and exits the program when done; call
@@ -328,6 +361,12 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	}
 	if o.MaxConns != 0 {
 		srv.MaxConns = o.MaxConns
+	}
+	if o.FrameTimeout != 0 {
+		srv.FrameTimeout = o.FrameTimeout
+	}
+	if o.WriteTimeout != 0 {
+		srv.WriteTimeout = o.WriteTimeout
 	}
 
 	// ctx ends when the sidecar should stop: on a signal (the caller's ctx)

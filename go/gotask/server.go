@@ -61,6 +61,24 @@ type Server struct {
 	// or less means DefaultMaxConns(), derived from the descriptor limit.
 	// ServeConn's connections do not count.
 	MaxConns int
+	// FrameTimeout bounds how long a frame may take to arrive once its first
+	// byte has, on a connection that is a net.Conn; a frame late beyond it
+	// closes the connection (one line is logged) and cancels its calls.
+	// Between frames there is no deadline. Zero means DefaultFrameTimeout;
+	// a negative value means none.
+	FrameTimeout time.Duration
+	// WriteTimeout bounds how long a write to a client that is a net.Conn
+	// may make no progress: a client that reads nothing of a pending frame
+	// for this long is closed (one line is logged) and its calls cancelled.
+	// It is applied per chunk of at most 1 MiB, so a slow client that reads
+	// keeps its connection whatever the frame's size. Zero means
+	// DefaultWriteTimeout; a negative value means none.
+	WriteTimeout time.Duration
+
+	// replyQueueLimit is the number of bytes of frames waiting for the
+	// writer above which the reader stops reading; zero means
+	// defaultReplyQueueLimit. Tests shorten it.
+	replyQueueLimit int64
 	// linger bounds how long Shutdown, once the calls are done, waits for the
 	// clients to close the connections it sent $goaway on; zero means
 	// defaultLinger. Tests shorten it.
