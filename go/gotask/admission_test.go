@@ -254,3 +254,53 @@ func FuzzAdmission(f *testing.F) {
 		}
 	})
 }
+
+// TestServerMaxCalls: the calls in flight over all connections are bounded:
+// past MaxCalls a request is answered busy, whichever connection it comes
+// on; a slot frees when its reply is taken, or its connection ends.
+func TestServerMaxCalls(t *testing.T) {
+	svc := newSvc()
+	srv, _ := newTestServer(t, svc)
+	srv.MaxCalls = 3
+	addr := serveListener(t, srv, "unix")
+	a := newTestClient(t, dialT(t, "unix", addr))
+	b := newTestClient(t, dialT(t, "unix", addr))
+	gone := dialT(t, "unix", addr)
+	id, blocked := a.start("Svc.Block", nil, nil)
+	_, _ = a.start("Svc.Block", nil, nil)
+	if _, err := gone.Write(frameOf(t, []any{0, 1, "Svc.Block", nil, nil})); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		<-svc.started
+	}
+	err := b.call("Svc.Teapot", nil, nil)
+	if errType(err) != "busy" || !strings.Contains(err.Error(), "-max-calls") {
+		t.Fatalf("a call past -max-calls: %v", err)
+	}
+	if err := a.cancel(id); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.wait(blocked, nil); errType(err) != "cancelled" {
+		t.Fatal(err)
+	}
+	if err := b.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+		t.Fatalf("after a call finished: %v", err)
+	}
+	// A connection that ends returns its slots, its call's reply unsent.
+	gone.Close()
+	deadline := time.Now().Add(hangGuard)
+	for {
+		srv.mu.Lock()
+		calls := srv.calls
+		srv.mu.Unlock()
+		if calls == 1 { // a's other Block
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots taken, want 1", calls)
+		}
+		time.Sleep(2 * time.Millisecond) // polling the server's count
+	}
+	svc.release <- struct{}{}
+}

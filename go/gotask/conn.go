@@ -52,6 +52,7 @@ type conn struct {
 	mu       sync.Mutex       // guards pending and inflight
 	pending  map[uint32]*call // by msgid: the calls a $cancel can reach
 	inflight int              // calls holding a slot: at most maxInflight
+	returned bool             // the connection ended: its slots went back to the server (returnSlots)
 
 	// Host calls, the client's handlers called by us (hostcall.go).
 	hmu       sync.Mutex
@@ -256,6 +257,14 @@ func (c *conn) request(m *message) {
 		cancel()
 		c.reply(m.msgid, &wireError{Type: "busy", Message: fmt.Sprintf(
 			"more than %d calls in flight on one connection (the sidecar's -max-inflight, announced in its $hello)", c.maxInflight)}, nil, false)
+		s.endCall()
+		return
+	}
+	if !s.takeSlot() {
+		c.mu.Unlock()
+		cancel()
+		c.reply(m.msgid, &wireError{Type: "busy", Message: fmt.Sprintf(
+			"more than %d calls in flight in the sidecar (its -max-calls); try again, or elsewhere", s.MaxCalls)}, nil, false)
 		s.endCall()
 		return
 	}

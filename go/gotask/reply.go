@@ -86,7 +86,22 @@ func (c *conn) taken(e *encBuf) {
 		e.release = false
 		c.mu.Lock()
 		c.inflight--
+		if !c.returned {
+			c.srv.releaseSlots(1)
+		}
 		c.mu.Unlock()
+	}
+}
+
+// returnSlots gives the server back the slots of the connection's calls
+// whose replies were never taken (left in the queue when the writer ended).
+// Replies taken after it free no server slot.
+func (c *conn) returnSlots() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.returned {
+		c.returned = true
+		c.srv.releaseSlots(c.inflight)
 	}
 }
 

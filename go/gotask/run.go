@@ -60,6 +60,9 @@ type Options struct {
 	// once. Flags -handshake-timeout and -max-conns.
 	HandshakeTimeout time.Duration
 	MaxConns         int
+	// MaxCalls, when not zero, replaces the Server's own: the calls in flight
+	// over all connections. Flag -max-calls.
+	MaxCalls int
 	// FrameTimeout and WriteTimeout, when not zero, replace the Server's own
 	// (see Server.FrameTimeout and Server.WriteTimeout); a negative value
 	// means no deadline. Flags -frame-timeout and -write-timeout (where 0
@@ -146,6 +149,14 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 			return errors.New("want a number of connections, at least 1")
 		}
 		o.MaxConns = int(n)
+		return nil
+	})
+	fs.Func("max-calls", fmt.Sprintf("the most `calls` in flight over all connections (running, or with a reply the client has not read); more are answered busy (default %d: no bound)", o.MaxCalls), func(s string) error {
+		n, err := strconv.ParseInt(s, 0, strconv.IntSize)
+		if err != nil || n < 0 {
+			return errors.New("want a number of calls, 0 for no bound")
+		}
+		o.MaxCalls = int(n)
 		return nil
 	})
 	timeoutFlag(fs, &o.FrameTimeout, DefaultFrameTimeout, "frame-timeout",
@@ -361,6 +372,9 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	}
 	if o.MaxConns != 0 {
 		srv.MaxConns = o.MaxConns
+	}
+	if o.MaxCalls != 0 {
+		srv.MaxCalls = o.MaxCalls
 	}
 	if o.FrameTimeout != 0 {
 		srv.FrameTimeout = o.FrameTimeout

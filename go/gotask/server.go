@@ -30,6 +30,14 @@ type Server struct {
 	// server never stops reading and a $cancel always gets through. Zero
 	// means DefaultMaxInflight.
 	MaxInflight int
+	// MaxCalls, when above zero, bounds the calls in flight over all
+	// connections: running, or answered with a reply not yet taken by the
+	// connection's writer (a client that does not read keeps its calls'
+	// slots). A request beyond it is answered at once with a "busy" error.
+	// With MaxFrameSize it bounds the memory calls hold, whatever the number
+	// of connections (docs/remote-sidecars.md, "Limits and worst-case
+	// memory"). Zero means no bound but MaxInflight per connection.
+	MaxCalls int
 	// ErrorLog receives one line per connection closed for a protocol error,
 	// one per method and type when a method's error claims a type only the
 	// runtime sends (see "Errors, cancellation and deadlines" in the package
@@ -101,6 +109,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	accepted  int           // connections from Serve open, for MaxConns
+	calls     int           // calls holding a slot, all connections, for MaxCalls
 	shutting  bool          // Shutdown began: new requests get shutting_down
 	closed    bool          // Shutdown closed the connections: new ones are refused
 	active    int           // calls started and not yet answered, all connections
@@ -291,6 +300,24 @@ func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 	c.stopWriter()
 	<-c.writerDone
 	c.closeRWC()
+	c.returnSlots()
+}
+
+// takeSlot counts a call against MaxCalls, or reports false at the bound.
+func (s *Server) takeSlot() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.MaxCalls > 0 && s.calls >= s.MaxCalls {
+		return false
+	}
+	s.calls++
+	return true
+}
+
+func (s *Server) releaseSlots(n int) {
+	s.mu.Lock()
+	s.calls -= n
+	s.mu.Unlock()
 }
 
 // Shutdown shuts the server down gracefully: it closes the listeners, sends
