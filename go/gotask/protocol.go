@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
@@ -92,39 +93,63 @@ func readFrame(r io.Reader, max uint32) ([]byte, error) {
 // size, and the size of the first buffer of a longer one.
 const frameStep = 64 << 10
 
+// frameChunk is the size of the pieces a payload longer than frameStep is
+// read into before it is assembled.
+const frameChunk = 1 << 20
+
+// chunkPool holds frameChunk-byte buffers between frames.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, frameChunk); return &b }}
+
 // readPayload reads a payload of n bytes. One longer than frameStep is read
-// into a buffer that starts at frameStep and doubles each time it fills (or
-// grows to n, when that is less than 2.5 times what arrived), so that a peer
-// that declares a large frame and sends little of it makes us allocate at
-// most 2.5 times what it sent, not what it declared.
-// Growing copies each byte about once more; BenchmarkReadFrame and
-// BenchmarkEcho16MiB measure it.
+// first into a frameStep buffer, then into pooled frameChunk pieces, and is
+// assembled into one buffer of n bytes only once all of it has arrived: a
+// peer that declares a large frame and sends little of it makes us hold about
+// what it sent (rounded up to a piece), never what it declared. Assembling
+// copies each byte once more; BenchmarkReadFrame and BenchmarkEcho16MiB
+// measure it.
 func readPayload(r io.Reader, n uint32) ([]byte, error) {
-	size := min(n, frameStep)
-	payload := make([]byte, size)
-	got := 0
-	for {
-		k, err := io.ReadFull(r, payload[got:])
+	if n <= frameStep {
+		payload := make([]byte, n)
+		if k, err := io.ReadFull(r, payload); err != nil {
+			return nil, payloadError(err, k, n)
+		}
+		return payload, nil
+	}
+	first := make([]byte, frameStep)
+	if k, err := io.ReadFull(r, first); err != nil {
+		return nil, payloadError(err, k, n)
+	}
+	got := frameStep
+	var chunks []*[]byte
+	defer func() {
+		for _, c := range chunks {
+			chunkPool.Put(c)
+		}
+	}()
+	for got < int(n) {
+		c := chunkPool.Get().(*[]byte)
+		chunks = append(chunks, c)
+		k, err := io.ReadFull(r, (*c)[:min(frameChunk, int(n)-got)])
 		got += k
 		if err != nil {
-			if err == io.ErrUnexpectedEOF || err == io.EOF {
-				return nil, protoErr(codeTruncated, "stream ended after %d of %d payload bytes", got, n)
-			}
-			return nil, &partialFrameError{err: err, got: got, n: n}
+			return nil, payloadError(err, got, n)
 		}
-		if got == int(n) {
-			return payload, nil
-		}
-		next := 2 * uint64(len(payload))
-		if next+next/4 >= uint64(n) {
-			// A frame just over a power of two would otherwise be grown
-			// and copied once more for its last few bytes.
-			next = uint64(n)
-		}
-		grown := make([]byte, next)
-		copy(grown, payload)
-		payload = grown
 	}
+	payload := make([]byte, n)
+	at := copy(payload, first)
+	for _, c := range chunks {
+		at += copy(payload[at:], *c)
+	}
+	return payload, nil
+}
+
+// payloadError is the error of a payload read that failed after got of its
+// n bytes.
+func payloadError(err error, got int, n uint32) error {
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return protoErr(codeTruncated, "stream ended after %d of %d payload bytes", got, n)
+	}
+	return &partialFrameError{err: err, got: got, n: n}
 }
 
 // partialFrameError is a read error, such as a deadline, inside a frame's
