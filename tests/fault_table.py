@@ -76,6 +76,21 @@ GO_FAULTS: list[tuple[str, str, str]] = [
     ("stdin EOF (the parent is gone)", "exit 0, socket file and folder removed", "TestSidecarUnix"),
     ("random input to the frame and message decoder", "never a panic (go test -fuzz)", "FuzzReadMessage"),
     (
+        "random first bytes to a sidecar with a secret (the admission path)",
+        "no method runs without the right $auth; the connection always ends; never a panic (go test -fuzz)",
+        "FuzzAdmission",
+    ),
+    (
+        "more calls in flight over all connections than -max-calls",
+        "answered busy at once, naming -max-calls; slots come back as replies are taken or connections end",
+        "TestServerMaxCalls",
+    ),
+    (
+        "accept failing with EMFILE or ENFILE",
+        "Serve backs off and retries; the first error logged in full, the rest counted",
+        "TestServeSurvivesAcceptErrors",
+    ),
+    (
         "a Go method's error whose ErrorType() claims a runtime type (shutting_down, busy, not_found, ...)",
         "sent as error, with its message; logged once per method and type; the call is not re-sent",
         "TestServerRuntimeErrorTypes",
