@@ -13,11 +13,12 @@ from typing import Any
 import msgpack
 import pytest
 import trio
+import trio.testing
 import trustme
 from standalone import Standalone, standalone
 from timing import HANG
 
-from trio_gotask import SidecarError, connect_gotask
+from trio_gotask import RemoteError, SidecarError, connect_gotask
 
 SECRET = "correct horse battery staple"
 
@@ -205,3 +206,32 @@ async def test_failed_authentication_is_logged_in_brief(sidecar: str) -> None:
     assert "authentication failed: wrong secret" in lines[0]
     assert "99 more failed authentications from 1 address" in lines[1]
     assert SECRET not in app.stderr.decode() and "guess" not in app.stderr.decode()
+
+
+@pytest.mark.fault(
+    fault="more calls in flight over all connections than the sidecar's -max-calls",
+    sees="RemoteError type busy at once, naming -max-calls; served again once a call ends",
+)
+async def test_calls_over_all_connections_are_bounded(sidecar: str) -> None:
+    async with (
+        standalone(sidecar, "-address", "127.0.0.1:0", "-max-calls", "2") as app,
+        connect_gotask(app.address, pool_size=1) as first,
+        connect_gotask(app.address) as second,
+    ):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first.call, "App.Slow", 3_600_000)
+            nursery.start_soon(first.call, "App.Slow", 3_600_000)
+            # Both requests are on the wire: the sidecar reads the next one on this connection after them.
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(RemoteError, match="-max-calls") as info:
+                await first.call("App.Hi", "a third")
+            assert info.value.type == "busy"
+            nursery.cancel_scope.cancel()
+        with trio.fail_after(HANG):
+            while True:  # the cancelled calls' slots come back as their replies go out
+                try:
+                    assert await first.call("App.WaitCancelled", 2) == 2
+                    break
+                except RemoteError as exc:
+                    assert exc.type == "busy", exc
+        assert await second.call("App.Hi", "after") == {"hello": "after"}
