@@ -98,6 +98,16 @@ def go(session: nox.Session) -> None:
         "./gotask",
         external=True,
     )
+    # Admission: each input that stops short waits for the handshake timeout, so fewer inputs.
+    session.run(
+        "go",
+        "test",
+        "-run=NONE",
+        "-fuzz=FuzzAdmission",
+        f"-fuzztime={os.environ.get('GOTASK_ADMISSION_FUZZTIME', '2000x')}",
+        "./gotask",
+        external=True,
+    )
     oldest = {"GOTOOLCHAIN": OLDEST_GO}
     session.run("go", "version", external=True, env=oldest)
     session.run("go", "vet", "./...", external=True, env=oldest)

@@ -37,6 +37,21 @@ GO_FAULTS: list[tuple[str, str, str]] = [
         "TestServerBackpressure",
     ),
     (
+        "a header declaring 64 MiB, then 10 bytes and silence",
+        "about 64 KiB allocated, not 64 MiB; closed after -frame-timeout, its calls cancelled",
+        "TestReadFrameAllocatesWhatArrived",
+    ),
+    (
+        "more than 4 MiB of replies unwritten on a connection",
+        "the sidecar reads no more requests from it until the client reads",
+        "TestSlowReaderPauses",
+    ),
+    (
+        "a client that reads nothing of a large reply",
+        "closed after -write-timeout, one log line naming it, its calls cancelled; others served",
+        "TestSlowWriteTimeout",
+    ),
+    (
         "a client sending more calls than the -max-inflight its $hello announced",
         "busy for the excess, at once; the reader keeps reading, so $cancel gets through",
         "TestServerInflightBound",
@@ -60,6 +75,21 @@ GO_FAULTS: list[tuple[str, str, str]] = [
     ("SIGTERM with calls in flight", "calls finish within the grace period; exit 0", "TestSidecarTCP"),
     ("stdin EOF (the parent is gone)", "exit 0, socket file and folder removed", "TestSidecarUnix"),
     ("random input to the frame and message decoder", "never a panic (go test -fuzz)", "FuzzReadMessage"),
+    (
+        "random first bytes to a sidecar with a secret (the admission path)",
+        "no method runs without the right $auth; the connection always ends; never a panic (go test -fuzz)",
+        "FuzzAdmission",
+    ),
+    (
+        "more calls in flight over all connections than -max-calls",
+        "answered busy at once, naming -max-calls; slots come back as replies are taken or connections end",
+        "TestServerMaxCalls",
+    ),
+    (
+        "accept failing with EMFILE or ENFILE",
+        "Serve backs off and retries; the first error logged in full, the rest counted",
+        "TestServeSurvivesAcceptErrors",
+    ),
     (
         "a Go method's error whose ErrorType() claims a runtime type (shutting_down, busy, not_found, ...)",
         "sent as error, with its message; logged once per method and type; the call is not re-sent",

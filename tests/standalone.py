@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -24,15 +25,22 @@ class Standalone:
 
 @asynccontextmanager
 async def standalone(
-    sidecar: str, *flags: str, env: dict[str, str] | None = None
+    sidecar: str, *flags: str, env: dict[str, str] | None = None, max_files: int | None = None
 ) -> AsyncIterator[Standalone]:
     """Start ``sidecar -standalone FLAGS...``, wait for its handshake, and on the way out stop it
-    with SIGTERM and check that it exits 0 (its graceful shutdown), unless the test killed it."""
+    with SIGTERM and check that it exits 0 (its graceful shutdown), unless the test killed it.
+    ``max_files`` sets its descriptor limit (RLIMIT_NOFILE, soft and hard)."""
+
+    def limit_files() -> None:
+        if max_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+
     process = await trio.lowlevel.open_process(
         [sidecar, "-standalone", *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, **(env or {})},
+        preexec_fn=limit_files,
     )
     assert process.stdout is not None
     assert process.stderr is not None

@@ -263,3 +263,36 @@ def test_the_statistics_the_page_explains_exist() -> None:
                 assert name in fields, name
             seen += 1
     assert seen >= 10
+
+
+def mebibytes(quantity: str) -> int:
+    """A Kubernetes memory quantity such as ``256Mi``, in MiB."""
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * {"Mi": 1, "Gi": 1024}[unit]
+
+
+async def test_the_memory_limit_holds_under_attack(sidecar: str) -> None:
+    """The deployment's flags hold its memory limit against the hostile clients of
+    benchmarks/attack_sidecar.py (issue 23): connections that declare the largest frame and hold,
+    beside ordinary calls; a client that asks for large replies and never reads; silent
+    connections by the thousand. TLS and the secret are left out: the attacks pass them."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import attack_sidecar
+
+    values = flag_values(container()["args"])
+    for name in ("standalone", "address", "tls-cert", "tls-key"):
+        del values[name]
+    flags = [f"-{name}={value}" for name, value in values.items()]
+    limit = mebibytes(container()["resources"]["limits"]["memory"])
+    attack_sidecar.raise_file_limit()
+    binary = Path(sidecar)
+    declared = await attack_sidecar.declared(binary, flags)
+    unread = await attack_sidecar.unread(binary, [*flags, "-write-timeout=2s"], 4)
+    idle = await attack_sidecar.idle(binary, [*flags, "-handshake-timeout=1s"], 2)
+    for attack, peak in [("declared", declared["peak RSS"]), ("unread", unread["peak RSS"])]:
+        assert int(peak.removesuffix(" MiB")) < limit, (attack, peak)
+    assert int(idle["RSS after the wait"].removesuffix(" MiB")) < limit, idle
+    assert idle["real client served during / after"].endswith("yes"), idle
+    assert unread["connection closed within 4 s"] == "yes", unread

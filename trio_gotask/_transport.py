@@ -493,6 +493,8 @@ def _greeting_error(
             hint = ": it was started with GOTASK_SECRET set; pass the same value as secret="
         elif secret is not None and "wrong secret" in reason:
             hint = ": secret= differs from the GOTASK_SECRET the sidecar was started with"
+        elif reason.startswith("too many connections"):
+            hint = ": try again later, open fewer connections (pool_size=), or raise its -max-conns"
         else:
             hint = ""
         return SidecarError(f"{where} refused the connection ({reason}){hint}")

@@ -1,6 +1,9 @@
 package gotask
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
 	"io"
 	"log"
 	"net"
@@ -132,5 +135,32 @@ func BenchmarkSkipObject(b *testing.B) {
 		if _, err := skipObject(payload, 0); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkReadFrame measures readFrame on frames already buffered, as the
+// read loop sees them: small ones in one allocation, large ones grown as they
+// arrive.
+func BenchmarkReadFrame(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"100B", 100}, {"64KiB", 64 << 10}, {"1MiB", 1 << 20}, {"16MiB", 16 << 20}} {
+		b.Run(size.name, func(b *testing.B) {
+			frame := binary.BigEndian.AppendUint32(nil, uint32(size.n))
+			frame = append(frame, make([]byte, size.n)...)
+			r := bytes.NewReader(frame)
+			br := bufio.NewReaderSize(r, 64<<10)
+			b.SetBytes(int64(size.n))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				r.Reset(frame)
+				br.Reset(r)
+				if _, err := readFrame(br, DefaultMaxFrameSize); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

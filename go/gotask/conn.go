@@ -5,9 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // conn is one served connection. One goroutine reads (serveConn's, in
@@ -18,6 +18,21 @@ type conn struct {
 	rwc         io.ReadWriteCloser
 	maxFrame    uint32 // the largest frame we accept
 	maxInflight int
+
+	// frameTimeout and writeTimeout are the server's, or zero: no deadline
+	// (not a net.Conn, or turned off). See slow.go.
+	frameTimeout time.Duration
+	writeTimeout time.Duration
+	// openDeadline, when not zero, is the read deadline of the opening
+	// (admit.go): readFrame's frame deadlines never extend it.
+	openDeadline time.Time
+
+	// queued counts the bytes of frames queued for the writer and not yet
+	// written; the reader waits (waitForRoom) while it exceeds queueLimit,
+	// and room wakes it.
+	queued     atomic.Int64
+	queueLimit int64
+	room       chan struct{}
 
 	// replyLimit is the largest frame the client accepts: what its $hello
 	// announced, else maxFrame.
@@ -37,6 +52,7 @@ type conn struct {
 	mu       sync.Mutex       // guards pending and inflight
 	pending  map[uint32]*call // by msgid: the calls a $cancel can reach
 	inflight int              // calls holding a slot: at most maxInflight
+	returned bool             // the connection ended: its slots went back to the server (returnSlots)
 
 	// Host calls, the client's handlers called by us (hostcall.go).
 	hmu       sync.Mutex
@@ -45,6 +61,12 @@ type conn struct {
 	hostNext  uint32               // the next msgid to try
 	hostErr   error                // why the connection ended, once it did
 	hostDone  chan struct{}        // closed when hostErr is set
+
+	// opening says the connection, accepted by Serve, has not completed its
+	// opening (admission and the client's first frame), within openTimeout.
+	// The reader's alone (admit.go).
+	opening     bool
+	openTimeout time.Duration
 
 	// clientPings records that the client's $hello announced "ping": it
 	// answers a $ping (protocol.md, Keepalive). The sidecar sends none yet.
@@ -77,6 +99,12 @@ func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
 		hostDone:    make(chan struct{}),
 	}
 	c.replyLimit.Store(maxFrame)
+	c.frameTimeout, c.writeTimeout = s.timeouts(rwc)
+	c.queueLimit = s.replyQueueLimit
+	if c.queueLimit <= 0 {
+		c.queueLimit = defaultReplyQueueLimit
+	}
+	c.room = make(chan struct{}, 1)
 	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
 	// Every call's context carries its connection, for CallHost.
 	c.ctx = context.WithValue(c.ctx, connKey{}, c)
@@ -86,15 +114,7 @@ func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
 // describe names the connection for the log: the peer's address, or ours
 // when the peer has none (a Unix socket client), or nothing if it is not a
 // net.Conn (a pipe).
-func (c *conn) describe() string {
-	if nc, ok := c.rwc.(net.Conn); ok && nc.RemoteAddr() != nil {
-		if a := nc.RemoteAddr().String(); a != "" && a != "@" {
-			return " from " + a
-		}
-		return " on " + nc.LocalAddr().String()
-	}
-	return ""
-}
+func (c *conn) describe() string { return describeConn(c.rwc) }
 
 // goAway queues [2, "$goaway", "..."], telling the client to send no more
 // calls here.
@@ -128,10 +148,13 @@ func (c *conn) readLoop(accepted bool) error {
 	}
 	c.hello()
 	for {
-		if c.ctx.Err() != nil {
+		if c.ctx.Err() != nil || !c.waitForRoom() {
 			return nil // the writer failed, or Shutdown gave up: replies cannot be delivered
 		}
-		payload, err := readFrame(br, c.maxFrame)
+		payload, err := c.readFrame(br)
+		if c.opening {
+			err = c.firstFrame(err)
+		}
 		if err != nil {
 			if err == io.EOF {
 				return nil
@@ -142,6 +165,7 @@ func (c *conn) readLoop(accepted bool) error {
 		if err != nil {
 			return err
 		}
+		c.opening = false
 		switch m.typ {
 		case typeRequest:
 			c.request(m)
@@ -233,6 +257,14 @@ func (c *conn) request(m *message) {
 		cancel()
 		c.reply(m.msgid, &wireError{Type: "busy", Message: fmt.Sprintf(
 			"more than %d calls in flight on one connection (the sidecar's -max-inflight, announced in its $hello)", c.maxInflight)}, nil, false)
+		s.endCall()
+		return
+	}
+	if !s.takeSlot() {
+		c.mu.Unlock()
+		cancel()
+		c.reply(m.msgid, &wireError{Type: "busy", Message: fmt.Sprintf(
+			"more than %d calls in flight in the sidecar (its -max-calls); try again, or elsewhere", s.MaxCalls)}, nil, false)
 		s.endCall()
 		return
 	}

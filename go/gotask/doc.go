@@ -216,6 +216,8 @@ parsing the command line:
 	-max-frame-size N   the largest frame accepted, in bytes (default 64 MiB)
 	-max-inflight N     the most calls running at once on one connection (default 1024)
 	-grace D            how long calls may finish at shutdown (default 5s; 0: at once)
+	-frame-timeout D    how long a frame may take once its first byte arrived (default 30s; 0: no limit)
+	-write-timeout D    how long a client may read nothing of a reply (default 30s; 0: no limit)
 	-tls-cert FILE      serve TCP over TLS with this PEM certificate (needs -tls-key)
 	-tls-key FILE       the PEM private key of -tls-cert
 
@@ -275,18 +277,35 @@ whatever -address names; use a loopback address unless the network is trusted.
 When the environment variable GOTASK_SECRET is set and not empty, Run copies
 it to Server.Secret (and removes it from the environment, so processes that
 methods start do not inherit it). Every socket connection must then send
-[2, "$auth", secret] as its first frame within 10 seconds; until it does,
-nothing else on it is read. A connection that sends anything else, a wrong
-secret (compared in constant time) or nothing in time is told why in a
-$refused notification and closed, and one line that contains neither secret is
-logged. The pipe of -listen-on-pipe, private to the parent, needs no secret.
-trio_gotask sets a fresh random secret for the sidecars it starts on a socket;
-the environment keeps it off the command line.
+[2, "$auth", secret] as its first frame; until it does, nothing else on it is
+read. A connection that sends anything else or a wrong secret (compared in
+constant time) is told why in a $refused notification and closed. The pipe of
+-listen-on-pipe, private to the parent, needs no secret. trio_gotask sets a
+fresh random secret for the sidecars it starts on a socket; the environment
+keeps it off the command line.
 
 With -tls-cert and -tls-key, a TCP sidecar speaks TLS 1.2 or later on every
-connection, and $auth, if required, travels inside it. The TLS handshake, too,
-must finish within 10 seconds. TLS with a Unix socket or -listen-on-pipe is a
-start-up error.
+connection, and $auth, if required, travels inside it. TLS with a Unix socket
+or -listen-on-pipe is a start-up error.
+
+# Admission
+
+Whoever can reach a socket can connect, so what a socket sidecar admits is
+bounded, with or without a secret or TLS:
+
+  - -handshake-timeout (default 10s): the opening of a connection, its TLS
+    handshake, its $auth frame and the client's first frame after these (its
+    $hello), must be complete within it, or the connection is closed.
+  - -max-conns (default three quarters of the descriptor limit): a connection
+    past it is refused at once with a $refused that says so (a TLS one is
+    closed before its handshake). When the process runs out of descriptors
+    all the same, the accept loop backs off and retries, and clients get in
+    again as soon as descriptors free up.
+  - The log of refused connections is short whatever their number: the first
+    of each kind (a failed authentication, a timed-out opening, a failed TLS
+    handshake, a refusal at -max-conns, an accept error) is logged in full,
+    the next are counted and reported once a minute while they go on. No line
+    contains a secret.
 
 # Embedding
 

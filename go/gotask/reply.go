@@ -2,7 +2,11 @@ package gotask
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"unicode/utf8"
 )
 
@@ -50,19 +54,27 @@ func responseResult(payload []byte) []byte {
 // never blocks on a slow client.
 func (c *conn) sendNow(e *encBuf) {
 	e.frame()
+	c.queued.Add(int64(e.buf.Len()))
 	select {
 	case c.out <- e:
 	default:
-		go c.send(e)
+		go c.enqueue(e)
 	}
 }
 
 // send queues an encoded frame for the writer, or drops it if the writer has
 // stopped (the connection is gone, and the reply with it).
 func (c *conn) send(e *encBuf) {
+	c.queued.Add(int64(e.buf.Len()))
+	c.enqueue(e)
+}
+
+// enqueue is send for a frame already counted in queued.
+func (c *conn) enqueue(e *encBuf) {
 	select {
 	case c.out <- e:
 	case <-c.writerDone:
+		c.dequeued(e.buf.Len())
 		c.taken(e)
 		putEncBuf(e)
 	}
@@ -74,7 +86,22 @@ func (c *conn) taken(e *encBuf) {
 		e.release = false
 		c.mu.Lock()
 		c.inflight--
+		if !c.returned {
+			c.srv.releaseSlots(1)
+		}
 		c.mu.Unlock()
+	}
+}
+
+// returnSlots gives the server back the slots of the connection's calls
+// whose replies were never taken (left in the queue when the writer ended).
+// Replies taken after it free no server slot.
+func (c *conn) returnSlots() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.returned {
+		c.returned = true
+		c.srv.releaseSlots(c.inflight)
 	}
 }
 
@@ -142,23 +169,33 @@ func (c *conn) writeFailed() {
 // nothing more is queued, so replies finishing together share a write.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
-	bw := bufio.NewWriterSize(c.rwc, 64<<10)
+	var w io.Writer = c.rwc
+	if c.writeTimeout > 0 {
+		w = deadlineWriter{c.rwc.(net.Conn), c.writeTimeout}
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
 	dead := false
+	failed := func(err error) {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.writeTimedOut()
+		}
+		c.writeFailed()
+		dead = true
+	}
 	write := func(e *encBuf) {
 		c.taken(e)
 		if !dead {
 			if _, err := bw.Write(e.buf.Bytes()); err != nil {
-				c.writeFailed()
-				dead = true
+				failed(err)
 			}
 		}
+		c.dequeued(e.buf.Len())
 		putEncBuf(e)
 	}
 	flush := func() {
 		if !dead && bw.Buffered() > 0 {
 			if err := bw.Flush(); err != nil {
-				c.writeFailed()
-				dead = true
+				failed(err)
 			}
 		}
 	}

@@ -55,6 +55,20 @@ type Options struct {
 	// contexts are cancelled: zero means DefaultGrace, and a negative Grace
 	// cancels them at once. Flag -grace (where 0 cancels them at once).
 	Grace time.Duration
+	// HandshakeTimeout and MaxConns, when not zero, replace the Server's own:
+	// how long a connection may take to open, and how many may be open at
+	// once. Flags -handshake-timeout and -max-conns.
+	HandshakeTimeout time.Duration
+	MaxConns         int
+	// MaxCalls, when not zero, replaces the Server's own: the calls in flight
+	// over all connections. Flag -max-calls.
+	MaxCalls int
+	// FrameTimeout and WriteTimeout, when not zero, replace the Server's own
+	// (see Server.FrameTimeout and Server.WriteTimeout); a negative value
+	// means no deadline. Flags -frame-timeout and -write-timeout (where 0
+	// means no deadline).
+	FrameTimeout time.Duration
+	WriteTimeout time.Duration
 	// TLSCert and TLSKey name the PEM files of a certificate and its private
 	// key: a TCP sidecar then speaks TLS. Flags -tls-cert and -tls-key.
 	TLSCert, TLSKey string
@@ -113,8 +127,67 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 		o.Grace = d
 		return nil
 	})
+	handshake := o.HandshakeTimeout
+	if handshake == 0 {
+		handshake = DefaultHandshakeTimeout
+	}
+	fs.Func("handshake-timeout", fmt.Sprintf("close a connection that has not finished its opening (TLS, $auth, the client's $hello) within this `duration` (default %v)", handshake), func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return errors.New("want a duration above 0, such as 10s")
+		}
+		o.HandshakeTimeout = d
+		return nil
+	})
+	conns := o.MaxConns
+	if conns == 0 {
+		conns = DefaultMaxConns()
+	}
+	fs.Func("max-conns", fmt.Sprintf("the most `connections` open at once; more are refused (default %d, three quarters of the descriptor limit)", conns), func(s string) error {
+		n, err := strconv.ParseInt(s, 0, strconv.IntSize)
+		if err != nil || n < 1 {
+			return errors.New("want a number of connections, at least 1")
+		}
+		o.MaxConns = int(n)
+		return nil
+	})
+	fs.Func("max-calls", fmt.Sprintf("the most `calls` in flight over all connections (running, or with a reply the client has not read); more are answered busy (default %d: no bound)", o.MaxCalls), func(s string) error {
+		n, err := strconv.ParseInt(s, 0, strconv.IntSize)
+		if err != nil || n < 0 {
+			return errors.New("want a number of calls, 0 for no bound")
+		}
+		o.MaxCalls = int(n)
+		return nil
+	})
+	timeoutFlag(fs, &o.FrameTimeout, DefaultFrameTimeout, "frame-timeout",
+		"how long a frame may take to arrive once its first byte has, a `duration`; 0: no limit")
+	timeoutFlag(fs, &o.WriteTimeout, DefaultWriteTimeout, "write-timeout",
+		"how long a client may read nothing of a reply before it is disconnected, a `duration`; 0: no limit")
 	fs.StringVar(&o.TLSCert, "tls-cert", o.TLSCert, "serve TCP over TLS with the certificate in this PEM `file` (needs -tls-key)")
 	fs.StringVar(&o.TLSKey, "tls-key", o.TLSKey, "the PEM `file` holding the private key of -tls-cert")
+}
+
+// timeoutFlag defines a flag that sets *d to a duration, where 0 on the
+// command line means none (a negative *d) and the zero *d means def.
+func timeoutFlag(fs *flag.FlagSet, d *time.Duration, def time.Duration, name, usage string) {
+	shown := fmt.Sprint(*d)
+	switch {
+	case *d == 0:
+		shown = fmt.Sprint(def)
+	case *d < 0:
+		shown = "0"
+	}
+	fs.Func(name, fmt.Sprintf("%s (default %s)", usage, shown), func(s string) error {
+		v, err := time.ParseDuration(s)
+		if err != nil || v < 0 {
+			return errors.New("want a duration of 0 or more, such as 30s")
+		}
+		if v == 0 {
+			v = -1 // the Options field's "none"; its zero is the default
+		}
+		*d = v
+		return nil
+	})
 }
 
 // Run serves DefaultServer as a sidecar and exits the program when done; call
@@ -260,6 +333,12 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	if o.MaxInflight < 0 {
 		return fail("-max-inflight (Options.MaxInflight) must be at least 1")
 	}
+	if o.HandshakeTimeout < 0 {
+		return fail("-handshake-timeout (Options.HandshakeTimeout) must be above 0")
+	}
+	if o.MaxConns < 0 {
+		return fail("-max-conns (Options.MaxConns) must be at least 1")
+	}
 	grace := o.Grace
 	if grace == 0 {
 		grace = DefaultGrace
@@ -287,6 +366,21 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	}
 	if o.MaxInflight != 0 {
 		srv.MaxInflight = o.MaxInflight
+	}
+	if o.HandshakeTimeout != 0 {
+		srv.HandshakeTimeout = o.HandshakeTimeout
+	}
+	if o.MaxConns != 0 {
+		srv.MaxConns = o.MaxConns
+	}
+	if o.MaxCalls != 0 {
+		srv.MaxCalls = o.MaxCalls
+	}
+	if o.FrameTimeout != 0 {
+		srv.FrameTimeout = o.FrameTimeout
+	}
+	if o.WriteTimeout != 0 {
+		srv.WriteTimeout = o.WriteTimeout
 	}
 
 	// ctx ends when the sidecar should stop: on a signal (the caller's ctx)

@@ -221,7 +221,7 @@ func TestServerSecret(t *testing.T) {
 			svc := newSvc()
 			srv, logBuf := newTestServer(t, svc)
 			srv.Secret = goodSecret
-			srv.authTimeout = 100 * time.Millisecond
+			srv.HandshakeTimeout = 100 * time.Millisecond
 			dial := serveGated(t, srv, network)
 			log := func() string { return logBuf.String() }
 
@@ -247,6 +247,8 @@ func TestServerSecret(t *testing.T) {
 				if last := lastLine(log()); !strings.Contains(last, bad.reason) {
 					t.Errorf("%s: log line %q does not say %q", bad.name, last, bad.reason)
 				}
+				// Counted failures are reported once a minute: have the next logged in full.
+				srv.admitLog.flush()
 				if err := good.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
 					t.Fatalf("%s: authenticated connection: %v", bad.name, err)
 				}
@@ -268,14 +270,15 @@ func TestServerSecret(t *testing.T) {
 				t.Errorf("silent: the client was told %q", told)
 			}
 			// The deadline started after start: this holds on any machine.
-			if d := time.Since(start); d < srv.authTimeout {
-				t.Errorf("silent connection closed after %v, before the %v timeout", d, srv.authTimeout)
+			if d := time.Since(start); d < srv.HandshakeTimeout {
+				t.Errorf("silent connection closed after %v, before the %v timeout", d, srv.HandshakeTimeout)
 			}
 			lines++
 			waitLines(t, log, lines, "silent")
 			if last := lastLine(log()); !strings.Contains(last, "no $auth frame within") {
 				t.Errorf("silent: log line %q", last)
 			}
+			srv.admitLog.flush()
 			// Half a frame, then silence: the deadline covers the whole first frame.
 			expectClosed(t, dial(authFrame(t, goodSecret)[:6], false), hangGuard, "half a frame")
 			lines++
@@ -334,36 +337,45 @@ func readAny(t *testing.T, conn net.Conn) *message {
 	return m
 }
 
+// TestServerNoSecret: without a secret nothing is asked, and an $auth
+// notification is ignored; the handshake timeout still closes a connection
+// that sends nothing, and only such a one.
 func TestServerNoSecret(t *testing.T) {
-	srv, logBuf := newTestServer(t, newSvc())
-	srv.authTimeout = 50 * time.Millisecond
-	addr := serveListener(t, srv, "unix")
-	// Without a secret nothing is asked, and an $auth notification is ignored.
-	if err := authClient(t, dialT(t, "unix", addr), "whatever").call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
-		t.Fatal(err)
-	}
-	// A silent connection stays open and does not hold up the others.
-	silent := dialT(t, "unix", addr)
-	c := newTestClient(t, dialT(t, "unix", addr))
-	if m := readAny(t, silent); m.typ != typeNotification || m.method != "$hello" {
-		t.Fatalf("silent connection: first frame %+v, want the $hello", m)
-	}
-	// The timeout, had it applied, started before that $hello. A server with a
-	// secret and the same timeout closes a silent connection made now: by then
-	// it would have closed this one too.
-	withSecret, _ := newTestServer(t, newSvc())
-	withSecret.Secret = goodSecret
-	withSecret.authTimeout = srv.authTimeout
-	expectClosed(t, dialT(t, "unix", serveListener(t, withSecret, "unix")), hangGuard, "silent, with a secret")
-	if err := c.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
-		t.Fatal(err)
-	}
-	silent.Write(frameOf(t, []any{0, 1, "Svc.Teapot", nil, nil}))
-	if m := readAny(t, silent); m.typ != typeResponse || m.errMap == nil || m.errMap.Type != "teapot" {
-		t.Fatalf("late first request: %+v", m)
-	}
-	if s := logBuf.String(); s != "" {
-		t.Fatalf("log: %q", s)
+	for _, network := range []string{"unix", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			srv, logBuf := newTestServer(t, newSvc())
+			srv.HandshakeTimeout = 50 * time.Millisecond
+			dial := serveGated(t, srv, network)
+			if err := newTestClient(t, dial(authFrame(t, "whatever"), false)).call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+				t.Fatal(err)
+			}
+			// Sent before the server accepted it, the $hello is there before the deadline starts.
+			c := newTestClient(t, dial(frameOf(t, []any{2, "$hello", map[string]any{"version": 2}}), false))
+			start := time.Now()
+			silent := dial(nil, false)
+			if m := readAny(t, silent); m.typ != typeNotification || m.method != "$hello" {
+				t.Fatalf("silent connection: first frame %+v, want the $hello", m)
+			}
+			// Our $hello came first: the client is told nothing more.
+			if told := expectClosed(t, silent, hangGuard, "silent"); told != "" {
+				t.Errorf("silent: told %q after the $hello", told)
+			}
+			if d := time.Since(start); d < srv.HandshakeTimeout {
+				t.Errorf("silent connection closed after %v, before the %v timeout", d, srv.HandshakeTimeout)
+			}
+			waitLines(t, logBuf.String, 1, "silent")
+			if s := logBuf.String(); !strings.Contains(s, "no $hello or other frame within 50ms (-handshake-timeout)") {
+				t.Errorf("log: %q", s)
+			}
+			// Half a frame is not an opening either.
+			half := dial(frameOf(t, []any{0, 1, "Svc.Teapot", nil, nil})[:7], false)
+			readAny(t, half) // the $hello
+			expectClosed(t, half, hangGuard, "half a frame")
+			// Dialled before the silent one: had the timeout not been lifted, it would be closed by now.
+			if err := c.call("Svc.Teapot", nil, nil); errType(err) != "teapot" {
+				t.Fatalf("the connection that said $hello, after the timeout: %v", err)
+			}
+		})
 	}
 }
 

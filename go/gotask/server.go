@@ -3,6 +3,7 @@ package gotask
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -29,24 +30,63 @@ type Server struct {
 	// server never stops reading and a $cancel always gets through. Zero
 	// means DefaultMaxInflight.
 	MaxInflight int
-	// ErrorLog receives one line per connection closed for a protocol error
-	// or turned away before its first request (TLS handshake, Secret), and
+	// MaxCalls, when above zero, bounds the calls in flight over all
+	// connections: running, or answered with a reply not yet taken by the
+	// connection's writer (a client that does not read keeps its calls'
+	// slots). A request beyond it is answered at once with a "busy" error.
+	// With MaxFrameSize it bounds the memory calls hold, whatever the number
+	// of connections (docs/remote-sidecars.md, "Limits and worst-case
+	// memory"). Zero means no bound but MaxInflight per connection.
+	MaxCalls int
+	// ErrorLog receives one line per connection closed for a protocol error,
 	// one per method and type when a method's error claims a type only the
 	// runtime sends (see "Errors, cancellation and deadlines" in the package
-	// documentation). Nil means standard error with the prefix "gotask: ".
+	// documentation), and the admission log: the first connection turned
+	// away before its opening was complete (TLS handshake, Secret,
+	// HandshakeTimeout, MaxConns) or Accept error of each kind in full, and
+	// then, once a minute while they go on, how many more there were. Nil
+	// means standard error with the prefix "gotask: ".
 	ErrorLog *log.Logger
 	// Secret, when not empty, is the shared secret every connection accepted
 	// by Serve must present before anything else: its first frame must be the
-	// notification [2, "$auth", Secret], within ten seconds. A connection that
-	// sends anything else, another secret or nothing in time is told why in a
-	// $refused notification and closed, and one line that contains neither
-	// secret is logged. ServeConn does not ask for it: its caller vouches for
-	// the connection.
+	// notification [2, "$auth", Secret], within HandshakeTimeout. A
+	// connection that sends anything else, another secret or nothing in time
+	// is told why in a $refused notification and closed, and logged (see
+	// ErrorLog) without either secret. ServeConn does not ask for it: its
+	// caller vouches for the connection.
 	Secret string
+	// HandshakeTimeout bounds the opening of every connection accepted by
+	// Serve: its TLS handshake (from a tls.NewListener), its $auth frame (with
+	// a Secret) and the client's first frame after these (its $hello, or its
+	// first request if it sends none) must all arrive within it, or the
+	// connection is closed. Zero means DefaultHandshakeTimeout. ServeConn
+	// does not apply it.
+	HandshakeTimeout time.Duration
+	// MaxConns bounds the connections accepted by Serve, over all its
+	// listeners, that are open at once. A connection accepted past it is
+	// turned away at once, without reading from it: a plain one is told why in
+	// a $refused notification, a TLS one is closed before its handshake. Zero
+	// or less means DefaultMaxConns(), derived from the descriptor limit.
+	// ServeConn's connections do not count.
+	MaxConns int
+	// FrameTimeout bounds how long a frame may take to arrive once its first
+	// byte has, on a connection that is a net.Conn; a frame late beyond it
+	// closes the connection (one line is logged) and cancels its calls.
+	// Between frames there is no deadline. Zero means DefaultFrameTimeout;
+	// a negative value means none.
+	FrameTimeout time.Duration
+	// WriteTimeout bounds how long a write to a client that is a net.Conn
+	// may make no progress: a client that reads nothing of a pending frame
+	// for this long is closed (one line is logged) and its calls cancelled.
+	// It is applied per chunk of at most 1 MiB, so a slow client that reads
+	// keeps its connection whatever the frame's size. Zero means
+	// DefaultWriteTimeout; a negative value means none.
+	WriteTimeout time.Duration
 
-	// authTimeout bounds the TLS handshake and the $auth frame of an accepted
-	// connection; zero means defaultAuthTimeout. Tests shorten it.
-	authTimeout time.Duration
+	// replyQueueLimit is the number of bytes of frames waiting for the
+	// writer above which the reader stops reading; zero means
+	// defaultReplyQueueLimit. Tests shorten it.
+	replyQueueLimit int64
 	// linger bounds how long Shutdown, once the calls are done, waits for the
 	// clients to close the connections it sent $goaway on; zero means
 	// defaultLinger. Tests shorten it.
@@ -55,6 +95,8 @@ type Server struct {
 	// cancelled the calls still running, waits for their replies; zero means
 	// defaultReplyWait. Tests lengthen it.
 	replyWait time.Duration
+
+	admitLog admitLog // admission failures, logged in brief
 
 	services sync.Map // name -> *service
 	claims   sync.Map // methodClaim -> struct{}: the refused ones logged (refusedClaim)
@@ -66,6 +108,8 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	accepted  int           // connections from Serve open, for MaxConns
+	calls     int           // calls holding a slot, all connections, for MaxCalls
 	shutting  bool          // Shutdown began: new requests get shutting_down
 	closed    bool          // Shutdown closed the connections: new ones are refused
 	active    int           // calls started and not yet answered, all connections
@@ -91,6 +135,7 @@ func NewServer() *Server {
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
 	s.workers = newWorkers(s.baseCtx.Done())
+	s.admitLog.logf = s.logf
 	return s
 }
 
@@ -127,6 +172,7 @@ func (s *Server) Serve(l net.Listener) error {
 		delete(s.listeners, l)
 		s.mu.Unlock()
 	}()
+	limit := s.maxConns()
 	var delay time.Duration
 	for {
 		rwc, err := l.Accept()
@@ -137,13 +183,19 @@ func (s *Server) Serve(l net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return err
 			}
-			// Probably out of file descriptors: back off, like net/http.
+			// Out of descriptors (EMFILE, ENFILE) or another passing error:
+			// back off and retry, as net/http does, but whatever the error
+			// (net/http returns on one its net.Error does not call temporary).
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.logf("accept: %v; retrying in %v", err, delay)
+			s.admitLog.fail(admitAccept, nil, fmt.Sprintf("accept: %v; retrying in %v", err, delay), err.Error())
 			time.Sleep(delay)
 			continue
 		}
 		delay = 0
+		if !s.takeConn(limit) {
+			s.refuseAtLimit(rwc, limit)
+			continue
+		}
 		if uc, ok := rwc.(*net.UnixConn); ok {
 			// Larger kernel buffers than the default 208 KiB: a large frame crosses in fewer
 			// writes and wake-ups. The kernel caps them at net.core.wmem_max/rmem_max.
@@ -152,6 +204,38 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		go s.serveConn(rwc, true)
 	}
+}
+
+// DefaultMaxConns is the MaxConns of a Server that sets none: three quarters
+// of the process's descriptor limit (the soft RLIMIT_NOFILE, which Go raises
+// to the hard limit at start), leaving a quarter for the listeners, the log
+// and what the methods open; at least 1, and 10000 where there is no limit to
+// read.
+func DefaultMaxConns() int {
+	n := descriptorLimit()
+	if n == 0 {
+		return 10000
+	}
+	n = min(n, 1<<30) // RLIM_INFINITY, on systems that allow it
+	return int(max(n-n/4, 1))
+}
+
+func (s *Server) maxConns() int {
+	if s.MaxConns > 0 {
+		return s.MaxConns
+	}
+	return DefaultMaxConns()
+}
+
+// takeConn counts a connection from Serve, or reports false at limit.
+func (s *Server) takeConn(limit int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.accepted >= limit {
+		return false
+	}
+	s.accepted++
+	return true
 }
 
 func (s *Server) isShutting() bool {
@@ -172,6 +256,9 @@ func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 	c := s.newConn(rwc)
 	s.mu.Lock()
 	if s.closed {
+		if accepted {
+			s.accepted--
+		}
 		s.mu.Unlock()
 		rwc.Close()
 		return
@@ -181,6 +268,9 @@ func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
+		if accepted {
+			s.accepted-- // its descriptor is closed by now
+		}
 		if len(s.conns) == 0 && s.noConns != nil {
 			close(s.noConns)
 			s.noConns = nil
@@ -191,13 +281,14 @@ func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 	go c.writeLoop()
 	err := c.readLoop(accepted)
 	var ae *admitError
-	if errors.As(err, &ae) {
-		s.logf("refusing connection%s: %v", c.describe(), err)
+	switch {
+	case errors.As(err, &ae):
 		if ae.tell {
 			c.refuse(ae.reason)
 		}
 		c.closeRWC()
-	} else if errorCode(err) != "" {
+		s.admitLog.fail(ae.kind, remoteAddr(rwc), "refusing connection"+c.describe()+": "+ae.reason, ae.reason)
+	case errorCode(err) != "":
 		s.logf("closing connection%s: %v", c.describe(), err)
 		c.closeRWC()
 	}
@@ -209,6 +300,24 @@ func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 	c.stopWriter()
 	<-c.writerDone
 	c.closeRWC()
+	c.returnSlots()
+}
+
+// takeSlot counts a call against MaxCalls, or reports false at the bound.
+func (s *Server) takeSlot() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.MaxCalls > 0 && s.calls >= s.MaxCalls {
+		return false
+	}
+	s.calls++
+	return true
+}
+
+func (s *Server) releaseSlots(n int) {
+	s.mu.Lock()
+	s.calls -= n
+	s.mu.Unlock()
 }
 
 // Shutdown shuts the server down gracefully: it closes the listeners, sends
@@ -286,6 +395,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		t.Stop()
 	}
 
+	s.admitLog.flush()
 	s.mu.Lock()
 	s.closed = true
 	conns := make([]*conn, 0, len(s.conns))
