@@ -291,9 +291,7 @@ func TestServerMaxCalls(t *testing.T) {
 	gone.Close()
 	deadline := time.Now().Add(hangGuard)
 	for {
-		srv.mu.Lock()
-		calls := srv.calls
-		srv.mu.Unlock()
+		calls := srv.calls.Load()
 		if calls == 1 { // a's other Block
 			break
 		}

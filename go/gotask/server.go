@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -96,7 +97,8 @@ type Server struct {
 	// defaultReplyWait. Tests lengthen it.
 	replyWait time.Duration
 
-	admitLog admitLog // admission failures, logged in brief
+	admitLog admitLog     // admission failures, logged in brief
+	calls    atomic.Int64 // calls holding a slot, all connections, for MaxCalls
 
 	services sync.Map // name -> *service
 	claims   sync.Map // methodClaim -> struct{}: the refused ones logged (refusedClaim)
@@ -109,7 +111,6 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	accepted  int           // connections from Serve open, for MaxConns
-	calls     int           // calls holding a slot, all connections, for MaxCalls
 	shutting  bool          // Shutdown began: new requests get shutting_down
 	closed    bool          // Shutdown closed the connections: new ones are refused
 	active    int           // calls started and not yet answered, all connections
@@ -305,20 +306,14 @@ func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
 
 // takeSlot counts a call against MaxCalls, or reports false at the bound.
 func (s *Server) takeSlot() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.MaxCalls > 0 && s.calls >= s.MaxCalls {
+	if n := s.calls.Add(1); s.MaxCalls > 0 && n > int64(s.MaxCalls) {
+		s.calls.Add(-1)
 		return false
 	}
-	s.calls++
 	return true
 }
 
-func (s *Server) releaseSlots(n int) {
-	s.mu.Lock()
-	s.calls -= n
-	s.mu.Unlock()
-}
+func (s *Server) releaseSlots(n int) { s.calls.Add(-int64(n)) }
 
 // Shutdown shuts the server down gracefully: it closes the listeners, sends
 // $goaway on every connection (a client that knows it sends no more calls
