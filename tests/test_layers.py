@@ -22,6 +22,7 @@ LAYERS = [
     "_pool",
     "_endpoints",
     "_sidecar",
+    "_dialect",
     "_supervisor",
     "_build",
     "_client",

@@ -16,39 +16,19 @@ import trio
 
 from ._build import build_sidecar
 from ._connection import DEFAULT_KEEPALIVE_TIMEOUT, Unsent
+from ._dialect import Dialect, DialectName, Launched, dialect
+from ._dialect import Remote as RemoteSettings
 from ._endpoints import DEFAULT_RESOLVE_INTERVAL, Endpoints, EndpointStatistics, Name, dns_name
 from ._errors import SidecarError, lost_without_explanation
 from ._handlers import Handler, Handlers
 from ._pool import Backend, Pool, Remote
-from ._sidecar import Handshake, Sidecar
 from ._supervisor import RestartPolicy, Supervisor
-from ._transport import (
-    TRANSPORTS,
-    WIRES,
-    Connect,
-    Launch,
-    Opened,
-    Transport,
-    Wire,
-    check_address,
-    goridge_address,
-    goridge_connect,
-    goridge_flags,
-    pipe_connect,
-    socket_connect,
-)
+from ._transport import TRANSPORTS, Transport, check_address
 from ._wire import DEFAULT_MAX_FRAME_SIZE, MAX_MSGID, MIN_FRAME_SIZE
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-# More connections add no speed (docs/performance.md, "Pool size"), only isolation.
-DEFAULT_POOL_SIZE: Final = 1
-DEFAULT_MAX_INFLIGHT: Final = 1024
-# GoTask's sidecars misread frames that meet in a read (docs/goridge.md, "One call per
-# connection"): one call per connection, and the concurrency from the pool.
-GORIDGE_POOL_SIZE: Final = 32
-GORIDGE_MAX_INFLIGHT: Final = 1
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_MAX_HOST_CALLS: Final = 64
 SIDECAR_ENV: Final = "GOTASK_SIDECAR"
@@ -230,7 +210,7 @@ async def open_gotask(
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     max_inflight: int | None = None,
     shutdown_grace: float = 2.0,
-    protocol: Wire = "gotask",
+    protocol: DialectName = "gotask",
     keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
 ) -> AsyncIterator[GoTask]:
     """Start a sidecar, wait for its handshake, and yield a `GoTask` to call it.
@@ -290,7 +270,8 @@ async def open_gotask(
         raise TypeError(f"args must be a sequence of str (one per argument), not {args!r}")
     if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise TypeError("env must map str to str")
-    pool_size, max_inflight = _pool_limits(protocol, pool_size, max_inflight)
+    speaks = dialect(protocol)
+    pool_size, max_inflight = _pool_limits(speaks, pool_size, max_inflight)
     _check_seconds("startup_timeout", startup_timeout, positive=True)
     _check_frame_size(max_frame_size)
     _check_seconds("shutdown_grace", shutdown_grace, positive=False)
@@ -301,83 +282,26 @@ async def open_gotask(
         registry.provide_config(config)
     if restart is not None and not isinstance(restart, RestartPolicy):
         raise TypeError(f"restart must be a RestartPolicy or None, not {restart!r}")
-    _check_protocol(protocol, handlers=handlers, config=config)
+    speaks.check(handlers=handlers, config=config)
     command = await _resolve_command(sidecar)
-    launch = Launch.plan(transport)
-    environment = launch.environment({**os.environ, **(env or {})})
-    flags = [*launch.flags, "-max-frame-size", str(max_frame_size)]
-
-    def new_sidecar() -> Sidecar:
-        if protocol == "goridge":
-            address = goridge_address(transport)
-            return Sidecar(
-                [*command, *args, *goridge_flags(transport, address)],
-                transport=transport,
-                env=environment,
-                startup_timeout=startup_timeout,
-                grace=shutdown_grace,
-                listen=address,
-            )
-        return Sidecar(
-            [*command, *args, *flags],
+    launcher = speaks.launcher(
+        Launched(
+            command=[*command, *args],
             transport=transport,
-            env=environment,
+            env={**os.environ, **(env or {})},
             startup_timeout=startup_timeout,
             grace=shutdown_grace,
-        )
-
-    def new_connect(process: Sidecar, handshake: Handshake) -> Connect:
-        if transport == "pipe":
-            child = process.process
-            assert child is not None and child.stdin is not None and child.stdout is not None
-            connect = pipe_connect(
-                child.stdin,
-                child.stdout,
-                handshake.rest,
-                max_frame_size=max_frame_size,
-                timeout=startup_timeout,
-                max_host_calls=max_host_calls,
-                wire=protocol,
-                max_inflight=max_inflight,
-            )
-
-            async def connect_or_stop() -> Opened:
-                try:
-                    return await connect()
-                except SidecarError as exc:
-                    if process.exited.is_set():
-                        raise
-                    # Its only connection is gone (it froze, or broke the protocol) and it lives
-                    # on: it can serve no one. Once it is stopped, the supervisor starts another if
-                    # its policy says so, and later calls wait for that one.
-                    process.kill("its pipe broke, and a pipe cannot be reopened")
-                    await process.exited.wait()
-                    raise SidecarError(
-                        f"{exc}: the sidecar was killed (a restart policy starts a new one)"
-                    ) from exc
-
-            return connect_or_stop
-        if protocol == "goridge":
-            return goridge_connect(
-                handshake.address,
-                max_frame_size=max_frame_size,
-                max_inflight=max_inflight,
-                connect_timeout=startup_timeout,
-            )
-        return socket_connect(
-            handshake.address,
-            secret=launch.secret,
             max_frame_size=max_frame_size,
-            connect_timeout=startup_timeout,
-            launched=True,
+            max_inflight=max_inflight,
             max_host_calls=max_host_calls,
         )
+    )
 
     async with _background() as nursery:
         supervisor = Supervisor(
             nursery,
-            new_sidecar,
-            new_connect,
+            launcher.new_sidecar,
+            launcher.new_connect,
             pool_size=1 if transport == "pipe" else pool_size,
             max_frame_size=max_frame_size,
             max_inflight=max_inflight,
@@ -406,7 +330,7 @@ async def connect_gotask(
     handlers: Mapping[str, Handler] | None = None,
     config: Mapping[str, Any] | None = None,
     max_host_calls: int = DEFAULT_MAX_HOST_CALLS,
-    protocol: Wire = "gotask",
+    protocol: DialectName = "gotask",
     resolve_interval: float = DEFAULT_RESOLVE_INTERVAL,
     idempotent: Collection[str] = (),
     keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
@@ -491,7 +415,8 @@ async def connect_gotask(
                 )
     elif server_hostname is not None:
         raise ValueError("server_hostname is for checking a TLS certificate: pass ssl_context too")
-    pool_size, max_inflight = _pool_limits(protocol, pool_size, max_inflight)
+    speaks = dialect(protocol)
+    pool_size, max_inflight = _pool_limits(speaks, pool_size, max_inflight)
     _check_frame_size(max_frame_size)
     _check_seconds("connect_timeout", connect_timeout, positive=True)
     _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
@@ -499,36 +424,26 @@ async def connect_gotask(
     _check_keepalive(keepalive_timeout)
     if isinstance(idempotent, str) or not all(isinstance(m, str) for m in idempotent):
         raise TypeError(f"idempotent must be a collection of method names (str), not {idempotent!r}")
-    _check_protocol(protocol, secret=secret, ssl_context=ssl_context, handlers=handlers, config=config)
+    speaks.check(secret=secret, ssl_context=ssl_context, handlers=handlers, config=config)
     registry = Handlers(handlers)
     if config is not None:
         registry.provide_config(config)
-
-    def connect(address: str, hostname: str | None = None) -> Connect:
-        if protocol == "goridge":
-            return goridge_connect(
-                address,
-                max_frame_size=max_frame_size,
-                max_inflight=max_inflight,
-                connect_timeout=connect_timeout,
-            )
-        return socket_connect(
-            address,
-            secret=secret,
-            ssl_context=ssl_context,
-            server_hostname=server_hostname or hostname,
-            max_frame_size=max_frame_size,
-            connect_timeout=connect_timeout,
-            launched=False,
-            max_host_calls=max_host_calls,
-        )
+    remote = RemoteSettings(
+        secret=secret,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        connect_timeout=connect_timeout,
+        max_frame_size=max_frame_size,
+        max_inflight=max_inflight,
+        max_host_calls=max_host_calls,
+    )
 
     async with _background() as nursery:
 
         def pool_for(address: str, hostname: str | None = None) -> Pool:
             return Pool(
                 nursery,
-                connect(address, hostname),
+                speaks.connect(remote, address, hostname),
                 size=pool_size,
                 max_frame_size=max_frame_size,
                 max_inflight=max_inflight,
@@ -559,28 +474,15 @@ async def connect_gotask(
             backend.close()
 
 
-def _pool_limits(protocol: object, pool_size: int | None, max_inflight: int | None) -> tuple[int, int]:
-    """``pool_size`` and ``max_inflight``, checked, or their defaults for ``protocol``."""
-    goridge = protocol == "goridge"
+def _pool_limits(speaks: Dialect, pool_size: int | None, max_inflight: int | None) -> tuple[int, int]:
+    """``pool_size`` and ``max_inflight``, checked, or the dialect's defaults."""
     if pool_size is None:
-        pool_size = GORIDGE_POOL_SIZE if goridge else DEFAULT_POOL_SIZE
+        pool_size = speaks.pool_size
     if max_inflight is None:
-        max_inflight = GORIDGE_MAX_INFLIGHT if goridge else DEFAULT_MAX_INFLIGHT
+        max_inflight = speaks.max_inflight
     _check_int("pool_size", pool_size, 1)
     _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
     return pool_size, max_inflight
-
-
-def _check_protocol(protocol: object, **given: object) -> None:
-    """``protocol`` is a known wire format, and ``given`` holds nothing GoTask's format lacks."""
-    if protocol not in WIRES:
-        raise ValueError(f"protocol must be one of {', '.join(WIRES)}, not {protocol!r}")
-    lacking = [name for name, value in given.items() if value is not None]
-    if protocol == "goridge" and lacking:
-        raise ValueError(
-            f"GoTask's goridge format has no {', '.join(lacking)}: drop them, or use protocol='gotask' "
-            "with a sidecar built on this project's Go library"
-        )
 
 
 def _check_keepalive(value: object) -> None:

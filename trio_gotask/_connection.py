@@ -26,7 +26,6 @@ from ._errors import (
     lost_without_explanation,
     remote_error,
 )
-from ._goridge import GoridgeProtocol
 from ._handlers import Handlers, error_map, log_record
 from ._protocol import Call, ClientProtocol, Drained, GoingAway, HostCall, HostCancel, HostLog
 from ._transport import Opened, PeerClosed, open_channel
@@ -123,17 +122,7 @@ class Connection:
         keepalive_timeout: float | None = None,
     ) -> None:
         self._channel = open_channel(opened.stream)
-        self._protocol: ClientProtocol | GoridgeProtocol
-        if opened.wire == "goridge":
-            self._protocol = GoridgeProtocol(max_frame_size=max_frame_size, max_inflight=max_inflight)
-        else:
-            self._protocol = ClientProtocol(
-                opened.hello,
-                max_frame_size=max_frame_size,
-                max_inflight=max_inflight,
-                max_host_calls=opened.max_host_calls,
-                initial_data=opened.initial_data,
-            )
+        self._protocol = opened.speaks(opened, max_frame_size, max_inflight)
         self.max_inflight: Final = self._protocol.max_inflight
         """Calls this connection carries at once; further callers wait for a slot."""
         self._slots = trio.Semaphore(self.max_inflight)

@@ -18,14 +18,12 @@ from typing import Final, Literal, final
 import trio
 
 from ._errors import GoTaskError, ProtocolError, SidecarError
-from ._goridge import FrameDecoder, Replies, encode_call
-from ._protocol import Refused, greeting, read_greeting
+from ._goridge import FrameDecoder, GoridgeProtocol, Replies, encode_call
+from ._protocol import ClientProtocol, Refused, greeting, read_greeting
 from ._wire import HANDSHAKE_MARKER, Decoder, Hello
 
 Transport = Literal["unix", "tcp", "pipe"]
 TRANSPORTS: Final = ("unix", "tcp", "pipe")
-Wire = Literal["gotask", "goridge"]
-WIRES: Final = ("gotask", "goridge")
 
 # Larger kernel buffers than the defaults (docs/performance.md, "Payload sizes"); the kernel caps
 # them at its limits. TCP is left to the kernel's own tuning.
@@ -266,6 +264,28 @@ class PeerClosed(Exception):
         return "the sidecar closed the connection"
 
 
+SansIO = ClientProtocol | GoridgeProtocol
+"""The client side of a connection, free of I/O, in either wire dialect."""
+Speaks = Callable[["Opened", int, int], SansIO]
+"""Makes an opened stream's sans-I/O protocol, given ``max_frame_size`` and ``max_inflight``."""
+
+
+def gotask_protocol(opened: Opened, max_frame_size: int, max_inflight: int) -> SansIO:
+    """This project's protocol, after the greeting that `opened` holds."""
+    return ClientProtocol(
+        opened.hello,
+        max_frame_size=max_frame_size,
+        max_inflight=max_inflight,
+        max_host_calls=opened.max_host_calls,
+        initial_data=opened.initial_data,
+    )
+
+
+def goridge_protocol(opened: Opened, max_frame_size: int, max_inflight: int) -> SansIO:
+    """GoTask's goridge frames: no greeting, and the client's own limits."""
+    return GoridgeProtocol(max_frame_size=max_frame_size, max_inflight=max_inflight)
+
+
 @dataclass(frozen=True)
 class Opened:
     """A stream to the sidecar after the greeting, ready for a `Connection`."""
@@ -276,8 +296,8 @@ class Opened:
     """Bytes that arrived after the sidecar's ``$hello``."""
     max_host_calls: int = 0
     """The host calls the client's ``$hello`` said it runs at once (0: it takes none)."""
-    wire: Wire = "gotask"
-    """The wire format: this project's protocol, or GoTask's goridge frames (no greeting)."""
+    speaks: Speaks = gotask_protocol
+    """The sans-I/O protocol of the stream's wire dialect: `gotask_protocol` or `goridge_protocol`."""
 
 
 Connect = Callable[[], Awaitable[Opened]]
@@ -388,7 +408,7 @@ def goridge_connect(
 
     async def connect() -> Opened:
         stream = await _open_or_explain(address, "GoTask sidecar", connect_timeout)
-        return Opened(stream, Hello(0, max_frame_size, max_inflight), b"", wire="goridge")
+        return Opened(stream, Hello(0, max_frame_size, max_inflight), b"", speaks=goridge_protocol)
 
     return connect
 
@@ -538,31 +558,11 @@ def pipe_connect(
     max_frame_size: int,
     timeout: float,
     max_host_calls: int = 0,
-    wire: Wire = "gotask",
-    max_inflight: int = 0,
 ) -> Connect:
     """How to greet a launched sidecar over its ``stdin`` and ``stdout``: once, since a pipe
-    cannot be reopened. ``initial_data`` is what followed the handshake line on stdout. A GoTask
-    sidecar (``wire="goridge"``) has no greeting; ``max_inflight`` is then the client's own limit."""
-    used = False
+    cannot be reopened. ``initial_data`` is what followed the handshake line on stdout."""
 
-    async def connect() -> Opened:
-        nonlocal used
-        if used:
-            raise SidecarError("the pipe to the sidecar broke, and a pipe cannot be reopened")
-        used = True
-        for pipe in (stdin, stdout):
-            if isinstance(pipe, trio.lowlevel.FdStream):
-                enlarge_pipe(pipe)
-        if wire == "goridge":
-            send = stdin
-            if isinstance(send, trio.lowlevel.FdStream):
-                # A descriptor of the connection's own: closing the connection leaves the pipe
-                # open, since a GoTask sidecar takes its end as an error ("pipe is closed", status
-                # 1). It is stopped with SIGTERM, and the pipe closed after.
-                send = trio.lowlevel.FdStream(os.dup(send.fileno()))
-            stream = trio.StapledStream(send, stdout)
-            return Opened(stream, Hello(0, max_frame_size, max_inflight), initial_data, wire="goridge")
+    async def greet_pipe() -> Opened:
         stream = trio.StapledStream(stdin, stdout)
         try:
             with trio.fail_after(timeout):
@@ -575,6 +575,47 @@ def pipe_connect(
                 )
         except (Refused, PeerClosed, ProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
             raise SidecarError(f"the sidecar did not greet over its pipe: {exc}") from exc
+
+    return _once(stdin, stdout, greet_pipe)
+
+
+def goridge_pipe_connect(
+    stdin: trio.abc.SendStream,
+    stdout: trio.abc.ReceiveStream,
+    initial_data: bytes,
+    *,
+    max_frame_size: int,
+    max_inflight: int,
+) -> Connect:
+    """`pipe_connect` for a GoTask sidecar: no greeting; ``max_inflight`` is the client's own."""
+
+    async def open_pipe() -> Opened:
+        send = stdin
+        if isinstance(send, trio.lowlevel.FdStream):
+            # A descriptor of the connection's own: closing the connection leaves the pipe open,
+            # since a GoTask sidecar takes its end as an error ("pipe is closed", status 1). It is
+            # stopped with SIGTERM, and the pipe closed after.
+            send = trio.lowlevel.FdStream(os.dup(send.fileno()))
+        stream = trio.StapledStream(send, stdout)
+        hello = Hello(0, max_frame_size, max_inflight)
+        return Opened(stream, hello, initial_data, speaks=goridge_protocol)
+
+    return _once(stdin, stdout, open_pipe)
+
+
+def _once(stdin: trio.abc.SendStream, stdout: trio.abc.ReceiveStream, open_pipe: Connect) -> Connect:
+    """``open_pipe`` the first time, with the pipes enlarged; an error after that."""
+    used = False
+
+    async def connect() -> Opened:
+        nonlocal used
+        if used:
+            raise SidecarError("the pipe to the sidecar broke, and a pipe cannot be reopened")
+        used = True
+        for pipe in (stdin, stdout):
+            if isinstance(pipe, trio.lowlevel.FdStream):
+                enlarge_pipe(pipe)
+        return await open_pipe()
 
     return connect
 

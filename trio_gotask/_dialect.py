@@ -1,0 +1,293 @@
+"""The wire dialects, each decided in one place: how a sidecar of that dialect is launched, when it
+is ready, how it is stopped, how a connection to it is opened over a socket or its pipe, which
+sans-I/O protocol the connection speaks, and what it lacks.
+
+The public keyword ``protocol=`` names a dialect; `dialect` turns the name into its object once,
+and the layers below see only what that object hands them (a `Sidecar` built to its rules, a
+`Connect`, an `Opened` whose ``speaks`` makes the sans-I/O protocol). Adding a dialect is a class
+here and a row in `DIALECTS`.
+"""
+
+from __future__ import annotations
+
+import abc
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import ClassVar, Final, Literal, final
+
+import trio
+
+from ._errors import SidecarError
+from ._sidecar import Handshake, Sidecar, terminate
+from ._transport import (
+    Connect,
+    Launch,
+    Opened,
+    Transport,
+    goridge_address,
+    goridge_connect,
+    goridge_flags,
+    goridge_pipe_connect,
+    pipe_connect,
+    socket_connect,
+)
+
+DialectName = Literal["gotask", "goridge"]
+"""The names ``protocol=`` takes: those of `DIALECTS`."""
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What `open_gotask` asks of every run of a launched sidecar, checked by its caller."""
+
+    command: Sequence[str]
+    """The program, then the user's arguments."""
+    transport: Transport
+    env: Mapping[str, str]
+    """The environment the sidecar inherits, before the dialect adds to it."""
+    startup_timeout: float
+    grace: float
+    max_frame_size: int
+    max_inflight: int
+    max_host_calls: int
+
+
+@dataclass(frozen=True)
+class Remote:
+    """How `connect_gotask` reaches sidecars started elsewhere, checked by its caller."""
+
+    secret: str | None
+    ssl_context: ssl.SSLContext | None
+    server_hostname: str | None
+    connect_timeout: float
+    max_frame_size: int
+    max_inflight: int
+    max_host_calls: int
+
+
+class Launcher(abc.ABC):
+    """The two factories a `Supervisor` takes, for one `open_gotask`: each run of the sidecar,
+    and how to connect to a run once it is ready."""
+
+    def __init__(self, launched: Launched) -> None:
+        self.launched = launched
+
+    @abc.abstractmethod
+    def new_sidecar(self) -> Sidecar: ...
+
+    def new_connect(self, process: Sidecar, handshake: Handshake) -> Connect:
+        if self.launched.transport != "pipe":
+            return self.socket_connect(handshake.address)
+        child = process.process
+        assert child is not None and child.stdin is not None and child.stdout is not None
+        connect = self.pipe_connect(child.stdin, child.stdout, handshake.rest)
+
+        async def connect_or_stop() -> Opened:
+            try:
+                return await connect()
+            except SidecarError as exc:
+                if process.exited.is_set():
+                    raise
+                # Its only connection is gone (it froze, or broke the protocol) and it lives on:
+                # it can serve no one. Once it is stopped, the supervisor starts another if its
+                # policy says so, and later calls wait for that one.
+                process.kill("its pipe broke, and a pipe cannot be reopened")
+                await process.exited.wait()
+                raise SidecarError(
+                    f"{exc}: the sidecar was killed (a restart policy starts a new one)"
+                ) from exc
+
+        return connect_or_stop
+
+    @abc.abstractmethod
+    def socket_connect(self, address: str) -> Connect: ...
+
+    @abc.abstractmethod
+    def pipe_connect(
+        self, stdin: trio.abc.SendStream, stdout: trio.abc.ReceiveStream, rest: bytes
+    ) -> Connect: ...
+
+
+class Dialect(abc.ABC):
+    """One wire dialect: its name (the ``protocol=`` keyword's value), its defaults, what it
+    lacks, and how to launch and reach its sidecars."""
+
+    name: ClassVar[str]
+    pool_size: ClassVar[int]
+    """The default ``pool_size``."""
+    max_inflight: ClassVar[int]
+    """The default ``max_inflight``."""
+    lacks: ClassVar[tuple[str, ...]] = ()
+    """Keyword arguments that mean nothing in this dialect; `check` refuses them."""
+    takes_secret: ClassVar[bool]
+    """Whether its sidecars can ask connections for a shared secret."""
+
+    def check(self, **given: object) -> None:
+        """Refuse the options in ``given`` that are set (not ``None``) but mean nothing here."""
+        lacking = [name for name, value in given.items() if value is not None and name in self.lacks]
+        if lacking:
+            raise ValueError(self.lacking_message(lacking))
+
+    def lacking_message(self, lacking: Sequence[str]) -> str:
+        return f"the {self.name} protocol has no {', '.join(lacking)}"
+
+    @abc.abstractmethod
+    def launcher(self, launched: Launched) -> Launcher:
+        """How each run of a launched sidecar is started, and connected to."""
+
+    @abc.abstractmethod
+    def connect(self, remote: Remote, address: str, hostname: str | None = None) -> Connect:
+        """How to open connections to the sidecar at ``address`` (found by the DNS name
+        ``hostname``, if any), started elsewhere."""
+
+
+@final
+class Native(Dialect):
+    """This project's protocol (docs/protocol.md): a handshake line, greetings, host calls."""
+
+    name = "gotask"
+    pool_size = 1
+    max_inflight = 1024
+    takes_secret = True
+
+    def launcher(self, launched: Launched) -> Launcher:
+        return _NativeLauncher(launched)
+
+    def connect(self, remote: Remote, address: str, hostname: str | None = None) -> Connect:
+        return socket_connect(
+            address,
+            secret=remote.secret,
+            ssl_context=remote.ssl_context,
+            server_hostname=remote.server_hostname or hostname,
+            max_frame_size=remote.max_frame_size,
+            connect_timeout=remote.connect_timeout,
+            launched=False,
+            max_host_calls=remote.max_host_calls,
+        )
+
+
+class _NativeLauncher(Launcher):
+    def __init__(self, launched: Launched) -> None:
+        super().__init__(launched)
+        self._launch = Launch.plan(launched.transport)
+        self._env = self._launch.environment(launched.env)
+        self._flags = [*self._launch.flags, "-max-frame-size", str(launched.max_frame_size)]
+
+    def new_sidecar(self) -> Sidecar:
+        launched = self.launched
+        return Sidecar(
+            [*launched.command, *self._flags],
+            transport=launched.transport,
+            env=self._env,
+            startup_timeout=launched.startup_timeout,
+            grace=launched.grace,
+        )
+
+    def socket_connect(self, address: str) -> Connect:
+        launched = self.launched
+        return socket_connect(
+            address,
+            secret=self._launch.secret,
+            max_frame_size=launched.max_frame_size,
+            connect_timeout=launched.startup_timeout,
+            launched=True,
+            max_host_calls=launched.max_host_calls,
+        )
+
+    def pipe_connect(
+        self, stdin: trio.abc.SendStream, stdout: trio.abc.ReceiveStream, rest: bytes
+    ) -> Connect:
+        launched = self.launched
+        return pipe_connect(
+            stdin,
+            stdout,
+            rest,
+            max_frame_size=launched.max_frame_size,
+            timeout=launched.startup_timeout,
+            max_host_calls=launched.max_host_calls,
+        )
+
+
+@final
+class Goridge(Dialect):
+    """GoTask's own format (docs/goridge.md): no handshake line or greeting, readiness by a probe
+    call, SIGTERM to stop, one call at a time per connection."""
+
+    name = "goridge"
+    # GoTask's server can freeze a connection whose calls' frames meet in one read (docs/goridge.md,
+    # "One call per connection"): one call per connection, and more connections.
+    pool_size = 32
+    max_inflight = 1
+    lacks = ("secret", "ssl_context", "handlers", "config")
+    takes_secret = False
+
+    def lacking_message(self, lacking: Sequence[str]) -> str:
+        return (
+            f"GoTask's goridge format has no {', '.join(lacking)}: drop them, or use protocol='gotask' "
+            "with a sidecar built on this project's Go library"
+        )
+
+    def launcher(self, launched: Launched) -> Launcher:
+        return _GoridgeLauncher(launched)
+
+    def connect(self, remote: Remote, address: str, hostname: str | None = None) -> Connect:
+        return goridge_connect(
+            address,
+            max_frame_size=remote.max_frame_size,
+            max_inflight=remote.max_inflight,
+            connect_timeout=remote.connect_timeout,
+        )
+
+
+class _GoridgeLauncher(Launcher):
+    def __init__(self, launched: Launched) -> None:
+        super().__init__(launched)
+        # GoTask sidecars inherit the environment as this project's do, secret aside.
+        self._env = Launch.plan(launched.transport).environment(launched.env)
+
+    def new_sidecar(self) -> Sidecar:
+        launched = self.launched
+        # It cannot pick its own address and report it: it is told where to listen.
+        address = goridge_address(launched.transport)
+        sidecar = Sidecar(
+            [*launched.command, *goridge_flags(launched.transport, address)],
+            transport=launched.transport,
+            env=self._env,
+            startup_timeout=launched.startup_timeout,
+            grace=launched.grace,
+            ready=partial(Sidecar.probe_until_ready, address=address),
+            quit=terminate,
+        )
+        if launched.transport == "unix":
+            sidecar.remove_on_exit(address)
+        return sidecar
+
+    def socket_connect(self, address: str) -> Connect:
+        launched = self.launched
+        return goridge_connect(
+            address,
+            max_frame_size=launched.max_frame_size,
+            max_inflight=launched.max_inflight,
+            connect_timeout=launched.startup_timeout,
+        )
+
+    def pipe_connect(
+        self, stdin: trio.abc.SendStream, stdout: trio.abc.ReceiveStream, rest: bytes
+    ) -> Connect:
+        launched = self.launched
+        return goridge_pipe_connect(
+            stdin, stdout, rest, max_frame_size=launched.max_frame_size, max_inflight=launched.max_inflight
+        )
+
+
+DIALECTS: Final[Mapping[str, Dialect]] = {d.name: d for d in (Native(), Goridge())}
+"""Every dialect, by the name ``protocol=`` gives it."""
+
+
+def dialect(name: object) -> Dialect:
+    """The dialect that ``protocol=name`` asks for; `ValueError` for a name there is none of."""
+    if not isinstance(name, str) or name not in DIALECTS:
+        raise ValueError(f"protocol must be one of {', '.join(DIALECTS)}, not {name!r}")
+    return DIALECTS[name]
