@@ -32,9 +32,10 @@ import trio.testing
 import trio_parallel
 
 from trio_gotask import GoTask, build_sidecar, open_gotask
+from trio_gotask._address import Transport, open_stream
 from trio_gotask._errors import lost_without_explanation
+from trio_gotask._opening import Opened, greet
 from trio_gotask._pool import Pool, Remote
-from trio_gotask._transport import Opened, Transport, greet, open_stream
 from trio_gotask._wire import DEFAULT_MAX_FRAME_SIZE
 
 sys.path.insert(0, str(Path(__file__).parent))

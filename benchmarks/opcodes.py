@@ -26,8 +26,8 @@ from floor import Floor, request_frame
 
 from trio_gotask._client import GoTask
 from trio_gotask._errors import lost_without_explanation
+from trio_gotask._opening import Opened
 from trio_gotask._pool import Pool, Remote
-from trio_gotask._transport import Opened
 from trio_gotask._wire import PROTOCOL_VERSION, Hello
 
 _HEADER = struct.Struct(">I")

@@ -15,6 +15,7 @@ import trio.testing
 from fakesidecar import Fail, FakePeer, frame, open_fake
 
 from trio_gotask import BadReply, MethodNotFound, ProtocolError, RemoteError, SidecarError
+from trio_gotask._channel import PeerClosed
 from trio_gotask._connection import (
     _FINISH_WRITING,
     MAX_UNSENT_ANSWERS,
@@ -24,8 +25,8 @@ from trio_gotask._connection import (
 )
 from trio_gotask._errors import ErrorFactory, error_factory
 from trio_gotask._handlers import Handlers
+from trio_gotask._opening import greet
 from trio_gotask._protocol import Refused
-from trio_gotask._transport import PeerClosed, greet
 from trio_gotask._wire import Notification, Request, Response, frame_header
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast

@@ -18,8 +18,8 @@ from trio_gotask import SidecarError
 from trio_gotask import _endpoints as endpoints_module
 from trio_gotask._endpoints import FIRST_BACKOFF, STRIKES, Endpoints
 from trio_gotask._errors import lost_without_explanation
+from trio_gotask._opening import Opened
 from trio_gotask._pool import Pool
-from trio_gotask._transport import Opened
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast
 

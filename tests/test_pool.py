@@ -16,8 +16,8 @@ from wirehelpers import pack
 
 from trio_gotask import GoTask, GoTaskError, ProtocolError, ShuttingDown, SidecarError
 from trio_gotask._errors import error_factory, lost_without_explanation
+from trio_gotask._opening import Connect, Opened
 from trio_gotask._pool import _RETRY_AFTER, HEAVY, Pool, Remote
-from trio_gotask._transport import Connect, Opened
 from trio_gotask._wire import frame_header
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast

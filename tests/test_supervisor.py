@@ -17,9 +17,9 @@ from wirehelpers import pack
 
 from trio_gotask import GoTask, GoTaskError, ProtocolError, SidecarError
 from trio_gotask._errors import ErrorFactory, error_factory
+from trio_gotask._opening import Connect, Opened
 from trio_gotask._sidecar import Handshake
 from trio_gotask._supervisor import _DEATH_NOTICE, RestartPolicy, Supervisor
-from trio_gotask._transport import Connect, Opened
 from trio_gotask._wire import frame_header
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast

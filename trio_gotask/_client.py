@@ -14,6 +14,7 @@ from typing import Any, Final, final
 
 import trio
 
+from ._address import TRANSPORTS, Transport, check_address
 from ._build import build_sidecar
 from ._connection import DEFAULT_KEEPALIVE_TIMEOUT, Unsent
 from ._dialect import Dialect, DialectName, Launched, dialect
@@ -23,7 +24,6 @@ from ._errors import SidecarError, lost_without_explanation
 from ._handlers import Handler, Handlers
 from ._pool import Backend, Pool, Remote
 from ._supervisor import RestartPolicy, Supervisor
-from ._transport import TRANSPORTS, Transport, check_address
 from ._wire import DEFAULT_MAX_FRAME_SIZE, MAX_MSGID, MIN_FRAME_SIZE
 
 if sys.version_info < (3, 11):

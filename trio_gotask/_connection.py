@@ -14,6 +14,7 @@ from typing import Any, Final, NoReturn, final
 import outcome
 import trio
 
+from ._channel import PeerClosed, open_channel
 from ._errors import (
     ErrorFactory,
     Explain,
@@ -27,8 +28,8 @@ from ._errors import (
     remote_error,
 )
 from ._handlers import Handlers, error_map, log_record
+from ._opening import Opened
 from ._protocol import Call, ClientProtocol, Drained, GoingAway, HostCall, HostCancel, HostLog
-from ._transport import Opened, PeerClosed, open_channel
 from ._wire import MAX_MSGID
 
 

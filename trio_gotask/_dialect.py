@@ -11,7 +11,10 @@ here and a row in `DIALECTS`.
 from __future__ import annotations
 
 import abc
+import os
+import secrets
 import ssl
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -19,20 +22,66 @@ from typing import ClassVar, Final, Literal, final
 
 import trio
 
+from ._address import MAX_SOCKET_PATH, Transport, free_local_port
 from ._errors import SidecarError
+from ._goridge_opening import goridge_connect, goridge_pipe_connect
+from ._opening import Connect, Opened, pipe_connect, socket_connect
 from ._sidecar import Handshake, Sidecar, terminate
-from ._transport import (
-    Connect,
-    Launch,
-    Opened,
-    Transport,
-    goridge_address,
-    goridge_connect,
-    goridge_flags,
-    goridge_pipe_connect,
-    pipe_connect,
-    socket_connect,
-)
+
+SECRET_ENV: Final = "GOTASK_SECRET"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a launched sidecar needs to serve one transport: its flags, and the secret this
+    client sets in its ``GOTASK_SECRET`` (``None``: none, and none inherited either)."""
+
+    transport: Transport
+    flags: tuple[str, ...]
+    secret: str | None
+
+    @staticmethod
+    def plan(transport: Transport) -> Launch:
+        if transport == "unix":
+            # No -address: the sidecar makes a private folder for its socket and removes it when
+            # it exits, even after this process was killed.
+            return Launch(transport, (), secrets.token_urlsafe(32))
+        if transport == "tcp":
+            return Launch(transport, ("-address", "127.0.0.1:0"), secrets.token_urlsafe(32))
+        # The pipe reaches only the child: nothing to authenticate.
+        return Launch(transport, ("-listen-on-pipe",), None)
+
+    def environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
+        """The sidecar's environment: ``inherited``, with ``GOTASK_SECRET`` set to this launch's
+        secret, or removed (a secret the user exported must not stop the client connecting)."""
+        env = {k: v for k, v in inherited.items() if k != SECRET_ENV}
+        if self.secret is not None:
+            env[SECRET_ENV] = self.secret
+        return env
+
+
+def goridge_address(transport: Transport) -> str:
+    """Where a GoTask sidecar, which cannot pick its own address and report it, is told to
+    listen: a socket in a new private folder (removed with the socket when the sidecar is
+    stopped), a free loopback port, or nowhere (``""``: the pipe alone)."""
+    if transport == "unix":
+        folder = tempfile.mkdtemp(prefix="gotask-")
+        if len(folder) + len("/gotask.sock") > MAX_SOCKET_PATH:  # a long TMPDIR
+            os.rmdir(folder)
+            folder = tempfile.mkdtemp(prefix="gotask-", dir="/tmp")
+        return os.path.join(folder, "gotask.sock")
+    if transport == "tcp":
+        return f"127.0.0.1:{free_local_port()}"
+    return ""
+
+
+def goridge_flags(transport: Transport, address: str) -> list[str]:
+    """A GoTask sidecar's flags for ``transport``: ``-listen-on-pipe`` keeps the ``-address``
+    listener too unless the address is empty."""
+    if transport == "pipe":
+        return ["-listen-on-pipe", "-address", ""]
+    return ["-address", address]
+
 
 DialectName = Literal["gotask", "goridge"]
 """The names ``protocol=`` takes: those of `DIALECTS`."""

@@ -12,7 +12,7 @@ import trio
 from ._connection import Connection, Unsent
 from ._errors import ErrorFactory, Explain, GoTaskError, SidecarError, error_factory
 from ._handlers import Handlers
-from ._transport import Connect
+from ._opening import Connect
 
 logger: Final = logging.getLogger("trio_gotask")
 

@@ -15,8 +15,10 @@ from typing import Final, final
 
 import trio
 
+from ._address import open_stream
+from ._channel import PeerClosed
 from ._errors import ErrorFactory, ProtocolError, SidecarError, error_factory
-from ._transport import PeerClosed, goridge_probe, open_stream
+from ._goridge_opening import goridge_probe
 from ._wire import LAUNCH_COOKIE_KEY, LAUNCH_COOKIE_VALUE, MAX_HANDSHAKE_LINE, parse_handshake
 
 logger: Final = logging.getLogger("trio_gotask.sidecar")

@@ -19,9 +19,9 @@ from ._errors import (
     lost_without_explanation,
 )
 from ._handlers import Handlers
+from ._opening import Connect
 from ._pool import Pool
 from ._sidecar import Handshake
-from ._transport import Connect
 
 # After a connection is lost, how long to wait for the process to be seen exiting, so that callers
 # get the exit status and stderr rather than a bare "connection lost". A dying process closes its

@@ -30,11 +30,12 @@ from typing import Any, Final, Literal, get_args
 import pytest
 import trio
 
+from ._address import Transport
 from ._build import build_sidecar
 from ._client import GoTask, SidecarSpec, _check_seconds, connect_gotask, open_gotask
+from ._dialect import SECRET_ENV, Launch
 from ._errors import ErrorFactory, SidecarError, error_factory
 from ._sidecar import Sidecar, _describe_status
-from ._transport import SECRET_ENV, Launch, Transport
 
 __all__ = ["ProcessScope", "gotask", "gotask_fixture"]
 
