@@ -7,6 +7,7 @@ The protocol decides what goes on the wire and what a reply means; this module m
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, NoReturn, final
@@ -59,6 +60,17 @@ DEFAULT_KEEPALIVE_TIMEOUT: Final = 20.0
 _WENT_AWAY: Final = error_factory(
     SidecarError, "the sidecar is shutting down: it asked for no more calls on this connection ($goaway)"
 )
+
+
+class State(enum.Enum):
+    """Where a `Connection` is in its life; it only moves down this list."""
+
+    OPEN = enum.auto()
+    """Calls are sent here."""
+    GOING_AWAY = enum.auto()
+    """The sidecar said ``$goaway``: no new call is sent here; those in flight finish, then it closes."""
+    BROKEN = enum.auto()
+    """It failed or was closed: every call in flight failed, and no call is sent here."""
 
 
 class Unsent(Exception):
@@ -141,10 +153,9 @@ class Connection:
         self._unsent: list[bytes | bytearray | memoryview] = []
         # Bound once: every parked call points at it (Call.on_abort), no object made per call.
         self._abort_call = self._abort
+        self._state = State.OPEN
         self._failure: ErrorFactory | None = None
-        self._refusal: ErrorFactory | None = None
-        """Set once no call may be sent here (broken, or going away): the error a caller who
-        was waiting for a slot gets, inside `Unsent`."""
+        """Set with `State.BROKEN`: what failed the calls."""
         self._on_going_away = on_going_away
         self._cancel_scope = trio.CancelScope()
         self._keepalive_timeout = keepalive_timeout if opened.hello.ping else None
@@ -162,7 +173,15 @@ class Connection:
 
     @property
     def broken(self) -> bool:
-        return self._failure is not None
+        return self._state is State.BROKEN
+
+    def _refusal(self) -> ErrorFactory:
+        """The error a caller who waited for a slot gets, inside `Unsent`, once no call may be
+        sent here."""
+        if self._state is State.BROKEN:
+            assert self._failure is not None
+            return self._failure
+        return _WENT_AWAY
 
     @property
     def busy(self) -> int:
@@ -184,9 +203,9 @@ class Connection:
             except trio.WouldBlock:
                 await self._slots.acquire()
                 deadline = trio.current_effective_deadline()
-            if self._refusal is not None:
+            if self._state is not State.OPEN:
                 self._slots.release()
-                raise Unsent(self._refusal())
+                raise Unsent(self._refusal()())
             timeout = None if deadline == math.inf else deadline - trio.current_time()
             protocol = self._protocol
             try:
@@ -262,9 +281,10 @@ class Connection:
         """Fail every call in flight with a fresh error from ``make_error``, then stop. With
         ``unrun`` (the sidecar said it ran none of them), each gets `Unsent` carrying a
         `ShuttingDown` instead, so that it may be sent elsewhere."""
-        if self._failure is not None:
+        if self._state is State.BROKEN:
             return
-        self._failure = self._refusal = make_error
+        self._state = State.BROKEN
+        self._failure = make_error
         held = self._protocol.in_flight
         for call in self._protocol.close():
             if unrun:
@@ -293,7 +313,7 @@ class Connection:
             trio.ClosedResourceError,
             OSError,
         ) as exc:
-            if self._failure is None:
+            if self._state is not State.BROKEN:
                 self.fail(await self._explain(exc))
         finally:
             self._cancel_scope.cancel()
@@ -414,7 +434,7 @@ class Connection:
             elif type(event) is Drained:
                 self.fail(_WENT_AWAY, unrun=True)
         self._protocol.raise_pending()  # a bad frame after those: fail the rest now
-        if self._refusal is _WENT_AWAY and not self._protocol.in_flight:
+        if self._state is State.GOING_AWAY and not self._protocol.in_flight:
             self.fail(_WENT_AWAY)  # every call sent here is answered: close, so the sidecar may exit
         if self._protocol.has_data_to_send:
             self._wake_writer()  # answers the protocol gave itself (busy)
@@ -422,9 +442,9 @@ class Connection:
     def _go_away(self) -> None:
         """The sidecar said ``$goaway``: send nothing more here (callers waiting for a slot go
         elsewhere), and tell the pool."""
-        if self._refusal is not None:  # going away already, or broken
+        if self._state is not State.OPEN:  # going away already, or broken
             return
-        self._refusal = _WENT_AWAY
+        self._state = State.GOING_AWAY
         if self._on_going_away is not None:
             self._on_going_away(self)
 
