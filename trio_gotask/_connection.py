@@ -73,6 +73,9 @@ class State(enum.Enum):
     """It failed or was closed: every call in flight failed, and no call is sent here."""
 
 
+_OPEN: Final = State.OPEN  # read on every call: a global, not an attribute of the enum
+
+
 class Unsent(Exception):
     """A call that waited for a slot on a connection that broke meanwhile: nothing was sent, so
     it may go to another connection. ``error`` is what its caller sees when there is none."""
@@ -203,7 +206,7 @@ class Connection:
             except trio.WouldBlock:
                 await self._slots.acquire()
                 deadline = trio.current_effective_deadline()
-            if self._state is not State.OPEN:
+            if self._state is not _OPEN:
                 self._slots.release()
                 raise Unsent(self._refusal()())
             timeout = None if deadline == math.inf else deadline - trio.current_time()
