@@ -17,6 +17,7 @@ LAYERS = [
     "_protocol",
     "_goridge",
     "_address",
+    "_settings",
     "_channel",
     "_opening",
     "_goridge_opening",

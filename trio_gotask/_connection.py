@@ -31,6 +31,7 @@ from ._errors import (
 from ._handlers import Handlers, error_map, log_record
 from ._opening import Opened
 from ._protocol import Call, ClientProtocol, Drained, GoingAway, HostCall, HostCancel, HostLog
+from ._settings import PoolSettings
 from ._wire import MAX_MSGID
 
 
@@ -55,7 +56,6 @@ _FINISH_WRITING: Final = 1.0
 # this many bytes of answers are unsent, so that what the client holds stays bounded.
 MAX_UNSENT_ANSWERS: Final = 1 << 20
 
-DEFAULT_KEEPALIVE_TIMEOUT: Final = 20.0
 
 _WENT_AWAY: Final = error_factory(
     SidecarError, "the sidecar is shutting down: it asked for no more calls on this connection ($goaway)"
@@ -128,17 +128,16 @@ class Connection:
     def __init__(
         self,
         opened: Opened,
+        settings: PoolSettings,
         *,
-        max_frame_size: int,
-        max_inflight: int,
         explain: Explain = lost_without_explanation,
         on_broken: Callable[[Connection], None] | None = None,
         on_going_away: Callable[[Connection], None] | None = None,
         handlers: Handlers | None = None,
-        keepalive_timeout: float | None = None,
     ) -> None:
         self._channel = open_channel(opened.stream)
-        self._protocol = opened.speaks(opened, max_frame_size, max_inflight)
+        limits = settings.limits
+        self._protocol = opened.speaks(opened, limits.max_frame_size, limits.max_inflight)
         self.max_inflight: Final = self._protocol.max_inflight
         """Calls this connection carries at once; further callers wait for a slot."""
         self._slots = trio.Semaphore(self.max_inflight)
@@ -161,7 +160,7 @@ class Connection:
         """Set with `State.BROKEN`: what failed the calls."""
         self._on_going_away = on_going_away
         self._cancel_scope = trio.CancelScope()
-        self._keepalive_timeout = keepalive_timeout if opened.hello.ping else None
+        self._keepalive_timeout = settings.keepalive_timeout if opened.hello.ping else None
         self._reads = 0
         """Reads that returned bytes: the keepalive's sign of life, cheaper than the clock."""
         self._unsent_answers = 0

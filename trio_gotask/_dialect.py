@@ -13,7 +13,6 @@ from __future__ import annotations
 import abc
 import os
 import secrets
-import ssl
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from ._address import MAX_SOCKET_PATH, Transport, free_local_port
 from ._errors import SidecarError
 from ._goridge_opening import goridge_connect, goridge_pipe_connect
 from ._opening import Connect, Opened, pipe_connect, socket_connect
+from ._settings import LaunchSettings, Limits, RemoteSettings
 from ._sidecar import Handshake, Sidecar, terminate
 
 SECRET_ENV: Final = "GOTASK_SECRET"
@@ -87,47 +87,19 @@ DialectName = Literal["gotask", "goridge"]
 """The names ``protocol=`` takes: those of `DIALECTS`."""
 
 
-@dataclass(frozen=True)
-class Launched:
-    """What `open_gotask` asks of every run of a launched sidecar, checked by its caller."""
-
-    command: Sequence[str]
-    """The program, then the user's arguments."""
-    transport: Transport
-    env: Mapping[str, str]
-    """The environment the sidecar inherits, before the dialect adds to it."""
-    startup_timeout: float
-    grace: float
-    max_frame_size: int
-    max_inflight: int
-    max_host_calls: int
-
-
-@dataclass(frozen=True)
-class Remote:
-    """How `connect_gotask` reaches sidecars started elsewhere, checked by its caller."""
-
-    secret: str | None
-    ssl_context: ssl.SSLContext | None
-    server_hostname: str | None
-    connect_timeout: float
-    max_frame_size: int
-    max_inflight: int
-    max_host_calls: int
-
-
 class Launcher(abc.ABC):
     """The two factories a `Supervisor` takes, for one `open_gotask`: each run of the sidecar,
     and how to connect to a run once it is ready."""
 
-    def __init__(self, launched: Launched) -> None:
-        self.launched = launched
+    def __init__(self, launch: LaunchSettings, limits: Limits) -> None:
+        self.launch = launch
+        self.limits = limits
 
     @abc.abstractmethod
     def new_sidecar(self) -> Sidecar: ...
 
     def new_connect(self, process: Sidecar, handshake: Handshake) -> Connect:
-        if self.launched.transport != "pipe":
+        if self.launch.transport != "pipe":
             return self.socket_connect(handshake.address)
         child = process.process
         assert child is not None and child.stdin is not None and child.stdout is not None
@@ -183,11 +155,13 @@ class Dialect(abc.ABC):
         return f"the {self.name} protocol has no {', '.join(lacking)}"
 
     @abc.abstractmethod
-    def launcher(self, launched: Launched) -> Launcher:
+    def launcher(self, launch: LaunchSettings, limits: Limits) -> Launcher:
         """How each run of a launched sidecar is started, and connected to."""
 
     @abc.abstractmethod
-    def connect(self, remote: Remote, address: str, hostname: str | None = None) -> Connect:
+    def connect(
+        self, remote: RemoteSettings, limits: Limits, address: str, hostname: str | None = None
+    ) -> Connect:
         """How to open connections to the sidecar at ``address`` (found by the DNS name
         ``hostname``, if any), started elsewhere."""
 
@@ -201,61 +175,65 @@ class Native(Dialect):
     max_inflight = 1024
     takes_secret = True
 
-    def launcher(self, launched: Launched) -> Launcher:
-        return _NativeLauncher(launched)
+    def launcher(self, launch: LaunchSettings, limits: Limits) -> Launcher:
+        return NativeLauncher(launch, limits)
 
-    def connect(self, remote: Remote, address: str, hostname: str | None = None) -> Connect:
+    def connect(
+        self, remote: RemoteSettings, limits: Limits, address: str, hostname: str | None = None
+    ) -> Connect:
         return socket_connect(
             address,
             secret=remote.secret,
             ssl_context=remote.ssl_context,
             server_hostname=remote.server_hostname or hostname,
-            max_frame_size=remote.max_frame_size,
+            max_frame_size=limits.max_frame_size,
             connect_timeout=remote.connect_timeout,
             launched=False,
-            max_host_calls=remote.max_host_calls,
+            max_host_calls=limits.max_host_calls,
         )
 
 
-class _NativeLauncher(Launcher):
-    def __init__(self, launched: Launched) -> None:
-        super().__init__(launched)
-        self._launch = Launch.plan(launched.transport)
-        self._env = self._launch.environment(launched.env)
-        self._flags = [*self._launch.flags, "-max-frame-size", str(launched.max_frame_size)]
+class NativeLauncher(Launcher):
+    """Runs of a sidecar of this project: its flags, and the fresh secret (`secret`) it is given
+    in its environment for the socket transports."""
+
+    def __init__(self, launch: LaunchSettings, limits: Limits) -> None:
+        super().__init__(launch, limits)
+        plan = Launch.plan(launch.transport)
+        self.secret: Final = plan.secret
+        self._env = plan.environment(launch.env)
+        self._flags = [*plan.flags, "-max-frame-size", str(limits.max_frame_size)]
 
     def new_sidecar(self) -> Sidecar:
-        launched = self.launched
+        launch = self.launch
         return Sidecar(
-            [*launched.command, *self._flags],
-            transport=launched.transport,
+            [*launch.command, *self._flags],
+            transport=launch.transport,
             env=self._env,
-            startup_timeout=launched.startup_timeout,
-            grace=launched.grace,
+            startup_timeout=launch.startup_timeout,
+            grace=launch.grace,
         )
 
     def socket_connect(self, address: str) -> Connect:
-        launched = self.launched
         return socket_connect(
             address,
-            secret=self._launch.secret,
-            max_frame_size=launched.max_frame_size,
-            connect_timeout=launched.startup_timeout,
+            secret=self.secret,
+            max_frame_size=self.limits.max_frame_size,
+            connect_timeout=self.launch.startup_timeout,
             launched=True,
-            max_host_calls=launched.max_host_calls,
+            max_host_calls=self.limits.max_host_calls,
         )
 
     def pipe_connect(
         self, stdin: trio.abc.SendStream, stdout: trio.abc.ReceiveStream, rest: bytes
     ) -> Connect:
-        launched = self.launched
         return pipe_connect(
             stdin,
             stdout,
             rest,
-            max_frame_size=launched.max_frame_size,
-            timeout=launched.startup_timeout,
-            max_host_calls=launched.max_host_calls,
+            max_frame_size=self.limits.max_frame_size,
+            timeout=self.launch.startup_timeout,
+            max_host_calls=self.limits.max_host_calls,
         )
 
 
@@ -278,56 +256,57 @@ class Goridge(Dialect):
             "with a sidecar built on this project's Go library"
         )
 
-    def launcher(self, launched: Launched) -> Launcher:
-        return _GoridgeLauncher(launched)
+    def launcher(self, launch: LaunchSettings, limits: Limits) -> Launcher:
+        return _GoridgeLauncher(launch, limits)
 
-    def connect(self, remote: Remote, address: str, hostname: str | None = None) -> Connect:
+    def connect(
+        self, remote: RemoteSettings, limits: Limits, address: str, hostname: str | None = None
+    ) -> Connect:
         return goridge_connect(
             address,
-            max_frame_size=remote.max_frame_size,
-            max_inflight=remote.max_inflight,
+            max_frame_size=limits.max_frame_size,
+            max_inflight=limits.max_inflight,
             connect_timeout=remote.connect_timeout,
         )
 
 
 class _GoridgeLauncher(Launcher):
-    def __init__(self, launched: Launched) -> None:
-        super().__init__(launched)
+    def __init__(self, launch: LaunchSettings, limits: Limits) -> None:
+        super().__init__(launch, limits)
         # GoTask sidecars inherit the environment as this project's do, secret aside.
-        self._env = Launch.plan(launched.transport).environment(launched.env)
+        self._env = Launch.plan(launch.transport).environment(launch.env)
 
     def new_sidecar(self) -> Sidecar:
-        launched = self.launched
+        launch = self.launch
         # It cannot pick its own address and report it: it is told where to listen.
-        address = goridge_address(launched.transport)
+        address = goridge_address(launch.transport)
         sidecar = Sidecar(
-            [*launched.command, *goridge_flags(launched.transport, address)],
-            transport=launched.transport,
+            [*launch.command, *goridge_flags(launch.transport, address)],
+            transport=launch.transport,
             env=self._env,
-            startup_timeout=launched.startup_timeout,
-            grace=launched.grace,
+            startup_timeout=launch.startup_timeout,
+            grace=launch.grace,
             ready=partial(Sidecar.probe_until_ready, address=address),
             quit=terminate,
         )
-        if launched.transport == "unix":
+        if launch.transport == "unix":
             sidecar.remove_on_exit(address)
         return sidecar
 
     def socket_connect(self, address: str) -> Connect:
-        launched = self.launched
         return goridge_connect(
             address,
-            max_frame_size=launched.max_frame_size,
-            max_inflight=launched.max_inflight,
-            connect_timeout=launched.startup_timeout,
+            max_frame_size=self.limits.max_frame_size,
+            max_inflight=self.limits.max_inflight,
+            connect_timeout=self.launch.startup_timeout,
         )
 
     def pipe_connect(
         self, stdin: trio.abc.SendStream, stdout: trio.abc.ReceiveStream, rest: bytes
     ) -> Connect:
-        launched = self.launched
+        limits = self.limits
         return goridge_pipe_connect(
-            stdin, stdout, rest, max_frame_size=launched.max_frame_size, max_inflight=launched.max_inflight
+            stdin, stdout, rest, max_frame_size=limits.max_frame_size, max_inflight=limits.max_inflight
         )
 
 
