@@ -32,9 +32,11 @@ import trio.testing
 import trio_parallel
 
 from trio_gotask import GoTask, build_sidecar, open_gotask
+from trio_gotask._address import Transport, open_stream
 from trio_gotask._errors import lost_without_explanation
+from trio_gotask._opening import Opened, greet
 from trio_gotask._pool import Pool, Remote
-from trio_gotask._transport import Opened, Transport, greet, open_stream
+from trio_gotask._settings import Limits, PoolSettings
 from trio_gotask._wire import DEFAULT_MAX_FRAME_SIZE
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -385,9 +387,7 @@ async def fast_path(address: str, report: Report, rounds: int, quick: bool) -> N
             pool = Pool(
                 nursery,
                 connect,
-                size=1,
-                max_frame_size=DEFAULT_MAX_FRAME_SIZE,
-                max_inflight=1024,
+                PoolSettings(1, Limits(DEFAULT_MAX_FRAME_SIZE, 1024), keepalive_timeout=None),
                 explain=lost_without_explanation,
             )
             await pool.warm_up()

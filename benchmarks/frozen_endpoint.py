@@ -35,7 +35,7 @@ from pathlib import Path
 import trio
 
 from trio_gotask import GoTask, GoTaskError, build_sidecar, connect_gotask
-from trio_gotask._connection import DEFAULT_KEEPALIVE_TIMEOUT
+from trio_gotask._settings import DEFAULT_KEEPALIVE_TIMEOUT
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import EXAMPLE, Report

@@ -21,7 +21,7 @@ from pathlib import Path
 import trio
 
 from trio_gotask import GoTask, build_sidecar, open_gotask
-from trio_gotask._transport import Transport
+from trio_gotask._address import Transport
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import EXAMPLE, Report, median, percentile, timed

@@ -26,8 +26,9 @@ from floor import Floor, request_frame
 
 from trio_gotask._client import GoTask
 from trio_gotask._errors import lost_without_explanation
+from trio_gotask._opening import Opened
 from trio_gotask._pool import Pool, Remote
-from trio_gotask._transport import Opened
+from trio_gotask._settings import Limits, PoolSettings
 from trio_gotask._wire import PROTOCOL_VERSION, Hello
 
 _HEADER = struct.Struct(">I")
@@ -102,9 +103,7 @@ async def main(callers: int, top: int) -> None:
         pool = Pool(
             nursery,
             connect,
-            size=1,
-            max_frame_size=1 << 26,
-            max_inflight=1 << 16,
+            PoolSettings(1, Limits(1 << 26, 1 << 16), keepalive_timeout=None),
             explain=lost_without_explanation,
         )
         await pool.warm_up()

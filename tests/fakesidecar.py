@@ -17,7 +17,7 @@ import trio
 import trio.testing
 from wirehelpers import encode
 
-from trio_gotask._transport import Connect, Opened, greet
+from trio_gotask._opening import Connect, Opened, greet
 from trio_gotask._wire import (
     AUTH,
     CANCEL,

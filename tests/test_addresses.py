@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from trio_gotask._transport import Address, check_address, parse_address
+from trio_gotask._address import Address, check_address, parse_address
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast
 

@@ -19,8 +19,8 @@ from trio_gotask import (
     RemoteError,
     open_gotask,
 )
+from trio_gotask._address import Transport
 from trio_gotask._pool import Pool
-from trio_gotask._transport import Transport
 
 
 def pool_of(gt: GoTask) -> Pool:

@@ -10,7 +10,7 @@ import trio
 from timing import HANG
 
 from trio_gotask import GoTask, open_gotask
-from trio_gotask._transport import Transport
+from trio_gotask._address import Transport
 
 
 @pytest.fixture(params=["unix", "pipe"])

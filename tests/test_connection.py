@@ -15,6 +15,7 @@ import trio.testing
 from fakesidecar import Fail, FakePeer, frame, open_fake
 
 from trio_gotask import BadReply, MethodNotFound, ProtocolError, RemoteError, SidecarError
+from trio_gotask._channel import PeerClosed
 from trio_gotask._connection import (
     _FINISH_WRITING,
     MAX_UNSENT_ANSWERS,
@@ -24,9 +25,13 @@ from trio_gotask._connection import (
 )
 from trio_gotask._errors import ErrorFactory, error_factory
 from trio_gotask._handlers import Handlers
+from trio_gotask._opening import greet
 from trio_gotask._protocol import Refused
-from trio_gotask._transport import PeerClosed, greet
+from trio_gotask._settings import Limits, PoolSettings
 from trio_gotask._wire import Notification, Request, Response, frame_header
+
+SETTINGS = PoolSettings(1, Limits(1 << 20, 8), keepalive_timeout=None)
+"""A connection's settings, unless a test needs others: no keepalive on the autojump clock."""
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast
 
@@ -50,13 +55,8 @@ async def connected(
             max_host_calls=max_host_calls,
             **peer,
         )
-        connection = Connection(
-            opened,
-            max_frame_size=client_max_frame_size,
-            max_inflight=max_inflight,
-            handlers=handlers,
-            keepalive_timeout=keepalive_timeout,
-        )
+        settings = PoolSettings(1, Limits(client_max_frame_size, max_inflight), keepalive_timeout)
+        connection = Connection(opened, settings, handlers=handlers)
         await nursery.start(connection.run)
         yield connection, fake
         nursery.cancel_scope.cancel()
@@ -351,7 +351,7 @@ async def test_the_explain_hook_names_the_error_callers_see(autojump_clock: trio
 
     async with trio.open_nursery() as nursery:
         opened, fake = await open_fake(nursery, answer=None)
-        connection = Connection(opened, max_frame_size=1 << 20, max_inflight=8, explain=explain)
+        connection = Connection(opened, SETTINGS, explain=explain)
         await nursery.start(connection.run)
 
         async def call() -> None:
@@ -422,7 +422,7 @@ async def test_closing_finishes_the_request_being_written_first(
         opened, fake = await open_fake(
             nursery, lockstep=True, answer=None, max_frame_size=limit, client_max_frame_size=limit
         )
-        connection = Connection(opened, max_frame_size=limit, max_inflight=8)
+        connection = Connection(opened, PoolSettings(1, Limits(limit, 8), keepalive_timeout=None))
         async with trio.open_nursery() as serving:
             await serving.start(connection.run)
             fake.reading = False
@@ -439,7 +439,7 @@ async def test_closing_finishes_the_request_being_written_first(
 async def test_closing_gives_up_on_a_peer_that_never_reads(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         opened, fake = await open_fake(nursery, lockstep=True, answer=None)
-        connection = Connection(opened, max_frame_size=1 << 20, max_inflight=8)
+        connection = Connection(opened, SETTINGS)
         async with trio.open_nursery() as serving:
             await serving.start(connection.run)
             fake.reading = False

@@ -18,8 +18,9 @@ from trio_gotask import SidecarError
 from trio_gotask import _endpoints as endpoints_module
 from trio_gotask._endpoints import FIRST_BACKOFF, STRIKES, Endpoints
 from trio_gotask._errors import lost_without_explanation
+from trio_gotask._opening import Opened
 from trio_gotask._pool import Pool
-from trio_gotask._transport import Opened
+from trio_gotask._settings import Limits, PoolSettings
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast
 
@@ -63,9 +64,7 @@ class Fakes:
         return Pool(
             self.nursery,
             connect,
-            size=1,
-            max_frame_size=1 << 20,
-            max_inflight=64,
+            PoolSettings(1, Limits(1 << 20, 64), keepalive_timeout=None),
             explain=lost_without_explanation,
         )
 

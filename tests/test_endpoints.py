@@ -24,8 +24,8 @@ from timing import HANG
 
 from trio_gotask import GoTask, SidecarError, connect_gotask
 from trio_gotask import _endpoints as endpoints_module
+from trio_gotask._address import open_stream
 from trio_gotask._endpoints import FIRST_BACKOFF, MAX_BACKOFF, STRIKES, dns_name, resolve
-from trio_gotask._transport import open_stream
 
 pytestmark = pytest.mark.slow  # several sidecars at once: the newest Python only
 

@@ -23,8 +23,8 @@ from test_lifecycle import STAY, gone
 from timing import HANG
 
 from trio_gotask import GoTask, RemoteError, RestartPolicy, SidecarError, connect_gotask, open_gotask
+from trio_gotask._address import Transport
 from trio_gotask._goridge import RAW, Frame, FrameDecoder, Replies, Reply, encode_call
-from trio_gotask._transport import Transport
 
 
 @pytest.fixture(scope="session", params=goridge_server.VERSIONS)

@@ -15,7 +15,7 @@ from standalone import standalone
 from timing import HANG
 
 from trio_gotask import GoTask, RemoteError, connect_gotask, open_gotask
-from trio_gotask._transport import Transport
+from trio_gotask._address import Transport
 
 TRANSPORTS = ["unix", "tcp", "pipe"]
 

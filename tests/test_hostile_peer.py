@@ -34,6 +34,7 @@ from trio_gotask._protocol import (
     Refused,
     read_greeting,
 )
+from trio_gotask._settings import Limits, PoolSettings
 from trio_gotask._wire import (
     LARGE_FRAME_READ,
     PROTOCOL_VERSION,
@@ -353,7 +354,7 @@ async def test_a_bad_frame_read_with_good_ones_fails_the_other_calls_at_once(
     with trio.fail_after(HANG):
         async with trio.open_nursery() as nursery:
             opened, fake = await open_fake(nursery, answer=None)
-            connection = Connection(opened, max_frame_size=1 << 20, max_inflight=8)
+            connection = Connection(opened, PoolSettings(1, Limits(1 << 20, 8), keepalive_timeout=None))
             await nursery.start(connection.run)
             outcomes: dict[str, Any] = {}
 

@@ -24,7 +24,7 @@ from trio_gotask import (
     connect_gotask,
     open_gotask,
 )
-from trio_gotask._transport import Transport
+from trio_gotask._address import Transport
 
 
 def gone(pid: int) -> bool:

@@ -16,7 +16,7 @@ import trio
 from gomodule import write_module
 
 from trio_gotask import BadParams, GoTask, MethodNotFound, PanicError, RemoteError, build_sidecar, open_gotask
-from trio_gotask._transport import Transport
+from trio_gotask._address import Transport
 
 pytestmark = pytest.mark.slow  # Go builds of users' net/rpc services: the newest Python only
 

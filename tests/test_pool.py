@@ -16,8 +16,9 @@ from wirehelpers import pack
 
 from trio_gotask import GoTask, GoTaskError, ProtocolError, ShuttingDown, SidecarError
 from trio_gotask._errors import error_factory, lost_without_explanation
+from trio_gotask._opening import Connect, Opened
 from trio_gotask._pool import _RETRY_AFTER, HEAVY, Pool, Remote
-from trio_gotask._transport import Connect, Opened
+from trio_gotask._settings import Limits, PoolSettings
 from trio_gotask._wire import frame_header
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast
@@ -54,9 +55,8 @@ class Sidecar:
 
 
 def new_pool(nursery: trio.Nursery, connect: Connect, *, size: int = 1) -> Pool:
-    return Pool(
-        nursery, connect, size=size, max_frame_size=1 << 20, max_inflight=64, explain=lost_without_explanation
-    )
+    settings = PoolSettings(size, Limits(1 << 20, 64), keepalive_timeout=None)
+    return Pool(nursery, connect, settings, explain=lost_without_explanation)
 
 
 @asynccontextmanager

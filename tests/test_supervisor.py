@@ -17,9 +17,10 @@ from wirehelpers import pack
 
 from trio_gotask import GoTask, GoTaskError, ProtocolError, SidecarError
 from trio_gotask._errors import ErrorFactory, error_factory
+from trio_gotask._opening import Connect, Opened
+from trio_gotask._settings import Limits, PoolSettings
 from trio_gotask._sidecar import Handshake
 from trio_gotask._supervisor import _DEATH_NOTICE, RestartPolicy, Supervisor
-from trio_gotask._transport import Connect, Opened
 from trio_gotask._wire import frame_header
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast
@@ -108,9 +109,7 @@ class Harness:
             nursery,
             self._new_process,
             self._new_connect,
-            pool_size=1,
-            max_frame_size=1 << 20,
-            max_inflight=64,
+            PoolSettings(1, Limits(1 << 20, 64), keepalive_timeout=None),
             restart=restart,
         )
         self.ended = trio.Event()

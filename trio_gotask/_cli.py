@@ -34,11 +34,12 @@ import msgpack
 import trio
 
 from . import __version__
+from ._address import TRANSPORTS, Transport, parse_address
 from ._build import build_sidecar, cache_dir, find_go
 from ._client import GoTask, connect_gotask, open_gotask
+from ._dialect import DIALECTS, SECRET_ENV
 from ._endpoints import dns_name
 from ._errors import GoTaskError, MethodNotFound, RemoteError
-from ._transport import SECRET_ENV, TRANSPORTS, WIRES, Transport, parse_address
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -316,7 +317,7 @@ examples:
     )
     parser.add_argument(
         "--protocol",
-        choices=WIRES,
+        choices=tuple(DIALECTS),
         default="gotask",
         help="goridge: a sidecar built with the original GoTask library (default: gotask)",
     )
@@ -459,7 +460,7 @@ def _opener(target: Target, options: argparse.Namespace) -> AbstractAsyncContext
             "connect to (a folder or an executable is started)"
         )
     secret = options.secret
-    if secret is None and options.protocol == "gotask":
+    if secret is None and DIALECTS[options.protocol].takes_secret:
         secret = os.environ.get(SECRET_ENV) or None
     context = None
     if options.server_hostname is not None and not (options.tls or options.tls_ca is not None):

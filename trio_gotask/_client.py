@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 import ssl
 import sys
@@ -14,41 +14,21 @@ from typing import Any, Final, final
 
 import trio
 
+from ._address import Transport, check_address
 from ._build import build_sidecar
-from ._connection import DEFAULT_KEEPALIVE_TIMEOUT, Unsent
+from ._connection import Unsent
+from ._dialect import Dialect, DialectName, dialect
 from ._endpoints import DEFAULT_RESOLVE_INTERVAL, Endpoints, EndpointStatistics, Name, dns_name
 from ._errors import SidecarError, lost_without_explanation
 from ._handlers import Handler, Handlers
 from ._pool import Backend, Pool, Remote
-from ._sidecar import Handshake, Sidecar
+from ._settings import DEFAULT_KEEPALIVE_TIMEOUT, LaunchSettings, Limits, PoolSettings, RemoteSettings
 from ._supervisor import RestartPolicy, Supervisor
-from ._transport import (
-    TRANSPORTS,
-    WIRES,
-    Connect,
-    Launch,
-    Opened,
-    Transport,
-    Wire,
-    check_address,
-    goridge_address,
-    goridge_connect,
-    goridge_flags,
-    pipe_connect,
-    socket_connect,
-)
-from ._wire import DEFAULT_MAX_FRAME_SIZE, MAX_MSGID, MIN_FRAME_SIZE
+from ._wire import DEFAULT_MAX_FRAME_SIZE
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-# More connections add no speed (docs/performance.md, "Pool size"), only isolation.
-DEFAULT_POOL_SIZE: Final = 1
-DEFAULT_MAX_INFLIGHT: Final = 1024
-# GoTask's sidecars misread frames that meet in a read (docs/goridge.md, "One call per
-# connection"): one call per connection, and the concurrency from the pool.
-GORIDGE_POOL_SIZE: Final = 32
-GORIDGE_MAX_INFLIGHT: Final = 1
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_MAX_HOST_CALLS: Final = 64
 SIDECAR_ENV: Final = "GOTASK_SIDECAR"
@@ -230,7 +210,7 @@ async def open_gotask(
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     max_inflight: int | None = None,
     shutdown_grace: float = 2.0,
-    protocol: Wire = "gotask",
+    protocol: DialectName = "gotask",
     keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
 ) -> AsyncIterator[GoTask]:
     """Start a sidecar, wait for its handshake, and yield a `GoTask` to call it.
@@ -284,106 +264,37 @@ async def open_gotask(
     ``handlers`` or ``config``, and the process is stopped with SIGTERM (SIGKILL after
     ``shutdown_grace`` seconds).
     """
-    if transport not in TRANSPORTS:
-        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
-    if isinstance(args, (str, bytes)) or not all(isinstance(a, str) for a in args):
-        raise TypeError(f"args must be a sequence of str (one per argument), not {args!r}")
-    if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise TypeError("env must map str to str")
-    pool_size, max_inflight = _pool_limits(protocol, pool_size, max_inflight)
-    _check_seconds("startup_timeout", startup_timeout, positive=True)
-    _check_frame_size(max_frame_size)
-    _check_seconds("shutdown_grace", shutdown_grace, positive=False)
-    _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
-    _check_keepalive(keepalive_timeout)
+    launch = LaunchSettings(
+        command=args,
+        transport=transport,
+        env=env or {},
+        startup_timeout=startup_timeout,
+        grace=shutdown_grace,
+    )
+    speaks = dialect(protocol)
+    settings = _pool_settings(
+        speaks, pool_size, max_frame_size, max_inflight, max_host_calls, keepalive_timeout
+    )
     registry = Handlers(handlers)
     if config is not None:
         registry.provide_config(config)
     if restart is not None and not isinstance(restart, RestartPolicy):
         raise TypeError(f"restart must be a RestartPolicy or None, not {restart!r}")
-    _check_protocol(protocol, handlers=handlers, config=config)
+    speaks.check(handlers=handlers, config=config)
     command = await _resolve_command(sidecar)
-    launch = Launch.plan(transport)
-    environment = launch.environment({**os.environ, **(env or {})})
-    flags = [*launch.flags, "-max-frame-size", str(max_frame_size)]
-
-    def new_sidecar() -> Sidecar:
-        if protocol == "goridge":
-            address = goridge_address(transport)
-            return Sidecar(
-                [*command, *args, *goridge_flags(transport, address)],
-                transport=transport,
-                env=environment,
-                startup_timeout=startup_timeout,
-                grace=shutdown_grace,
-                listen=address,
-            )
-        return Sidecar(
-            [*command, *args, *flags],
-            transport=transport,
-            env=environment,
-            startup_timeout=startup_timeout,
-            grace=shutdown_grace,
-        )
-
-    def new_connect(process: Sidecar, handshake: Handshake) -> Connect:
-        if transport == "pipe":
-            child = process.process
-            assert child is not None and child.stdin is not None and child.stdout is not None
-            connect = pipe_connect(
-                child.stdin,
-                child.stdout,
-                handshake.rest,
-                max_frame_size=max_frame_size,
-                timeout=startup_timeout,
-                max_host_calls=max_host_calls,
-                wire=protocol,
-                max_inflight=max_inflight,
-            )
-
-            async def connect_or_stop() -> Opened:
-                try:
-                    return await connect()
-                except SidecarError as exc:
-                    if process.exited.is_set():
-                        raise
-                    # Its only connection is gone (it froze, or broke the protocol) and it lives
-                    # on: it can serve no one. Once it is stopped, the supervisor starts another if
-                    # its policy says so, and later calls wait for that one.
-                    process.kill("its pipe broke, and a pipe cannot be reopened")
-                    await process.exited.wait()
-                    raise SidecarError(
-                        f"{exc}: the sidecar was killed (a restart policy starts a new one)"
-                    ) from exc
-
-            return connect_or_stop
-        if protocol == "goridge":
-            return goridge_connect(
-                handshake.address,
-                max_frame_size=max_frame_size,
-                max_inflight=max_inflight,
-                connect_timeout=startup_timeout,
-            )
-        return socket_connect(
-            handshake.address,
-            secret=launch.secret,
-            max_frame_size=max_frame_size,
-            connect_timeout=startup_timeout,
-            launched=True,
-            max_host_calls=max_host_calls,
-        )
+    launch = dataclasses.replace(launch, command=[*command, *args], env={**os.environ, **launch.env})
+    launcher = speaks.launcher(launch, settings.limits)
+    if transport == "pipe":
+        settings = dataclasses.replace(settings, pool_size=1)  # a pipe is one connection
 
     async with _background() as nursery:
         supervisor = Supervisor(
             nursery,
-            new_sidecar,
-            new_connect,
-            pool_size=1 if transport == "pipe" else pool_size,
-            max_frame_size=max_frame_size,
-            max_inflight=max_inflight,
+            launcher.new_sidecar,
+            launcher.new_connect,
+            settings,
             restart=restart,
             handlers=registry,
-            keepalive_timeout=keepalive_timeout,
         )
         await nursery.start(supervisor.run)
         try:
@@ -406,7 +317,7 @@ async def connect_gotask(
     handlers: Mapping[str, Handler] | None = None,
     config: Mapping[str, Any] | None = None,
     max_host_calls: int = DEFAULT_MAX_HOST_CALLS,
-    protocol: Wire = "gotask",
+    protocol: DialectName = "gotask",
     resolve_interval: float = DEFAULT_RESOLVE_INTERVAL,
     idempotent: Collection[str] = (),
     keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
@@ -478,63 +389,39 @@ async def connect_gotask(
         else:
             names.append(name)
     parsed = [check_address(a) for a in plain]
-    if secret is not None and (not isinstance(secret, str) or not secret):
-        raise ValueError("secret must be a non-empty str (the sidecar's GOTASK_SECRET), or None")
+    remote = RemoteSettings(
+        secret=secret,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        connect_timeout=connect_timeout,
+        resolve_interval=resolve_interval,
+        idempotent=idempotent,
+    )
     if ssl_context is not None:
-        if not isinstance(ssl_context, ssl.SSLContext):
-            raise TypeError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
         for one, kind in zip(plain, parsed, strict=True):
             if kind.kind != "tcp":
                 raise ValueError(
                     f"ssl_context needs a TCP address (host:port), and {one!r} is a Unix socket path: "
                     "a sidecar speaks TLS only over TCP"
                 )
-    elif server_hostname is not None:
-        raise ValueError("server_hostname is for checking a TLS certificate: pass ssl_context too")
-    pool_size, max_inflight = _pool_limits(protocol, pool_size, max_inflight)
-    _check_frame_size(max_frame_size)
-    _check_seconds("connect_timeout", connect_timeout, positive=True)
-    _check_int("max_host_calls", max_host_calls, 0, MAX_MSGID + 1)
-    _check_seconds("resolve_interval", resolve_interval, positive=True)
-    _check_keepalive(keepalive_timeout)
-    if isinstance(idempotent, str) or not all(isinstance(m, str) for m in idempotent):
-        raise TypeError(f"idempotent must be a collection of method names (str), not {idempotent!r}")
-    _check_protocol(protocol, secret=secret, ssl_context=ssl_context, handlers=handlers, config=config)
+    speaks = dialect(protocol)
+    settings = _pool_settings(
+        speaks, pool_size, max_frame_size, max_inflight, max_host_calls, keepalive_timeout
+    )
+    speaks.check(secret=secret, ssl_context=ssl_context, handlers=handlers, config=config)
     registry = Handlers(handlers)
     if config is not None:
         registry.provide_config(config)
-
-    def connect(address: str, hostname: str | None = None) -> Connect:
-        if protocol == "goridge":
-            return goridge_connect(
-                address,
-                max_frame_size=max_frame_size,
-                max_inflight=max_inflight,
-                connect_timeout=connect_timeout,
-            )
-        return socket_connect(
-            address,
-            secret=secret,
-            ssl_context=ssl_context,
-            server_hostname=server_hostname or hostname,
-            max_frame_size=max_frame_size,
-            connect_timeout=connect_timeout,
-            launched=False,
-            max_host_calls=max_host_calls,
-        )
 
     async with _background() as nursery:
 
         def pool_for(address: str, hostname: str | None = None) -> Pool:
             return Pool(
                 nursery,
-                connect(address, hostname),
-                size=pool_size,
-                max_frame_size=max_frame_size,
-                max_inflight=max_inflight,
+                speaks.connect(remote, settings.limits, address, hostname),
+                settings,
                 explain=lost_without_explanation,
                 handlers=registry,
-                keepalive_timeout=keepalive_timeout,
             )
 
         backend: Remote | Endpoints
@@ -547,9 +434,9 @@ async def connect_gotask(
                 plain,
                 pool_for,
                 names=names,
-                resolve_interval=resolve_interval,
-                resolve_timeout=connect_timeout,
-                idempotent=idempotent,
+                resolve_interval=remote.resolve_interval,
+                resolve_timeout=remote.connect_timeout,
+                idempotent=remote.idempotent,
             )
             await backend.start()
             nursery.start_soon(backend.watch)
@@ -559,52 +446,25 @@ async def connect_gotask(
             backend.close()
 
 
-def _pool_limits(protocol: object, pool_size: int | None, max_inflight: int | None) -> tuple[int, int]:
-    """``pool_size`` and ``max_inflight``, checked, or their defaults for ``protocol``."""
-    goridge = protocol == "goridge"
-    if pool_size is None:
-        pool_size = GORIDGE_POOL_SIZE if goridge else DEFAULT_POOL_SIZE
-    if max_inflight is None:
-        max_inflight = GORIDGE_MAX_INFLIGHT if goridge else DEFAULT_MAX_INFLIGHT
-    _check_int("pool_size", pool_size, 1)
-    _check_int("max_inflight", max_inflight, 1, MAX_MSGID + 1)
-    return pool_size, max_inflight
-
-
-def _check_protocol(protocol: object, **given: object) -> None:
-    """``protocol`` is a known wire format, and ``given`` holds nothing GoTask's format lacks."""
-    if protocol not in WIRES:
-        raise ValueError(f"protocol must be one of {', '.join(WIRES)}, not {protocol!r}")
-    lacking = [name for name, value in given.items() if value is not None]
-    if protocol == "goridge" and lacking:
-        raise ValueError(
-            f"GoTask's goridge format has no {', '.join(lacking)}: drop them, or use protocol='gotask' "
-            "with a sidecar built on this project's Go library"
-        )
-
-
-def _check_keepalive(value: object) -> None:
-    if value is not None:
-        _check_seconds("keepalive_timeout", value, positive=True)
-
-
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
-    if type(value) is not int:
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"at least {low}" if high is None else f"between {low} and {high}"
-        raise ValueError(f"{name} must be {bound}, not {value}")
-
-
-def _check_frame_size(value: object) -> None:
-    _check_int("max_frame_size", value, MIN_FRAME_SIZE, 2**32 - 1)
-
-
-def _check_seconds(name: str, value: object, *, positive: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if math.isnan(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be {'more than' if positive else 'at least'} 0 seconds, not {value}")
+def _pool_settings(
+    speaks: Dialect,
+    pool_size: int | None,
+    max_frame_size: int,
+    max_inflight: int | None,
+    max_host_calls: int,
+    keepalive_timeout: float | None,
+) -> PoolSettings:
+    """The pool's settings, checked; ``None`` for the dialect's default."""
+    limits = Limits(
+        max_frame_size=max_frame_size,
+        max_inflight=speaks.max_inflight if max_inflight is None else max_inflight,
+        max_host_calls=max_host_calls,
+    )
+    return PoolSettings(
+        pool_size=speaks.pool_size if pool_size is None else pool_size,
+        limits=limits,
+        keepalive_timeout=keepalive_timeout,
+    )
 
 
 async def _resolve_command(sidecar: SidecarSpec | None) -> list[str]:

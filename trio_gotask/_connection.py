@@ -7,6 +7,7 @@ The protocol decides what goes on the wire and what a reply means; this module m
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, NoReturn, final
@@ -14,6 +15,7 @@ from typing import Any, Final, NoReturn, final
 import outcome
 import trio
 
+from ._channel import PeerClosed, open_channel
 from ._errors import (
     ErrorFactory,
     Explain,
@@ -26,10 +28,10 @@ from ._errors import (
     lost_without_explanation,
     remote_error,
 )
-from ._goridge import GoridgeProtocol
 from ._handlers import Handlers, error_map, log_record
+from ._opening import Opened
 from ._protocol import Call, ClientProtocol, Drained, GoingAway, HostCall, HostCancel, HostLog
-from ._transport import Opened, PeerClosed, open_channel
+from ._settings import PoolSettings
 from ._wire import MAX_MSGID
 
 
@@ -54,11 +56,24 @@ _FINISH_WRITING: Final = 1.0
 # this many bytes of answers are unsent, so that what the client holds stays bounded.
 MAX_UNSENT_ANSWERS: Final = 1 << 20
 
-DEFAULT_KEEPALIVE_TIMEOUT: Final = 20.0
 
 _WENT_AWAY: Final = error_factory(
     SidecarError, "the sidecar is shutting down: it asked for no more calls on this connection ($goaway)"
 )
+
+
+class State(enum.Enum):
+    """Where a `Connection` is in its life; it only moves down this list."""
+
+    OPEN = enum.auto()
+    """Calls are sent here."""
+    GOING_AWAY = enum.auto()
+    """The sidecar said ``$goaway``: no new call is sent here; those in flight finish, then it closes."""
+    BROKEN = enum.auto()
+    """It failed or was closed: every call in flight failed, and no call is sent here."""
+
+
+_OPEN: Final = State.OPEN  # read on every call: a global, not an attribute of the enum
 
 
 class Unsent(Exception):
@@ -113,27 +128,16 @@ class Connection:
     def __init__(
         self,
         opened: Opened,
+        settings: PoolSettings,
         *,
-        max_frame_size: int,
-        max_inflight: int,
         explain: Explain = lost_without_explanation,
         on_broken: Callable[[Connection], None] | None = None,
         on_going_away: Callable[[Connection], None] | None = None,
         handlers: Handlers | None = None,
-        keepalive_timeout: float | None = None,
     ) -> None:
         self._channel = open_channel(opened.stream)
-        self._protocol: ClientProtocol | GoridgeProtocol
-        if opened.wire == "goridge":
-            self._protocol = GoridgeProtocol(max_frame_size=max_frame_size, max_inflight=max_inflight)
-        else:
-            self._protocol = ClientProtocol(
-                opened.hello,
-                max_frame_size=max_frame_size,
-                max_inflight=max_inflight,
-                max_host_calls=opened.max_host_calls,
-                initial_data=opened.initial_data,
-            )
+        limits = settings.limits
+        self._protocol = opened.speaks(opened, limits.max_frame_size, limits.max_inflight)
         self.max_inflight: Final = self._protocol.max_inflight
         """Calls this connection carries at once; further callers wait for a slot."""
         self._slots = trio.Semaphore(self.max_inflight)
@@ -151,13 +155,12 @@ class Connection:
         self._unsent: list[bytes | bytearray | memoryview] = []
         # Bound once: every parked call points at it (Call.on_abort), no object made per call.
         self._abort_call = self._abort
+        self._state = State.OPEN
         self._failure: ErrorFactory | None = None
-        self._refusal: ErrorFactory | None = None
-        """Set once no call may be sent here (broken, or going away): the error a caller who
-        was waiting for a slot gets, inside `Unsent`."""
+        """Set with `State.BROKEN`: what failed the calls."""
         self._on_going_away = on_going_away
         self._cancel_scope = trio.CancelScope()
-        self._keepalive_timeout = keepalive_timeout if opened.hello.ping else None
+        self._keepalive_timeout = settings.keepalive_timeout if opened.hello.ping else None
         self._reads = 0
         """Reads that returned bytes: the keepalive's sign of life, cheaper than the clock."""
         self._unsent_answers = 0
@@ -172,7 +175,15 @@ class Connection:
 
     @property
     def broken(self) -> bool:
-        return self._failure is not None
+        return self._state is State.BROKEN
+
+    def _refusal(self) -> ErrorFactory:
+        """The error a caller who waited for a slot gets, inside `Unsent`, once no call may be
+        sent here."""
+        if self._state is State.BROKEN:
+            assert self._failure is not None
+            return self._failure
+        return _WENT_AWAY
 
     @property
     def busy(self) -> int:
@@ -194,9 +205,9 @@ class Connection:
             except trio.WouldBlock:
                 await self._slots.acquire()
                 deadline = trio.current_effective_deadline()
-            if self._refusal is not None:
+            if self._state is not _OPEN:
                 self._slots.release()
-                raise Unsent(self._refusal())
+                raise Unsent(self._refusal()())
             timeout = None if deadline == math.inf else deadline - trio.current_time()
             protocol = self._protocol
             try:
@@ -272,9 +283,10 @@ class Connection:
         """Fail every call in flight with a fresh error from ``make_error``, then stop. With
         ``unrun`` (the sidecar said it ran none of them), each gets `Unsent` carrying a
         `ShuttingDown` instead, so that it may be sent elsewhere."""
-        if self._failure is not None:
+        if self._state is State.BROKEN:
             return
-        self._failure = self._refusal = make_error
+        self._state = State.BROKEN
+        self._failure = make_error
         held = self._protocol.in_flight
         for call in self._protocol.close():
             if unrun:
@@ -303,7 +315,7 @@ class Connection:
             trio.ClosedResourceError,
             OSError,
         ) as exc:
-            if self._failure is None:
+            if self._state is not State.BROKEN:
                 self.fail(await self._explain(exc))
         finally:
             self._cancel_scope.cancel()
@@ -424,7 +436,7 @@ class Connection:
             elif type(event) is Drained:
                 self.fail(_WENT_AWAY, unrun=True)
         self._protocol.raise_pending()  # a bad frame after those: fail the rest now
-        if self._refusal is _WENT_AWAY and not self._protocol.in_flight:
+        if self._state is State.GOING_AWAY and not self._protocol.in_flight:
             self.fail(_WENT_AWAY)  # every call sent here is answered: close, so the sidecar may exit
         if self._protocol.has_data_to_send:
             self._wake_writer()  # answers the protocol gave itself (busy)
@@ -432,9 +444,9 @@ class Connection:
     def _go_away(self) -> None:
         """The sidecar said ``$goaway``: send nothing more here (callers waiting for a slot go
         elsewhere), and tell the pool."""
-        if self._refusal is not None:  # going away already, or broken
+        if self._state is not State.OPEN:  # going away already, or broken
             return
-        self._refusal = _WENT_AWAY
+        self._state = State.GOING_AWAY
         if self._on_going_away is not None:
             self._on_going_away(self)
 

@@ -16,10 +16,10 @@ from typing import Any, Final, Literal, final
 
 import trio
 
+from ._address import check_address
 from ._connection import Connection, Unsent
 from ._errors import GoTaskError, ProtocolError, RemoteError, ShuttingDown, SidecarError
 from ._pool import Pool, is_heavy
-from ._transport import check_address
 
 logger: Final = logging.getLogger("trio_gotask")
 

@@ -12,7 +12,8 @@ import trio
 from ._connection import Connection, Unsent
 from ._errors import ErrorFactory, Explain, GoTaskError, SidecarError, error_factory
 from ._handlers import Handlers
-from ._transport import Connect
+from ._opening import Connect
+from ._settings import PoolSettings
 
 logger: Final = logging.getLogger("trio_gotask")
 
@@ -43,24 +44,17 @@ class Pool:
         self,
         nursery: trio.Nursery,
         connect: Connect,
+        settings: PoolSettings,
         *,
-        size: int,
-        max_frame_size: int,
-        max_inflight: int,
         explain: Explain,
         handlers: Handlers | None = None,
-        keepalive_timeout: float | None = None,
     ) -> None:
-        if size < 1:
-            raise ValueError(f"pool_size must be at least 1, not {size}")
         self._nursery = nursery
         self._connect = connect
-        self._size = size
-        self._max_frame_size = max_frame_size
-        self._max_inflight = max_inflight
+        self._settings = settings
+        self._size = settings.pool_size
         self._explain = explain
         self._handlers = handlers
-        self._keepalive_timeout = keepalive_timeout
         self._connections: list[Connection] = []
         self._heavy: collections.Counter[Connection] = collections.Counter()
         """The heavy calls in flight on each connection."""
@@ -175,13 +169,11 @@ class Pool:
                 raise SidecarError(f"cannot connect to the sidecar: {reason}") from exc
             connection = Connection(
                 opened,
-                max_frame_size=self._max_frame_size,
-                max_inflight=self._max_inflight,
+                self._settings,
                 explain=self._explain,
                 on_broken=self._forget,
                 on_going_away=self._going_away,
                 handlers=self._handlers,
-                keepalive_timeout=self._keepalive_timeout,
             )
             await self._nursery.start(connection.run)
             self.opened += 1

@@ -9,14 +9,16 @@ import os
 import signal
 import stat
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, final
 
 import trio
 
+from ._address import open_stream
+from ._channel import PeerClosed
 from ._errors import ErrorFactory, ProtocolError, SidecarError, error_factory
-from ._transport import PeerClosed, goridge_probe, open_stream
+from ._goridge_opening import goridge_probe
 from ._wire import LAUNCH_COOKIE_KEY, LAUNCH_COOKIE_VALUE, MAX_HANDSHAKE_LINE, parse_handshake
 
 logger: Final = logging.getLogger("trio_gotask.sidecar")
@@ -33,6 +35,28 @@ _FIRST_RETRY: Final = 0.001
 _LAST_RETRY: Final = 0.05
 
 
+Ready = Callable[["Sidecar"], Awaitable["Handshake"]]
+"""Waits until a just-started sidecar is ready, and says where it serves."""
+Quit = Callable[[trio.Process, float], Awaitable[None]]
+"""Asks a running sidecar process to exit, and waits for it up to the grace period given."""
+
+
+async def close_stdin(process: trio.Process, grace: float) -> None:
+    """How a sidecar of this project is asked to exit: its stdin is closed."""
+    if process.stdin is not None:
+        await trio.aclose_forcefully(process.stdin)
+    with trio.move_on_after(grace):
+        await process.wait()
+
+
+async def terminate(process: trio.Process, grace: float) -> None:
+    """How a GoTask sidecar is asked to exit: SIGTERM. Its stdin stays open until it is gone: a
+    closed pipe would make it log "pipe is closed"."""
+    process.terminate()
+    with trio.move_on_after(grace):
+        await process.wait()
+
+
 @dataclass(frozen=True)
 class Handshake:
     address: str
@@ -45,14 +69,13 @@ class Sidecar:
     """One run of the sidecar program, in the environment ``env`` (the whole of it).
 
     `run` starts the process and reports the handshake through ``task_status``; it then waits for
-    the process to exit, sets `exited`, and returns. Cancelling it stops the process: stdin is
-    closed (the sidecar's signal to shut down), then after ``grace`` seconds SIGTERM, then SIGKILL;
-    the process is always reaped.
+    the process to exit, sets `exited`, and returns. Cancelling it stops the process: ``quit``
+    asks it to exit (by default: stdin is closed, the sidecar's signal to shut down) and waits up
+    to ``grace`` seconds, then SIGTERM, then SIGKILL; the process is always reaped.
 
-    A GoTask sidecar prints no handshake: ``listen`` is then the address it was told to listen on
-    (``""`` for the pipe alone). It is ready once a connection there, or the pipe, answers a probe
-    call (`goridge_probe`), within ``startup_timeout``. It is stopped by SIGTERM, then SIGKILL
-    after ``grace`` seconds: it takes neither a closed stdin nor SIGINT as a quiet request to exit.
+    ``ready`` says when the process is ready and where it serves (by default: `read_handshake`,
+    the line a sidecar of this project prints). The wire dialect picks both (`_dialect`): a
+    GoTask sidecar prints no handshake and takes SIGTERM, not a closed stdin, as its request.
     """
 
     def __init__(
@@ -63,10 +86,12 @@ class Sidecar:
         env: Mapping[str, str],
         startup_timeout: float,
         grace: float,
-        listen: str | None = None,
+        ready: Ready | None = None,
+        quit: Quit | None = None,
     ) -> None:
         self.command = list(command)
-        self._listen = listen
+        self._ready = ready if ready is not None else Sidecar.read_handshake
+        self._quit = quit if quit is not None else close_stdin
         self.transport = transport
         self._env = {**env, LAUNCH_COOKIE_KEY: LAUNCH_COOKIE_VALUE}
         self._startup_timeout = startup_timeout
@@ -77,7 +102,14 @@ class Sidecar:
         self.process: trio.Process | None = None
         self.exited = trio.Event()
         self._killed_because: str | None = None
-        self._socket: str | None = listen if listen and transport == "unix" else None
+        self._socket: str | None = None
+        self._stdout_drained = False
+        self._nursery: trio.Nursery | None = None
+
+    def remove_on_exit(self, socket_path: str) -> None:
+        """Remove the socket file at ``socket_path``, and its folder, once the process is gone (a
+        sidecar that did not exit in order leaves them behind)."""
+        self._socket = socket_path
 
     @property
     def name(self) -> str:
@@ -134,14 +166,10 @@ class Sidecar:
         try:
             failure: SidecarError | None = None
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._drain_stderr)
-                if self._listen is not None and self.transport != "pipe":
-                    nursery.start_soon(self._drain_stdout, b"")
                 try:
-                    if self._listen is None:
-                        handshake = await self._read_handshake()
-                    else:
-                        handshake = await self._await_ready(self._listen)
+                    handshake = await self._ready(self)
                 except SidecarError as exc:
                     failure = exc
                     # It failed to start: no point in a graceful stop.
@@ -150,10 +178,10 @@ class Sidecar:
                     if self.transport == "unix":
                         self._socket = handshake.address
                     task_status.started(handshake)
-                    if self.transport != "pipe" and self._listen is None:
+                    if self.transport != "pipe":
                         # Stdout carries nothing after the handshake here; a method that prints
                         # anyway would block once the pipe is full, unless someone reads it.
-                        nursery.start_soon(self._drain_stdout, handshake.rest)
+                        self.drain_stdout(handshake.rest, after_handshake=True)
                     await process.wait()
                     with trio.move_on_after(_STDERR_SETTLE):
                         await self._stderr_done.wait()
@@ -168,9 +196,19 @@ class Sidecar:
                 _remove_socket(self._socket)
             self.exited.set()
 
-    async def _await_ready(self, address: str) -> Handshake:
+    def drain_stdout(self, already: bytes = b"", *, after_handshake: bool = False) -> None:
+        """Log what the process writes to stdout from now on (after ``already``), unless that is
+        done already: in socket modes stdout carries nothing a client reads."""
+        if not self._stdout_drained:
+            assert self._nursery is not None
+            self._stdout_drained = True
+            self._nursery.start_soon(self._drain_stdout, already, after_handshake)
+
+    async def probe_until_ready(self, address: str) -> Handshake:
         """A GoTask sidecar's readiness: connect to ``address`` until it accepts (or use the pipe),
-        then check that it answers in goridge."""
+        then check that it answers in goridge. Its stdout is drained meanwhile (socket modes)."""
+        if self.transport != "pipe":
+            self.drain_stdout()
         process = self.process
         assert process is not None and process.stdin is not None and process.stdout is not None
         where = "its pipe" if self.transport == "pipe" else repr(address)
@@ -221,7 +259,8 @@ class Sidecar:
             stderr_tail=self.stderr_tail,
         )
 
-    async def _read_handshake(self) -> Handshake:
+    async def read_handshake(self) -> Handshake:
+        """The readiness of a sidecar of this project: the handshake line it prints on stdout."""
         process = self.process
         assert process is not None and process.stdout is not None
         data = bytearray()
@@ -268,18 +307,17 @@ class Sidecar:
         await _drain(self.process.stderr, self._stderr_lines)
         self._stderr_done.set()
 
-    async def _drain_stdout(self, already: bytes) -> None:
-        """Log what the sidecar writes to stdout after its handshake (in socket modes) until EOF."""
+    async def _drain_stdout(self, already: bytes, after_handshake: bool) -> None:
+        """Log what the sidecar writes to stdout (in socket modes) until EOF."""
         assert self.process is not None and self.process.stdout is not None
-        lines = _Lines(self._log_stdout)
+        where = "stdout, which should carry nothing after the handshake" if after_handshake else "stdout"
+
+        def log(line: str) -> None:
+            logger.warning("%s (%s): %s", self.name, where, line)
+
+        lines = _Lines(log)
         lines.feed(already)
         await _drain(self.process.stdout, lines)
-
-    def _log_stdout(self, line: str) -> None:
-        if self._listen is not None:
-            logger.warning("%s (stdout): %s", self.name, line)
-        else:
-            logger.warning("%s (stdout, which should carry nothing after the handshake): %s", self.name, line)
 
     def _log_stderr(self, line: str) -> None:
         self._stderr_tail.append(line)
@@ -289,17 +327,10 @@ class Sidecar:
     async def _stop(self) -> None:
         process = self.process
         assert process is not None
-        if self._listen is not None and process.returncode is None:
-            # GoTask's stop signal. Its stdin stays open until it is gone: a closed pipe would make
-            # it log "pipe is closed".
-            process.terminate()
-            with trio.move_on_after(self._grace):
-                await process.wait()
+        if process.returncode is None:
+            await self._quit(process, self._grace)
         if process.stdin is not None:
             await trio.aclose_forcefully(process.stdin)
-        if process.returncode is None and self._listen is None:
-            with trio.move_on_after(self._grace):
-                await process.wait()
         if process.returncode is None:
             process.terminate()
             with trio.move_on_after(1):

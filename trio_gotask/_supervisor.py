@@ -19,9 +19,10 @@ from ._errors import (
     lost_without_explanation,
 )
 from ._handlers import Handlers
+from ._opening import Connect
 from ._pool import Pool
+from ._settings import PoolSettings
 from ._sidecar import Handshake
-from ._transport import Connect
 
 # After a connection is lost, how long to wait for the process to be seen exiting, so that callers
 # get the exit status and stderr rather than a bare "connection lost". A dying process closes its
@@ -104,23 +105,17 @@ class Supervisor(Generic[P]):
         nursery: trio.Nursery,
         new_sidecar: Callable[[], P],
         new_connect: Callable[[P, Handshake], Connect],
+        settings: PoolSettings,
         *,
-        pool_size: int,
-        max_frame_size: int,
-        max_inflight: int,
         restart: RestartPolicy | None,
         handlers: Handlers | None = None,
-        keepalive_timeout: float | None = None,
     ) -> None:
         self._nursery = nursery
         self._new_sidecar = new_sidecar
         self._new_connect = new_connect
-        self._pool_size = pool_size
-        self._max_frame_size = max_frame_size
-        self._max_inflight = max_inflight
+        self._settings = settings
         self._policy = restart
         self._handlers = handlers
-        self._keepalive_timeout = keepalive_timeout
         self._current: Generation[P] | None = None
         self.current_pool: Pool | None = None
         """The running sidecar's pool; ``None`` while none runs (looked up on every call)."""
@@ -221,10 +216,7 @@ class Supervisor(Generic[P]):
         return Pool(
             self._nursery,
             self._new_connect(sidecar, handshake),
-            size=self._pool_size,
-            max_frame_size=self._max_frame_size,
-            max_inflight=self._max_inflight,
+            self._settings,
             explain=explain,
             handlers=self._handlers,
-            keepalive_timeout=self._keepalive_timeout,
         )

@@ -30,11 +30,13 @@ from typing import Any, Final, Literal, get_args
 import pytest
 import trio
 
+from ._address import Transport
 from ._build import build_sidecar
-from ._client import GoTask, SidecarSpec, _check_seconds, connect_gotask, open_gotask
+from ._client import GoTask, SidecarSpec, connect_gotask, open_gotask
+from ._dialect import SECRET_ENV, Native, NativeLauncher
 from ._errors import ErrorFactory, SidecarError, error_factory
+from ._settings import LaunchSettings, Limits
 from ._sidecar import Sidecar, _describe_status
-from ._transport import SECRET_ENV, Launch, Transport
 
 __all__ = ["ProcessScope", "gotask", "gotask_fixture"]
 
@@ -180,14 +182,13 @@ def _check_shared_options(scope: ProcessScope, options: dict[str, Any]) -> None:
             f"with process_scope={scope!r}, transport must be 'unix' or 'tcp', not {transport!r}: "
             "each test opens its own connections, and a pipe is one connection that cannot be reopened"
         )
-    args = options["args"]
-    if isinstance(args, (str, bytes)) or not all(isinstance(a, str) for a in args):
-        raise TypeError(f"args must be a sequence of str (one per argument), not {args!r}")
-    env = options.get("env") or {}
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise TypeError("env must map str to str")
-    _check_seconds("startup_timeout", options["startup_timeout"], positive=True)
-    _check_seconds("shutdown_grace", options["shutdown_grace"], positive=False)
+    LaunchSettings(  # checks the process options as open_gotask does
+        command=options["args"],
+        transport=transport,
+        env=options.get("env") or {},
+        startup_timeout=options["startup_timeout"],
+        grace=options["shutdown_grace"],
+    )
 
 
 @pytest.fixture
@@ -357,14 +358,19 @@ class _SharedSidecar:
         grace: float,
         max_frame_size: int,
     ) -> None:
-        launch = Launch.plan(transport)
-        self._command = [*command, *args, *launch.flags, "-max-frame-size", str(max_frame_size)]
-        self._env = launch.environment({**os.environ, **env})
-        self._transport = transport
-        self._startup_timeout = startup_timeout
-        self._grace = grace
+        # Launched as open_gotask launches: the same flags, environment and fresh secret.
+        self._launcher = NativeLauncher(
+            LaunchSettings(
+                command=[*command, *args],
+                transport=transport,
+                env={**os.environ, **env},
+                startup_timeout=startup_timeout,
+                grace=grace,
+            ),
+            Limits(max_frame_size=max_frame_size, max_inflight=Native.max_inflight),
+        )
         self._scope = scope
-        self.secret = launch.secret
+        self.secret = self._launcher.secret
         self.address = ""
         self._started = threading.Event()
         self._failure: ErrorFactory | None = None
@@ -411,13 +417,7 @@ class _SharedSidecar:
             await self._recorded.wait()
 
     async def _run(self) -> None:
-        sidecar = self._sidecar = Sidecar(
-            self._command,
-            transport=self._transport,
-            env=self._env,
-            startup_timeout=self._startup_timeout,
-            grace=self._grace,
-        )
+        sidecar = self._sidecar = self._launcher.new_sidecar()
         self._recorded = trio.Event()
         try:
             async with trio.open_nursery() as nursery:

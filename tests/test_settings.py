@@ -1,0 +1,114 @@
+"""The settings records check themselves, and each wire dialect is decided in one object."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import pytest
+
+from trio_gotask._dialect import DIALECTS, SECRET_ENV, Goridge, Native, NativeLauncher, dialect
+from trio_gotask._settings import LaunchSettings, Limits, PoolSettings, RemoteSettings
+
+pytestmark = pytest.mark.fast  # no process: nox -s fast
+
+LIMITS = Limits(max_frame_size=1 << 20, max_inflight=8)
+
+
+def launch(**changes: Any) -> LaunchSettings:
+    base = LaunchSettings(command=["./app"], transport="unix", env={}, startup_timeout=1.0, grace=0.5)
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "says"),
+    [
+        (
+            lambda: Limits(max_frame_size=100, max_inflight=1),
+            ValueError,
+            "max_frame_size must be between 1024",
+        ),
+        (
+            lambda: Limits(max_frame_size=1 << 20, max_inflight=0),
+            ValueError,
+            "max_inflight must be between 1",
+        ),
+        (lambda: Limits(1 << 20, 1, max_host_calls=-1), ValueError, "max_host_calls must be between 0"),
+        (lambda: Limits(1 << 20, 1.5), TypeError, "max_inflight must be an int"),  # type: ignore[arg-type]
+        (lambda: PoolSettings(0, LIMITS), ValueError, "pool_size must be at least 1"),
+        (lambda: PoolSettings(1, LIMITS, float("nan")), ValueError, "keepalive_timeout must be more than 0"),
+        (lambda: launch(transport="udp"), ValueError, "transport must be one of unix, tcp, pipe"),
+        (lambda: launch(command="-x"), TypeError, "args must be a sequence of str"),
+        (lambda: launch(env={"A": 1}), TypeError, "env must map str to str"),
+        (lambda: launch(startup_timeout=0), ValueError, "startup_timeout must be more than 0"),
+        (lambda: launch(grace=-1), ValueError, "shutdown_grace must be at least 0"),
+        (lambda: RemoteSettings("", None, None, 1.0, 1.0), ValueError, "secret must be a non-empty str"),
+        (
+            lambda: RemoteSettings(None, "tls", None, 1.0, 1.0),  # type: ignore[arg-type]
+            TypeError,
+            "ssl_context must be an ssl.SSLContext",
+        ),
+        (lambda: RemoteSettings(None, None, "host", 1.0, 1.0), ValueError, "server_hostname is for checking"),
+        (lambda: RemoteSettings(None, None, None, 1.0, 1.0, "App.Hi"), TypeError, "idempotent must be"),
+        (
+            lambda: RemoteSettings(None, None, None, 1.0, 0),
+            ValueError,
+            "resolve_interval must be more than 0",
+        ),
+    ],
+)
+def test_a_record_refuses_a_bad_value_naming_the_keyword(
+    make: object, error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error, match=says):
+        make()  # type: ignore[operator]
+
+
+def test_records_are_frozen_and_replace_checks_again() -> None:
+    settings = PoolSettings(2, LIMITS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.pool_size = 3  # type: ignore[misc]
+    with pytest.raises(ValueError, match="pool_size"):
+        dataclasses.replace(settings, pool_size=0)
+    remote = RemoteSettings(None, None, None, 1.0, 1.0, ["App.Hi", "App.Hi"])
+    assert remote.idempotent == frozenset({"App.Hi"})
+
+
+def test_every_dialect_is_in_the_table_by_its_name() -> None:
+    assert set(DIALECTS) == {"gotask", "goridge"}
+    assert all(dialect(name).name == name for name in DIALECTS)
+    with pytest.raises(ValueError, match="protocol must be one of gotask, goridge, not 'grpc'"):
+        dialect("grpc")
+
+
+def test_goridge_refuses_what_it_lacks() -> None:
+    Native().check(secret="s", ssl_context=None, handlers={}, config={})
+    with pytest.raises(ValueError, match="GoTask's goridge format has no secret, handlers"):
+        Goridge().check(secret="s", ssl_context=None, handlers={}, config=None)
+    assert (Goridge.pool_size, Goridge.max_inflight) == (32, 1)
+    assert not Goridge.takes_secret and Native.takes_secret
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
+def test_a_native_launch_is_planned_per_transport(transport: str) -> None:
+    launcher = NativeLauncher(launch(transport=transport, env={SECRET_ENV: "inherited"}), LIMITS)
+    sidecar = launcher.new_sidecar()
+    assert sidecar.command[:1] == ["./app"]
+    assert sidecar.command[-2:] == ["-max-frame-size", str(1 << 20)]
+    env = sidecar._env
+    if transport == "pipe":
+        assert launcher.secret is None and SECRET_ENV not in env
+    else:
+        assert launcher.secret is not None and env[SECRET_ENV] == launcher.secret != "inherited"
+
+
+def test_a_goridge_launch_is_told_where_to_listen() -> None:
+    pipe = Goridge().launcher(launch(transport="pipe"), LIMITS).new_sidecar()
+    assert pipe.command[1:] == ["-listen-on-pipe", "-address", ""]
+    unix = Goridge().launcher(launch(transport="unix"), LIMITS).new_sidecar()
+    flag, path = unix.command[1:]
+    try:
+        assert flag == "-address" and os.path.basename(os.path.dirname(path)).startswith("gotask-")
+    finally:
+        os.rmdir(os.path.dirname(path))

@@ -1,0 +1,154 @@
+"""Channels: the stream a `Connection` moves its bytes through, one writer and one reader."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable
+from typing import Final, final
+
+import trio
+
+PIPE_BUFFER_SIZE: Final = 256 * 1024
+
+
+def enlarge_pipe(stream: trio.lowlevel.FdStream) -> None:
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    if set_size is not None:
+        with contextlib.suppress(OSError):  # over the user's pipe quota: only a speed-up
+            fcntl.fcntl(stream.fileno(), set_size, PIPE_BUFFER_SIZE)
+
+
+class Channel(abc.ABC):
+    """A stream as a `Connection` uses it: one task writes whole chunks with `send_all`, and one
+    task reads. `send_now` lets a caller write without waking the writer when it is idle.
+
+    Two implementations: `FdChannel` reads and writes the descriptors of a socket or a pair of
+    pipes directly, which pays on every call (docs/performance.md, "The descriptor fast path");
+    `StreamChannel` works with any `trio.abc.Stream` (TLS, memory streams in tests).
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream: Final = stream
+
+    @abc.abstractmethod
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data``; a checkpoint."""
+
+    @abc.abstractmethod
+    def send_now(self, data: bytes | bytearray | memoryview) -> int:
+        """Write what can be written of ``data`` without blocking, and return how much; 0 when
+        nothing can (an error included: `send_all` meets it and says so)."""
+
+    @abc.abstractmethod
+    async def receive_some(self, max_bytes: int) -> bytes | bytearray:
+        """Read up to ``max_bytes``; ``b""`` at the end of the stream."""
+
+    @abc.abstractmethod
+    async def receive_into(self, buffer: memoryview) -> int:
+        """Read into the start of ``buffer``; return the byte count, 0 at the end of the stream."""
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+def open_channel(stream: trio.abc.Stream) -> Channel:
+    """The fastest `Channel` over ``stream``."""
+    if isinstance(stream, trio.SocketStream):
+        fileno = stream.socket.fileno
+        return FdChannel(stream, fileno, fileno)
+    if (
+        isinstance(stream, trio.StapledStream)
+        and isinstance(stream.receive_stream, trio.lowlevel.FdStream)
+        and isinstance(stream.send_stream, trio.lowlevel.FdStream)
+    ):
+        return FdChannel(stream, stream.receive_stream.fileno, stream.send_stream.fileno)
+    return StreamChannel(stream)
+
+
+@final
+class StreamChannel(Channel):
+    """A `Channel` over any Trio stream."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    def send_now(self, data: bytes | bytearray | memoryview) -> int:
+        return 0
+
+    async def receive_some(self, max_bytes: int) -> bytes | bytearray:
+        return await self.stream.receive_some(max_bytes)
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        data = await self.stream.receive_some(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@final
+class FdChannel(Channel):
+    """A `Channel` that reads and writes non-blocking descriptors itself.
+
+    Trio's streams try a read first and wait for the descriptor on ``EAGAIN``; after a read that
+    took all there was, this waits first, saving a system call between a reply and its caller.
+    A large frame is read straight into its own buffer. Descriptors are looked up on every use:
+    once the stream is closed the number is -1 and I/O fails, rather than reaching a file that
+    has since reused the number.
+    """
+
+    def __init__(
+        self, stream: trio.abc.Stream, read_fd: Callable[[], int], write_fd: Callable[[], int]
+    ) -> None:
+        super().__init__(stream)
+        self._read_fd = read_fd
+        self._write_fd = write_fd
+        self._drained = True
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        with memoryview(data) as view:
+            sent = 0
+            while sent < len(view):
+                try:
+                    sent += os.write(self._write_fd(), view[sent:])
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self._write_fd())
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def send_now(self, data: bytes | bytearray | memoryview) -> int:
+        try:
+            return os.write(self._write_fd(), data)
+        except OSError:
+            return 0
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        if self._drained:
+            await trio.lowlevel.wait_readable(self._read_fd())
+        else:
+            await trio.lowlevel.checkpoint()
+        while True:
+            try:
+                data = os.read(self._read_fd(), max_bytes)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._read_fd())
+                continue
+            self._drained = len(data) < max_bytes
+            return data
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        await trio.lowlevel.checkpoint()  # more of the frame is on its way: read first
+        while True:
+            try:
+                count = os.readv(self._read_fd(), [buffer])
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._read_fd())
+                continue
+            self._drained = count < len(buffer)
+            return count
+
+
+class PeerClosed(Exception):
+    def __str__(self) -> str:
+        return "the sidecar closed the connection"
