@@ -12,14 +12,17 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from fakeresolver import Resolver
 from fakesidecar import FakePeer, fake_connect
 
 from trio_gotask import SidecarError
 from trio_gotask import _endpoints as endpoints_module
-from trio_gotask._endpoints import FIRST_BACKOFF, STRIKES, Endpoints
+from trio_gotask._endpoints import Endpoints
 from trio_gotask._errors import lost_without_explanation
+from trio_gotask._names import dns_name
 from trio_gotask._opening import Opened
 from trio_gotask._pool import Pool
+from trio_gotask._rotation import FIRST_BACKOFF, STRIKES
 from trio_gotask._settings import Limits, PoolSettings
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast
@@ -297,3 +300,64 @@ async def test_callers_waiting_for_a_connection_count_as_load(autojump_clock: tr
         await trio.testing.wait_all_tasks_blocked()
         assert sorted(answers) == [A] * (5 - answers.count(B)) + [B] * answers.count(B)  # all answered
         nursery.cancel_scope.cancel()
+
+
+# -- DNS names, with a fake resolver --------------------------------------------------------------
+
+NAMED = ("10.0.0.1:6001", "10.0.0.2:6001", "10.0.0.3:6001")
+
+
+async def answered_by(endpoints: Endpoints, calls: int) -> set[str]:
+    """The addresses that answered ``calls`` calls (each fake answers with its address)."""
+    return {await endpoints.call("Echo", None) for _ in range(calls)}
+
+
+async def test_a_name_is_resolved_again_and_its_addresses_join_and_leave(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_gotask")
+    resolver = Resolver({"sidecars.test": ["10.0.0.1"]})
+    trio.socket.set_custom_hostname_resolver(resolver)
+    name = dns_name("dns:sidecars.test:6001")
+    assert name is not None
+    with trio.fail_after(STUCK):
+        async with trio.open_nursery() as nursery:
+            fakes = Fakes(nursery, list(NAMED))
+            endpoints = Endpoints([], fakes.pool_for, names=[name], resolve_interval=5.0)
+            await endpoints.start()
+            nursery.start_soon(endpoints.watch)
+            assert await answered_by(endpoints, 4) == {NAMED[0]}
+
+            resolver.names["sidecars.test"] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]  # scaled up
+            await resolver.resolutions(2)
+            assert [e.address for e in endpoints.statistics()] == list(NAMED)
+            assert await answered_by(endpoints, 30) == set(NAMED)
+
+            # Scaled down, with a call in flight at the address that goes: it finishes there,
+            # and its pool closes after.
+            held = trio.Event()
+
+            async def hold_at_second() -> None:
+                assert await endpoints.call("Echo", HOLD) in NAMED
+                held.set()
+
+            for _ in range(3):  # one call each, at least one of them at the second address
+                nursery.start_soon(hold_at_second)
+            await trio.testing.wait_all_tasks_blocked()
+            resolver.names["sidecars.test"] = ["10.0.0.1", "10.0.0.3"]
+            await resolver.resolutions(2)
+            assert [e.address for e in endpoints.statistics()] == [NAMED[0], NAMED[2]]
+            fakes.release()
+            await held.wait()
+            assert await answered_by(endpoints, 20) == {NAMED[0], NAMED[2]}
+
+            # A name that stops resolving keeps the addresses it had.
+            del resolver.names["sidecars.test"]
+            await resolver.resolutions(2)
+            assert [e.address for e in endpoints.statistics()] == [NAMED[0], NAMED[2]]
+            assert any("keeping the addresses it had" in r.getMessage() for r in caplog.records)
+            endpoints.close()
+            nursery.cancel_scope.cancel()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("resolves to 10.0.0.2:6001 too: it joins the rotation" in m for m in messages)
+    assert any("no longer resolves to 10.0.0.2:6001: it leaves the rotation" in m for m in messages)

@@ -18,9 +18,10 @@ from ._address import Transport, check_address
 from ._build import build_sidecar
 from ._connection import Unsent
 from ._dialect import Dialect, DialectName, dialect
-from ._endpoints import DEFAULT_RESOLVE_INTERVAL, Endpoints, EndpointStatistics, Name, dns_name
+from ._endpoints import Endpoints, EndpointStatistics
 from ._errors import SidecarError, lost_without_explanation
 from ._handlers import Handler, Handlers
+from ._names import DEFAULT_RESOLVE_INTERVAL, Name, dns_name
 from ._pool import Backend, Pool, Remote
 from ._settings import DEFAULT_KEEPALIVE_TIMEOUT, LaunchSettings, Limits, PoolSettings, RemoteSettings
 from ._supervisor import RestartPolicy, Supervisor
