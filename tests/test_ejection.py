@@ -97,7 +97,7 @@ async def open_endpoints(addresses: tuple[str, ...] = (A, B)) -> AsyncIterator[t
 
 def state(endpoints: Endpoints, address: str) -> tuple[str, int]:
     """The endpoint's state and its failures (times in a row it left the rotation)."""
-    (found,) = (e for e in endpoints.statistics() if e.address == address)
+    (found,) = (e for e in endpoints.statistics().endpoints if e.address == address)
     return found.state, found.failures
 
 
@@ -105,7 +105,7 @@ async def hold(nursery: trio.Nursery, endpoints: Endpoints, address: str) -> tri
     """Start a call that ``address`` holds, so that it is the busier one, and return the scope
     that cancels it; ``address`` must be one of the least loaded. (Ties go round from a random
     start: a call that lands elsewhere is cancelled, by hand, and another is started.)"""
-    loads = {e.address: e.in_flight for e in endpoints.statistics()}
+    loads = {e.address: e.in_flight for e in endpoints.statistics().endpoints}
     assert loads[address] == min(loads.values()), loads
 
     async def held(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
@@ -114,10 +114,10 @@ async def hold(nursery: trio.Nursery, endpoints: Endpoints, address: str) -> tri
             await endpoints.call("Echo", HOLD)
 
     while True:
-        before = {e.address: e.in_flight for e in endpoints.statistics()}
+        before = {e.address: e.in_flight for e in endpoints.statistics().endpoints}
         scope: trio.CancelScope = await nursery.start(held)
         await trio.testing.wait_all_tasks_blocked()
-        after = {e.address: e.in_flight for e in endpoints.statistics()}
+        after = {e.address: e.in_flight for e in endpoints.statistics().endpoints}
         if after[address] == before[address] + 1:
             return scope
         scope.cancel()
@@ -262,7 +262,7 @@ async def test_calls_lost_with_their_connection_are_strikes(autojump_clock: trio
             for _ in range(count * 2):  # half each, ties in turn
                 nursery.start_soon(call)
                 await trio.testing.wait_all_tasks_blocked()
-            assert [e.in_flight for e in endpoints.statistics()] == [count, count]
+            assert [e.in_flight for e in endpoints.statistics().endpoints] == [count, count]
             await fakes.peers[A][-1].hang_up()  # as a sidecar that exits, or a keepalive, ends it
             await trio.testing.wait_all_tasks_blocked()
             assert len(lost) == count
@@ -285,7 +285,7 @@ async def test_callers_waiting_for_a_connection_count_as_load(autojump_clock: tr
         fakes.gates[A] = trio.Event()
         await fakes.peers[A][-1].hang_up()  # nothing in flight: no strike, and a new one is needed
         await trio.testing.wait_all_tasks_blocked()
-        assert [e.connections for e in endpoints.statistics()] == [0, 1]
+        assert [e.connections for e in endpoints.statistics().endpoints] == [0, 1]
         answers: list[str] = []
 
         async def call() -> None:
@@ -330,7 +330,7 @@ async def test_a_name_is_resolved_again_and_its_addresses_join_and_leave(
 
             resolver.names["sidecars.test"] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]  # scaled up
             await resolver.resolutions(2)
-            assert [e.address for e in endpoints.statistics()] == list(NAMED)
+            assert [e.address for e in endpoints.statistics().endpoints] == list(NAMED)
             assert await answered_by(endpoints, 30) == set(NAMED)
 
             # Scaled down, with a call in flight at the address that goes: it finishes there,
@@ -346,7 +346,7 @@ async def test_a_name_is_resolved_again_and_its_addresses_join_and_leave(
             await trio.testing.wait_all_tasks_blocked()
             resolver.names["sidecars.test"] = ["10.0.0.1", "10.0.0.3"]
             await resolver.resolutions(2)
-            assert [e.address for e in endpoints.statistics()] == [NAMED[0], NAMED[2]]
+            assert [e.address for e in endpoints.statistics().endpoints] == [NAMED[0], NAMED[2]]
             fakes.release()
             await held.wait()
             assert await answered_by(endpoints, 20) == {NAMED[0], NAMED[2]}
@@ -354,7 +354,7 @@ async def test_a_name_is_resolved_again_and_its_addresses_join_and_leave(
             # A name that stops resolving keeps the addresses it had.
             del resolver.names["sidecars.test"]
             await resolver.resolutions(2)
-            assert [e.address for e in endpoints.statistics()] == [NAMED[0], NAMED[2]]
+            assert [e.address for e in endpoints.statistics().endpoints] == [NAMED[0], NAMED[2]]
             assert any("keeping the addresses it had" in r.getMessage() for r in caplog.records)
             endpoints.close()
             nursery.cancel_scope.cancel()

@@ -370,14 +370,14 @@ async def test_addresses_join_and_leave_as_the_name_changes(
                     resolver.names["sidecars.test"] = ["127.0.0.3"]  # a leaves, a call in flight there
                     await resolver.resolutions(2)
                     assert [e.address for e in gt.statistics().endpoints] == [b.address]
-                    assert gt._backend._retiring  # type: ignore[attr-defined]
+                    assert gt._router._retiring  # type: ignore[attr-defined]
                     assert set(await pids(gt, 20)) == {b.process.pid}
                     async with connect_gotask(a.address) as at_a:
                         await at_a.call("App.Release", "leaving")
                     await gt.call("App.Release", "leaving")
                 # Its call in flight finished there unharmed; then its connection was closed.
                 assert results == ["leaving", "leaving"]
-                assert not gt._backend._retiring  # type: ignore[attr-defined]
+                assert not gt._router._retiring  # type: ignore[attr-defined]
                 assert any("no longer resolves to" in r.getMessage() for r in caplog.records)
 
 

@@ -18,6 +18,7 @@ LAYERS = [
     "_goridge",
     "_address",
     "_settings",
+    "_statistics",
     "_channel",
     "_opening",
     "_goridge_opening",

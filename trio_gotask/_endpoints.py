@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, final
 
 import trio
@@ -18,7 +17,8 @@ from ._connection import Connection, Unsent
 from ._errors import GoTaskError, ProtocolError, RemoteError, ShuttingDown, SidecarError
 from ._names import DEFAULT_RESOLVE_INTERVAL, RESOLVE_GAP, Name, resolve
 from ._pool import Pool, is_heavy
-from ._rotation import Member, Rotation, State
+from ._rotation import Member, Rotation
+from ._statistics import EndpointStatistics, Load, State
 
 logger: Final = logging.getLogger("trio_gotask")
 
@@ -31,27 +31,6 @@ _WHY_OUT: Final[dict[State, str]] = {
     "draining": "shutting down",
     "stalled": "calls ran out of time there",
 }
-
-
-@dataclass(frozen=True)
-class EndpointStatistics:
-    """One endpoint of a `GoTask` given several addresses, from `GoTask.statistics`."""
-
-    address: str
-    """The sidecar, as ``host:port``."""
-    state: State
-    """``up`` (in rotation); out of rotation: ``down`` (unreachable, or its connections were
-    lost with calls in flight), ``draining`` (shutting down: it sent ``$goaway``, or answered
-    ``shutting_down``) or ``stalled`` (calls' deadlines passed there while it answered nothing:
-    a frozen or hung sidecar)."""
-    connections: int
-    """Open connections to this sidecar."""
-    in_flight: int
-    """Calls running on this sidecar now, including callers waiting for a free slot on it."""
-    failures: int
-    """Times in a row it left the rotation; a call that succeeds there sets it to 0."""
-    source: str = ""
-    """What it came from: the address as given, or the ``dns:`` name it resolved from."""
 
 
 def _by_deadline(cancelled: trio.Cancelled, deadline: float) -> bool:
@@ -123,8 +102,6 @@ class Endpoints:
     flight are done. A name that cannot be resolved keeps the addresses it had.
     """
 
-    only: Final = None
-    restarts: Final = 0
     pid: Final = None
 
     def __init__(
@@ -154,36 +131,19 @@ class Endpoints:
         self._resolve_soon = trio.Event()
         self._resolved_at = -math.inf
 
-    # -- Backend ---------------------------------------------------------------------------------
-
-    @property
-    def current_pool(self) -> Endpoints:
-        return self
-
-    async def wait_pool(self) -> Endpoints:
-        return self
-
     def close(self) -> None:
         self._closed = True
         for endpoint in [*self._endpoints, *self._retiring]:
             endpoint.pool.close()
 
-    # -- Target ----------------------------------------------------------------------------------
-
-    @property
-    def connections(self) -> int:
-        return sum(e.pool.connections for e in self._endpoints)
-
-    @property
-    def opened(self) -> int:
-        return sum(e.pool.opened for e in self._endpoints)
-
-    @property
-    def in_flight(self) -> int:
-        return sum(e.pool.in_flight for e in self._endpoints)
-
-    def statistics(self) -> tuple[EndpointStatistics, ...]:
-        return tuple(e.statistics() for e in self._endpoints)
+    def statistics(self) -> Load:
+        endpoints = self._endpoints
+        return Load(
+            connections=sum(e.pool.connections for e in endpoints),
+            opened=sum(e.pool.opened for e in endpoints),
+            in_flight=sum(e.pool.in_flight for e in endpoints),
+            endpoints=tuple(e.statistics() for e in endpoints),
+        )
 
     async def start(self) -> None:
         """Resolve the names, then open a connection to each endpoint at once; one that fails
@@ -228,7 +188,7 @@ class Endpoints:
             deadline = math.inf if _CANCELLED_SAYS_WHY else trio.current_effective_deadline()
             try:
                 try:
-                    connection: Connection = pool.only or await self._choose(endpoint, heavy)
+                    connection: Connection = await self._choose(endpoint, heavy)
                 except GoTaskError as exc:  # no connection: nothing was sent
                     if self._closed:
                         raise

@@ -9,15 +9,15 @@ import abc
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import Final, Generic, Literal, TypeVar
+from typing import Final, Generic, TypeVar
+
+from ._statistics import State
 
 FIRST_BACKOFF: Final = 0.5
 """How long an endpoint that failed once stays out of rotation; each failure in a row doubles it."""
 MAX_BACKOFF: Final = 30.0
 STRIKES: Final = 3
 """Calls failed in a row at an endpoint in rotation that take it out (see `Rotation.strike`)."""
-
-State = Literal["up", "down", "draining", "stalled"]
 
 
 class Member(abc.ABC):
