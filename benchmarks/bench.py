@@ -35,7 +35,7 @@ from trio_gotask import GoTask, build_sidecar, open_gotask
 from trio_gotask._address import Transport, open_stream
 from trio_gotask._errors import lost_without_explanation
 from trio_gotask._opening import Opened, greet
-from trio_gotask._pool import Pool, Remote
+from trio_gotask._pool import Pool
 from trio_gotask._settings import Limits, PoolSettings
 from trio_gotask._wire import DEFAULT_MAX_FRAME_SIZE
 
@@ -391,7 +391,8 @@ async def fast_path(address: str, report: Report, rounds: int, quick: bool) -> N
                 explain=lost_without_explanation,
             )
             await pool.warm_up()
-            gotasks[name] = GoTask(Remote(pool, address))
+            pool.address = address
+            gotasks[name] = GoTask(pool)
         n = 500 if quick else 2000
         latency: dict[str, list[float]] = {name: [] for name in gotasks}
         rates: dict[str, list[float]] = {name: [] for name in gotasks}
@@ -417,7 +418,7 @@ async def fast_path(address: str, report: Report, rounds: int, quick: bool) -> N
             "(`StreamChannel`, what TLS uses). The fast path stays while its row is the faster.",
         )
         for gt in gotasks.values():
-            gt._backend.close()
+            gt._router.close()
         nursery.cancel_scope.cancel()
 
 

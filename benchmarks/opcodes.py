@@ -27,7 +27,7 @@ from floor import Floor, request_frame
 from trio_gotask._client import GoTask
 from trio_gotask._errors import lost_without_explanation
 from trio_gotask._opening import Opened
-from trio_gotask._pool import Pool, Remote
+from trio_gotask._pool import Pool
 from trio_gotask._settings import Limits, PoolSettings
 from trio_gotask._wire import PROTOCOL_VERSION, Hello
 
@@ -107,7 +107,8 @@ async def main(callers: int, top: int) -> None:
             explain=lost_without_explanation,
         )
         await pool.warm_up()
-        gotask = GoTask(Remote(pool, "in-process"))
+        pool.address = "in-process"
+        gotask = GoTask(pool)
         floor = Floor(InstantPeer())
         nursery.start_soon(floor.run)
         frame = request_frame("App.Echo", 1)

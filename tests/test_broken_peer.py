@@ -23,6 +23,7 @@ from trio_gotask import PROTOCOL_VERSION, BadReply, GoTask, ProtocolError, conne
 from trio_gotask._goridge import Frame, FrameDecoder
 from trio_gotask._goridge import frame as goridge_frame
 from trio_gotask._pool import Pool
+from trio_gotask._supervisor import Supervisor
 from trio_gotask._wire import Decoder, Notification, Request
 
 Reply = Callable[[Request], bytes]
@@ -79,7 +80,8 @@ async def serve(tmp_path: Path, fake: FakeSidecar, nursery: trio.Nursery) -> str
 
 
 def pool_of(gt: GoTask) -> Pool:
-    pool = gt._backend.current_pool
+    router = gt._router
+    pool = router.current_pool if isinstance(router, Supervisor) else router
     assert isinstance(pool, Pool)
     return pool
 

@@ -21,10 +21,12 @@ from trio_gotask import (
 )
 from trio_gotask._address import Transport
 from trio_gotask._pool import Pool
+from trio_gotask._supervisor import Supervisor
 
 
 def pool_of(gt: GoTask) -> Pool:
-    pool = gt._backend.current_pool
+    router = gt._router
+    pool = router.current_pool if isinstance(router, Supervisor) else router
     assert isinstance(pool, Pool)
     return pool
 

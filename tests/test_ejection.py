@@ -12,14 +12,17 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from fakeresolver import Resolver
 from fakesidecar import FakePeer, fake_connect
 
 from trio_gotask import SidecarError
 from trio_gotask import _endpoints as endpoints_module
-from trio_gotask._endpoints import FIRST_BACKOFF, STRIKES, Endpoints
+from trio_gotask._endpoints import Endpoints
 from trio_gotask._errors import lost_without_explanation
+from trio_gotask._names import dns_name
 from trio_gotask._opening import Opened
 from trio_gotask._pool import Pool
+from trio_gotask._rotation import FIRST_BACKOFF, STRIKES
 from trio_gotask._settings import Limits, PoolSettings
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast
@@ -94,7 +97,7 @@ async def open_endpoints(addresses: tuple[str, ...] = (A, B)) -> AsyncIterator[t
 
 def state(endpoints: Endpoints, address: str) -> tuple[str, int]:
     """The endpoint's state and its failures (times in a row it left the rotation)."""
-    (found,) = (e for e in endpoints.statistics() if e.address == address)
+    (found,) = (e for e in endpoints.statistics().endpoints if e.address == address)
     return found.state, found.failures
 
 
@@ -102,7 +105,7 @@ async def hold(nursery: trio.Nursery, endpoints: Endpoints, address: str) -> tri
     """Start a call that ``address`` holds, so that it is the busier one, and return the scope
     that cancels it; ``address`` must be one of the least loaded. (Ties go round from a random
     start: a call that lands elsewhere is cancelled, by hand, and another is started.)"""
-    loads = {e.address: e.in_flight for e in endpoints.statistics()}
+    loads = {e.address: e.in_flight for e in endpoints.statistics().endpoints}
     assert loads[address] == min(loads.values()), loads
 
     async def held(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
@@ -111,10 +114,10 @@ async def hold(nursery: trio.Nursery, endpoints: Endpoints, address: str) -> tri
             await endpoints.call("Echo", HOLD)
 
     while True:
-        before = {e.address: e.in_flight for e in endpoints.statistics()}
+        before = {e.address: e.in_flight for e in endpoints.statistics().endpoints}
         scope: trio.CancelScope = await nursery.start(held)
         await trio.testing.wait_all_tasks_blocked()
-        after = {e.address: e.in_flight for e in endpoints.statistics()}
+        after = {e.address: e.in_flight for e in endpoints.statistics().endpoints}
         if after[address] == before[address] + 1:
             return scope
         scope.cancel()
@@ -259,7 +262,7 @@ async def test_calls_lost_with_their_connection_are_strikes(autojump_clock: trio
             for _ in range(count * 2):  # half each, ties in turn
                 nursery.start_soon(call)
                 await trio.testing.wait_all_tasks_blocked()
-            assert [e.in_flight for e in endpoints.statistics()] == [count, count]
+            assert [e.in_flight for e in endpoints.statistics().endpoints] == [count, count]
             await fakes.peers[A][-1].hang_up()  # as a sidecar that exits, or a keepalive, ends it
             await trio.testing.wait_all_tasks_blocked()
             assert len(lost) == count
@@ -282,7 +285,7 @@ async def test_callers_waiting_for_a_connection_count_as_load(autojump_clock: tr
         fakes.gates[A] = trio.Event()
         await fakes.peers[A][-1].hang_up()  # nothing in flight: no strike, and a new one is needed
         await trio.testing.wait_all_tasks_blocked()
-        assert [e.connections for e in endpoints.statistics()] == [0, 1]
+        assert [e.connections for e in endpoints.statistics().endpoints] == [0, 1]
         answers: list[str] = []
 
         async def call() -> None:
@@ -297,3 +300,64 @@ async def test_callers_waiting_for_a_connection_count_as_load(autojump_clock: tr
         await trio.testing.wait_all_tasks_blocked()
         assert sorted(answers) == [A] * (5 - answers.count(B)) + [B] * answers.count(B)  # all answered
         nursery.cancel_scope.cancel()
+
+
+# -- DNS names, with a fake resolver --------------------------------------------------------------
+
+NAMED = ("10.0.0.1:6001", "10.0.0.2:6001", "10.0.0.3:6001")
+
+
+async def answered_by(endpoints: Endpoints, calls: int) -> set[str]:
+    """The addresses that answered ``calls`` calls (each fake answers with its address)."""
+    return {await endpoints.call("Echo", None) for _ in range(calls)}
+
+
+async def test_a_name_is_resolved_again_and_its_addresses_join_and_leave(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_gotask")
+    resolver = Resolver({"sidecars.test": ["10.0.0.1"]})
+    trio.socket.set_custom_hostname_resolver(resolver)
+    name = dns_name("dns:sidecars.test:6001")
+    assert name is not None
+    with trio.fail_after(STUCK):
+        async with trio.open_nursery() as nursery:
+            fakes = Fakes(nursery, list(NAMED))
+            endpoints = Endpoints([], fakes.pool_for, names=[name], resolve_interval=5.0)
+            await endpoints.start()
+            nursery.start_soon(endpoints.watch)
+            assert await answered_by(endpoints, 4) == {NAMED[0]}
+
+            resolver.names["sidecars.test"] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]  # scaled up
+            await resolver.resolutions(2)
+            assert [e.address for e in endpoints.statistics().endpoints] == list(NAMED)
+            assert await answered_by(endpoints, 30) == set(NAMED)
+
+            # Scaled down, with a call in flight at the address that goes: it finishes there,
+            # and its pool closes after.
+            held = trio.Event()
+
+            async def hold_at_second() -> None:
+                assert await endpoints.call("Echo", HOLD) in NAMED
+                held.set()
+
+            for _ in range(3):  # one call each, at least one of them at the second address
+                nursery.start_soon(hold_at_second)
+            await trio.testing.wait_all_tasks_blocked()
+            resolver.names["sidecars.test"] = ["10.0.0.1", "10.0.0.3"]
+            await resolver.resolutions(2)
+            assert [e.address for e in endpoints.statistics().endpoints] == [NAMED[0], NAMED[2]]
+            fakes.release()
+            await held.wait()
+            assert await answered_by(endpoints, 20) == {NAMED[0], NAMED[2]}
+
+            # A name that stops resolving keeps the addresses it had.
+            del resolver.names["sidecars.test"]
+            await resolver.resolutions(2)
+            assert [e.address for e in endpoints.statistics().endpoints] == [NAMED[0], NAMED[2]]
+            assert any("keeping the addresses it had" in r.getMessage() for r in caplog.records)
+            endpoints.close()
+            nursery.cancel_scope.cancel()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("resolves to 10.0.0.2:6001 too: it joins the rotation" in m for m in messages)
+    assert any("no longer resolves to 10.0.0.2:6001: it leaves the rotation" in m for m in messages)

@@ -12,20 +12,22 @@ import ssl
 from collections import Counter
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 import trustme
+from fakeresolver import Resolver
 from freeze import frozen
 from standalone import Standalone, standalone
 from timing import HANG
 
 from trio_gotask import GoTask, SidecarError, connect_gotask
-from trio_gotask import _endpoints as endpoints_module
+from trio_gotask import _rotation as rotation_module
 from trio_gotask._address import open_stream
-from trio_gotask._endpoints import FIRST_BACKOFF, MAX_BACKOFF, STRIKES, dns_name, resolve
+from trio_gotask._names import dns_name, resolve
+from trio_gotask._rotation import FIRST_BACKOFF, MAX_BACKOFF, STRIKES
 
 pytestmark = pytest.mark.slow  # several sidecars at once: the newest Python only
 
@@ -212,7 +214,7 @@ async def test_a_frozen_endpoint_leaves_the_rotation_once_deadlines_pass_there(
 ) -> None:
     # Out of rotation for longer than the test, however slow the machine: every later call must
     # go to b, none probing a.
-    monkeypatch.setattr(endpoints_module, "FIRST_BACKOFF", HANG)
+    monkeypatch.setattr(rotation_module, "FIRST_BACKOFF", HANG)
     async with (
         standalone(sidecar, "-address", "127.0.0.2:0") as a,
         standalone(sidecar, "-address", "127.0.0.3:0") as b,
@@ -308,67 +310,6 @@ async def test_addresses_are_checked_at_once() -> None:
 # -- DNS names ------------------------------------------------------------------------------------
 
 
-AddressInfo = (
-    tuple[Literal[socket.AddressFamily.AF_INET], socket.SocketKind, int, str, tuple[str, int]]
-    | tuple[
-        Literal[socket.AddressFamily.AF_INET6],
-        socket.SocketKind,
-        int,
-        str,
-        tuple[str, int, int, int] | tuple[int, bytes],
-    ]
-)
-
-
-class Resolver(trio.abc.HostnameResolver):
-    """A test's DNS: ``names`` maps a host name to the addresses it resolves to now (changed as the
-    test goes), or is missing it (the name does not resolve). Installed for the running test with
-    `trio.socket.set_custom_hostname_resolver`; addresses that are IPs never reach it."""
-
-    def __init__(self, names: dict[str, list[str]]) -> None:
-        self.names = names
-        self.asked = 0
-        self._asked = trio.Event()
-
-    async def getaddrinfo(
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[AddressInfo]:
-        self.asked += 1
-        self._asked.set()
-        self._asked = trio.Event()
-        await trio.lowlevel.checkpoint()
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        if name not in self.names:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        assert isinstance(port, int)
-        found: list[AddressInfo] = []
-        for ip in self.names[name]:
-            if ":" in ip:
-                found.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (ip, port, 0, 0)))
-            else:
-                found.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)))
-        return found
-
-    async def getnameinfo(
-        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
-    ) -> tuple[str, str]:
-        raise NotImplementedError
-
-    async def resolutions(self, count: int) -> None:
-        """Wait until ``count`` more resolutions have started: with ``count`` 2, one that began
-        after this call has finished, and so has its update of the endpoints."""
-        target = self.asked + count
-        with trio.fail_after(HANG):
-            while self.asked < target:
-                await self._asked.wait()
-
-
 @pytest.fixture
 async def resolver() -> Resolver:
     resolver = Resolver({})
@@ -429,14 +370,14 @@ async def test_addresses_join_and_leave_as_the_name_changes(
                     resolver.names["sidecars.test"] = ["127.0.0.3"]  # a leaves, a call in flight there
                     await resolver.resolutions(2)
                     assert [e.address for e in gt.statistics().endpoints] == [b.address]
-                    assert gt._backend._retiring  # type: ignore[attr-defined]
+                    assert gt._router._retiring  # type: ignore[attr-defined]
                     assert set(await pids(gt, 20)) == {b.process.pid}
                     async with connect_gotask(a.address) as at_a:
                         await at_a.call("App.Release", "leaving")
                     await gt.call("App.Release", "leaving")
                 # Its call in flight finished there unharmed; then its connection was closed.
                 assert results == ["leaving", "leaving"]
-                assert not gt._backend._retiring  # type: ignore[attr-defined]
+                assert not gt._router._retiring  # type: ignore[attr-defined]
                 assert any("no longer resolves to" in r.getMessage() for r in caplog.records)
 
 

@@ -19,8 +19,7 @@ import trio.testing
 from standalone import Standalone, standalone
 from timing import HANG
 
-from trio_gotask import GoTask, SidecarError, connect_gotask
-from trio_gotask._endpoints import EndpointStatistics
+from trio_gotask import EndpointStatistics, GoTask, SidecarError, connect_gotask
 
 pytestmark = pytest.mark.slow  # several sidecars under load: the newest Python only
 

@@ -11,13 +11,15 @@ from timing import HANG
 from trio_gotask import GoTask, open_gotask
 from trio_gotask._connection import Connection
 from trio_gotask._pool import Pool
+from trio_gotask._supervisor import Supervisor
 
 # (the sidecar's -max-inflight, the client's max_inflight): the lower is 2 either way.
 LIMITS = [(2, 8), (8, 2), (2, 1024)]
 
 
 def only_connection(gt: GoTask) -> Connection:
-    pool = gt._backend.current_pool
+    router = gt._router
+    pool = router.current_pool if isinstance(router, Supervisor) else router
     assert isinstance(pool, Pool)
     (connection,) = pool._connections
     return connection

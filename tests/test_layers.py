@@ -18,12 +18,15 @@ LAYERS = [
     "_goridge",
     "_address",
     "_settings",
+    "_statistics",
     "_channel",
     "_opening",
     "_goridge_opening",
     "_handlers",
     "_connection",
     "_pool",
+    "_names",
+    "_rotation",
     "_endpoints",
     "_sidecar",
     "_dialect",
@@ -59,7 +62,7 @@ def test_modules_import_only_from_layers_below() -> None:
 
 
 def test_the_protocol_knows_no_io() -> None:
-    for module in ("_wire", "_goridge", "_protocol"):
+    for module in ("_wire", "_goridge", "_protocol", "_rotation"):
         tree = ast.parse((PACKAGE / f"{module}.py").read_text())
         roots = {
             alias.name.split(".")[0]

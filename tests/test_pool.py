@@ -17,7 +17,7 @@ from wirehelpers import pack
 from trio_gotask import GoTask, GoTaskError, ProtocolError, ShuttingDown, SidecarError
 from trio_gotask._errors import error_factory, lost_without_explanation
 from trio_gotask._opening import Connect, Opened
-from trio_gotask._pool import _RETRY_AFTER, HEAVY, Pool, Remote
+from trio_gotask._pool import _RETRY_AFTER, HEAVY, Pool
 from trio_gotask._settings import Limits, PoolSettings
 from trio_gotask._wire import frame_header
 
@@ -101,7 +101,7 @@ async def start_call(nursery: trio.Nursery, pool: Pool, arg: Any = None) -> Call
 
 async def call(pool: Pool, arg: Any = None) -> Any:
     """One call, the way a `GoTask` makes it."""
-    return await GoTask(Remote(pool, "fake")).call("Echo", arg)
+    return await GoTask(pool).call("Echo", arg)
 
 
 # -- opening connections ---------------------------------------------------------------------------
@@ -515,13 +515,15 @@ async def test_close_after_fail_keeps_the_first_error(autojump_clock: trio.testi
             await call(pool)
 
 
-async def test_a_remote_is_one_pool_at_one_address_and_close_closes_it(
+async def test_a_pool_is_the_router_of_one_sidecar_started_elsewhere(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_pool() as (pool, _):
-        remote = Remote(pool, "fake.sock")
-        assert await remote.wait_pool() is pool
-        assert (remote.address, remote.restarts, remote.pid) == ("fake.sock", 0, None)
-        remote.close()
+        pool.address = "fake.sock"
+        gotask = GoTask(pool)
+        assert await gotask.call("Echo", 1) == 1
+        assert (gotask.address, gotask.pid, gotask.statistics().restarts) == ("fake.sock", None, 0)
+        assert gotask.statistics().connections == 1
+        pool.close()
         with pytest.raises(GoTaskError, match="the GoTask is closed"):
             await call(pool)

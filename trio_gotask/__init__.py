@@ -12,7 +12,6 @@ from ._client import GoTaskStatistics as GoTaskStatistics
 from ._client import Service as Service
 from ._client import connect_gotask as connect_gotask
 from ._client import open_gotask as open_gotask
-from ._endpoints import EndpointStatistics as EndpointStatistics
 from ._errors import BadParams as BadParams
 from ._errors import BadReply as BadReply
 from ._errors import GoTaskError as GoTaskError
@@ -22,6 +21,7 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteError as RemoteError
 from ._errors import ShuttingDown as ShuttingDown
 from ._errors import SidecarError as SidecarError
+from ._statistics import EndpointStatistics as EndpointStatistics
 from ._supervisor import RestartPolicy as RestartPolicy
 from ._wire import PROTOCOL_VERSION as PROTOCOL_VERSION
 

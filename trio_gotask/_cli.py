@@ -38,8 +38,8 @@ from ._address import TRANSPORTS, Transport, parse_address
 from ._build import build_sidecar, cache_dir, find_go
 from ._client import GoTask, connect_gotask, open_gotask
 from ._dialect import DIALECTS, SECRET_ENV
-from ._endpoints import dns_name
 from ._errors import GoTaskError, MethodNotFound, RemoteError
+from ._names import dns_name
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1

@@ -16,13 +16,14 @@ import trio
 
 from ._address import Transport, check_address
 from ._build import build_sidecar
-from ._connection import Unsent
 from ._dialect import Dialect, DialectName, dialect
-from ._endpoints import DEFAULT_RESOLVE_INTERVAL, Endpoints, EndpointStatistics, Name, dns_name
+from ._endpoints import Endpoints
 from ._errors import SidecarError, lost_without_explanation
 from ._handlers import Handler, Handlers
-from ._pool import Backend, Pool, Remote
+from ._names import DEFAULT_RESOLVE_INTERVAL, Name, dns_name
+from ._pool import Pool, Router
 from ._settings import DEFAULT_KEEPALIVE_TIMEOUT, LaunchSettings, Limits, PoolSettings, RemoteSettings
+from ._statistics import EndpointStatistics
 from ._supervisor import RestartPolicy, Supervisor
 from ._wire import DEFAULT_MAX_FRAME_SIZE
 
@@ -65,8 +66,8 @@ class GoTaskStatistics:
 class GoTask:
     """A sidecar to call. Get one from `open_gotask` or `connect_gotask`; don't construct it."""
 
-    def __init__(self, backend: Backend, handlers: Handlers | None = None) -> None:
-        self._backend = backend
+    def __init__(self, router: Router, handlers: Handlers | None = None) -> None:
+        self._router = router
         self._handlers = handlers if handlers is not None else Handlers()
         # trio.run cannot nest in one thread, and this GoTask's tasks live in the run that
         # opened it: the thread tells that run from any other, at the cost of one C call.
@@ -97,17 +98,8 @@ class GoTask:
                 "this GoTask belongs to the trio.run of another thread: open a GoTask in each "
                 "trio.run that makes calls, or reach this one with trio.from_thread.run"
             )
-        backend = self._backend
         try:
-            pool = backend.current_pool or await backend.wait_pool()
-            connection = pool.only
-            if connection is not None:
-                try:
-                    result = await connection.call(method, arg)
-                except Unsent as exc:  # the only connection broke before the call was sent
-                    exc.reraise()
-            else:
-                result = await pool.call(method, arg)
+            result = await self._router.call(method, arg)
         except trio.Cancelled:
             self._cancelled += 1
             raise
@@ -141,28 +133,28 @@ class GoTask:
 
     def statistics(self) -> GoTaskStatistics:
         """Counters and gauges of this GoTask, as a frozen record."""
-        pool = self._backend.current_pool
+        load = self._router.statistics()
         return GoTaskStatistics(
-            restarts=self._backend.restarts,
-            connections=pool.connections if pool else 0,
-            connections_opened=pool.opened if pool else 0,
-            in_flight=pool.in_flight if pool else 0,
+            restarts=load.restarts,
+            connections=load.connections,
+            connections_opened=load.opened,
+            in_flight=load.in_flight,
             calls_done=self._done,
             calls_failed=self._failed,
             calls_cancelled=self._cancelled,
-            endpoints=self._backend.statistics() if isinstance(self._backend, Endpoints) else (),
+            endpoints=load.endpoints,
         )
 
     @property
     def address(self) -> str:
         """Where the sidecar listens: a socket path, ``host:port``, or ``-`` for the pipe transport."""
-        return self._backend.address
+        return self._router.address
 
     @property
     def pid(self) -> int | None:
         """The running sidecar's process id, or ``None`` when it was started elsewhere (or is
         restarting)."""
-        return self._backend.pid
+        return self._router.pid
 
 
 @final
@@ -424,13 +416,13 @@ async def connect_gotask(
                 handlers=registry,
             )
 
-        backend: Remote | Endpoints
+        router: Pool | Endpoints
         if isinstance(address, str) and not names:
-            pool = pool_for(address)
+            router = pool = pool_for(address)
+            pool.address = address
             await pool.warm_up()
-            backend = Remote(pool, address)
         else:
-            backend = Endpoints(
+            router = endpoints = Endpoints(
                 plain,
                 pool_for,
                 names=names,
@@ -438,12 +430,12 @@ async def connect_gotask(
                 resolve_timeout=remote.connect_timeout,
                 idempotent=remote.idempotent,
             )
-            await backend.start()
-            nursery.start_soon(backend.watch)
+            await endpoints.start()
+            nursery.start_soon(endpoints.watch)
         try:
-            yield GoTask(backend, registry)
+            yield GoTask(router, registry)
         finally:
-            backend.close()
+            router.close()
 
 
 def _pool_settings(

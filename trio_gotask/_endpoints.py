@@ -8,70 +8,29 @@ from __future__ import annotations
 
 import logging
 import math
-import random
-import socket
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Literal, final
+from typing import Any, Final, final
 
 import trio
 
-from ._address import check_address
 from ._connection import Connection, Unsent
 from ._errors import GoTaskError, ProtocolError, RemoteError, ShuttingDown, SidecarError
+from ._names import DEFAULT_RESOLVE_INTERVAL, RESOLVE_GAP, Name, resolve
 from ._pool import Pool, is_heavy
+from ._rotation import Member, Rotation
+from ._statistics import EndpointStatistics, Load, State
 
 logger: Final = logging.getLogger("trio_gotask")
 
-FIRST_BACKOFF: Final = 0.5
-"""How long an endpoint that failed once stays out of rotation; each failure in a row doubles it."""
-MAX_BACKOFF: Final = 30.0
-DEFAULT_RESOLVE_INTERVAL: Final = 30.0
-RESOLVE_GAP: Final = 1.0
-"""The least time between two resolutions of the names: an endpoint failing asks for one sooner."""
-DNS_PREFIXES: Final = ("dns:///", "dns:")
-STRIKES: Final = 3
-"""Calls failed in a row at an endpoint in rotation that take it out (see `Endpoints`)."""
 _CANCELLED_SAYS_WHY: Final = hasattr(trio.Cancelled, "source")
 """Whether `trio.Cancelled` says a deadline caused it (trio 0.31 and later); before, a call reads
 its deadline first, which costs about a microsecond."""
 
-State = Literal["up", "down", "draining", "stalled"]
 _WHY_OUT: Final[dict[State, str]] = {
     "down": "unreachable",
     "draining": "shutting down",
     "stalled": "calls ran out of time there",
 }
-
-
-@dataclass(frozen=True)
-class EndpointStatistics:
-    """One endpoint of a `GoTask` given several addresses, from `GoTask.statistics`."""
-
-    address: str
-    """The sidecar, as ``host:port``."""
-    state: State
-    """``up`` (in rotation); out of rotation: ``down`` (unreachable, or its connections were
-    lost with calls in flight), ``draining`` (shutting down: it sent ``$goaway``, or answered
-    ``shutting_down``) or ``stalled`` (calls' deadlines passed there while it answered nothing:
-    a frozen or hung sidecar)."""
-    connections: int
-    """Open connections to this sidecar."""
-    in_flight: int
-    """Calls running on this sidecar now, including callers waiting for a free slot on it."""
-    failures: int
-    """Times in a row it left the rotation; a call that succeeds there sets it to 0."""
-    source: str = ""
-    """What it came from: the address as given, or the ``dns:`` name it resolved from."""
-
-
-@dataclass(frozen=True)
-class Name:
-    """A ``dns:host:port`` address: every address ``host`` resolves to, at ``port``."""
-
-    text: str
-    host: str
-    port: int
 
 
 def _by_deadline(cancelled: trio.Cancelled, deadline: float) -> bool:
@@ -82,69 +41,22 @@ def _by_deadline(cancelled: trio.Cancelled, deadline: float) -> bool:
     return -math.inf < deadline <= trio.current_time()
 
 
-def dns_name(address: str) -> Name | None:
-    """The `Name` in ``address`` if it starts with ``dns:`` (or gRPC's ``dns:///``); ``None``
-    for a plain address. Raise `ValueError` for a ``dns:`` address without a host and port."""
-    for prefix in DNS_PREFIXES:
-        if address.startswith(prefix):
-            rest = address[len(prefix) :]
-            break
-    else:
-        return None
-    parsed = check_address(rest) if rest and "/" not in rest else None
-    if parsed is None or parsed.kind != "tcp" or not parsed.host:
-        raise ValueError(
-            f"{address!r} is not dns:host:port: give the DNS name and the port its sidecars listen "
-            "on, as in dns:gotask.default.svc.cluster.local:6001"
-        )
-    return Name(address, parsed.host, parsed.port)
-
-
-async def resolve(name: Name) -> list[str]:
-    """Every TCP address ``name`` resolves to, as ``host:port`` (IPv6 in brackets), in the
-    resolver's order; raise `SidecarError` when it resolves to none."""
-    try:
-        found = await trio.socket.getaddrinfo(name.host, name.port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise SidecarError(f"cannot resolve {name.host!r} (from {name.text!r}): {exc}") from exc
-    addresses: dict[str, None] = {}
-    for family, _, _, _, sockaddr in found:
-        host = sockaddr[0]
-        if not isinstance(host, str) or family not in (socket.AF_INET, socket.AF_INET6):
-            continue
-        addresses[f"[{host}]:{name.port}" if family == socket.AF_INET6 else f"{host}:{name.port}"] = None
-    if not addresses:
-        raise SidecarError(f"{name.host!r} (from {name.text!r}) resolves to no TCP address")
-    return list(addresses)
-
-
 @final
-class Endpoint:
-    """One address, its pool, and whether calls go there now."""
+class Endpoint(Member):
+    """One address, its pool, and its place in the rotation."""
 
     def __init__(self, address: str, pool: Pool, source: str) -> None:
+        super().__init__()
         self.address = address
         self.pool = pool
         self.sources = {source}
         """The addresses given (a plain one, or ``dns:`` names) that stand for this one; when a
         name stops resolving to it and no other stands for it, it is retired."""
-        self.state: State = "up"
-        self.failures = 0
-        self.back_at = -math.inf
-        """When it returns to rotation (trio time)."""
-        self.retired = False
-        self.incidents = 0
-        """Times it left the rotation: a call that succeeds puts it back only if it did not
-        leave while the call ran."""
-        self.strikes = 0
-        """Calls failed in a row here: deadlines passed with no answer, connections lost."""
-        self.answered = 0
-        """Calls it answered (with a result or a Go error), ever."""
-        self.probes = 0
-        """Calls in flight that were sent while it was out of rotation: after its rest, one at a
-        time tries it."""
         self.choosing = 0
         """Callers waiting for a connection to it to open: counted as its load."""
+
+    def load(self) -> int:
+        return self.pool.in_flight + self.choosing
 
     def statistics(self) -> EndpointStatistics:
         return EndpointStatistics(
@@ -190,8 +102,6 @@ class Endpoints:
     flight are done. A name that cannot be resolved keeps the addresses it had.
     """
 
-    only: Final = None
-    restarts: Final = 0
     pid: Final = None
 
     def __init__(
@@ -209,7 +119,8 @@ class Endpoints:
         self._resolve_interval = resolve_interval
         self._resolve_timeout = resolve_timeout
         self._idempotent = frozenset(idempotent)
-        self._endpoints: list[Endpoint] = []
+        self._rotation: Rotation[Endpoint] = Rotation()
+        self._endpoints = self._rotation.members
         self._by_address: dict[str, Endpoint] = {}
         self._retiring: set[Endpoint] = set()
         """Endpoints gone from their names, with calls still in flight."""
@@ -217,41 +128,22 @@ class Endpoints:
             self._add(address, address, None)
         self.address: Final = ", ".join([*addresses, *(n.text for n in names)])
         self._closed = False
-        self._turn = random.randrange(1 << 30)
-        """Where `_pick` starts looking; a random start spreads the first calls of many clients."""
         self._resolve_soon = trio.Event()
         self._resolved_at = -math.inf
-
-    # -- Backend ---------------------------------------------------------------------------------
-
-    @property
-    def current_pool(self) -> Endpoints:
-        return self
-
-    async def wait_pool(self) -> Endpoints:
-        return self
 
     def close(self) -> None:
         self._closed = True
         for endpoint in [*self._endpoints, *self._retiring]:
             endpoint.pool.close()
 
-    # -- Target ----------------------------------------------------------------------------------
-
-    @property
-    def connections(self) -> int:
-        return sum(e.pool.connections for e in self._endpoints)
-
-    @property
-    def opened(self) -> int:
-        return sum(e.pool.opened for e in self._endpoints)
-
-    @property
-    def in_flight(self) -> int:
-        return sum(e.pool.in_flight for e in self._endpoints)
-
-    def statistics(self) -> tuple[EndpointStatistics, ...]:
-        return tuple(e.statistics() for e in self._endpoints)
+    def statistics(self) -> Load:
+        endpoints = self._endpoints
+        return Load(
+            connections=sum(e.pool.connections for e in endpoints),
+            opened=sum(e.pool.opened for e in endpoints),
+            in_flight=sum(e.pool.in_flight for e in endpoints),
+            endpoints=tuple(e.statistics() for e in endpoints),
+        )
 
     async def start(self) -> None:
         """Resolve the names, then open a connection to each endpoint at once; one that fails
@@ -285,7 +177,7 @@ class Endpoints:
         heavy = is_heavy(arg)
         failure: GoTaskError | None = None
         tried: list[Endpoint] = []
-        while (endpoint := self._pick(tried)) is not None:
+        while (endpoint := self._rotation.pick(tried, trio.current_time)) is not None:
             tried.append(endpoint)
             pool = endpoint.pool
             incidents = endpoint.incidents
@@ -296,7 +188,7 @@ class Endpoints:
             deadline = math.inf if _CANCELLED_SAYS_WHY else trio.current_effective_deadline()
             try:
                 try:
-                    connection: Connection = pool.only or await self._choose(endpoint, heavy)
+                    connection: Connection = await self._choose(endpoint, heavy)
                 except GoTaskError as exc:  # no connection: nothing was sent
                     if self._closed:
                         raise
@@ -310,7 +202,7 @@ class Endpoints:
                     failure = exc
                     continue
                 except RemoteError:
-                    self._answered(endpoint)
+                    Rotation.answered(endpoint)
                     raise
                 except Unsent as exc:  # its connection broke before it was sent
                     failure = exc.error
@@ -326,7 +218,7 @@ class Endpoints:
                     continue
             except trio.Cancelled as exc:
                 if isinstance(exc.__context__, RemoteError):  # Go's deadline_exceeded lost the race
-                    self._answered(endpoint)
+                    Rotation.answered(endpoint)
                 elif endpoint.answered == answered and _by_deadline(exc, deadline):
                     self._failed(endpoint, "stalled", "a call's deadline passed there with no answer")
                 raise
@@ -336,11 +228,8 @@ class Endpoints:
                 if endpoint.retired and not pool.in_flight:
                     self._retiring.discard(endpoint)
                     pool.close()
-            endpoint.answered += 1
-            endpoint.strikes = 0
-            if endpoint.state != "up" and endpoint.incidents == incidents:  # not out since it began
+            if Rotation.succeeded(endpoint, incidents):
                 logger.info("the sidecar at %s is back in rotation", endpoint.address)
-                endpoint.state, endpoint.failures = "up", 0
             return result
         if failure is None:
             raise SidecarError(f"no sidecar to call: {self.address} resolve to no address now")
@@ -355,53 +244,11 @@ class Endpoints:
         finally:
             endpoint.choosing -= 1
 
-    @staticmethod
-    def _answered(endpoint: Endpoint) -> None:
-        """It answered a call (strikes count failures in a row)."""
-        endpoint.answered += 1
-        endpoint.strikes = 0
-
-    def _pick(self, tried: list[Endpoint]) -> Endpoint | None:
-        """The endpoint a call tries next, of those not ``tried``: the least-loaded in rotation,
-        ties going round in turn (so that calls spread when each has few in flight, as when many
-        clients each make a few), or one out of rotation whose rest is over and that no other
-        call is trying; else the one out of rotation that is back soonest."""
-        endpoints = self._endpoints
-        count = len(endpoints)
-        if not count:
-            return None
-        self._turn = turn = (self._turn + 1) % count
-        now: float | None = None  # read only if an endpoint is out: the common case needs no clock
-        best: Endpoint | None = None
-        least = math.inf
-        soonest: Endpoint | None = None
-        for i in range(count):
-            endpoint = endpoints[(turn + i) % count]
-            if tried and endpoint in tried:
-                continue
-            if endpoint.state != "up":
-                if now is None:
-                    now = trio.current_time()
-                if endpoint.back_at > now or endpoint.probes:
-                    if soonest is None or endpoint.back_at < soonest.back_at:
-                        soonest = endpoint
-                    continue
-            load = endpoint.pool.in_flight + endpoint.choosing
-            if load < least:
-                best, least = endpoint, load
-        return best or soonest
-
     def _out(self, endpoint: Endpoint, state: State, why: BaseException | str) -> None:
-        """Take ``endpoint`` out of rotation after a failure (once: the other calls that were
-        trying it at the time fail the same way, and do not lengthen its rest)."""
-        if endpoint.retired or (endpoint.state == state and endpoint.back_at > trio.current_time()):
+        """Take ``endpoint`` out of rotation after a failure (`Rotation.take_out`), and say so."""
+        backoff = Rotation.take_out(endpoint, state, trio.current_time())
+        if backoff is None:
             return
-        backoff = min(FIRST_BACKOFF * 2**endpoint.failures, MAX_BACKOFF)
-        endpoint.failures += 1
-        endpoint.incidents += 1
-        endpoint.strikes = 0
-        endpoint.state = state
-        endpoint.back_at = trio.current_time() + backoff
         logger.warning(
             "the sidecar at %s is out of rotation for %.1f s (%s): %s",
             endpoint.address,
@@ -413,21 +260,13 @@ class Endpoints:
             self._resolve_soon.set()
 
     def _failed(self, endpoint: Endpoint, state: State, why: BaseException | str) -> None:
-        """A call in flight at ``endpoint`` lost its connection, or ran out of time while it
-        answered nothing: a strike. `STRIKES` in a row take it out of rotation as ``state``,
-        unless no other endpoint is in rotation (then it is the best there is); one is enough
-        once it is out and its rest is over (the call that tried it failed)."""
-        if endpoint.retired:
+        """A strike against ``endpoint`` (`Rotation.strike`); out of rotation as ``state`` if
+        that says so."""
+        strikes = self._rotation.strike(endpoint, trio.current_time())
+        if strikes is None:
             return
-        endpoint.strikes += 1
         if endpoint.state == "up":
-            if endpoint.strikes < STRIKES:
-                return
-            if not any(e.state == "up" for e in self._endpoints if e is not endpoint):
-                return
-            why = f"{endpoint.strikes} calls in a row failed there, the last: {why}"
-        elif endpoint.back_at > trio.current_time():
-            return  # resting already: a call sent before it left says nothing new
+            why = f"{strikes} calls in a row failed there, the last: {why}"
         self._out(endpoint, state, why)
 
     # -- names -----------------------------------------------------------------------------------

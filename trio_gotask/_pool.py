@@ -14,6 +14,7 @@ from ._errors import ErrorFactory, Explain, GoTaskError, SidecarError, error_fac
 from ._handlers import Handlers
 from ._opening import Connect
 from ._settings import PoolSettings
+from ._statistics import Load
 
 logger: Final = logging.getLogger("trio_gotask")
 
@@ -67,6 +68,9 @@ class Pool:
         """Connections opened over the pool's life."""
         self.on_going_away: Callable[[], None] | None = None
         """Called when a connection says the sidecar is shutting down (``$goaway``)."""
+        self.address = ""
+        """Where the sidecar listens, as given (for `GoTask.address`)."""
+        self.pid: Final = None
         self.only: Connection | None = None
         """The connection for every call, when the pool may hold just one and it works: the
         common case, looked up on every call. Otherwise `choose` a connection."""
@@ -74,6 +78,9 @@ class Pool:
     @property
     def connections(self) -> int:
         return len(self._connections)
+
+    def statistics(self) -> Load:
+        return Load(self.connections, self.opened, self.in_flight)
 
     @property
     def in_flight(self) -> int:
@@ -89,9 +96,17 @@ class Pool:
             await self._open()
 
     async def call(self, method: str, arg: Any) -> Any:
-        """Make a call on the connection `choose` picks for it (when there is no `only` one). A
-        call that waited for a slot on a connection that broke was not sent: it goes to the
-        least-loaded other connection, if there is one."""
+        """Make a call on the only connection, or on the one `choose` picks for it. A call that
+        waited for a slot on a connection that broke was not sent: it goes to the least-loaded
+        other connection, if there is one."""
+        connection = self.only
+        if connection is not None:  # the common case: one connection, working
+            try:
+                return await connection.call(method, arg)
+            except Unsent as exc:
+                if self._failure is not None or not self._connections:
+                    exc.reraise()
+                unsent = exc
         heavy = is_heavy(arg)
         connection = await self.choose(heavy)
         while True:
@@ -119,6 +134,8 @@ class Pool:
         """The connection for a call, ``heavy`` or not: the least-loaded one with a free slot
         among those that carry heavy calls when ``heavy`` (those that carry none otherwise), or
         else among all. See the class docstring for when more are opened and when callers wait."""
+        if self.only is not None:
+            return self.only
         while True:
             if self._failure is not None:
                 raise self._failure()
@@ -238,38 +255,11 @@ def _copy(error: GoTaskError) -> GoTaskError:
     return copy
 
 
-class Target(Protocol):
-    """What a `GoTask` calls: a `Pool`, or anything that spreads calls over pools."""
-
-    @property
-    def only(self) -> Connection | None:
-        """The connection for every call, when there is just one; otherwise use `call`."""
-
-    async def call(self, method: str, arg: Any) -> Any: ...
-
-    @property
-    def connections(self) -> int: ...
-
-    @property
-    def opened(self) -> int: ...
-
-    @property
-    def in_flight(self) -> int: ...
-
-
-class Backend(Protocol):
-    """Where a `GoTask` sends its calls: a `Remote` sidecar, a `Supervisor`'s sidecars, or
-    several sidecars started elsewhere (`Endpoints`)."""
-
-    @property
-    def current_pool(self) -> Target | None:
-        """The pool to call now; ``None`` while there is none (a sidecar restarting)."""
-
-    async def wait_pool(self) -> Target:
-        """The pool to call, once there is one; raises the error that ended the backend."""
-
-    @property
-    def restarts(self) -> int: ...
+class Router(Protocol):
+    """Where a `GoTask` sends its calls: a `Pool` (one sidecar started elsewhere), a
+    `Supervisor` (a launched sidecar, restarted per its policy) or `Endpoints` (several sidecars
+    started elsewhere). Each decides how a call reaches a connection; the fast path of a pool
+    with one working connection is the pool's own."""
 
     @property
     def address(self) -> str: ...
@@ -277,23 +267,10 @@ class Backend(Protocol):
     @property
     def pid(self) -> int | None: ...
 
+    async def call(self, method: str, arg: Any) -> Any:
+        """Make the call; raise what its connection raised, or why there is none."""
+
+    def statistics(self) -> Load: ...
+
     def close(self) -> None:
         """Fail the calls in flight and every later call."""
-
-
-@final
-class Remote:
-    """The `Backend` of a sidecar started elsewhere: one pool, one address, no process."""
-
-    restarts: Final = 0
-    pid: Final = None
-
-    def __init__(self, pool: Pool, address: str) -> None:
-        self.current_pool: Final = pool
-        self.address: Final = address
-
-    async def wait_pool(self) -> Pool:
-        return self.current_pool
-
-    def close(self) -> None:
-        self.current_pool.close()

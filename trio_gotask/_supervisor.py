@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar, final
+from typing import Any, Generic, Protocol, TypeVar, final
 
 import trio
 
@@ -23,6 +23,7 @@ from ._opening import Connect
 from ._pool import Pool
 from ._settings import PoolSettings
 from ._sidecar import Handshake
+from ._statistics import Load
 
 # After a connection is lost, how long to wait for the process to be seen exiting, so that callers
 # get the exit status and stderr rather than a bare "connection lost". A dying process closes its
@@ -133,6 +134,17 @@ class Supervisor(Generic[P]):
     def pid(self) -> int | None:
         """The running sidecar's process id; ``None`` while it restarts."""
         return self._current.sidecar.pid if self._current is not None else None
+
+    async def call(self, method: str, arg: Any) -> Any:
+        """Make the call on the running sidecar's pool, waiting while one restarts."""
+        pool = self.current_pool or await self.wait_pool()
+        return await pool.call(method, arg)
+
+    def statistics(self) -> Load:
+        pool = self.current_pool
+        if pool is None:
+            return Load(0, 0, 0, self.restarts)
+        return Load(pool.connections, pool.opened, pool.in_flight, self.restarts)
 
     async def wait_pool(self) -> Pool:
         """The pool of the running sidecar, waiting while one restarts."""
