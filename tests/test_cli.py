@@ -23,18 +23,16 @@ from standalone import standalone
 from timing import HANG
 
 import trio_gotask
-from trio_gotask._cli import (
+from trio_gotask._cli import main
+from trio_gotask._cli._common import from_json, to_json
+from trio_gotask._cli.call import Target, classify_target
+from trio_gotask._golib import (
     LIBRARY_MODULE,
     MIN_GO,
     LibraryMissing,
-    Target,
-    classify_target,
     find_library,
-    from_json,
     go_mod_requirements,
-    main,
     probe_module,
-    to_json,
 )
 
 pytestmark = pytest.mark.slow  # the command line's child processes: the newest Python only

@@ -32,27 +32,38 @@ LAYERS = [
     "_dialect",
     "_supervisor",
     "_build",
+    "_golib",
     "_client",
     "pytest_plugin",
     "__init__",
-    "_cli",  # the command line: a user of the package, like any program
+    "_cli",  # the command line (a package, a module per command): a user of the package, like any program
     "__main__",
 ]
 
 
+def sources(module: str) -> list[Path]:
+    """A module's file, or a package's files."""
+    folder = PACKAGE / module
+    return sorted(folder.glob("*.py")) if folder.is_dir() else [PACKAGE / f"{module}.py"]
+
+
 def imported(module: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    """The package's modules that ``module`` imports (a package's own modules among themselves
+    aside)."""
     names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-            names.add(node.module.split(".")[0])
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("trio_gotask."):
-            names.add(node.module.split(".")[1])  # type: ignore[union-attr]
+    for source in sources(module):
+        level = 1 if source.parent == PACKAGE else 2  # how a relative import reaches the package
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == level and node.module:
+                names.add(node.module.split(".")[0])
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("trio_gotask."):
+                names.add(node.module.split(".")[1])  # type: ignore[union-attr]
     return names
 
 
 def test_every_module_has_a_layer() -> None:
-    assert sorted(p.stem for p in PACKAGE.glob("*.py")) == sorted(LAYERS)
+    packages = [p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()]
+    assert sorted([*(p.stem for p in PACKAGE.glob("*.py")), *packages]) == sorted(LAYERS)
 
 
 def test_modules_import_only_from_layers_below() -> None:

@@ -1,0 +1,73 @@
+"""The command line, ``trio-gotask`` or ``python -m trio_gotask`` (docs/cli.md).
+
+``call`` calls one method of a sidecar and prints the result as JSON, ``doctor`` checks that this
+machine can build and run sidecars, ``bench`` measures calls on each transport. Exit status: 0
+done, 1 the call or a check failed, 2 the command line is wrong, 3 the sidecar could not be
+started or reached (or stopped serving), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ._common import _TOP_EXIT_STATUS_HELP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, _Exit, _Usage
+from .bench import _add_bench
+from .call import _add_call
+from .doctor import _add_doctor
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "trio-gotask") -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``) and return its exit status."""
+    parser = _parser(prog)
+    options = parser.parse_args(argv)
+    command: argparse.ArgumentParser = options.command_parser
+    try:
+        status: int = options.run(options)
+    except _Usage as exc:
+        print(f"{command.prog}: error: {exc}\n(run '{command.prog} --help' for help)", file=sys.stderr)
+        status = EXIT_USAGE
+    except _Exit as exc:
+        print(f"{command.prog}: {exc}", file=sys.stderr)
+        status = exc.status
+    except KeyboardInterrupt:
+        print(f"{command.prog}: interrupted", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): not worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = EXIT_FAILED
+    return status
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="say more: -v shows the library's info messages, -vv its debug messages",
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=0,
+        help="say less: no build messages, no progress, only errors",
+    )
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Call Go sidecars from the shell, check a machine, measure calls.",
+        epilog=f"Run '{prog} COMMAND --help' for a command's options. Documentation: docs/cli.md.\n\n"
+        + _TOP_EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_call(commands, common)
+    _add_doctor(commands, common)
+    _add_bench(commands, common)
+    return parser

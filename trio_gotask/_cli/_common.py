@@ -1,0 +1,227 @@
+"""What the commands share: exit statuses, the parser's value types, JSON in and out, running
+Trio, logging."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+import trio
+
+from .._errors import GoTaskError, RemoteError
+
+EXIT_OK: Final = 0
+
+
+EXIT_FAILED: Final = 1
+
+
+EXIT_USAGE: Final = 2
+
+
+EXIT_UNAVAILABLE: Final = 3
+
+
+EXIT_INTERRUPTED: Final = 130
+
+
+_EXIT_STATUS_HELP: Final = """\
+exit status:
+  0    done
+  1    the call failed: an error from Go, or --timeout passed
+  2    the command line is wrong (an unknown option, JSON_ARG that is not JSON...)
+  3    the sidecar could not be built, started or reached, or it stopped serving
+  130  interrupted (Ctrl-C)"""
+
+
+_TOP_EXIT_STATUS_HELP: Final = """\
+exit status:
+  0    done
+  1    the call failed (call, bench), or a check did not pass (doctor)
+  2    the command line is wrong
+  3    the sidecar could not be built, started or reached, or it stopped serving
+  130  interrupted (Ctrl-C)"""
+
+
+T = TypeVar("T")
+
+
+class _Exit(Exception):
+    """Ends the command with ``status``, after printing ``message`` on stderr."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Usage(Exception):
+    """The command line is wrong (found after argparse read it): exit 2 with this message."""
+
+
+def _command(
+    commands: Any, name: str, common: argparse.ArgumentParser, summary: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(command_parser=parser)
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def _callers(text: str) -> list[int]:
+    try:
+        levels = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers such as 16,128") from None
+    if not levels or min(levels) < 1 or max(levels) > 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: each number of callers must be between 1 and 10000")
+    return sorted(set(levels))
+
+
+_WHITESPACE: Final = str.maketrans("", "", "\t\n\r")
+
+
+def to_json(value: object) -> object:
+    """``value``, as the sidecar's reply decoded it, made into something `json.dumps` writes.
+
+    Bytes become ``{"$bytes": text}`` when they are UTF-8 text that prints (tabs and newlines
+    allowed), else ``{"$base64": ...}``; a time becomes ``{"$time": ISO 8601}``; map keys that are
+    not strings are written as their JSON text (``1`` as ``"1"``, as `json` does).
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            if text.translate(_WHITESPACE).isprintable():
+                return {"$bytes": text}
+        return {"$base64": base64.b64encode(data).decode("ascii")}
+    if isinstance(value, datetime):
+        return {"$time": value.isoformat()}
+    if isinstance(value, dict):
+        return {_key_text(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return {"$repr": repr(value)}
+
+
+def _key_text(key: object) -> str:
+    if isinstance(key, str):
+        return key
+    return json.dumps(to_json(key), ensure_ascii=False, separators=(",", ":"))
+
+
+def from_json(text: str) -> Any:
+    """The value a JSON argument stands for: JSON, where an object whose one key is ``$bytes``
+    (UTF-8 text), ``$base64`` or ``$time`` (ISO 8601 with a time zone) stands for bytes or a
+    time. Raises `ValueError` saying what is wrong."""
+    try:
+        return json.loads(text, object_hook=_marked)
+    except json.JSONDecodeError as exc:
+        hint = ""
+        word = text.strip()
+        bare = word and word[0] not in '{["-0123456789' and word not in ("true", "false", "null")
+        if bare and len(word) <= 60 and not any(c in word for c in "\"'\n"):
+            hint = f"; a string is quoted in JSON: '\"{word}\"'"
+        raise ValueError(f"is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{hint}") from None
+
+
+def _marked(obj: dict[str, Any]) -> Any:
+    if len(obj) != 1:
+        return obj
+    [(key, value)] = obj.items()
+    if not isinstance(value, str) or key not in ("$bytes", "$base64", "$time"):
+        return obj
+    if key == "$bytes":
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f'holds {{"$bytes": ...}} with text that is not Unicode: {exc}') from None
+    if key == "$base64":
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f'holds {{"$base64": {value[:40]!r}}}, which is not base64: {exc}') from None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f'holds {{"$time": {value!r}}}: not an ISO 8601 time, such as 2024-05-01T12:00:00Z'
+        ) from None
+    if when.tzinfo is None:
+        raise ValueError(f'holds {{"$time": {value!r}}}, which has no time zone: end it with Z or +02:00')
+    return when
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _dumps(value: object, *, pretty: bool = False) -> bytes:
+    return (json.dumps(value, ensure_ascii=False, indent=2 if pretty else None) + "\n").encode("utf-8")
+
+
+def _trio_run(options: argparse.Namespace, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """`trio.run`, with the library's messages on stderr (once the command line is known to be
+    right) and its errors turned into exit statuses and messages."""
+    _configure_logging(options.verbose - options.quiet)
+    try:
+        return trio.run(function, *args)
+    except RemoteError as exc:
+        text = f"{exc.method} failed: {exc.type}: {exc.message}"
+        if exc.stack:
+            text += f"\n{exc.stack}"
+        raise _Exit(EXIT_FAILED, text) from None
+    except GoTaskError as exc:
+        raise _Exit(EXIT_UNAVAILABLE, str(exc)) from None
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        where = record.name.removeprefix("trio_gotask").lstrip(".") or "trio_gotask"
+        return f"[{where}] {super().format(record)}"
+
+
+_handler = logging.StreamHandler()
+
+
+def _configure_logging(verbosity: int) -> None:
+    """The library's messages on stderr: warnings (and a sidecar's stderr lines, which are logged
+    as warnings) and build messages by default, more with -v, errors only with -q."""
+    _handler.setStream(sys.stderr)
+    _handler.setFormatter(_Formatter("%(message)s"))
+    top = logging.getLogger("trio_gotask")
+    if _handler not in top.handlers:
+        top.addHandler(_handler)
+    top.propagate = False
+    levels = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}
+    top.setLevel(levels[max(-1, verbosity)] if verbosity < 2 else logging.DEBUG)
+    logging.getLogger("trio_gotask.build").setLevel(logging.INFO if verbosity >= 0 else logging.ERROR)
