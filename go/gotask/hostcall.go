@@ -79,8 +79,21 @@ type hostResult struct {
 // connKey is the context key of the connection a call came in on.
 type connKey struct{}
 
-// runServer is the server RunWith serves; nil means DefaultServer.
+// runServer is the server RunWith serves. It is the one global the package
+// keeps: the package-level CallHost, and a HostLogHandler made without a
+// Server, reach the client through it (hostServer).
 var runServer atomic.Pointer[Server]
+
+// hostServer is the server whose clients the package-level CallHost and a
+// HostLogHandler without a Server call: the one RunWith serves, else
+// DefaultServer (a program that serves with Serve or ServeConn instead uses
+// Server.CallHost, and HostLogOptions.Server set to its own).
+func hostServer() *Server {
+	if s := runServer.Load(); s != nil {
+		return s
+	}
+	return DefaultServer
+}
 
 // CallHost calls method, a handler registered in the client (the Python
 // program), with arg, and stores its result in reply, a non-nil pointer
@@ -109,11 +122,7 @@ func CallHost(ctx context.Context, method string, arg, reply any) error {
 	if c, ok := ctx.Value(connKey{}).(*conn); ok {
 		return c.callHost(ctx, method, arg, reply)
 	}
-	s := runServer.Load()
-	if s == nil {
-		s = DefaultServer
-	}
-	return s.CallHost(ctx, method, arg, reply)
+	return hostServer().CallHost(ctx, method, arg, reply)
 }
 
 // CallHost is the package's CallHost for the clients of s: with the context

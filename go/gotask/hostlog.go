@@ -178,10 +178,7 @@ func (h *HostLogHandler) conn(ctx context.Context) *conn {
 	}
 	s := h.srv
 	if s == nil {
-		s = runServer.Load()
-	}
-	if s == nil {
-		s = DefaultServer
+		s = hostServer()
 	}
 	return s.hostConn()
 }
