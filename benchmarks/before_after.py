@@ -34,8 +34,8 @@ import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import Call, throughput, timed  # noqa: E402
 from floor import Floor, floor_sidecar, request_frame  # noqa: E402
+from measure import Call, throughput, timed  # noqa: E402
 
 import trio_gotask  # noqa: E402
 

@@ -14,16 +14,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -41,12 +37,12 @@ from trio_gotask._wire import DEFAULT_MAX_FRAME_SIZE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from floor import BlockingEcho, Floor, floor_sidecar, request_frame
+from grpc_compare import grpc_section
+from measure import EXAMPLE, Call, Report, machine, median, percentile, throughput, timed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import goridge_server
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "go" / "example"
-Call = Callable[[], Awaitable[object]]
 TRANSPORTS: tuple[Transport, ...] = ("unix", "tcp", "pipe")
 FLOOR = "floor (hand-written, unix)"
 PARALLEL = "trio_parallel.run_sync"
@@ -85,55 +81,6 @@ def sha256(mib: int) -> bytes:
     for _ in range(mib):
         h.update(HASH_BLOCK)
     return h.digest()
-
-
-@dataclass
-class Report:
-    sections: list[str] = field(default_factory=list)
-    targets: list[tuple[str, str, bool]] = field(default_factory=list)
-
-    def table(self, title: str, header: list[str], rows: list[list[str]], note: str = "") -> None:
-        lines = [f"### {title}", ""]
-        if note:
-            lines += [note, ""]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        text = "\n".join(lines) + "\n"
-        self.sections.append(text)
-        print(text, flush=True)
-
-    def target(self, what: str, measured: str, met: bool) -> None:
-        self.targets.append((what, measured, met))
-
-
-async def timed(call: Call) -> float:
-    start = time.perf_counter()
-    await call()
-    return time.perf_counter() - start
-
-
-async def throughput(call: Call, calls: int, callers: int) -> float:
-    per_caller = max(1, calls // callers)
-
-    async def caller() -> None:
-        for _ in range(per_caller):
-            await call()
-
-    start = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(callers):
-            nursery.start_soon(caller)
-    return per_caller * callers / (time.perf_counter() - start)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 async def run(quick: bool, out: Path) -> Report:
@@ -365,7 +312,6 @@ async def run(quick: bool, out: Path) -> Report:
     await cpu_bound(sidecar, report, quick)
     await host_calls(sidecar, report, quick)
     await goridge_format(sidecar, report, rounds, quick)
-    from grpc_compare import grpc_section  # here, not at the top: grpc_compare imports bench
 
     await grpc_section(report, sidecar, quick)
     return report
@@ -657,22 +603,6 @@ def plot_lines(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    go = subprocess.run(["go", "version"], capture_output=True, text=True, check=False).stdout.strip()
-    return (
-        f"{os.cpu_count()} cores, {cpu}; {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()}, trio {trio.__version__}; {go}"
-    )
 
 
 def main() -> None:

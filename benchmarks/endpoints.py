@@ -35,8 +35,8 @@ import trio
 from trio_gotask import GoTask, build_sidecar, connect_gotask
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import EXAMPLE, Report, median, throughput, timed
 from floor import standalone_sidecar
+from measure import EXAMPLE, Report, median, throughput, timed
 
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 CALLERS = 64

@@ -38,8 +38,8 @@ from trio_gotask import GoTask, GoTaskError, build_sidecar, connect_gotask
 from trio_gotask._settings import DEFAULT_KEEPALIVE_TIMEOUT
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import EXAMPLE, Report
 from floor import standalone_sidecar
+from measure import EXAMPLE, Report
 
 HOSTS = ("127.0.0.2", "127.0.0.3")
 DEADLINE = 1.0

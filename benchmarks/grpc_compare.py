@@ -31,7 +31,7 @@ import trio
 from trio_gotask import build_sidecar, open_gotask
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import EXAMPLE, Call, Report, machine, median, percentile, throughput, timed
+from measure import EXAMPLE, Call, Report, machine, median, percentile, throughput, timed
 
 try:
     import grpc  # type: ignore[import-untyped, unused-ignore]

@@ -17,18 +17,19 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import trio
 
 from trio_gotask import GoTask, build_sidecar, open_gotask
-from trio_gotask._address import Transport
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import EXAMPLE, Report, median, percentile, timed
+from measure import EXAMPLE, Report, median, percentile, timed
 
 LARGE = 16 << 20
 SMALL_CALLERS = 8
 LARGE_CALLERS = (1, 2)
+Transport = Literal["unix", "tcp", "pipe"]
 VARIANTS: dict[str, tuple[Transport, int]] = {
     "unix": ("unix", 1),
     "tcp": ("tcp", 1),
