@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from trio_gotask import connect_gotask, open_gotask
 from trio_gotask._dialect import DIALECTS, SECRET_ENV, Goridge, Native, NativeLauncher, dialect
+from trio_gotask._rotation import FIRST_BACKOFF, MAX_BACKOFF, STRIKES
 from trio_gotask._settings import LaunchSettings, Limits, PoolSettings, RemoteSettings
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast
@@ -112,3 +114,14 @@ def test_a_goridge_launch_is_told_where_to_listen() -> None:
         assert flag == "-address" and os.path.basename(os.path.dirname(path)).startswith("gotask-")
     finally:
         os.rmdir(os.path.dirname(path))
+
+
+def test_the_public_docstrings_state_the_defaults_the_code_has() -> None:
+    """The entry points' docstrings give users numbers; these are the constants' values."""
+    opened, connected = open_gotask.__doc__ or "", connect_gotask.__doc__ or ""
+    assert f"connections (default {Native.pool_size})" in opened
+    assert f"calls at once (default {Native.max_inflight})" in opened
+    assert f"``pool_size`` defaults to {Goridge.pool_size}" in connected
+    backoff = f"({FIRST_BACKOFF:g} s, doubling with each failure in a row, up to {MAX_BACKOFF:g} s;"
+    assert backoff in " ".join(connected.split())
+    assert f"fail {['zero', 'one', 'two', 'three'][STRIKES]} in a row" in connected

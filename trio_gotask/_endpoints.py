@@ -81,8 +81,9 @@ class Endpoints:
     A call goes to the endpoint in rotation with the fewest calls in flight, ties taken in turn.
     When no connection to it can be opened, or it says ``$goaway`` or answers ``shutting_down``
     (a graceful stop, such as a rolling update), the call was not run: the endpoint leaves the
-    rotation (0.5 s, doubling with each failure in a row, up to 30 s; a warning is logged) and
-    the call goes to another, as does a call that its sidecar, draining, did not run. A call is
+    rotation (`FIRST_BACKOFF`, doubling with each failure in a row, up to `MAX_BACKOFF`; a
+    warning is logged) and the call goes to another, as does a call that its sidecar, draining,
+    did not run. A call is
     tried once on each endpoint at most, those out of rotation last, soonest back first; when
     all fail it raises the last error. A call in flight when its connection breaks fails with
     `SidecarError` and is never re-sent, unless its method is one of ``idempotent``: then it is

@@ -29,7 +29,7 @@ _BINARY: Final = (bytes, bytearray, memoryview)
 class Pool:
     """Up to ``size`` connections; each call goes to the least-loaded one with a free slot.
 
-    A call whose argument is large `bytes` (64 KiB or more) is heavy: it holds its connection's
+    A call whose argument is large `bytes` (`HEAVY` bytes or more) is heavy: it holds its connection's
     stream for as long as its frame takes to cross. Light calls go to connections that carry no
     heavy call if there are any, and heavy calls join those that carry one already, so that
     with ``size`` 2 or more the small calls are not queued behind big frames.
