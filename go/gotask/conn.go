@@ -1,10 +1,19 @@
 package gotask
 
+// This file holds a connection's state and its life: made (newConn), served
+// (serveConn: the writer started, the reader run, then the teardown), read
+// (readLoop) and written (writeLoop). What it does between is by concern:
+// admission in admit.go, deadlines in slow.go, replies in reply.go, calls to
+// the client in hostcall.go.
+
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -287,4 +296,120 @@ func (c *conn) request(m *message) {
 		c.handlers.Done()
 		s.endCall()
 	})
+}
+
+// serveConn serves one connection; accepted says it came from Serve, so that
+// it must first finish its TLS handshake and present the secret, if any.
+func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
+	c := s.newConn(rwc)
+	s.mu.Lock()
+	if s.closed {
+		if accepted {
+			s.accepted--
+		}
+		s.mu.Unlock()
+		rwc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		if accepted {
+			s.accepted-- // its descriptor is closed by now
+		}
+		if len(s.conns) == 0 && s.noConns != nil {
+			close(s.noConns)
+			s.noConns = nil
+		}
+		s.mu.Unlock()
+	}()
+
+	go c.writeLoop()
+	err := c.readLoop(accepted)
+	var ae *admitError
+	switch {
+	case errors.As(err, &ae):
+		if ae.tell {
+			c.refuse(ae.reason)
+		}
+		c.closeRWC()
+		s.admitLog.fail(ae.kind, remoteAddr(rwc), "refusing connection"+c.describe()+": "+ae.reason, ae.reason)
+	case errorCode(err) != "":
+		s.logf("closing connection%s: %v", c.describe(), err)
+		c.closeRWC()
+	}
+	// No reply can come any more: wake the host calls waiting for one, some
+	// of which may hold up the handlers waited for below.
+	c.endHostCalls(err)
+	c.cancel()
+	c.handlers.Wait()
+	c.stopWriter()
+	<-c.writerDone
+	c.closeRWC()
+	c.returnSlots()
+}
+
+// writeFailed ends a connection whose replies can no longer be delivered (the
+// peer went away, perhaps without reading them): the calls are cancelled, the
+// reader stops starting new ones, and closing the connection wakes it up.
+func (c *conn) writeFailed() {
+	c.cancel()
+	c.closeRWC()
+}
+
+// writeLoop writes queued frames through one buffer and flushes only when
+// nothing more is queued, so replies finishing together share a write.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	var w io.Writer = c.rwc
+	if c.writeTimeout > 0 {
+		w = deadlineWriter{c.rwc.(net.Conn), c.writeTimeout}
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	dead := false
+	failed := func(err error) {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.writeTimedOut()
+		}
+		c.writeFailed()
+		dead = true
+	}
+	write := func(e *encBuf) {
+		c.taken(e)
+		if !dead {
+			if _, err := bw.Write(e.buf.Bytes()); err != nil {
+				failed(err)
+			}
+		}
+		c.dequeued(e.buf.Len())
+		putEncBuf(e)
+	}
+	flush := func() {
+		if !dead && bw.Buffered() > 0 {
+			if err := bw.Flush(); err != nil {
+				failed(err)
+			}
+		}
+	}
+	for {
+		select {
+		case e := <-c.out:
+			write(e)
+			if len(c.out) == 0 {
+				flush()
+			}
+		case <-c.quit:
+			for {
+				select {
+				case e := <-c.out:
+					write(e)
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
 }

@@ -1,12 +1,7 @@
 package gotask
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"os"
 	"unicode/utf8"
 )
 
@@ -155,67 +150,4 @@ func encodeResponse(e *encBuf, msgid uint32, werr *wireError, result any) (err e
 	}
 	_, err = e.frame()
 	return err
-}
-
-// writeFailed ends a connection whose replies can no longer be delivered (the
-// peer went away, perhaps without reading them): the calls are cancelled, the
-// reader stops starting new ones, and closing the connection wakes it up.
-func (c *conn) writeFailed() {
-	c.cancel()
-	c.closeRWC()
-}
-
-// writeLoop writes queued frames through one buffer and flushes only when
-// nothing more is queued, so replies finishing together share a write.
-func (c *conn) writeLoop() {
-	defer close(c.writerDone)
-	var w io.Writer = c.rwc
-	if c.writeTimeout > 0 {
-		w = deadlineWriter{c.rwc.(net.Conn), c.writeTimeout}
-	}
-	bw := bufio.NewWriterSize(w, 64<<10)
-	dead := false
-	failed := func(err error) {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			c.writeTimedOut()
-		}
-		c.writeFailed()
-		dead = true
-	}
-	write := func(e *encBuf) {
-		c.taken(e)
-		if !dead {
-			if _, err := bw.Write(e.buf.Bytes()); err != nil {
-				failed(err)
-			}
-		}
-		c.dequeued(e.buf.Len())
-		putEncBuf(e)
-	}
-	flush := func() {
-		if !dead && bw.Buffered() > 0 {
-			if err := bw.Flush(); err != nil {
-				failed(err)
-			}
-		}
-	}
-	for {
-		select {
-		case e := <-c.out:
-			write(e)
-			if len(c.out) == 0 {
-				flush()
-			}
-		case <-c.quit:
-			for {
-				select {
-				case e := <-c.out:
-					write(e)
-				default:
-					flush()
-					return
-				}
-			}
-		}
-	}
 }

@@ -251,59 +251,6 @@ func (s *Server) isShutting() bool {
 // they have returned. It closes rwc. It does not ask for Secret.
 func (s *Server) ServeConn(rwc io.ReadWriteCloser) { s.serveConn(rwc, false) }
 
-// serveConn serves one connection; accepted says it came from Serve, so that
-// it must first finish its TLS handshake and present the secret, if any.
-func (s *Server) serveConn(rwc io.ReadWriteCloser, accepted bool) {
-	c := s.newConn(rwc)
-	s.mu.Lock()
-	if s.closed {
-		if accepted {
-			s.accepted--
-		}
-		s.mu.Unlock()
-		rwc.Close()
-		return
-	}
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		if accepted {
-			s.accepted-- // its descriptor is closed by now
-		}
-		if len(s.conns) == 0 && s.noConns != nil {
-			close(s.noConns)
-			s.noConns = nil
-		}
-		s.mu.Unlock()
-	}()
-
-	go c.writeLoop()
-	err := c.readLoop(accepted)
-	var ae *admitError
-	switch {
-	case errors.As(err, &ae):
-		if ae.tell {
-			c.refuse(ae.reason)
-		}
-		c.closeRWC()
-		s.admitLog.fail(ae.kind, remoteAddr(rwc), "refusing connection"+c.describe()+": "+ae.reason, ae.reason)
-	case errorCode(err) != "":
-		s.logf("closing connection%s: %v", c.describe(), err)
-		c.closeRWC()
-	}
-	// No reply can come any more: wake the host calls waiting for one, some
-	// of which may hold up the handlers waited for below.
-	c.endHostCalls(err)
-	c.cancel()
-	c.handlers.Wait()
-	c.stopWriter()
-	<-c.writerDone
-	c.closeRWC()
-	c.returnSlots()
-}
-
 // takeSlot counts a call against MaxCalls, or reports false at the bound.
 func (s *Server) takeSlot() bool {
 	if n := s.calls.Add(1); s.MaxCalls > 0 && n > int64(s.MaxCalls) {
