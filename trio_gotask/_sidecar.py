@@ -140,7 +140,7 @@ class Sidecar:
         if self._killed_because is not None:
             how = f"was killed by the client: {self._killed_because}"
         else:
-            how = f"exited unexpectedly with {_describe_status(returncode)}"
+            how = f"exited unexpectedly with {describe_status(returncode)}"
         return error_factory(
             SidecarError,
             f"the sidecar {self.name!r} {how}",
@@ -248,7 +248,7 @@ class Sidecar:
                 with trio.move_on_after(_STDERR_SETTLE):
                     await self._stderr_done.wait()
                 raise SidecarError(
-                    f"the sidecar {self.name!r} exited with {_describe_status(process.returncode)} "
+                    f"the sidecar {self.name!r} exited with {describe_status(process.returncode)} "
                     f"before it listened on {where}",
                     returncode=process.returncode,
                     stderr_tail=self.stderr_tail,
@@ -289,7 +289,7 @@ class Sidecar:
             with trio.move_on_after(_STDERR_SETTLE):
                 await self._stderr_done.wait()
             raise SidecarError(
-                f"the sidecar {self.name!r} exited with {_describe_status(process.returncode)} "
+                f"the sidecar {self.name!r} exited with {describe_status(process.returncode)} "
                 "before its handshake",
                 returncode=process.returncode,
                 stderr_tail=self.stderr_tail,
@@ -390,7 +390,7 @@ def _remove_socket(path: str) -> None:
         os.rmdir(os.path.dirname(path))
 
 
-def _describe_status(returncode: int | None) -> str:
+def describe_status(returncode: int | None) -> str:
     if returncode is None:
         return "an unknown status"
     if returncode < 0:

@@ -36,7 +36,7 @@ from ._client import GoTask, SidecarSpec, connect_gotask, open_gotask
 from ._dialect import SECRET_ENV, Native, NativeLauncher
 from ._errors import ErrorFactory, SidecarError, error_factory
 from ._settings import LaunchSettings, Limits
-from ._sidecar import Sidecar, _describe_status
+from ._sidecar import Sidecar, describe_status
 
 __all__ = ["ProcessScope", "gotask", "gotask_fixture"]
 
@@ -439,7 +439,7 @@ class _SharedSidecar:
                 self._died = error_factory(
                     SidecarError,
                     f"the sidecar {sidecar.name!r} shared by the tests of this {self._scope} "
-                    f"(process_scope={self._scope!r}) exited with {_describe_status(returncode)}; "
+                    f"(process_scope={self._scope!r}) exited with {describe_status(returncode)}; "
                     f"the later tests of this {self._scope} that use it fail too",
                     returncode=returncode,
                     stderr_tail=sidecar.stderr_tail,

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ._common import _TOP_EXIT_STATUS_HELP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, _Exit, _Usage
-from .bench import _add_bench
-from .call import _add_call
-from .doctor import _add_doctor
+from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, TOP_EXIT_STATUS_HELP, Exit, UsageError
+from .bench import add_bench
+from .call import add_call
+from .doctor import add_doctor
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "trio-gotask") -> int:
@@ -27,10 +27,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "trio-gotask") -> int
     command: argparse.ArgumentParser = options.command_parser
     try:
         status: int = options.run(options)
-    except _Usage as exc:
+    except UsageError as exc:
         print(f"{command.prog}: error: {exc}\n(run '{command.prog} --help' for help)", file=sys.stderr)
         status = EXIT_USAGE
-    except _Exit as exc:
+    except Exit as exc:
         print(f"{command.prog}: {exc}", file=sys.stderr)
         status = exc.status
     except KeyboardInterrupt:
@@ -62,12 +62,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         prog=prog,
         description="Call Go sidecars from the shell, check a machine, measure calls.",
         epilog=f"Run '{prog} COMMAND --help' for a command's options. Documentation: docs/cli.md.\n\n"
-        + _TOP_EXIT_STATUS_HELP,
+        + TOP_EXIT_STATUS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    _add_call(commands, common)
-    _add_doctor(commands, common)
-    _add_bench(commands, common)
+    add_call(commands, common)
+    add_doctor(commands, common)
+    add_bench(commands, common)
     return parser

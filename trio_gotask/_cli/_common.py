@@ -32,7 +32,7 @@ EXIT_UNAVAILABLE: Final = 3
 EXIT_INTERRUPTED: Final = 130
 
 
-_EXIT_STATUS_HELP: Final = """\
+EXIT_STATUS_HELP: Final = """\
 exit status:
   0    done
   1    the call failed: an error from Go, or --timeout passed
@@ -41,7 +41,7 @@ exit status:
   130  interrupted (Ctrl-C)"""
 
 
-_TOP_EXIT_STATUS_HELP: Final = """\
+TOP_EXIT_STATUS_HELP: Final = """\
 exit status:
   0    done
   1    the call failed (call, bench), or a check did not pass (doctor)
@@ -53,7 +53,7 @@ exit status:
 T = TypeVar("T")
 
 
-class _Exit(Exception):
+class Exit(Exception):
     """Ends the command with ``status``, after printing ``message`` on stderr."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -61,11 +61,11 @@ class _Exit(Exception):
         self.status = status
 
 
-class _Usage(Exception):
+class UsageError(Exception):
     """The command line is wrong (found after argparse read it): exit 2 with this message."""
 
 
-def _command(
+def add_command(
     commands: Any, name: str, common: argparse.ArgumentParser, summary: str, description: str, epilog: str
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
@@ -80,7 +80,7 @@ def _command(
     return parser
 
 
-def _seconds(text: str) -> float:
+def seconds_arg(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -90,7 +90,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _callers(text: str) -> list[int]:
+def callers_arg(text: str) -> list[int]:
     try:
         levels = [int(part) for part in text.split(",")]
     except ValueError:
@@ -179,29 +179,29 @@ def _marked(obj: dict[str, Any]) -> Any:
     return when
 
 
-def _write_stdout(data: bytes) -> None:
+def write_stdout(data: bytes) -> None:
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 
 
-def _dumps(value: object, *, pretty: bool = False) -> bytes:
+def json_bytes(value: object, *, pretty: bool = False) -> bytes:
     return (json.dumps(value, ensure_ascii=False, indent=2 if pretty else None) + "\n").encode("utf-8")
 
 
-def _trio_run(options: argparse.Namespace, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+def trio_run(options: argparse.Namespace, function: Callable[..., Awaitable[T]], *args: Any) -> T:
     """`trio.run`, with the library's messages on stderr (once the command line is known to be
     right) and its errors turned into exit statuses and messages."""
-    _configure_logging(options.verbose - options.quiet)
+    configure_logging(options.verbose - options.quiet)
     try:
         return trio.run(function, *args)
     except RemoteError as exc:
         text = f"{exc.method} failed: {exc.type}: {exc.message}"
         if exc.stack:
             text += f"\n{exc.stack}"
-        raise _Exit(EXIT_FAILED, text) from None
+        raise Exit(EXIT_FAILED, text) from None
     except GoTaskError as exc:
-        raise _Exit(EXIT_UNAVAILABLE, str(exc)) from None
+        raise Exit(EXIT_UNAVAILABLE, str(exc)) from None
 
 
 class _Formatter(logging.Formatter):
@@ -213,7 +213,7 @@ class _Formatter(logging.Formatter):
 _handler = logging.StreamHandler()
 
 
-def _configure_logging(verbosity: int) -> None:
+def configure_logging(verbosity: int) -> None:
     """The library's messages on stderr: warnings (and a sidecar's stderr lines, which are logged
     as warnings) and build messages by default, more with -v, errors only with -q."""
     _handler.setStream(sys.stderr)

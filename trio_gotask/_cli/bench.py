@@ -20,24 +20,24 @@ from .._golib import LibraryMissing, build_probe, find_library
 from ._common import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
+    Exit,
     T,
-    _callers,
-    _command,
-    _dumps,
-    _Exit,
-    _seconds,
-    _trio_run,
-    _Usage,
-    _write_stdout,
+    UsageError,
+    add_command,
+    callers_arg,
     from_json,
+    json_bytes,
+    seconds_arg,
     to_json,
+    trio_run,
+    write_stdout,
 )
 from .call import classify_target
-from .doctor import _check_go, versions
+from .doctor import check_go, versions
 
 
-def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
-    parser = _command(
+def add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = add_command(
         commands,
         "bench",
         common,
@@ -58,14 +58,14 @@ exit status:
     )
     parser.add_argument(
         "--seconds",
-        type=_seconds,
+        type=seconds_arg,
         default=1.0,
         metavar="SECONDS",
         help="how long each measurement runs (default: 1; 0.1 for a smoke test)",
     )
     parser.add_argument(
         "--callers",
-        type=_callers,
+        type=callers_arg,
         default=[16, 128],
         metavar="N,N",
         help="the numbers of concurrent callers to measure besides one (default: 16,128)",
@@ -179,19 +179,19 @@ def _run_bench(options: argparse.Namespace) -> int:
     try:
         arg = from_json(options.arg)
     except ValueError as exc:
-        raise _Usage(f"--arg {exc}") from None
+        raise UsageError(f"--arg {exc}") from None
     sidecar: str | None = None
     if options.sidecar is not None:
         try:
             target = classify_target(options.sidecar)
         except ValueError as exc:
-            raise _Usage(f"--sidecar: {exc}") from None
+            raise UsageError(f"--sidecar: {exc}") from None
         if target.start is None:
-            raise _Usage(f"--sidecar {options.sidecar!r}: give a folder or an executable to start")
+            raise UsageError(f"--sidecar {options.sidecar!r}: give a folder or an executable to start")
         sidecar = target.start
     transports: list[Transport] = list(dict.fromkeys(options.transport or TRANSPORTS))
     progress = _Progress(len(transports) * (1 + len(options.callers)), quiet=options.quiet > 0)
-    results, go_version = _trio_run(
+    results, go_version = trio_run(
         options, _bench, sidecar, options.go_library, transports, options, arg, progress
     )
     header = versions(go_version)
@@ -203,9 +203,9 @@ def _run_bench(options: argparse.Namespace) -> int:
             "versions": header,
             "results": [asdict(r) for r in results],
         }
-        _write_stdout(_dumps(document, pretty=True))
+        write_stdout(json_bytes(document, pretty=True))
     else:
-        _write_stdout(_bench_table(results, options, header).encode("utf-8"))
+        write_stdout(_bench_table(results, options, header).encode("utf-8"))
     return EXIT_OK
 
 
@@ -219,15 +219,15 @@ async def _bench(
 ) -> tuple[list[BenchResult], str]:
     go_version = "not checked (--sidecar)"
     if sidecar is None:
-        go, check = await _check_go()
+        go, check = await check_go()
         if check.status != "ok":
-            raise _Exit(EXIT_UNAVAILABLE, f"{check.detail}: {check.fix}")
+            raise Exit(EXIT_UNAVAILABLE, f"{check.detail}: {check.fix}")
         assert go is not None
         go_version = go
         try:
             library = find_library(library_option)
         except LibraryMissing as exc:
-            raise _Exit(
+            raise Exit(
                 EXIT_UNAVAILABLE, f"{exc}: {exc.fix}; or measure a sidecar of yours with --sidecar"
             ) from None
         sidecar = str(await build_probe(library))
@@ -239,7 +239,7 @@ async def _bench(
             try:
                 await call()  # a method that fails, fails here, once
             except (OverflowError, TypeError, ValueError) as exc:  # refused before it was sent
-                raise _Usage(f"--arg cannot be sent: {exc}") from None
+                raise UsageError(f"--arg cannot be sent: {exc}") from None
             await _throughput(call, max(options.callers), min(seconds, 0.2), _Counter())  # warm up
             label = f"{transport}, one caller at a time"
             durations = await progress.step(label, seconds, partial(_latency, call, seconds))

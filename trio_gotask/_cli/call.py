@@ -18,24 +18,24 @@ from .._client import GoTask, connect_gotask, open_gotask
 from .._dialect import DIALECTS, SECRET_ENV
 from .._names import dns_name
 from ._common import (
-    _EXIT_STATUS_HELP,
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_STATUS_HELP,
     EXIT_UNAVAILABLE,
-    _command,
-    _dumps,
-    _Exit,
-    _seconds,
-    _trio_run,
-    _Usage,
-    _write_stdout,
+    Exit,
+    UsageError,
+    add_command,
     from_json,
+    json_bytes,
+    seconds_arg,
     to_json,
+    trio_run,
+    write_stdout,
 )
 
 
-def _add_call(commands: Any, common: argparse.ArgumentParser) -> None:
-    parser = _command(
+def add_call(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = add_command(
         commands,
         "call",
         common,
@@ -63,7 +63,7 @@ examples:
   trio-gotask call /run/app.sock App.Large 1000 --raw > out.bin
 
 """
-        + _EXIT_STATUS_HELP,
+        + EXIT_STATUS_HELP,
     )
     parser.add_argument(
         "target", metavar="TARGET", help="the sidecar to start, or the address of a running one"
@@ -74,7 +74,7 @@ examples:
     )
     parser.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds_arg,
         metavar="SECONDS",
         help="cancel the call after this long (the Go handler's context is cancelled too); exit 1",
     )
@@ -147,38 +147,38 @@ def classify_target(target: str) -> Target:
 
 def _run_call(options: argparse.Namespace) -> int:
     if "." not in options.method.strip(".") or options.method != options.method.strip():
-        raise _Usage(f"METHOD {options.method!r} is not Service.Method, such as App.Hi")
+        raise UsageError(f"METHOD {options.method!r} is not Service.Method, such as App.Hi")
     try:
         target = classify_target(options.target)
     except ValueError as exc:
-        raise _Usage(f"TARGET: {exc}") from None
+        raise UsageError(f"TARGET: {exc}") from None
     text = options.json_arg
     if text == "-":
         text = sys.stdin.read()
     try:
         arg = None if text is None else from_json(text)
     except ValueError as exc:
-        raise _Usage(f"JSON_ARG {exc}") from None
+        raise UsageError(f"JSON_ARG {exc}") from None
     opener = _opener(target, options)
     try:
-        result = _trio_run(options, _call, opener, options.method, arg, options.timeout)
-    except _Exit as exc:
+        result = trio_run(options, _call, opener, options.method, arg, options.timeout)
+    except Exit as exc:
         if exc.status == EXIT_UNAVAILABLE and target.connect is not None:
-            raise _Exit(exc.status, _in_cli_terms(str(exc))) from None
+            raise Exit(exc.status, _in_cli_terms(str(exc))) from None
         raise
     if options.raw:
         if isinstance(result, (bytes, bytearray)):
-            _write_stdout(bytes(result))
+            write_stdout(bytes(result))
         elif isinstance(result, str):
-            _write_stdout(result.encode("utf-8"))
+            write_stdout(result.encode("utf-8"))
         else:
-            raise _Exit(
+            raise Exit(
                 EXIT_FAILED,
                 f"--raw writes a bytes or str result, and {options.method} returned {type(result).__name__}: "
                 "drop --raw to print it as JSON",
             )
     else:
-        _write_stdout(_dumps(to_json(result), pretty=options.pretty))
+        write_stdout(json_bytes(to_json(result), pretty=options.pretty))
     return EXIT_OK
 
 
@@ -211,14 +211,14 @@ def _opener(target: Target, options: argparse.Namespace) -> AbstractAsyncContext
     ]
     if target.start is not None:
         if remote_options:
-            raise _Usage(
+            raise UsageError(
                 f"{', '.join(remote_options)}: for connecting to a running sidecar, and TARGET "
                 f"{options.target!r} is started here (a sidecar started here gets a fresh secret of its own)"
             )
         return open_gotask(target.start, transport=options.transport or "unix", protocol=options.protocol)
     assert target.connect is not None
     if options.transport is not None:
-        raise _Usage(
+        raise UsageError(
             f"--transport is for starting a sidecar, and TARGET {options.target!r} is an address to "
             "connect to (a folder or an executable is started)"
         )
@@ -227,12 +227,14 @@ def _opener(target: Target, options: argparse.Namespace) -> AbstractAsyncContext
         secret = os.environ.get(SECRET_ENV) or None
     context = None
     if options.server_hostname is not None and not (options.tls or options.tls_ca is not None):
-        raise _Usage("--server-hostname is the name a TLS certificate must hold: add --tls or --tls-ca FILE")
+        raise UsageError(
+            "--server-hostname is the name a TLS certificate must hold: add --tls or --tls-ca FILE"
+        )
     if options.tls or options.tls_ca is not None:
         try:
             context = ssl.create_default_context(cafile=options.tls_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise _Usage(f"--tls-ca {options.tls_ca}: {exc}") from None
+            raise UsageError(f"--tls-ca {options.tls_ca}: {exc}") from None
     return connect_gotask(
         target.connect,
         secret=secret,
@@ -249,17 +251,17 @@ async def _call(
         try:
             gotask = await stack.enter_async_context(opener)
         except (TypeError, ValueError) as exc:  # an argument the library refused before starting
-            raise _Usage(str(exc)) from None
+            raise UsageError(str(exc)) from None
         try:
             with trio.fail_after(limit) if limit is not None else trio.CancelScope():
                 return await gotask.call(method, arg)
         except trio.TooSlowError:
-            raise _Exit(
+            raise Exit(
                 EXIT_FAILED,
                 f"{method} did not return within {limit:g} s (--timeout): the call was cancelled, "
                 "and so was the Go handler's context",
             ) from None
         except OverflowError as exc:  # refused before anything was sent, as are the next
-            raise _Usage(f"JSON_ARG cannot be sent: {exc} (integers must fit in 64 bits)") from None
+            raise UsageError(f"JSON_ARG cannot be sent: {exc} (integers must fit in 64 bits)") from None
         except (TypeError, ValueError) as exc:
-            raise _Usage(f"JSON_ARG cannot be sent: {exc}") from None
+            raise UsageError(f"JSON_ARG cannot be sent: {exc}") from None

@@ -22,7 +22,7 @@ from .._build import find_go
 from .._client import GoTask, open_gotask
 from .._errors import GoTaskError, MethodNotFound, RemoteError
 from .._golib import LIBRARY_ENV, MIN_GO, LibraryMissing, build_probe, find_library
-from ._common import EXIT_FAILED, EXIT_OK, _command, _configure_logging, _dumps, _write_stdout
+from ._common import EXIT_FAILED, EXIT_OK, add_command, configure_logging, json_bytes, write_stdout
 
 Status = Literal["ok", "failed", "skipped"]
 
@@ -37,8 +37,8 @@ class Check:
     fix: str = ""
 
 
-def _add_doctor(commands: Any, common: argparse.ArgumentParser) -> None:
-    parser = _command(
+def add_doctor(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = add_command(
         commands,
         "doctor",
         common,
@@ -66,12 +66,12 @@ exit status:
 
 def _run_doctor(options: argparse.Namespace) -> int:
     show = None if options.json else _print_check
-    _configure_logging(options.verbose - options.quiet)
+    configure_logging(options.verbose - options.quiet)
     found, checks = trio.run(_doctor, options.go_library, show)
     passed = all(check.status == "ok" for check in checks)
     if options.json:
         report = {"ok": passed, "versions": found, "checks": [asdict(c) for c in checks]}
-        _write_stdout(_dumps(report, pretty=True))
+        write_stdout(json_bytes(report, pretty=True))
     else:
         lines = ["", "versions:"]
         lines += [f"  {name:<12} {value}" for name, value in found.items()]
@@ -84,7 +84,7 @@ def _run_doctor(options: argparse.Namespace) -> int:
             lines += ["", f"{counts}: see 'fix' above."]
         else:
             lines += ["", f"All {len(checks)} checks passed."]
-        _write_stdout(("\n".join(lines) + "\n").encode("utf-8"))
+        write_stdout(("\n".join(lines) + "\n").encode("utf-8"))
     return EXIT_OK if passed else EXIT_FAILED
 
 
@@ -93,7 +93,7 @@ def _print_check(check: Check) -> None:
     text = f"{mark}  {check.name:<16} {check.detail}".replace("\n", "\n" + " " * 23)
     if check.fix:
         text += f"\n{'':22} fix: {check.fix}"
-    _write_stdout((text + "\n").encode("utf-8"))
+    write_stdout((text + "\n").encode("utf-8"))
 
 
 def versions(go: str) -> dict[str, str]:
@@ -118,10 +118,10 @@ async def _doctor(
         if show is not None:
             show(check)
 
-    go, check = await _check_go()
+    go, check = await check_go()
     found = versions(go or "not found")
     if show is not None:
-        _write_stdout(b"checks:\n")
+        write_stdout(b"checks:\n")
     record(check)
 
     library: Path | None = None
@@ -161,7 +161,7 @@ async def _doctor(
     return found, checks
 
 
-async def _check_go() -> tuple[str | None, Check]:
+async def check_go() -> tuple[str | None, Check]:
     """Go's version ("go1.23.4 linux/amd64", or None if there is no Go), and the check of it."""
     minimum = ".".join(map(str, MIN_GO))
     try:
