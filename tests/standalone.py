@@ -63,3 +63,9 @@ async def standalone(
     handle.stderr = stderr
     if returncode != -signal.SIGKILL:
         assert returncode == 0, stderr.decode(errors="replace")
+
+
+async def dial(address: str) -> trio.SocketStream:
+    """A raw TCP connection to a standalone sidecar at ``host:port``, for hostile clients."""
+    host, _, port = address.rpartition(":")
+    return await trio.open_tcp_stream(host, int(port))

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 import trio
-from standalone import Standalone, standalone
+from standalone import dial, standalone
 from timing import HANG
 from wirehelpers import pack
 
@@ -23,11 +23,6 @@ SLOW_CALL = pack([0, 1, "App.Slow", 3_600_000, None])
 
 def frame(payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + payload
-
-
-async def open_raw(app: Standalone) -> trio.SocketStream:
-    host, port = app.address.rsplit(":", 1)
-    return await trio.open_tcp_stream(host, int(port))
 
 
 async def wait_closed(stream: trio.SocketStream) -> None:
@@ -48,7 +43,7 @@ async def wait_closed(stream: trio.SocketStream) -> None:
 async def test_stalled_frame_is_closed(sidecar: str) -> None:
     async with standalone(sidecar, *FLAGS) as app, connect_gotask(app.address) as gt:
         assert await gt.call("App.Hi", "before") == {"hello": "before"}
-        stalled = await open_raw(app)
+        stalled = await dial(app.address)
         await stalled.send_all(frame(SLOW_CALL))
         assert await gt.call("App.Running", 1) == 1
         await stalled.send_all(struct.pack(">I", 64 << 20) + b"\x00" * 10)
@@ -65,7 +60,7 @@ async def test_stalled_frame_is_closed(sidecar: str) -> None:
 )
 async def test_client_that_never_reads_is_closed(sidecar: str) -> None:
     async with standalone(sidecar, *FLAGS) as app, connect_gotask(app.address) as gt:
-        greedy = await open_raw(app)
+        greedy = await dial(app.address)
         await greedy.send_all(frame(SLOW_CALL))
         assert await gt.call("App.Running", 1) == 1
         # 16 MiB is more than the socket buffers hold: the sidecar's writes stall.
