@@ -11,6 +11,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
 )
 
 // DefaultHandshakeTimeout bounds the opening of a connection accepted by
@@ -136,8 +138,8 @@ func (c *conn) authenticate(br *bufio.Reader, secret string) error {
 	if m.typ != typeNotification || m.method != "$auth" {
 		return &admitError{admitAuth, "authentication failed: the sidecar requires a secret, and the first frame is not an $auth notification", true}
 	}
-	cur := cursor{b: m.params}
-	got, ok := cur.str()
+	cur := scan.Cursor{B: m.params}
+	got, ok := cur.Str()
 	if !ok {
 		return &admitError{admitAuth, "authentication failed: the $auth secret is not a string", true}
 	}

@@ -92,7 +92,7 @@ func benchRequest(b *testing.B) (payload, params []byte) {
 	return payload, params
 }
 
-// BenchmarkParseMessage measures the frame decoder: skipObject and cursor.
+// BenchmarkParseMessage measures the frame decoder: scan.Skip and scan.Cursor.
 func BenchmarkParseMessage(b *testing.B) {
 	payload, _ := benchRequest(b)
 	b.ReportAllocs()
@@ -104,7 +104,7 @@ func BenchmarkParseMessage(b *testing.B) {
 	}
 }
 
-// BenchmarkDecodeArgs measures the argument checker (readHead) and the
+// BenchmarkDecodeArgs measures the argument checker (check.Arg) and the
 // library's decoder behind it.
 func BenchmarkDecodeArgs(b *testing.B) {
 	_, params := benchRequest(b)
@@ -113,26 +113,6 @@ func BenchmarkDecodeArgs(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		var args benchArgs
 		if err := decodeValue(params, &args); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkSkipObject measures the frame scanner alone on many small objects
-// of the usual kinds, where its per-object cost shows.
-func BenchmarkSkipObject(b *testing.B) {
-	var items []any
-	for i := 0; i < 1000; i++ {
-		items = append(items, i*300, "a string longer than thirty-one bytes", 1.5, nil, map[string]any{"k": -5}, []byte{1, 2})
-	}
-	payload, err := msgpack.Marshal(items)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(payload)))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := skipObject(payload, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"testing/quick"
 	"time"
 
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/check"
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -144,7 +146,7 @@ func ts12(sec int64, nsec uint32) []byte {
 }
 
 func TestCheckRefuses(t *testing.T) {
-	deep := append(bytes.Repeat([]byte{0x91}, maxNesting+1), 0x90) // one more than the frame decoder takes
+	deep := append(bytes.Repeat([]byte{0x91}, scan.MaxNesting+1), 0x90) // one more than the frame decoder takes
 	cases := []struct {
 		name   string
 		data   any // a Go value to encode, or []byte of msgpack when raw
@@ -329,7 +331,7 @@ func TestCheckAccepts(t *testing.T) {
 		{"a str into an error", "boom", false, new(error), errors.New("boom")},
 		{"a time into a Stringer", when, false, new(fmt.Stringer), fmt.Stringer(when)},
 		{"nil into a Stringer", nil, false, new(fmt.Stringer), fmt.Stringer(nil)},
-		{"nesting at the limit", append(bytes.Repeat([]byte{0x91}, maxNesting), 0x90), true, new(Nest), nil},
+		{"nesting at the limit", append(bytes.Repeat([]byte{0x91}, scan.MaxNesting), 0x90), true, new(Nest), nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -529,98 +531,8 @@ func TestCheckRewritesInACopy(t *testing.T) {
 	}
 	// Nothing to rewrite: the input itself is decoded, not a copy.
 	small := enc(t, map[string]any{"A": float32(0.5)})
-	if out, err := checkArg(small, reflect.TypeOf(s)); err != nil || &out[0] != &small[0] {
+	if out, err := check.Arg(small, reflect.TypeOf(s)); err != nil || &out[0] != &small[0] {
 		t.Fatalf("copied without need (%v)", err)
-	}
-}
-
-// A large bin costs the checker no more than a small one: it reads headers only.
-func TestCheckDoesNotReadBin(t *testing.T) {
-	big := enc(t, make([]byte, 1<<20))
-	for i := 5; i < len(big); i++ {
-		big[i] = 0xc1 // never valid msgpack: reading it would fail
-	}
-	for _, typ := range []reflect.Type{reflect.TypeOf([]byte(nil)), anyType, reflect.TypeOf([]any(nil)).Elem()} {
-		if _, err := checkArg(big, typ); err != nil {
-			t.Errorf("%s: %v", typ, err)
-		}
-	}
-}
-
-func TestCheckReply(t *testing.T) {
-	type E struct{ When time.Time }
-	y12000 := time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC)
-	cases := []struct {
-		name  string
-		value any
-		want  string // "" for nothing to report
-	}{
-		{"ints", []int{1, 2}, ""},
-		{"year 1", time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), ""},
-		{"the zero time", time.Time{}, ""},
-		{"year 9999", time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), ""},
-		{"year 10000", time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), "time 10000-01-01T00:00:00Z is outside years 1-9999"},
-		{"year 0", time.Date(0, 12, 31, 23, 59, 59, 0, time.UTC), "time 0000-12-31T23:59:59Z is outside years 1-9999"},
-		{"deep in a list", []any{1, 2, 3, E{y12000}}, "[3].When: time 12000-01-01T00:00:00Z is outside years 1-9999"},
-		{"under a quoted key", map[string]any{"a b": []time.Time{y12000}}, `["a b"][0]: time 12000-01-01T00:00:00Z is outside years 1-9999`},
-		{"under an int key", map[int]any{7: y12000}, "[7]: time 12000-01-01T00:00:00Z is outside years 1-9999"},
-		{"an array key", map[[2]int]int{{1, 2}: 3}, "a map key is an array (2 items); the Python client cannot use it as a dict key"},
-		{"a struct key", map[string]any{"m": map[Base]int{{1}: 2}}, "m: a map key is a map (1 entry); the Python client cannot use it as a dict key"},
-		{"bin keys are fine", map[any]any{"x": map[string]any{}, 1.5: nil}, ""},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			var buf bytes.Buffer
-			e := msgpack.NewEncoder(&buf)
-			e.UseCompactInts(true)
-			if err := e.Encode(c.value); err != nil {
-				t.Fatal(err)
-			}
-			err := checkReply(buf.Bytes())
-			switch {
-			case c.want == "" && err != nil:
-				t.Fatalf("refused: %v", err)
-			case c.want != "" && (err == nil || err.Error() != c.want):
-				t.Fatalf("got  %v\nwant %s", err, c.want)
-			}
-		})
-	}
-}
-
-func TestCheckReplyNesting(t *testing.T) {
-	ok := append(bytes.Repeat([]byte{0x91}, maxReplyNesting-1), 0x90)
-	if err := checkReply(ok); err != nil {
-		t.Fatalf("%d levels: %v", maxReplyNesting, err)
-	}
-	deep := append(bytes.Repeat([]byte{0x91}, maxReplyNesting), 0x80)
-	err := checkReply(deep)
-	if err == nil || !strings.HasSuffix(err.Error(), "arrays and maps nest deeper than 1023 levels; the Python client cannot decode that") {
-		t.Fatalf("%d levels: %v", maxReplyNesting+1, err)
-	}
-	// Iterative: far deeper nesting than any stack would take is no problem.
-	if err := checkReply(append(bytes.Repeat([]byte{0x91}, 1<<20), 0xc0)); err == nil {
-		t.Fatal("a million levels accepted")
-	}
-	if _, err := walkValue(append(bytes.Repeat([]byte{0x91}, 1<<20), 0xc0), 0, argRules, "any"); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func BenchmarkCheckReply(b *testing.B) {
-	small := enc(b, map[string]any{"hello": "Reasno", "n": 1, "t": time.Now(), "l": []any{1.5, "x"}})
-	large := enc(b, make([]byte, 16<<20))
-	for _, c := range []struct {
-		name string
-		data []byte
-	}{{"Small", small}, {"16MiB", large}} {
-		b.Run(c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for i := 0; i < b.N; i++ {
-				if err := checkReply(c.data); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 	}
 }
 
@@ -705,17 +617,17 @@ func TestCheckRoundTripsRandomValues(t *testing.T) {
 // timestamp: what becomes of it depends on what the program registered.
 func hasOtherExt(data []byte) bool {
 	for pos := 0; pos < len(data); {
-		h, ok := readHead(data, pos)
+		h, ok := scan.ReadHead(data, pos)
 		if !ok {
 			return true
 		}
-		if h.kind == vExt && h.ext != -1 {
+		if h.Kind == scan.Ext && h.Ext != -1 {
 			return true
 		}
-		if h.kind == vArray || h.kind == vMap {
-			pos += h.size
+		if h.Kind == scan.Array || h.Kind == scan.Map {
+			pos += h.Size
 		} else {
-			pos = h.end(pos)
+			pos = h.End(pos)
 		}
 	}
 	return false
@@ -747,13 +659,13 @@ func FuzzCheckThenDecode(f *testing.F) {
 		func() any { return new(map[any]int) }, func() any { return new(map[[2]int]any) },
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if end, err := skipObject(data, 0); err != nil || end != len(data) || hasOtherExt(data) {
+		if end, err := scan.Skip(data, 0); err != nil || end != len(data) || hasOtherExt(data) {
 			return // the frame decoder lets only one well-formed object through
 		}
 		for _, target := range targets {
 			v := target()
 			rv := reflect.ValueOf(v).Elem()
-			checked, err := checkArg(data, rv.Type())
+			checked, err := check.Arg(data, rv.Type())
 			if err != nil {
 				continue
 			}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/check"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -68,13 +69,13 @@ var decPool = sync.Pool{New: func() any {
 }}
 
 // decodeValue decodes one msgpack object into v, which must be a non-nil
-// pointer, under the protocol's rules (protocol.md section 3): checkArg
+// pointer, under the protocol's rules (protocol.md section 3): check.Arg
 // refuses what they refuse, with a message that says what and where, and the
 // library decodes the rest. A panic in the library (or in a type's own
 // decoder) becomes an error.
 func decodeValue(data []byte, v any) (err error) {
 	rv := reflect.ValueOf(v).Elem()
-	if data, err = checkArg(data, rv.Type()); err != nil {
+	if data, err = check.Arg(data, rv.Type()); err != nil {
 		return err
 	}
 	d := decPool.Get().(*decBuf)
@@ -83,7 +84,7 @@ func decodeValue(data []byte, v any) (err error) {
 	d.dec.SetMapDecoder(decodeMap) // ResetReader clears it
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("decoding %s: panic: %v", typeName(rv.Type()), r)
+			err = fmt.Errorf("decoding %s: panic: %v", check.TypeName(rv.Type()), r)
 			return // the decoder may be in any state: drop it
 		}
 		d.r.Reset(nil)
@@ -93,7 +94,7 @@ func decodeValue(data []byte, v any) (err error) {
 	// (*time.Time among them) follow other rules than the decoders of the
 	// same types inside a struct or a slice.
 	if err := d.dec.DecodeValue(rv); err != nil {
-		return fmt.Errorf("decoding %s: %w", typeName(rv.Type()), err)
+		return fmt.Errorf("decoding %s: %w", check.TypeName(rv.Type()), err)
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
 )
 
 // conn is one served connection. One goroutine reads (serveConn's, in
@@ -209,8 +211,8 @@ func (c *conn) notification(m *message) {
 	default:
 		return // unknown notifications are ignored
 	}
-	cur := cursor{b: m.params}
-	id, err := cur.msgid()
+	cur := scan.Cursor{B: m.params}
+	id, err := readMsgid(&cur)
 	if err != nil {
 		return // not a msgid: no call has it
 	}
@@ -228,8 +230,8 @@ func (c *conn) notification(m *message) {
 // bounds the memory a flood of pings can take). A token that is not a
 // non-negative integer is ignored, as a $cancel's msgid is.
 func (c *conn) pong(params []byte) {
-	cur := cursor{b: params}
-	token, ok := cur.uint()
+	cur := scan.Cursor{B: params}
+	token, ok := cur.Uint()
 	if !ok {
 		return
 	}

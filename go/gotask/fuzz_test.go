@@ -10,6 +10,8 @@ import (
 	"log"
 	"testing"
 	"time"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
 )
 
 // FuzzReadMessage feeds arbitrary streams to the frame reader and message
@@ -162,8 +164,8 @@ func FuzzServeConn(f *testing.F) {
 				break
 			}
 			if !authed {
-				cur := cursor{b: m.params}
-				if s, ok := cur.str(); !ok || s != "s" || m.typ != typeNotification || m.method != "$auth" {
+				cur := scan.Cursor{B: m.params}
+				if s, ok := cur.Str(); !ok || s != "s" || m.typ != typeNotification || m.method != "$auth" {
 					break
 				}
 				authed = true
@@ -173,8 +175,8 @@ func FuzzServeConn(f *testing.F) {
 				want[m.msgid]++
 				wantN++
 			}
-			cur := cursor{b: m.params}
-			if token, ok := cur.uint(); ok && m.typ == typeNotification && m.method == "$ping" {
+			cur := scan.Cursor{B: m.params}
+			if token, ok := cur.Uint(); ok && m.typ == typeNotification && m.method == "$ping" {
 				pongs[token]++
 				pongsN++
 			}
@@ -206,8 +208,8 @@ func FuzzServeConn(f *testing.F) {
 				continue
 			}
 			if err == nil && m.typ == typeNotification && m.method == "$pong" {
-				cur := cursor{b: m.params}
-				if token, ok := cur.uint(); !ok || pongs[token] == 0 {
+				cur := scan.Cursor{B: m.params}
+				if token, ok := cur.Uint(); !ok || pongs[token] == 0 {
 					t.Fatalf("$pong %x, to no $ping (or too often)", m.params)
 				} else {
 					pongs[token]--

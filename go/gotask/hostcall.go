@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"sync/atomic"
 	"time"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/check"
 )
 
 // ErrNoHost is returned by CallHost when no connection takes host calls: the
@@ -276,7 +278,7 @@ func (c *conn) encodeHostRequest(e *encBuf, msgid uint32, method string, arg any
 	if err != nil {
 		return fmt.Errorf("gotask: host call %s: the argument cannot be encoded: %w", method, err)
 	}
-	if err := checkReply(e.buf.Bytes()[start:end]); err != nil {
+	if err := check.Reply(e.buf.Bytes()[start:end]); err != nil {
 		return fmt.Errorf("gotask: host call %s: the argument cannot reach Python faithfully: %w", method, err)
 	}
 	if n, limit := e.buf.Len()-4, int(c.replyLimit.Load()); n > limit {

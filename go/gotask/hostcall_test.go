@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
 )
 
 // Host is a service whose methods make host calls.
@@ -337,9 +339,9 @@ func TestHostCallCancel(t *testing.T) {
 		t.Fatalf("cancelled call: %v, want context.Canceled", err)
 	}
 	m := c.next()
-	if cur := (cursor{b: m.params}); m.typ != typeNotification || m.method != "$cancel" {
+	if cur := (scan.Cursor{B: m.params}); m.typ != typeNotification || m.method != "$cancel" {
 		t.Fatalf("got %+v, want $cancel", m)
-	} else if id, err := cur.msgid(); err != nil || id != first.msgid {
+	} else if id, err := readMsgid(&cur); err != nil || id != first.msgid {
 		t.Fatalf("$cancel of %d, want %d", id, first.msgid)
 	}
 
@@ -558,8 +560,8 @@ func TestSidecarHostCalls(t *testing.T) {
 				return
 			}
 			if m.typ == typeNotification {
-				cur := cursor{b: m.params}
-				if id, err := cur.msgid(); m.method == "$cancel" && err == nil {
+				cur := scan.Cursor{B: m.params}
+				if id, err := readMsgid(&cur); m.method == "$cancel" && err == nil {
 					cancels <- id
 				}
 				continue

@@ -7,6 +7,8 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/check"
 )
 
 // HostLogOptions configure a HostLogHandler. The zero value (or nil) is
@@ -370,7 +372,7 @@ func encodeLog(e *encBuf, r logRecord, limit int) {
 		enc.EncodeString("message")
 		enc.EncodeString(r.message)
 		enc.EncodeString("time")
-		if r.time.IsZero() || !pyTime(r.time) {
+		if r.time.IsZero() || !check.PyTime(r.time) {
 			enc.EncodeNil()
 		} else {
 			enc.EncodeTime(r.time)
@@ -380,7 +382,7 @@ func encodeLog(e *encBuf, r logRecord, limit int) {
 			enc.EncodeNil()
 		} else {
 			encodeLogMap(e, r.attrs)
-			if checkReply(e.buf.Bytes()[start:]) != nil {
+			if check.Reply(e.buf.Bytes()[start:]) != nil {
 				// Only nesting deeper than Python decodes gets here: each
 				// value was checked alone.
 				r.attrs = nil
@@ -402,12 +404,6 @@ func encodeLog(e *encBuf, r logRecord, limit int) {
 			return // cannot happen: a limit is at least MinMaxFrameSize
 		}
 	}
-}
-
-// pyTime reports whether Python can hold t: years 1 to 9999.
-func pyTime(t time.Time) bool {
-	s := t.Unix()
-	return s >= minPySeconds && s <= maxPySeconds
 }
 
 func encodeLogMap(e *encBuf, m *logMap) {
@@ -438,7 +434,7 @@ func encodeLogMap(e *encBuf, m *logMap) {
 // could not hold it.
 func encodeRaw(e *encBuf, v any) {
 	start := e.buf.Len()
-	if tryEncode(e, v) == nil && checkReply(e.buf.Bytes()[start:]) == nil {
+	if tryEncode(e, v) == nil && check.Reply(e.buf.Bytes()[start:]) == nil {
 		return
 	}
 	e.buf.Truncate(start)

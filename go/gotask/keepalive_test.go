@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
 )
 
 // sendPing sends [2, "$ping", token], the token given as raw msgpack.
@@ -22,8 +24,8 @@ func (c *testClient) sendPing(token []byte) {
 func (c *testClient) wantPong(token uint64) {
 	c.t.Helper()
 	m := c.next()
-	cur := cursor{b: m.params}
-	if got, ok := cur.uint(); m.typ != typeNotification || m.method != "$pong" || !ok || got != token {
+	cur := scan.Cursor{B: m.params}
+	if got, ok := cur.Uint(); m.typ != typeNotification || m.method != "$pong" || !ok || got != token {
 		c.t.Fatalf("got %+v (params %x), want [2, \"$pong\", %d]", m, m.params, token)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
@@ -23,10 +24,6 @@ const MinMaxFrameSize = 1024
 
 // DefaultMaxInflight is the default bound on calls running at once on one connection.
 const DefaultMaxInflight = 1024
-
-// maxNesting bounds how deeply arrays and maps may nest in one payload, so that
-// hostile input cannot exhaust the stack of a recursive decoder.
-const maxNesting = 10000
 
 // Message types (protocol.md section 2).
 const (
@@ -192,23 +189,23 @@ type wireError struct {
 // parseMessage checks that payload is exactly one msgpack object of one of the
 // three message shapes and returns it decoded.
 func parseMessage(payload []byte) (*message, error) {
-	end, err := skipObject(payload, 0)
+	end, err := scan.Skip(payload, 0)
 	if err != nil {
-		return nil, err
+		return nil, protoErr(codeBadMsgpack, "%v", err)
 	}
 	if end != len(payload) {
 		return nil, protoErr(codeBadMsgpack, "%d bytes left over after the object", len(payload)-end)
 	}
 	// From here on payload is known to be one well-formed object.
-	c := cursor{b: payload}
-	n, ok := c.arrayLen()
+	c := scan.Cursor{B: payload}
+	n, ok := c.ArrayLen()
 	if !ok {
 		return nil, protoErr(codeBadMessage, "message is not an array")
 	}
 	if n == 0 {
 		return nil, protoErr(codeBadMessage, "message is an empty array")
 	}
-	t, ok := c.uint()
+	t, ok := c.Uint()
 	if !ok || t > typeNotification {
 		return nil, protoErr(codeBadMessage, "message type is not 0, 1 or 2")
 	}
@@ -218,13 +215,13 @@ func parseMessage(payload []byte) (*message, error) {
 		if n != 4 && n != 5 {
 			return nil, protoErr(codeBadMessage, "request has %d elements, want 4 or 5", n)
 		}
-		if m.msgid, err = c.msgid(); err != nil {
+		if m.msgid, err = readMsgid(&c); err != nil {
 			return nil, err
 		}
-		if m.method, ok = c.str(); !ok {
+		if m.method, ok = c.Str(); !ok {
 			return nil, protoErr(codeBadMessage, "method is not a string")
 		}
-		m.params = c.raw()
+		m.params = c.Raw()
 		if n == 5 {
 			if err := m.parseMeta(&c); err != nil {
 				return nil, err
@@ -234,71 +231,80 @@ func parseMessage(payload []byte) (*message, error) {
 		if n != 4 {
 			return nil, protoErr(codeBadMessage, "response has %d elements, want 4", n)
 		}
-		if m.msgid, err = c.msgid(); err != nil {
+		if m.msgid, err = readMsgid(&c); err != nil {
 			return nil, err
 		}
 		if m.errMap, err = parseErrorMap(&c); err != nil {
 			return nil, err
 		}
-		m.result = c.raw()
+		m.result = c.Raw()
 	case typeNotification:
 		if n != 3 {
 			return nil, protoErr(codeBadMessage, "notification has %d elements, want 3", n)
 		}
-		if m.method, ok = c.str(); !ok {
+		if m.method, ok = c.Str(); !ok {
 			return nil, protoErr(codeBadMessage, "method is not a string")
 		}
-		m.params = c.raw()
+		m.params = c.Raw()
 	}
 	return m, nil
 }
 
-func (m *message) parseMeta(c *cursor) error {
-	if c.nil() {
+// readMsgid reads a msgid: an unsigned 32-bit integer.
+func readMsgid(c *scan.Cursor) (uint32, error) {
+	u, ok := c.Uint()
+	if !ok || u > math.MaxUint32 {
+		return 0, protoErr(codeBadMessage, "msgid is not an unsigned 32-bit integer")
+	}
+	return uint32(u), nil
+}
+
+func (m *message) parseMeta(c *scan.Cursor) error {
+	if c.Nil() {
 		return nil
 	}
-	start := c.p
-	n, ok := c.mapLen()
+	start := c.P
+	n, ok := c.MapLen()
 	if !ok {
 		return protoErr(codeBadMessage, "meta is neither a map nor nil")
 	}
 	for i := 0; i < n; i++ {
-		key, isStr := c.str()
+		key, isStr := c.Str()
 		if !isStr {
-			c.raw() // keys other than strings are ignored, like unknown keys
-			c.raw()
+			c.Raw() // keys other than strings are ignored, like unknown keys
+			c.Raw()
 			continue
 		}
 		if key != "timeout" {
-			c.raw()
+			c.Raw()
 			continue
 		}
 		// A timeout that is not a number, or is NaN, is ignored like an unknown key.
-		if f, ok := c.number(); !ok {
-			c.raw()
+		if f, ok := c.Number(); !ok {
+			c.Raw()
 		} else if !math.IsNaN(f) {
 			m.timeout, m.hasTimeout = f, true
 		}
 	}
-	m.meta = c.b[start:c.p]
+	m.meta = c.B[start:c.P]
 	return nil
 }
 
-func parseErrorMap(c *cursor) (*wireError, error) {
-	if c.nil() {
+func parseErrorMap(c *scan.Cursor) (*wireError, error) {
+	if c.Nil() {
 		return nil, nil
 	}
-	n, ok := c.mapLen()
+	n, ok := c.MapLen()
 	if !ok {
 		return nil, protoErr(codeBadMessage, "error is neither a map nor nil")
 	}
 	var e wireError
 	var hasType, hasMessage bool
 	for i := 0; i < n; i++ {
-		key, isStr := c.str()
+		key, isStr := c.Str()
 		if !isStr {
-			c.raw()
-			c.raw()
+			c.Raw()
+			c.Raw()
 			continue
 		}
 		var dst *string
@@ -310,13 +316,13 @@ func parseErrorMap(c *cursor) (*wireError, error) {
 		case "stack":
 			dst = &e.Stack
 		default:
-			c.raw()
+			c.Raw()
 			continue
 		}
-		s, ok := c.str()
+		s, ok := c.Str()
 		if !ok {
 			if key == "stack" {
-				c.raw()
+				c.Raw()
 				continue
 			}
 			return nil, protoErr(codeBadMessage, "error %s is not a string", key)
@@ -345,20 +351,20 @@ func helloFrameLimit(params []byte) (limit uint32, ok bool) {
 // capped at maxHostCallsCap: 0 when it has none, or one that is not an
 // unsigned integer (the key is then ignored, like an unknown one).
 func helloHostCalls(params []byte) int {
-	c := cursor{b: params}
-	n, ok := c.mapLen()
+	c := scan.Cursor{B: params}
+	n, ok := c.MapLen()
 	if !ok {
 		return 0
 	}
 	for i := 0; i < n; i++ {
-		if key, ok := c.str(); !ok || key != "max_host_calls" {
+		if key, ok := c.Str(); !ok || key != "max_host_calls" {
 			if !ok {
-				c.raw()
+				c.Raw()
 			}
-			c.raw()
+			c.Raw()
 			continue
 		}
-		if v, ok := c.uint(); ok {
+		if v, ok := c.Uint(); ok {
 			return int(min(v, maxHostCallsCap))
 		}
 		return 0
@@ -369,20 +375,20 @@ func helloHostCalls(params []byte) int {
 // helloPing reports whether a client's $hello params announce "ping": true,
 // that the client answers a $ping. Any other value counts as no.
 func helloPing(params []byte) bool {
-	c := cursor{b: params}
-	n, ok := c.mapLen()
+	c := scan.Cursor{B: params}
+	n, ok := c.MapLen()
 	if !ok {
 		return false
 	}
 	for i := 0; i < n; i++ {
-		if key, ok := c.str(); !ok || key != "ping" {
+		if key, ok := c.Str(); !ok || key != "ping" {
 			if !ok {
-				c.raw()
+				c.Raw()
 			}
-			c.raw()
+			c.Raw()
 			continue
 		}
-		return c.b[c.p] == msgpcode.True
+		return c.B[c.P] == msgpcode.True
 	}
 	return false
 }

@@ -3,6 +3,9 @@ package gotask
 import (
 	"fmt"
 	"unicode/utf8"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/check"
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
 )
 
 // reply encodes a response and queues it for the writer. Every request gets
@@ -22,7 +25,7 @@ func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
 		} else if n := e.buf.Len() - 4; n > limit {
 			// The client would refuse the frame and lose every call on the connection with it.
 			werr = &wireError{Type: "too_large", Message: fmt.Sprintf("the reply is %d bytes; the client's frame limit is %d (max_frame_size)", n, limit)}
-		} else if err := checkReply(responseResult(e.buf.Bytes()[4:])); err != nil {
+		} else if err := check.Reply(responseResult(e.buf.Bytes()[4:])); err != nil {
 			werr = &wireError{Type: "bad_reply", Message: "the reply cannot reach Python faithfully: " + err.Error()}
 		} else {
 			c.send(e)
@@ -36,12 +39,12 @@ func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
 // responseResult returns the result of an encoded successful response
 // [1, msgid, nil, result].
 func responseResult(payload []byte) []byte {
-	c := cursor{b: payload}
-	c.arrayLen()
-	c.uint()
-	c.uint()
-	c.nil()
-	return c.b[c.p:]
+	c := scan.Cursor{B: payload}
+	c.ArrayLen()
+	c.Uint()
+	c.Uint()
+	c.Nil()
+	return c.B[c.P:]
 }
 
 // sendNow frames e and queues it for the writer without waiting for room in

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
 )
 
 const (
@@ -152,10 +154,10 @@ func expectClosed(t *testing.T, conn net.Conn, d time.Duration, what string) str
 		switch {
 		case err == nil:
 			m, perr := parseMessage(payload)
-			cur := cursor{b: m.params}
+			cur := scan.Cursor{B: m.params}
 			text, isStr := "", false
 			if perr == nil {
-				text, isStr = cur.str()
+				text, isStr = cur.Str()
 			}
 			if perr != nil || m.typ != typeNotification || m.method != "$refused" || !isStr || reason != "" {
 				t.Fatalf("%s: the server sent %+v (%v) instead of closing", what, m, perr)

@@ -344,22 +344,6 @@ func TestReadFrameCleanEOF(t *testing.T) {
 	}
 }
 
-func TestNestingLimit(t *testing.T) {
-	deep := bytes.Repeat([]byte{0x91}, maxNesting+10)
-	deep = append(deep, 0xc0)
-	if _, err := skipObject(deep, 0); errorCode(err) != codeBadMsgpack {
-		t.Fatalf("deep nesting: %v", err)
-	}
-	ok := append(bytes.Repeat([]byte{0x91}, 100), 0xc0)
-	if end, err := skipObject(ok, 0); err != nil || end != len(ok) {
-		t.Fatalf("moderate nesting: %d, %v", end, err)
-	}
-	// A huge declared length in a tiny payload fails fast, without allocating.
-	if _, err := skipObject([]byte{0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0}, 0); errorCode(err) != codeBadMsgpack {
-		t.Fatalf("huge array: %v", err)
-	}
-}
-
 func TestDecodeStrictness(t *testing.T) {
 	var s string
 	if err := decodeValue([]byte{0xc4, 0x01, 'x'}, &s); err == nil {

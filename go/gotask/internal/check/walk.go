@@ -1,6 +1,10 @@
-package gotask
+package check
 
-import "time"
+import (
+	"time"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
+)
 
 // walkRules chooses what walkValue refuses.
 type walkRules uint8
@@ -36,36 +40,36 @@ func walkValue(b []byte, pos int, rules walkRules, typ string) (int, *pathError)
 	var buf [16]walkFrame
 	stack := buf[:0]
 	for {
-		h, ok := readHead(b, pos)
+		h, ok := scan.ReadHead(b, pos)
 		if !ok {
 			return 0, walkError(malformed(), stack, b)
 		}
 		if n := len(stack); n > 0 && stack[n-1].isMap && stack[n-1].i%2 == 0 {
 			stack[n-1].keyPos = pos
 			switch {
-			case rules == argRules && (h.kind == vArray || h.kind == vMap || h.kind == vBin):
+			case rules == argRules && (h.Kind == scan.Array || h.Kind == scan.Map || h.Kind == scan.Bin):
 				return 0, walkError(refuse("expected a map key Go can hash for %s, got %s", typ, describe(b, pos, &h)), stack, b)
-			case rules == replyRules && (h.kind == vArray || h.kind == vMap):
+			case rules == replyRules && (h.Kind == scan.Array || h.Kind == scan.Map):
 				return 0, walkError(refuse("a map key is %s; the Python client cannot use it as a dict key", withArticle(describe(b, pos, &h))), stack, b)
 			}
 		}
-		switch h.kind {
-		case vArray, vMap:
+		switch h.Kind {
+		case scan.Array, scan.Map:
 			if rules == replyRules && len(stack) >= maxReplyNesting {
 				return 0, walkError(refuse("arrays and maps nest deeper than %d levels; the Python client cannot decode that", maxReplyNesting), stack, b)
 			}
-			pos += h.size
-			n := h.n
-			if h.kind == vMap {
+			pos += h.Size
+			n := h.N
+			if h.Kind == scan.Map {
 				n *= 2
 			}
 			if n > 0 {
-				stack = append(stack, walkFrame{isMap: h.kind == vMap, n: n})
+				stack = append(stack, walkFrame{isMap: h.Kind == scan.Map, n: n})
 				continue
 			}
-		case vExt:
-			if h.ext == timestampExt {
-				sec, nsec, ok := timestamp(b[pos+h.size : h.end(pos)])
+		case scan.Ext:
+			if h.Ext == timestampExt {
+				sec, nsec, ok := timestamp(h.Data(b, pos))
 				switch {
 				case rules == argRules && !ok:
 					return 0, walkError(refuse("expected a valid timestamp for %s, got %s", typ, describe(b, pos, &h)), stack, b)
@@ -74,9 +78,9 @@ func walkValue(b []byte, pos int, rules walkRules, typ string) (int, *pathError)
 					return 0, walkError(refuse("time %s is outside years 1-9999", t), stack, b)
 				}
 			}
-			pos = h.end(pos)
+			pos = h.End(pos)
 		default:
-			pos = h.end(pos)
+			pos = h.End(pos)
 		}
 		// The object is done: move on in its container, closing the finished ones.
 		for {
@@ -106,14 +110,14 @@ func walkError(e *pathError, stack []walkFrame, b []byte) *pathError {
 	return e
 }
 
-// checkReply scans result, one encoded msgpack object (a reply), for what the
+// Reply scans result, one encoded msgpack object (a reply), for what the
 // Python client cannot represent: a timestamp outside years 1-9999 (UTC), a
 // map key that is an array or a map (dict keys must be hashable, and the
 // client decodes those as list and dict), and arrays and maps nested deeper
 // than its decoder goes. The error says what and where, such as
 // "[3].when: time 12000-01-01T00:00:00Z is outside years 1-9999". It reads
 // only headers: a large bin or str costs the same as a small one.
-func checkReply(result []byte) error {
+func Reply(result []byte) error {
 	if _, err := walkValue(result, 0, replyRules, ""); err != nil {
 		return err
 	}
