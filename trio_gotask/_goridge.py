@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final, final
 
 from ._errors import ProtocolError
-from ._protocol import Call, CallTable, Event, decoder_failed
+from ._protocol import Call, CallTable, Event
 
 EMPTY: Final = 2
 RAW: Final = 4
@@ -189,8 +189,8 @@ class GoridgeProtocol(CallTable):
     def __init__(self, *, max_frame_size: int, max_inflight: int) -> None:
         self.max_request: Final = max_frame_size
         self.max_inflight: Final = max_inflight
-        super().__init__()
         self._decoder = FrameDecoder(max_frame_size)
+        super().__init__(self._decoder)
         self._replies = Replies()
         self._last_seq = -1
         self._outgoing: list[tuple[Call, bytes]] = []
@@ -228,20 +228,6 @@ class GoridgeProtocol(CallTable):
             call.sent = True
             out += data
         return [out] if out else []
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        try:
-            self._decoder.receive_data(data)
-        except Exception as exc:
-            raise decoder_failed(exc) from exc
-
-    def receive_eof(self) -> None:
-        try:
-            self._decoder.receive_eof()
-        except ProtocolError:
-            raise
-        except Exception as exc:
-            raise decoder_failed(exc) from exc
 
     @property
     def read_size(self) -> int:

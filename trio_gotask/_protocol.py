@@ -15,7 +15,7 @@ The greeting that opens a connection is here too: `greeting` is what the client 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 from ._errors import ProtocolError
 from ._wire import (
@@ -229,13 +229,23 @@ _Frame = tuple[Call | None, bytes, "bytes | memoryview", bytes]
 header (and the head of the payload), the body, and the tail of the payload (often empty)."""
 
 
+class FrameInput(Protocol):
+    """What a format's frame decoder takes in: bytes as they arrive, and the end of the stream."""
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def receive_eof(self) -> None: ...
+
+
 class CallTable:
     """What the protocols of both wire formats share (`ClientProtocol`, and `GoridgeProtocol` for
-    GoTask's): the calls in flight by msgid, giving up on one, the end, and how a bad frame met
-    after good ones is reported. A subclass decodes (`_decode`) and says how to cancel (`_cancel`).
+    GoTask's): the calls in flight by msgid, bytes in, giving up on one, the end, and how a bad
+    frame met after good ones is reported. A subclass gives its frame decoder (``frames``), reads
+    frames from it (`_decode`) and says how to cancel (`_cancel`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, frames: FrameInput) -> None:
+        self._frames = frames
         self._calls: dict[int, Call] = {}
         self.closed = False
         self._error: ProtocolError | None = None
@@ -262,6 +272,22 @@ class CallTable:
             return True
         self._cancel(call)
         return False
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Take bytes received; `events` says what they complete."""
+        try:
+            self._frames.receive_data(data)
+        except Exception as exc:
+            raise decoder_failed(exc) from exc
+
+    def receive_eof(self) -> None:
+        """The stream ended: raise `ProtocolError` (``truncated``) if it ended inside a frame."""
+        try:
+            self._frames.receive_eof()
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            raise decoder_failed(exc) from exc
 
     def _cancel(self, call: Call) -> None:
         """Tell the peer that ``call``, sent, was given up on (nothing, if the format cannot)."""
@@ -353,9 +379,9 @@ class ClientProtocol(CallTable):
         """The largest request payload the sidecar accepts (and this client will send)."""
         self.max_inflight: Final = min(max_inflight, peer.max_inflight)
         """How many calls may be in flight at once."""
-        super().__init__()
-        self._encoder = Encoder()
         self._decoder = Decoder(max_frame_size)
+        super().__init__(self._decoder)
+        self._encoder = Encoder()
         self._decoder.receive_data(initial_data)
         self._last_msgid = MAX_MSGID
         self._outgoing: list[_Frame] = []
@@ -463,21 +489,6 @@ class ClientProtocol(CallTable):
         return chunks
 
     # -- receiving ------------------------------------------------------------------------------
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        try:
-            self._decoder.receive_data(data)
-        except Exception as exc:
-            raise decoder_failed(exc) from exc
-
-    def receive_eof(self) -> None:
-        """The stream ended: raise `ProtocolError` (``truncated``) if it ended inside a frame."""
-        try:
-            self._decoder.receive_eof()
-        except ProtocolError:
-            raise
-        except Exception as exc:
-            raise decoder_failed(exc) from exc
 
     @property
     def read_size(self) -> int:
