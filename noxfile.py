@@ -20,7 +20,18 @@ GO_EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/go.mod"))
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 DEFAULT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
-nox.options.sessions = ["go", "lint", "typing", "tests", "compiled", "plugin", "docs", "fuzz", "pythons"]
+nox.options.sessions = [
+    "go",
+    "lint",
+    "typing",
+    "tests",
+    "compiled",
+    "plugin",
+    "install",
+    "docs",
+    "fuzz",
+    "pythons",
+]
 nox.options.default_venv_backend = "venv"
 # A missing interpreter is reported as skipped by nox; the default one is checked below.
 nox.options.error_on_missing_interpreters = False
@@ -260,6 +271,50 @@ def plugin(session: nox.Session) -> None:
         session.chdir(project)
         # Its sidecar's builds go with the folder, not into the user's cache.
         session.run("pytest", env={"GOTASK_CACHE_DIR": str(Path(tmp) / "cache")})
+
+
+@nox.session(python=False)
+def install(session: nox.Session) -> None:
+    """From `pip install` to a working sidecar, as a new user goes, outside the repository.
+
+    A wheel is built, installed into a fresh venv in a temporary folder (not this session's), and
+    used there exactly as docs/getting-started.md says: `trio-gotask new hello` writes a sidecar
+    module wired to the Go library the wheel carries; `go vet`, `go build` and `go list` (what
+    gopls loads) pass in it; a Trio program calls it through `open_gotask("hello")`, which builds
+    it with nothing but the Go module proxy; `trio-gotask call` calls it from the shell."""
+    with tempfile.TemporaryDirectory(prefix="trio-gotask-install-") as tmp:
+        home = Path(tmp)
+        wheels = home / "wheels"
+        session.run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT))
+        (wheel,) = wheels.glob("*.whl")
+        venv = home / "venv"
+        session.run(sys.executable, "-m", "venv", str(venv))
+        python = str(venv / "bin" / "python")
+        session.run(python, "-m", "pip", "install", "-q", str(wheel))
+        work = home / "work"
+        work.mkdir()
+        session.chdir(work)
+        # Nothing from this repository: no GOTASK_GO_LIBRARY, and builds cached in the folder.
+        env = {"GOTASK_GO_LIBRARY": None, "GOTASK_CACHE_DIR": str(home / "cache"), "PYTHONPATH": None}
+        session.run(str(venv / "bin" / "trio-gotask"), "new", "hello", env=env)
+        go_mod = (work / "hello" / "go.mod").read_text()
+        if str(venv) not in go_mod:
+            session.error(f"hello/go.mod does not use the Go library in the installed wheel:\n{go_mod}")
+        session.chdir(work / "hello")
+        session.run("go", "vet", "./...", external=True, env=env)
+        session.run("go", "build", "-o", os.devnull, ".", external=True, env=env)
+        session.run("go", "list", "-deps", "-test", "./...", external=True, env=env, silent=True)
+        session.chdir(work)
+        program = (
+            "import trio\n"
+            "from trio_gotask import open_gotask\n"
+            "async def main():\n"
+            '    async with open_gotask("hello") as gt:\n'
+            '        assert await gt.call("App.Hello", "world") == {"hello": "world"}\n'
+            "trio.run(main)\n"
+        )
+        session.run(python, "-c", program, env=env)
+        session.run(str(venv / "bin" / "trio-gotask"), "call", "hello", "App.Hello", '"again"', env=env)
 
 
 @nox.session(python=DEFAULT_PYTHON)

@@ -23,9 +23,11 @@ from standalone import standalone
 from timing import HANG
 
 import trio_gotask
+from trio_gotask import open_gotask
 from trio_gotask._cli import main
 from trio_gotask._cli._common import from_json, to_json
 from trio_gotask._cli.call import Target, classify_target
+from trio_gotask._cli.new import module_name
 from trio_gotask._golib import (
     LIBRARY_MODULE,
     MIN_GO,
@@ -256,13 +258,16 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, 
 
 def test_help_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     helps = {
-        command: run_main(capsys, *command, "--help") for command in [(), ("call",), ("doctor",), ("bench",)]
+        command: run_main(capsys, *command, "--help")
+        for command in [(), ("call",), ("doctor",), ("bench",), ("new",)]
     }
     for status, out, _ in helps.values():
         assert status == 0
         assert "exit status:" in out
-    top, call, doctor, bench = (out for _, out, _ in helps.values())
-    assert all(name in top for name in ("call", "doctor", "bench"))
+    top, call, doctor, bench, new = (out for _, out, _ in helps.values())
+    assert all(name in top for name in ("call", "doctor", "bench", "new"))
+    assert "--module" in new
+    assert "--go-library" in new
     for option in (
         "TARGET",
         "METHOD",
@@ -362,9 +367,13 @@ def test_probe_module_uses_the_library() -> None:
     assert ("github.com/vmihailenco/msgpack/v5", "v5.4.1") in requires
     if PACKAGE_PARENT == ROOT:  # a source tree: the library is found beside the package
         assert find_library(None) == LIBRARY
-    else:  # a wheel, which carries no Go
-        with pytest.raises(LibraryMissing, match="a wheel carries the Python side only"):
-            find_library(None)
+    else:  # a wheel, which carries the library's source
+        carried = PACKAGE_PARENT / "trio_gotask" / "go"
+        assert find_library(None) == carried
+        assert (carried / "gotask" / "server.go").read_text() == (
+            LIBRARY / "gotask" / "server.go"
+        ).read_text()
+        assert not list(carried.rglob("*_test.go"))
     library = find_library(str(LIBRARY))
     files = probe_module(library)
     assert f"replace {LIBRARY_MODULE} => {library}\n" in files["go.mod"]
@@ -373,6 +382,42 @@ def test_probe_module_uses_the_library() -> None:
     assert find_library(str(ROOT)) == library  # a clone's root will do
     with pytest.raises(LibraryMissing, match=r"holds no go\.mod"):
         find_library(str(ROOT / "docs"))
+
+
+async def test_new_writes_a_sidecar_module_that_builds_and_answers(tmp_path: Path) -> None:
+    hello = tmp_path / "my hello"
+    wrote = await cli("new", str(hello))
+    assert wrote.returncode == 0, wrote.stderr
+    assert 'async with open_gotask("' in wrote.stdout.decode()
+    assert sorted(p.name for p in hello.iterdir()) == ["go.mod", "go.sum", "main.go"]
+    go_mod = (hello / "go.mod").read_text()
+    assert go_mod.startswith("module my-hello\n")
+    assert f"replace {LIBRARY_MODULE} => " in go_mod
+    for command in (["go", "vet", "./..."], ["gofmt", "-l", "."], ["go", "list", "-deps", "-test", "./..."]):
+        done = await trio.run_process(
+            command, cwd=hello, capture_stdout=True, capture_stderr=True, check=False
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        assert command[0] != "gofmt" or done.stdout == b""
+    async with open_gotask(hello) as gt:
+        assert await gt.call("App.Hello", "world") == {"hello": "world"}
+
+    again, elsewhere, bad = await cli_all(
+        ["new", str(hello)], ["new", str(tmp_path)], ["new", str(tmp_path / "x"), "--module", "no spaces"]
+    )
+    assert again.status == 1
+    assert f"go mod edit -require={LIBRARY_MODULE}@v0.0.0 -replace={LIBRARY_MODULE}=" in again.err
+    assert elsewhere.status == 1
+    assert "is not empty" in elsewhere.err
+    assert bad.status == 2
+    assert "'no spaces' is not a Go module path" in bad.err
+
+
+def test_module_names_from_folders() -> None:
+    assert module_name(Path("/a/hello")) == "hello"
+    assert module_name(Path("/a/my sidecar!")) == "my-sidecar"
+    assert module_name(Path("/a/_x")) == "x"
+    assert module_name(Path("/a/~~")) == "sidecar"
 
 
 def test_go_mod_forms() -> None:

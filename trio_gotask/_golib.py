@@ -72,8 +72,9 @@ class LibraryMissing(Exception):
 
 def find_library(explicit: str | None) -> Path:
     """The folder of the Go library (the module `LIBRARY_MODULE`): ``explicit`` (a clone's ``go``
-    folder, or the clone itself), else ``$GOTASK_GO_LIBRARY``, else the ``go`` folder beside this
-    package in a source checkout. A wheel carries the Python side only: raises `LibraryMissing`."""
+    folder, or the clone itself), else ``$GOTASK_GO_LIBRARY``, else the copy a wheel carries
+    (``trio_gotask/go``), else the ``go`` folder beside this package in a source checkout or an
+    editable install. Raises `LibraryMissing`, which says what to do, when none holds it."""
     named = explicit or os.environ.get(LIBRARY_ENV)
     if named:
         folder = Path(named).expanduser().resolve()
@@ -83,16 +84,17 @@ def find_library(explicit: str | None) -> Path:
         source = "--go-library" if explicit else LIBRARY_ENV
         raise LibraryMissing(
             f"{source} names {str(folder)!r}, which holds no go.mod of the module {LIBRARY_MODULE}",
-            f"point {source} at the go folder of a clone of {CLONE_URL}",
+            f"point {source} at the go folder of a clone of {CLONE_URL}, or unset it to use the "
+            "library this package carries",
         )
-    beside = Path(__file__).resolve().parent.parent / "go"
-    if _library_module(beside) == LIBRARY_MODULE:
-        return beside
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "go", package.parent / "go"):
+        if _library_module(candidate) == LIBRARY_MODULE:
+            return candidate
     raise LibraryMissing(
-        f"the Go library ({LIBRARY_MODULE}) is not beside this installed package: "
-        "a wheel carries the Python side only",
-        f"clone {CLONE_URL} and pass its go folder: --go-library trio-gotask/go (or set {LIBRARY_ENV}); "
-        "your own sidecars need it too, through a replace line in their go.mod",
+        f"the Go library ({LIBRARY_MODULE}) is neither in this installed package nor beside it",
+        f"reinstall trio-gotask from a wheel (it carries the library), or clone {CLONE_URL} and "
+        f"pass its go folder: --go-library trio-gotask/go (or set {LIBRARY_ENV})",
     )
 
 
@@ -130,12 +132,14 @@ def go_mod_requirements(text: str) -> tuple[str, list[tuple[str, str]]]:
     return version, requires
 
 
-def probe_module(library: Path) -> dict[str, str]:
-    """The files of the probe sidecar's module, which uses ``library`` through a replace line."""
+def module_files(library: Path, module: str) -> dict[str, str]:
+    """The go.mod and go.sum of a sidecar module named ``module`` that uses the Go library in
+    ``library`` through a replace line: the library's own requirements are listed (indirect) and
+    its go.sum copied, so that the module builds, vets and loads in gopls as it is."""
     version, requires = go_mod_requirements((library / "go.mod").read_text())
-    lines = [f"\t{LIBRARY_MODULE} v0.0.0"] + [f"\t{module} {v} // indirect" for module, v in requires]
+    lines = [f"\t{LIBRARY_MODULE} v0.0.0"] + [f"\t{name} {v} // indirect" for name, v in requires]
     go_mod = (
-        f"module {PROBE_NAME}\n\ngo {version or '.'.join(map(str, MIN_GO))}\n\n"
+        f"module {module}\n\ngo {version or '.'.join(map(str, MIN_GO))}\n\n"
         + "require (\n"
         + "\n".join(lines)
         + f"\n)\n\nreplace {LIBRARY_MODULE} => {_go_mod_path(library)}\n"
@@ -144,7 +148,12 @@ def probe_module(library: Path) -> dict[str, str]:
         go_sum = (library / "go.sum").read_text()
     except FileNotFoundError:
         go_sum = ""
-    return {"main.go": _PROBE_MAIN, "go.mod": go_mod, "go.sum": go_sum}
+    return {"go.mod": go_mod, "go.sum": go_sum}
+
+
+def probe_module(library: Path) -> dict[str, str]:
+    """The files of the probe sidecar's module, which uses ``library`` through a replace line."""
+    return {"main.go": _PROBE_MAIN, **module_files(library, PROBE_NAME)}
 
 
 def _go_mod_path(path: Path) -> str:

@@ -1,7 +1,8 @@
 """The command line, ``trio-gotask`` or ``python -m trio_gotask`` (docs/cli.md).
 
-``call`` calls one method of a sidecar and prints the result as JSON, ``doctor`` checks that this
-machine can build and run sidecars, ``bench`` measures calls on each transport. Exit status: 0
+``new`` writes a sidecar module, ``call`` calls one method of a sidecar and prints the result as
+JSON, ``doctor`` checks that this machine can build and run sidecars, ``bench`` measures calls on
+each transport. Exit status: 0
 done, 1 the call or a check failed, 2 the command line is wrong, 3 the sidecar could not be
 started or reached (or stopped serving), 130 interrupted.
 """
@@ -18,6 +19,7 @@ from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, TOP_EXIT_STATUS_
 from .bench import add_bench
 from .call import add_call
 from .doctor import add_doctor
+from .new import add_new
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "trio-gotask") -> int:
@@ -60,13 +62,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Call Go sidecars from the shell, check a machine, measure calls.",
+        description="Write Go sidecars, call them from the shell, check a machine, measure calls.",
         epilog=f"Run '{prog} COMMAND --help' for a command's options. Documentation: docs/cli.md.\n\n"
         + TOP_EXIT_STATUS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    add_new(commands, common)
     add_call(commands, common)
     add_doctor(commands, common)
     add_bench(commands, common)

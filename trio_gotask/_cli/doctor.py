@@ -46,9 +46,9 @@ def add_doctor(commands: Any, common: argparse.ArgumentParser) -> None:
         "Find Go, build a small sidecar with the Go library, and call it over each transport "
         "(unix, tcp, pipe); print the versions in use and what to fix.",
         """\
-The Go library comes from --go-library, else $GOTASK_GO_LIBRARY, else the go folder beside this
-package (a clone of the repository, or an editable install of one). A wheel carries the Python
-side only: doctor says so and what to do. Go is $GOTASK_GO, else go on PATH.
+The Go library comes from --go-library, else $GOTASK_GO_LIBRARY, else the copy this package
+carries, else the go folder beside it (a clone of the repository, or an editable install of one).
+Go is $GOTASK_GO, else go on PATH.
 
 exit status:
   0    every check passed

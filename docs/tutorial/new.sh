@@ -1,0 +1,1 @@
+trio-gotask new greeter
