@@ -13,6 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
+from timing import HANG
+
+from trio_gotask._build import build_sidecar
 
 pytestmark = pytest.mark.slow  # the examples, each with its own sidecar built: the newest Python only
 
@@ -103,6 +107,49 @@ def test_postgres_example(postgres: str) -> None:
     assert (
         "DB.Report: PostgreSQL stopped the query: ERROR: canceling statement due to user request (SQLSTATE 57014)"
         in done.stderr
+    )
+
+
+@pytest.fixture
+def mongodb(tmp_path: Path) -> Iterator[str]:
+    """A MongoDB-wire server of its own: FerretDB with its SQLite backend in a temporary folder,
+    built from examples/mongodb/ferretdb (through the build cache, like a sidecar); yields its URI.
+    It stops when its standard input closes."""
+    binary = trio.run(build_sidecar, EXAMPLES / "mongodb" / "ferretdb")
+    server = subprocess.Popen(
+        [binary, "-data", str(tmp_path / "data")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        uri = server.stdout.readline().strip()  # printed once it accepts connections
+        assert uri.startswith("mongodb://"), server.communicate(timeout=HANG)[1]
+        yield uri
+    finally:
+        server.communicate(timeout=HANG)  # closes its stdin, waits for it, reaps it
+        assert server.returncode == 0
+
+
+def test_mongodb_example(mongodb: str) -> None:
+    done = run_example(EXAMPLES / "mongodb" / "shop.py", env={"MONGODB_URI": mongodb})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "50 callers inserted 1000 orders and read each back by _id: 0 differences"
+    assert lines[2] == "revenue by status: new 835.00 EUR, paid 4162.50 EUR, shipped 11655.00 EUR"
+    assert lines[3] == "orders of 30 EUR or more to Lyon: 83"
+    assert lines[4] == "latest new order: #999, placed 2026-01-26 16:03 UTC"
+    assert lines[5:] == [
+        "waiting for #999 to ship was given up on: True",
+        "and once shipped, a waiter sees it: #999 is shipped",
+    ]
+    # The timeout ended the Go method's context, which stopped asking: by the deadline the call
+    # carried, or by the client's $cancel, whichever Go saw first.
+    assert re.search(
+        r"Mongo\.WaitFor: the caller gave up after \d+\.\d s: context (deadline exceeded|canceled)",
+        done.stderr,
     )
 
 
