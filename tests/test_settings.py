@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any
 
 import pytest
@@ -90,6 +91,32 @@ def test_goridge_refuses_what_it_lacks() -> None:
         Goridge().check(secret="s", ssl_context=None, handlers={}, config=None)
     assert (Goridge.pool_size, Goridge.max_inflight) == (32, 1)
     assert not Goridge.takes_secret and Native.takes_secret
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["-max-frame-size", "100"], "args holds '-max-frame-size', a flag open_gotask sets itself"),
+        (["--max-frame-size=100"], "use max_frame_size=, which sets the limit of both sides"),
+        (["-v", "-address", ":6001"], "choose where it listens with transport="),
+        (["-listen-on-pipe"], "start the sidecar yourself and call connect_gotask"),
+    ],
+)
+async def test_args_holding_a_flag_the_launch_sets_are_refused_before_any_build(
+    args: list[str], says: str
+) -> None:
+    # A sidecar that does not exist: the refusal comes before building or starting anything.
+    with pytest.raises(ValueError, match=re.escape(says)):
+        async with open_gotask("/nonexistent/sidecar", args=args):
+            pass  # pragma: no cover
+
+
+def test_flags_after_a_double_dash_and_values_are_the_sidecars_own() -> None:
+    Native().check_args(["-db", "x", "--", "-max-frame-size", "7"])
+    Native().check_args(["-name=-address", "-max-frame-sizes"])
+    Goridge().check_args(["-max-frame-size", "7"])  # GoTask's sidecars have no such flag
+    with pytest.raises(ValueError, match="'-address=x'"):
+        Goridge().check_args(["-address=x"])
 
 
 @pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])

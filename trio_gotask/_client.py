@@ -273,6 +273,7 @@ async def open_gotask(
     if restart is not None and not isinstance(restart, RestartPolicy):
         raise TypeError(f"restart must be a RestartPolicy or None, not {restart!r}")
     speaks.check(handlers=handlers, config=config)
+    speaks.check_args(launch.command)
     command = await _resolve_command(sidecar)
     launch = dataclasses.replace(launch, command=[*command, *args], env={**os.environ, **launch.env})
     launcher = speaks.launcher(launch, settings.limits)

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
 from typing import ClassVar, Final, Literal, final
 
 import trio
@@ -131,6 +132,12 @@ class Launcher(abc.ABC):
     ) -> Connect: ...
 
 
+_WHERE: Final = (
+    "choose where it listens with transport= ('unix', 'tcp' or 'pipe'); to serve at an address of "
+    "your own, start the sidecar yourself and call connect_gotask"
+)
+
+
 class Dialect(abc.ABC):
     """One wire dialect: its name (the ``protocol=`` keyword's value), its defaults, what it
     lacks, and how to launch and reach its sidecars."""
@@ -144,6 +151,8 @@ class Dialect(abc.ABC):
     """Keyword arguments that mean nothing in this dialect; `check` refuses them."""
     takes_secret: ClassVar[bool]
     """Whether its sidecars can ask connections for a shared secret."""
+    sets_flags: ClassVar[Mapping[str, str]]
+    """The sidecar flags a launch sets itself, each with the keyword to use instead."""
 
     def check(self, **given: object) -> None:
         """Refuse the options in ``given`` that are set (not ``None``) but mean nothing here."""
@@ -153,6 +162,20 @@ class Dialect(abc.ABC):
 
     def lacking_message(self, lacking: Sequence[str]) -> str:
         return f"the {self.name} protocol has no {', '.join(lacking)}"
+
+    def check_args(self, args: Sequence[str]) -> None:
+        """Refuse, in a launched sidecar's ``args``, a flag the launch sets itself: given twice,
+        Go's flag package keeps the last, so the user's would be silently overridden, or would
+        break the launch."""
+        for arg in args:
+            if arg == "--":
+                return  # the flag package stops reading flags here
+            name = arg.lstrip("-").split("=", 1)[0] if arg.startswith("-") else ""
+            if name in self.sets_flags:
+                raise ValueError(
+                    f"args holds {arg!r}, a flag open_gotask sets itself when it starts the sidecar: "
+                    f"{self.sets_flags[name]}"
+                )
 
     @abc.abstractmethod
     def launcher(self, launch: LaunchSettings, limits: Limits) -> Launcher:
@@ -174,6 +197,13 @@ class Native(Dialect):
     pool_size = 1
     max_inflight = 1024
     takes_secret = True
+    sets_flags = MappingProxyType(
+        {
+            "address": _WHERE,
+            "listen-on-pipe": _WHERE,
+            "max-frame-size": "use max_frame_size=, which sets the limit of both sides",
+        }
+    )
 
     def launcher(self, launch: LaunchSettings, limits: Limits) -> Launcher:
         return NativeLauncher(launch, limits)
@@ -249,6 +279,7 @@ class Goridge(Dialect):
     max_inflight = 1
     lacks = ("secret", "ssl_context", "handlers", "config")
     takes_secret = False
+    sets_flags = MappingProxyType({"address": _WHERE, "listen-on-pipe": _WHERE})
 
     def lacking_message(self, lacking: Sequence[str]) -> str:
         return (

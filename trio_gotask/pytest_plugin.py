@@ -189,6 +189,7 @@ def _check_shared_options(scope: ProcessScope, options: dict[str, Any]) -> None:
         startup_timeout=options["startup_timeout"],
         grace=options["shutdown_grace"],
     )
+    Native().check_args(options["args"])
 
 
 @pytest.fixture
