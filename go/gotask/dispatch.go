@@ -22,11 +22,20 @@ func (s *Server) lookup(name string) (*service, *methodType, error) {
 		return nil, nil, fmt.Errorf("no service %q (method %q)", name[:dot], name)
 	}
 	svc := v.(*service)
-	mt := svc.method[name[dot+1:]]
-	if mt == nil {
-		return nil, nil, fmt.Errorf("service %q has no method %q", svc.name, name[dot+1:])
+	method := name[dot+1:]
+	mt := svc.method[method]
+	if mt != nil {
+		return svc, mt, nil
 	}
-	return svc, mt, nil
+	if why, ok := svc.skipped[method]; ok {
+		return nil, nil, fmt.Errorf("%s is not callable: Register skipped it, since it %s", name, why)
+	}
+	for other := range svc.method {
+		if strings.EqualFold(other, method) {
+			return nil, nil, fmt.Errorf("service %q has no method %q; did you mean %q? (names are case-sensitive)", svc.name, method, svc.name+"."+other)
+		}
+	}
+	return nil, nil, fmt.Errorf("service %q has no method %q", svc.name, method)
 }
 
 // callContext is the context of a call: the connection's, with the request's

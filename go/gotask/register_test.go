@@ -145,6 +145,18 @@ func TestRegisterSkipsHelpersAndSaysSo(t *testing.T) {
 	if got := logged.String(); !strings.Contains(got, want) || strings.Contains(got, "String") {
 		t.Errorf("log = %q, want one line containing %q and nothing about String", got, want)
 	}
+	// A call to a method Register skipped says why, not just "no method": a typo and a wrong
+	// shape need different fixes.
+	for name, want := range map[string]string{
+		"DB.Close":  `DB.Close is not callable: Register skipped it, since it takes 0 parameters; want func(args A, reply *R) error`,
+		"DB.get":    `service "DB" has no method "get"; did you mean "DB.Get"? (names are case-sensitive)`,
+		"DB.Put":    `service "DB" has no method "Put"`,
+		"DB.String": `service "DB" has no method "String"`, // no error result: not meant to be called
+	} {
+		if _, _, err := s.lookup(name); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s: %v, want %s", name, err, want)
+		}
+	}
 }
 
 func TestRegisterNameWithDots(t *testing.T) {

@@ -23,10 +23,11 @@ type methodType struct {
 }
 
 type service struct {
-	name   string
-	rcvr   reflect.Value
-	typ    reflect.Type
-	method map[string]*methodType
+	name    string
+	rcvr    reflect.Value
+	typ     reflect.Type
+	method  map[string]*methodType
+	skipped map[string]string // why each exported method returning an error was left out
 }
 
 // newService inspects rcvr. Like net/rpc it is lenient: exported methods of
@@ -52,14 +53,14 @@ func newService(rcvr any, name string, useName bool) (s *service, skipped []stri
 		return nil, nil, errors.New("gotask.RegisterName: the service name is empty")
 	}
 	s.name = sname
-	s.method, skipped = suitableMethods(s.typ, sname)
+	s.method, s.skipped, skipped = suitableMethods(s.typ, sname)
 	if len(s.method) == 0 {
 		msg := fmt.Sprintf("gotask.Register: type %s has no exported methods of suitable type (%s)", sname, wantShape)
 		if len(skipped) > 0 {
 			msg += "; skipped: " + strings.Join(skipped, "; ")
 		}
 		if s.typ.Kind() != reflect.Pointer {
-			if m, _ := suitableMethods(reflect.PointerTo(s.typ), sname); len(m) != 0 {
+			if m, _, _ := suitableMethods(reflect.PointerTo(s.typ), sname); len(m) != 0 {
 				msg += " (hint: pass a pointer to a value of that type)"
 			}
 		}
@@ -69,10 +70,11 @@ func newService(rcvr any, name string, useName bool) (s *service, skipped []stri
 }
 
 // suitableMethods returns the methods of typ that can be called, and a reason
-// for each exported method returning an error that cannot.
-func suitableMethods(typ reflect.Type, sname string) (map[string]*methodType, []string) {
-	methods := make(map[string]*methodType)
-	var skipped []string
+// for each exported method returning an error that cannot: by its name (why),
+// and as a sentence naming it (skipped, in the order of the methods).
+func suitableMethods(typ reflect.Type, sname string) (methods map[string]*methodType, why map[string]string, skipped []string) {
+	methods = make(map[string]*methodType)
+	why = make(map[string]string)
 	for i := 0; i < typ.NumMethod(); i++ {
 		m := typ.Method(i)
 		if !m.IsExported() {
@@ -83,13 +85,14 @@ func suitableMethods(typ reflect.Type, sname string) (map[string]*methodType, []
 		if err != nil {
 			// Only methods returning an error as their last result look meant to be called.
 			if mt.NumOut() > 0 && mt.Out(mt.NumOut()-1) == typeOfError {
+				why[m.Name] = err.Error()
 				skipped = append(skipped, fmt.Sprintf("%s.%s %v", sname, m.Name, err))
 			}
 			continue
 		}
 		methods[m.Name] = mtype
 	}
-	return methods, skipped
+	return methods, why, skipped
 }
 
 const wantShape = "want func(args A, reply *R) error or func(ctx context.Context, args A, reply *R) error"
