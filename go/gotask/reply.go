@@ -21,7 +21,7 @@ func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
 	limit := int(c.replyLimit.Load())
 	if werr == nil {
 		if err := encodeResponse(e, msgid, nil, result); err != nil {
-			werr = &wireError{Type: "bad_reply", Message: "the reply cannot be encoded: " + err.Error()}
+			werr = &wireError{Type: "bad_reply", Message: "the reply cannot be encoded: " + unencodableMessage(result, err)}
 		} else if n := e.buf.Len() - 4; n > limit {
 			// The client would refuse the frame and lose every call on the connection with it.
 			werr = &wireError{Type: "too_large", Message: fmt.Sprintf("the reply is %d bytes; the client's frame limit is %d (max_frame_size)", n, limit)}
@@ -34,6 +34,16 @@ func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
 	}
 	appendErrorResponse(e, msgid, *werr, limit)
 	c.send(e)
+}
+
+// unencodableMessage says what in result msgpack could not encode, and where,
+// such as "reply.items[2].done is a chan int, which msgpack cannot carry";
+// err's text when nothing in the value is to blame (a type's own encoder failed).
+func unencodableMessage(result any, err error) string {
+	if path, t := check.Unencodable(result); t != nil {
+		return fmt.Sprintf("reply%s is a %s, which msgpack cannot carry", path, t)
+	}
+	return err.Error()
 }
 
 // responseResult returns the result of an encoded successful response

@@ -52,7 +52,10 @@ func (s *Svc) Teapot(_ any, _ *any) error               { return typedErr{} }
 func (s *Svc) Claim(typ string, _ *any) error           { return fmt.Errorf("wrapped: %w", claimErr(typ)) }
 func (s *Svc) Claim2(typ string, _ *any) error          { return claimErr(typ) }
 func (s *Svc) Wrapped(_ any, _ *any) error              { return errors.Join(errors.New("x"), context.Canceled) }
-func (s *Svc) Unencodable(_ any, r *any) error          { *r = make(chan int); return nil }
+func (s *Svc) Unencodable(_ any, r *any) error {
+	*r = map[string]any{"items": []any{1, map[string]any{"done": make(chan int)}}}
+	return nil
+}
 func (s *Svc) NilSlice(_ any, r *[]string) error        { *r = nil; return nil }
 func (s *Svc) UnsetSlice(_ any, r *[]string) error      { return nil }
 func (s *Svc) MapReply(k int, r *map[int]int) error     { (*r)[k] = k * k; return nil }
@@ -99,7 +102,7 @@ func TestServerErrors(t *testing.T) {
 	if err := c.call("Svc.Wrapped", nil, nil); errType(err) != "cancelled" {
 		t.Errorf("wrapped context.Canceled: %v", err)
 	}
-	if err := c.call("Svc.Unencodable", nil, nil); errType(err) != "bad_reply" || !strings.Contains(err.Error(), "cannot be encoded") {
+	if err := c.call("Svc.Unencodable", nil, nil); errType(err) != "bad_reply" || !strings.Contains(err.Error(), "the reply cannot be encoded: reply.items[1].done is a chan int, which msgpack cannot carry") {
 		t.Errorf("unencodable reply: %v", err)
 	}
 	var ss []string
