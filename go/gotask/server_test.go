@@ -48,10 +48,10 @@ func (s *Svc) Block(ctx context.Context, _ any, r *int) error {
 	}
 }
 
-func (s *Svc) Teapot(_ any, _ *any) error               { return typedErr{} }
-func (s *Svc) Claim(typ string, _ *any) error           { return fmt.Errorf("wrapped: %w", claimErr(typ)) }
-func (s *Svc) Claim2(typ string, _ *any) error          { return claimErr(typ) }
-func (s *Svc) Wrapped(_ any, _ *any) error              { return errors.Join(errors.New("x"), context.Canceled) }
+func (s *Svc) Teapot(_ any, _ *any) error      { return typedErr{} }
+func (s *Svc) Claim(typ string, _ *any) error  { return fmt.Errorf("wrapped: %w", claimErr(typ)) }
+func (s *Svc) Claim2(typ string, _ *any) error { return claimErr(typ) }
+func (s *Svc) Wrapped(_ any, _ *any) error     { return errors.Join(errors.New("x"), context.Canceled) }
 func (s *Svc) Unencodable(_ any, r *any) error {
 	*r = map[string]any{"items": []any{1, map[string]any{"done": make(chan int)}}}
 	return nil
