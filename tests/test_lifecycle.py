@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from functools import partial
 from pathlib import Path
@@ -144,11 +145,43 @@ async def test_exit_before_handshake_says_so_with_stderr() -> None:
     assert "cannot open database" in info.value.stderr_tail
 
 
-@pytest.mark.fault(fault="junk on stdout before the handshake", sees="SidecarError naming what was printed")
-async def test_junk_before_handshake() -> None:
-    with pytest.raises(SidecarError, match="expected the handshake line"):
-        async with open_gotask(sh(f"echo 'Hello from main()'; {STAY}"), startup_timeout=HANG):
+@pytest.mark.fault(
+    fault="a program that prints to stdout but never hands shake (not a gotask sidecar)",
+    sees="SidecarError when it exits or startup_timeout passes, quoting what it printed",
+)
+async def test_output_that_is_no_handshake() -> None:
+    says = re.escape("before it, it printed 1 line(s) to stdout, which is not a gotask sidecar's handshake")
+    with pytest.raises(SidecarError, match=rf"exited with status 3 before its handshake; {says}") as info:
+        async with open_gotask(sh("echo 'Hello from main()'; echo oops >&2; exit 3"), startup_timeout=HANG):
             pass
+    assert "(the first: 'Hello from main()')" in str(info.value)
+    assert info.value.stderr_tail == "oops"
+    with pytest.raises(SidecarError, match=rf"no handshake within 0\.3 s \(startup_timeout\); {says}"):
+        async with open_gotask(sh(f"echo 'Hello from main()'; {STAY}"), startup_timeout=0.3):
+            pass
+    with pytest.raises(SidecarError, match=r"printed more than 65536 bytes to stdout before its handshake"):
+        async with open_gotask(sh(f"yes banner | head -c 100000; {STAY}"), startup_timeout=HANG):
+            pass
+
+
+@pytest.mark.fault(
+    fault="a start that fails before the client has read the sidecar's stderr",
+    sees="SidecarError with every line the sidecar wrote, read to the end once it is stopped",
+)
+async def test_a_failed_start_carries_all_of_stderr() -> None:
+    # The lines are written before the bad handshake, but nothing says the client has read them
+    # when it refuses the handshake: the error is completed once the process is stopped.
+    lines = "; ".join(f"echo 'line {i}' >&2" for i in range(1, 6))
+    for _ in range(5):
+        with pytest.raises(SidecarError, match="speaks gotask protocol version 1") as info:
+            async with open_gotask(
+                sh(f"{lines}; echo 'gotask|1|unix|/tmp/x.sock'; {STAY}"), startup_timeout=HANG
+            ):
+                pass
+        assert info.value.stderr_tail.splitlines() == [f"line {i}" for i in range(1, 6)]
+        assert str(info.value).endswith(
+            "--- last lines of the sidecar's stderr ---\n" + info.value.stderr_tail
+        )
 
 
 @pytest.mark.fault(

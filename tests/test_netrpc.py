@@ -234,9 +234,55 @@ async def test_a_users_service_with_helpers_is_published(
         assert await gt.call("DB.Set", {"Key": "a", "Value": "1"}) is True
         assert await gt.call("DB.Get", "a") == "1"
         assert await gt.call("DB.Keys", "zz") == []  # an empty slice, not None
-        with pytest.raises(MethodNotFound):
+        with pytest.raises(
+            MethodNotFound, match=r"DB\.Close is not callable: Register skipped it, since it takes 0"
+        ):
             await gt.call("DB.Close")
+        with pytest.raises(MethodNotFound, match=r'did you mean "DB\.Get"\?'):
+            await gt.call("DB.get")
     skipped = [r.getMessage() for r in caplog.records if "not published" in r.getMessage()]
     assert len(skipped) == 2, skipped  # Close and Ping return errors; Len and String do not
     assert any("DB.Close takes 0 parameters" in line for line in skipped)
     assert any("DB.Ping takes 1 parameters" in line for line in skipped)
+
+
+BANNER_SIDECAR = """\
+package main
+
+import (
+	"fmt"
+
+	"github.com/trio-gotask/trio-gotask/go/gotask"
+)
+
+// A dependency that announces itself, as some do.
+func init() { fmt.Println("acme-metrics v2.1 loaded") }
+
+type App struct{}
+
+func (App) Hi(name string, reply *string) error { *reply = "hi " + name; return nil }
+
+func main() {
+	fmt.Println("starting the sidecar")
+	gotask.Register(new(App))
+	gotask.Run()
+}
+"""
+
+
+@pytest.mark.fault(
+    fault="a sidecar that prints to stdout before gotask.Run (a banner, a dependency's init)",
+    sees="it starts; each line is logged as a warning that says to print to stderr instead",
+)
+@pytest.mark.parametrize("transport", ["unix", "pipe"])
+async def test_output_before_run_is_skipped_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, transport: Transport
+) -> None:
+    folder = write_module(tmp_path / "banner", {"main.go": BANNER_SIDECAR})
+    async with open_gotask(folder, transport=transport) as gt:
+        assert await gt.call("App.Hi", "there") == "hi there"
+    warned = [r.getMessage() for r in caplog.records if "before its handshake line" in r.getMessage()]
+    assert warned == [
+        "banner printed to stdout before its handshake line (skipped; print to stderr instead): " + line
+        for line in ("acme-metrics v2.1 loaded", "starting the sidecar")
+    ]

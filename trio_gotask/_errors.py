@@ -37,11 +37,19 @@ class SidecarError(GoTaskError):
     """
 
     def __init__(self, message: str, *, returncode: int | None = None, stderr_tail: str = "") -> None:
-        if stderr_tail:
-            message = f"{message}\n--- last lines of the sidecar's stderr ---\n{stderr_tail}"
         super().__init__(message)
+        self._reason = message
         self.returncode = returncode
+        self.stderr_tail = ""
+        self.refresh_stderr_tail(stderr_tail)
+
+    def refresh_stderr_tail(self, stderr_tail: str) -> None:
+        """Carry ``stderr_tail``, the sidecar's last lines as read by now, in place of the lines
+        known when this error was made (none, when the process had not written them yet)."""
+        if not stderr_tail or stderr_tail == self.stderr_tail:
+            return
         self.stderr_tail = stderr_tail
+        self.args = (f"{self._reason}\n--- last lines of the sidecar's stderr ---\n{stderr_tail}",)
 
 
 class RemoteError(GoTaskError):

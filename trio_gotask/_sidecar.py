@@ -19,11 +19,19 @@ from ._address import open_stream
 from ._channel import PeerClosed
 from ._errors import ErrorFactory, ProtocolError, SidecarError, error_factory
 from ._goridge_opening import goridge_probe
-from ._wire import LAUNCH_COOKIE_KEY, LAUNCH_COOKIE_VALUE, MAX_HANDSHAKE_LINE, parse_handshake
+from ._wire import (
+    HANDSHAKE_MARKER,
+    LAUNCH_COOKIE_KEY,
+    LAUNCH_COOKIE_VALUE,
+    MAX_HANDSHAKE_LINE,
+    parse_handshake,
+)
 
 logger: Final = logging.getLogger("trio_gotask.sidecar")
 
 _STDERR_TAIL_LINES: Final = 20
+# How much a sidecar may print to stdout before its handshake line (skipped, and logged).
+_MAX_BEFORE_HANDSHAKE: Final = 64 * 1024
 # After the process exits, how long to wait for the rest of its stderr: its end comes at once, unless
 # a child of the sidecar holds the pipe open.
 _STDERR_SETTLE: Final = 1.0
@@ -163,8 +171,8 @@ class Sidecar:
                 _remove_socket(self._socket)
             raise SidecarError(f"cannot start the sidecar {self.command[0]!r}: {exc}") from exc
         self.process = process
+        failure: SidecarError | None = None
         try:
-            failure: SidecarError | None = None
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._drain_stderr)
@@ -187,14 +195,17 @@ class Sidecar:
                         await self._stderr_done.wait()
                     self.exited.set()
                 nursery.cancel_scope.cancel()
-            if failure is not None:
-                raise failure
         finally:
             with trio.CancelScope(shield=True):
                 await self._stop()
             if self._socket is not None:
                 _remove_socket(self._socket)
             self.exited.set()
+        if failure is not None:
+            # Its stderr is read to the end now: the error carries all of its last words, not
+            # only those that had arrived when the start failed.
+            failure.refresh_stderr_tail(self.stderr_tail)
+            raise failure
 
     def drain_stdout(self, already: bytes = b"", *, after_handshake: bool = False) -> None:
         """Log what the process writes to stdout from now on (after ``already``), unless that is
@@ -260,12 +271,39 @@ class Sidecar:
         )
 
     async def read_handshake(self) -> Handshake:
-        """The readiness of a sidecar of this project: the handshake line it prints on stdout."""
+        """The readiness of a sidecar of this project: the handshake line it prints on stdout.
+
+        Lines it prints before (a banner, a dependency's ``init``) are logged and skipped, up to
+        `_MAX_BEFORE_HANDSHAKE` bytes: stdout belongs to the handshake, but only from there on."""
         process = self.process
         assert process is not None and process.stdout is not None
         data = bytearray()
+        before: list[str] = []
+        skipped = 0
+        marker = HANDSHAKE_MARKER.encode() + b"|"
         with trio.move_on_after(self._startup_timeout) as timeout:
-            while b"\n" not in data and len(data) <= MAX_HANDSHAKE_LINE:
+            while True:
+                line, newline, rest = bytes(data).partition(b"\n")
+                if newline and not line.startswith(marker):
+                    text = _text(line)
+                    logger.warning(
+                        "%s printed to stdout before its handshake line (skipped; print to stderr "
+                        "instead): %s",
+                        self.name,
+                        text,
+                    )
+                    before.append(text)
+                    skipped += len(line) + 1
+                    data = bytearray(rest)
+                    if skipped > _MAX_BEFORE_HANDSHAKE:
+                        raise SidecarError(
+                            f"the sidecar {self.name!r} printed more than {_MAX_BEFORE_HANDSHAKE} bytes "
+                            f"to stdout before its handshake line{_printed_before(before)}",
+                            stderr_tail=self.stderr_tail,
+                        )
+                    continue
+                if newline or len(data) > MAX_HANDSHAKE_LINE:
+                    break
                 chunk = await process.stdout.receive_some(MAX_HANDSHAKE_LINE)
                 if not chunk:
                     break
@@ -273,7 +311,7 @@ class Sidecar:
         if timeout.cancelled_caught:
             raise SidecarError(
                 f"the sidecar {self.name!r} printed no handshake within {self._startup_timeout} s "
-                "(startup_timeout)",
+                f"(startup_timeout){_printed_before(before)}",
                 stderr_tail=self.stderr_tail,
             )
         line, newline, rest = bytes(data).partition(b"\n")
@@ -281,7 +319,7 @@ class Sidecar:
             if len(data) > MAX_HANDSHAKE_LINE:
                 raise SidecarError(
                     f"the sidecar {self.name!r} printed {len(data)} bytes without a newline instead of "
-                    f"a handshake line: {bytes(data[:80])!r}..."
+                    f"a handshake line: {bytes(data[:80])!r}...{_printed_before(before)}"
                 )
             # stdout closed: the process is exiting, or has. Say why, with its last words.
             with trio.move_on_after(_EXIT_NOTICE):
@@ -290,7 +328,7 @@ class Sidecar:
                 await self._stderr_done.wait()
             raise SidecarError(
                 f"the sidecar {self.name!r} exited with {describe_status(process.returncode)} "
-                "before its handshake",
+                f"before its handshake{_printed_before(before)}",
                 returncode=process.returncode,
                 stderr_tail=self.stderr_tail,
             )
@@ -363,6 +401,18 @@ class _Lines:
         if self._partial:
             self._log(_text(self._partial))
             self._partial = b""
+
+
+def _printed_before(before: list[str]) -> str:
+    """What a message about a failed start adds when the sidecar printed lines before its
+    handshake: they are no handshake, and a gotask sidecar prints its handshake first."""
+    if not before:
+        return ""
+    return (
+        f"; before it, it printed {len(before)} line(s) to stdout, which is not a gotask sidecar's "
+        f"handshake (the first: {before[0][:200]!r}): is this a sidecar built with the gotask Go "
+        "package, calling gotask.Run?"
+    )
 
 
 def _text(raw: bytes) -> str:
