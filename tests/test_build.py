@@ -23,7 +23,7 @@ import pytest
 import trio
 from gomodule import LIBRARY, ROOT, write, write_module
 
-from trio_gotask import SidecarError, build_sidecar, open_gotask
+from trio_gotask import SidecarError, _build, build_sidecar, open_gotask
 from trio_gotask._build import KEEP_BUILDS, _settled
 
 pytestmark = pytest.mark.slow  # Go builds of users' module layouts: the newest Python only
@@ -310,7 +310,10 @@ async def test_nothing_changed_runs_no_go(tmp_path: Path, go_calls: Path) -> Non
     assert "build" not in go_calls.read_text()[len(before) :].split()
 
 
-async def test_build_logs_its_start_and_end(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_build_logs_its_start_and_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_build, "NOTICE_AFTER", 3600.0)  # however slow this machine is today
     app = sidecar_module(tmp_path / "app", 'package main\n\nfunc value() string { return "one" }\n')
     with caplog.at_level(logging.INFO, logger="trio_gotask.build"):
         await build_sidecar(app)
@@ -318,6 +321,44 @@ async def test_build_logs_its_start_and_end(tmp_path: Path, caplog: pytest.LogCa
     start, end = (r.getMessage() for r in caplog.records)
     assert start == f"go build {app}: starting (a first build can take a minute)"
     assert re.fullmatch(rf"go build {re.escape(str(app))}: done in \d+\.\d s", end)
+
+
+@pytest.mark.fault(
+    fault="a first build that takes long (modules to download, a big dependency)",
+    sees="a warning after 2 s, then every 10 s: time so far, the step, the modules downloaded",
+)
+async def test_a_slow_build_says_so_visibly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any build is slow once the notice is due at once; the next report never comes.
+    monkeypatch.setattr(_build, "NOTICE_AFTER", 0.0)
+    monkeypatch.setattr(_build, "PROGRESS_EVERY", 3600.0)
+    app = sidecar_module(tmp_path / "app", 'package main\n\nfunc value() string { return "one" }\n')
+    with caplog.at_level(logging.WARNING, logger="trio_gotask.build"):
+        await build_sidecar(app)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 2, said
+    assert said[0] == (
+        f"building the sidecar in {app}: 0 s so far, finding its modules; a first build fetches the "
+        "modules it needs through the Go module proxy, later builds come from the cache"
+    )
+    assert re.fullmatch(rf"built the sidecar in {re.escape(str(app))} in \d+ s", said[1])
+
+
+async def test_build_progress_counts_the_modules_go_downloads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    output = tmp_path / "list.err"
+    output.write_text("go: downloading go.mongodb.org/mongo-driver/v2 v2.10.0\ngo: finding something\n")
+    progress = _build._Progress(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="trio_gotask.build"):
+        progress.report("list", output)
+        output.write_text(output.read_text() + "go: downloading golang.org/x/text v0.41.0\n")
+        progress.report("build", output)
+    first, second = (r.getMessage() for r in caplog.records)
+    assert ", 1 module(s) downloaded so far (the last: go.mongodb.org/mongo-driver/v2 v2.10.0);" in first
+    assert second.endswith("compiling, 2 module(s) downloaded so far (the last: golang.org/x/text v0.41.0)")
+    assert progress.next_report() == progress.started + _build.NOTICE_AFTER + 2 * _build.PROGRESS_EVERY
 
 
 async def test_old_builds_are_pruned(tmp_path: Path, private_cache: Path) -> None:

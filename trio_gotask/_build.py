@@ -49,6 +49,11 @@ alternately (other build tags, another GOFLAGS)."""
 
 _FORMAT: Final = 1  # of keys and manifests: change it when either changes meaning
 _ATTEMPTS: Final = 3
+# A build still running after NOTICE_AFTER seconds says so as a warning (visible with no logging
+# set up), then again every PROGRESS_EVERY seconds, with the modules Go has downloaded.
+NOTICE_AFTER: Final = 2.0
+PROGRESS_EVERY: Final = 10.0
+_DOWNLOADING: Final = re.compile(r"^go: downloading (\S+ \S+)$", re.MULTILINE)
 _MAX_MANIFESTS: Final = 16
 _STALE_WORK_NS: Final = 24 * 3600 * 10**9  # a .tmp-* folder this old was left by a killed process
 # A file written within this margin before a survey could change again within the same tick of
@@ -198,20 +203,62 @@ def _stat(path: str) -> Stat | None:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+class _Progress:
+    """Tells a user waiting on a slow build what it is doing: after `NOTICE_AFTER` seconds, and
+    every `PROGRESS_EVERY` seconds after that, a warning with the time so far, the step (``go
+    list`` fetches the modules a first build needs, ``go build`` compiles) and the modules
+    downloaded so far; and, if it said anything, a last line when the build is done."""
+
+    def __init__(self, package: Path) -> None:
+        self.package = package
+        self.started = trio.current_time()
+        self.reports = 0
+        self.downloaded: dict[str, None] = {}
+
+    def next_report(self) -> float:
+        return self.started + NOTICE_AFTER + self.reports * PROGRESS_EVERY
+
+    def report(self, step: str, output: Path) -> None:
+        with suppress(OSError):
+            self.downloaded.update(dict.fromkeys(_DOWNLOADING.findall(_read_text(output))))
+        elapsed = trio.current_time() - self.started
+        doing = {"list": "finding its modules", "build": "compiling"}.get(step, step)
+        fetched = ""
+        if self.downloaded:
+            fetched = f", {len(self.downloaded)} module(s) downloaded so far (the last: {list(self.downloaded)[-1]})"
+        advice = (
+            "; a first build fetches the modules it needs through the Go module proxy, later "
+            "builds come from the cache"
+            if self.reports == 0
+            else ""
+        )
+        logger.warning(
+            "building the sidecar in %s: %.0f s so far, %s%s%s", self.package, elapsed, doing, fetched, advice
+        )
+        self.reports += 1
+
+    def done(self) -> None:
+        if self.reports:
+            logger.warning("built the sidecar in %s in %.0f s", self.package, trio.current_time() - self.started)
+
+
 @trio.lowlevel.enable_ki_protection  # Ctrl-C lands at an await, where the cleanup below is armed
 async def _refresh(place: _Place) -> Path:
     place.folder.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=place.folder))
+    progress = _Progress(place.package)
     try:
-        survey = await _survey(place, work)
+        survey = await _survey(place, work, progress)
         for _ in range(_ATTEMPTS):
             binary = await trio.to_thread.run_sync(_reuse, place, work, survey)
             if binary is not None:
                 return binary
-            built = await _go_build(place, work)
-            after = await _survey(place, work)
+            built = await _go_build(place, work, progress)
+            after = await _survey(place, work, progress)
             if after.key == survey.key:
-                return await trio.to_thread.run_sync(_install, place, work, built, after)
+                installed = await trio.to_thread.run_sync(_install, place, work, built, after)
+                progress.done()
+                return installed
             # An input changed while go build read them: the binary may hold either version.
             logger.info("the sources of %s changed during the build; building again", place.package)
             survey = after
@@ -223,17 +270,17 @@ async def _refresh(place: _Place) -> Path:
         shutil.rmtree(work, ignore_errors=True)
 
 
-async def _survey(place: _Place, work: Path) -> _Survey:
+async def _survey(place: _Place, work: Path, progress: _Progress | None = None) -> _Survey:
     started = time.time_ns()
     goenv = await _go(place, work, "env", "-json")
-    listing = await _go(place, work, "list", "-e", "-deps", f"-json={_LIST_FIELDS}", ".")
+    listing = await _go(place, work, "list", "-e", "-deps", f"-json={_LIST_FIELDS}", ".", progress=progress)
     return await trio.to_thread.run_sync(_digest, place, goenv, listing, started)
 
 
-async def _go(place: _Place, work: Path, *args: str) -> bytes:
+async def _go(place: _Place, work: Path, *args: str, progress: _Progress | None = None) -> bytes:
     """Run ``go args...`` in the package folder and return its stdout."""
     out, err = work / f"{args[0]}.out", work / f"{args[0]}.err"
-    returncode = await _run([place.go, *args], place, work, stdout=out, stderr=err)
+    returncode = await _run([place.go, *args], place, work, stdout=out, stderr=err, progress=progress)
     if returncode != 0:
         raise SidecarError(
             f"'go {args[0]}' failed in {place.package} (exit status {returncode}):\n{_read_text(err)}"
@@ -241,13 +288,18 @@ async def _go(place: _Place, work: Path, *args: str) -> bytes:
     return out.read_bytes()
 
 
-async def _go_build(place: _Place, work: Path) -> Path:
+async def _go_build(place: _Place, work: Path, progress: _Progress | None = None) -> Path:
     built = work / "out" / place.package.name
     output = work / "build.out"
     logger.info("go build %s: starting (a first build can take a minute)", place.package)
     started = time.monotonic()
     returncode = await _run(
-        [place.go, "build", "-o", str(built), "."], place, work, stdout=output, stderr=output
+        [place.go, "build", "-o", str(built), "."],
+        place,
+        work,
+        stdout=output,
+        stderr=output,
+        progress=progress,
     )
     elapsed = time.monotonic() - started
     if returncode != 0:
@@ -259,12 +311,21 @@ async def _go_build(place: _Place, work: Path) -> Path:
     return built
 
 
-async def _run(command: list[str], place: _Place, work: Path, *, stdout: Path, stderr: Path) -> int:
+async def _run(
+    command: list[str],
+    place: _Place,
+    work: Path,
+    *,
+    stdout: Path,
+    stderr: Path,
+    progress: _Progress | None = None,
+) -> int:
     """Run a go command with its output in files (no pipes, so no reader tasks and no nursery).
 
     Go and the compilers it starts get a session of their own and our work folder as their
     temporary folder: when we are cancelled or interrupted, they are all killed at once and what
-    they wrote goes with the work folder.
+    they wrote goes with the work folder. A slow command tells ``progress`` how it goes, from its
+    stderr.
     """
     env = {**os.environ, "PWD": str(place.package), "GOTMPDIR": str(work), "TMPDIR": str(work)}
     fds: list[int] = []
@@ -284,6 +345,10 @@ async def _run(command: list[str], place: _Place, work: Path, *, stdout: Path, s
         for fd in fds:
             os.close(fd)
     try:
+        while progress is not None:
+            with trio.move_on_at(progress.next_report()):
+                return await process.wait()
+            progress.report(command[1], stderr)
         return await process.wait()
     finally:
         if process.returncode is None:

@@ -275,7 +275,7 @@ func main() {
 		log.Fatalf("MONGODB_URI %q: %v", uri, err)
 	}
 	// Say at once if the server cannot be reached: open_gotask raises SidecarError with this line.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	err = client.Ping(ctx, nil)
 	cancel()
 	if err != nil {
