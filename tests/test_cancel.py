@@ -153,3 +153,37 @@ async def test_cancel_returns_promptly(gt: GoTask) -> None:
     assert scope.cancelled_caught
     assert math.isinf(trio.current_effective_deadline())
     await gt.call("App.Release", "promptly")
+
+
+@pytest.mark.fault(
+    fault="calls cancelled in Python whose Go methods ignore their context",
+    sees="statistics().abandoned counts them, holding their slots, until the methods return",
+)
+async def test_statistics_count_cancelled_calls_still_running_in_go(sidecar: str) -> None:
+    gate = "abandoned-statistics"
+
+    async def give_up(gt: GoTask, cancel: trio.CancelScope) -> None:
+        with cancel:
+            await gt.call("App.Hold", gate)  # ignores its context: runs until Release
+
+    # Four slots: three for the calls given up, one for the others. Once the three hold theirs,
+    # four calls at once can finish only after the late replies free them.
+    async with open_gotask(sidecar, pool_size=1, max_inflight=4) as gt:
+        scopes = [trio.CancelScope() for _ in range(3)]
+        async with trio.open_nursery() as nursery:
+            for scope in scopes:
+                nursery.start_soon(give_up, gt, scope)
+            with trio.fail_after(HANG):
+                assert await gt.call("App.Holding", {"name": gate, "n": 3}) == 3  # all three in Go
+            stats = gt.statistics()
+            assert (stats.in_flight, stats.abandoned) == (3, 0)
+            for scope in scopes:
+                scope.cancel()
+        stats = gt.statistics()
+        assert (stats.in_flight, stats.abandoned, stats.calls_cancelled) == (0, 3, 3)
+        with trio.fail_after(HANG):
+            await gt.call("App.Release", gate)
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(gt.call, "App.Echo", 2)
+        assert gt.statistics().abandoned == 0

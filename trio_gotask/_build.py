@@ -239,7 +239,9 @@ class _Progress:
 
     def done(self) -> None:
         if self.reports:
-            logger.warning("built the sidecar in %s in %.0f s", self.package, trio.current_time() - self.started)
+            logger.warning(
+                "built the sidecar in %s in %.0f s", self.package, trio.current_time() - self.started
+            )
 
 
 @trio.lowlevel.enable_ki_protection  # Ctrl-C lands at an await, where the cleanup below is armed

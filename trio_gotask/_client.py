@@ -49,9 +49,8 @@ class GoTaskStatistics:
     """Connections opened to the running sidecar over its life: more than `connections` when
     some broke and were replaced."""
     in_flight: int
-    """Calls running now (including callers waiting for a free slot). A cancelled call has left,
-    though its slot stays taken until the Go method returns: after many cancels of methods that
-    ignore their context, callers may wait for slots while this is low."""
+    """Calls running now (including callers waiting for a free slot). A cancelled call has left
+    this count; see `abandoned`."""
     calls_done: int
     """Calls that returned a result."""
     calls_failed: int
@@ -60,6 +59,11 @@ class GoTaskStatistics:
     """Calls that the caller's cancel scopes cancelled."""
     endpoints: tuple[EndpointStatistics, ...] = ()
     """Each sidecar of a `connect_gotask` given several addresses (empty otherwise)."""
+    abandoned: int = 0
+    """Calls cancelled in Python that still run in Go: each keeps its slot until the Go method
+    returns (at once for a method that heeds its context; when it ends for one that does not, or
+    always in GoTask's format, which cannot cancel). ``in_flight + abandoned`` near
+    ``pool_size * max_inflight`` means callers wait for slots."""
 
 
 @final
@@ -143,6 +147,7 @@ class GoTask:
             calls_failed=self._failed,
             calls_cancelled=self._cancelled,
             endpoints=load.endpoints,
+            abandoned=load.abandoned,
         )
 
     @property

@@ -144,6 +144,7 @@ class Endpoints:
             opened=sum(e.pool.opened for e in endpoints),
             in_flight=sum(e.pool.in_flight for e in endpoints),
             endpoints=tuple(e.statistics() for e in endpoints),
+            abandoned=sum(e.pool.abandoned for e in endpoints),
         )
 
     async def start(self) -> None:

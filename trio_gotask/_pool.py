@@ -80,7 +80,12 @@ class Pool:
         return len(self._connections)
 
     def statistics(self) -> Load:
-        return Load(self.connections, self.opened, self.in_flight)
+        return Load(self.connections, self.opened, self.in_flight, abandoned=self.abandoned)
+
+    @property
+    def abandoned(self) -> int:
+        """Calls whose callers gave up that still hold a slot: the sidecar has not answered them."""
+        return sum(c.given_up for c in self._connections)
 
     @property
     def in_flight(self) -> int:

@@ -39,3 +39,4 @@ class Load:
     in_flight: int
     restarts: int = 0
     endpoints: tuple[EndpointStatistics, ...] = ()
+    abandoned: int = 0

@@ -144,7 +144,7 @@ class Supervisor(Generic[P]):
         pool = self.current_pool
         if pool is None:
             return Load(0, 0, 0, self.restarts)
-        return Load(pool.connections, pool.opened, pool.in_flight, self.restarts)
+        return Load(pool.connections, pool.opened, pool.in_flight, self.restarts, abandoned=pool.abandoned)
 
     async def wait_pool(self) -> Pool:
         """The pool of the running sidecar, waiting while one restarts."""
