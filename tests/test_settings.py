@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from typing import Any
@@ -124,12 +125,23 @@ def test_a_native_launch_is_planned_per_transport(transport: str) -> None:
     launcher = NativeLauncher(launch(transport=transport, env={SECRET_ENV: "inherited"}), LIMITS)
     sidecar = launcher.new_sidecar()
     assert sidecar.command[:1] == ["./app"]
-    assert sidecar.command[-2:] == ["-max-frame-size", str(1 << 20)]
+    assert sidecar.command[-4:] == ["-max-frame-size", str(1 << 20), "-grace", "0.5s"]
     env = sidecar._env
     if transport == "pipe":
         assert launcher.secret is None and SECRET_ENV not in env
     else:
         assert launcher.secret is not None and env[SECRET_ENV] == launcher.secret != "inherited"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "flag"),
+    [(2, "2s"), (0, "0s"), (0.25, "0.25s"), (1e-5, "0.00001s"), (math.inf, "1000000000s")],
+)
+def test_the_sidecar_gets_shutdown_grace_as_its_own_grace(seconds: float, flag: str) -> None:
+    # Go's default grace (5 s) would outlast ours: the sidecar cancels what still runs and exits
+    # by the time the client stops waiting for it, instead of being killed in its grace.
+    sidecar = NativeLauncher(dataclasses.replace(launch(), grace=seconds), LIMITS).new_sidecar()
+    assert sidecar.command[-2:] == ["-grace", flag]
 
 
 def test_a_goridge_launch_is_told_where_to_listen() -> None:

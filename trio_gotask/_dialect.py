@@ -61,6 +61,12 @@ class Launch:
         return env
 
 
+def go_duration(seconds: float) -> str:
+    """``seconds`` as a Go duration flag takes it: ``2s``, ``0.25s``, at most ``1000000000s``."""
+    text = f"{min(seconds, 1e9):.6f}".rstrip("0").rstrip(".")
+    return f"{text}s"
+
+
 def goridge_address(transport: Transport) -> str:
     """Where a GoTask sidecar, which cannot pick its own address and report it, is told to
     listen: a socket in a new private folder (removed with the socket when the sidecar is
@@ -202,6 +208,7 @@ class Native(Dialect):
             "address": _WHERE,
             "listen-on-pipe": _WHERE,
             "max-frame-size": "use max_frame_size=, which sets the limit of both sides",
+            "grace": "use shutdown_grace=, which the sidecar is given as its -grace",
         }
     )
 
@@ -232,7 +239,15 @@ class NativeLauncher(Launcher):
         plan = Launch.plan(launch.transport)
         self.secret: Final = plan.secret
         self._env = plan.environment(launch.env)
-        self._flags = [*plan.flags, "-max-frame-size", str(limits.max_frame_size)]
+        self._flags = [
+            *plan.flags,
+            "-max-frame-size",
+            str(limits.max_frame_size),
+            # The sidecar's own grace (Go's default is longer), so that it cancels what still
+            # runs and exits by the time this client stops waiting, instead of being killed.
+            "-grace",
+            go_duration(launch.grace),
+        ]
 
     def new_sidecar(self) -> Sidecar:
         launch = self.launch
