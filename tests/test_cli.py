@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 import socket
@@ -323,6 +324,21 @@ def test_json_out() -> None:
         "l": [None, 1.5],
         '{"$bytes":"k"}': [{"$base64": "G1szMW0="}],  # an escape sequence is not printable
     }
+    # A map of the reply that looks like a marker is wrapped, so a script can always tell.
+    assert to_json({"$bytes": "x"}) == {"$map": {"$bytes": "x"}}
+    assert to_json({"$map": {"$time": 1}}) == {"$map": {"$map": {"$map": {"$time": 1}}}}
+    assert to_json({"$bytes": "x", "y": 1}) == {"$bytes": "x", "y": 1}  # two keys: no marker
+    assert to_json([math.nan, math.inf, -math.inf, 1.5]) == [
+        {"$float": "NaN"},
+        {"$float": "Infinity"},
+        {"$float": "-Infinity"},
+        1.5,
+    ]
+    # Every value goes out as JSON proper, and comes back as itself.
+    for value in [{"$bytes": "x"}, {"$map": {"$bytes": b"y"}}, [math.inf, b"\xff", {"$float": "NaN"}]]:
+        text = json.dumps(to_json(value), allow_nan=False)
+        assert from_json(text) == value
+    assert math.isnan(from_json('{"$float": "NaN"}'))
 
 
 def test_json_in() -> None:
@@ -334,6 +350,8 @@ def test_json_in() -> None:
         ('{"$base64": "!!"}', "not base64"),
         ('{"$time": "2024-05-01T12:00:00"}', "no time zone"),
         ('{"$time": "yesterday"}', "not an ISO 8601 time"),
+        ('{"$float": "1e999"}', 'use "NaN", "Infinity" or "-Infinity"'),
+        ('{"$repr": "<object>"}', "cannot be sent back"),
         ("{", "is not JSON"),
     ]:
         with pytest.raises(ValueError, match=says):

@@ -8,6 +8,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -103,14 +104,26 @@ def callers_arg(text: str) -> list[int]:
 _WHITESPACE: Final = str.maketrans("", "", "\t\n\r")
 
 
-def to_json(value: object) -> object:
-    """``value``, as the sidecar's reply decoded it, made into something `json.dumps` writes.
+MARKERS: Final = ("$bytes", "$base64", "$time", "$float", "$map", "$repr")
+"""The keys of the one-key objects that stand for what JSON lacks (docs/cli.md, "JSON_ARG and the
+result"). A map of the reply that looks like one is written inside ``{"$map": ...}``."""
 
-    Bytes become ``{"$bytes": text}`` when they are UTF-8 text that prints (tabs and newlines
-    allowed), else ``{"$base64": ...}``; a time becomes ``{"$time": ISO 8601}``; map keys that are
-    not strings are written as their JSON text (``1`` as ``"1"``, as `json` does).
+
+def to_json(value: object) -> object:
+    """``value``, as the sidecar's reply decoded it, made into something `json.dumps` writes with
+    ``allow_nan=False``. Bytes become ``{"$bytes": text}`` when they are UTF-8 text that prints
+    (tabs and newlines allowed), else ``{"$base64": ...}``; a time becomes ``{"$time": ISO 8601}``;
+    a NaN or infinite float ``{"$float": "NaN"}`` (``"Infinity"``, ``"-Infinity"``); a map with
+    one key that is one of `MARKERS` is wrapped, ``{"$map": {...}}``, so that it cannot be taken
+    for one; map keys that are not strings are written as their JSON text (``1`` as ``"1"``).
     """
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return {"$float": "NaN"}
+        if math.isinf(value):
+            return {"$float": "Infinity" if value > 0 else "-Infinity"}
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
@@ -125,7 +138,10 @@ def to_json(value: object) -> object:
     if isinstance(value, datetime):
         return {"$time": value.isoformat()}
     if isinstance(value, dict):
-        return {_key_text(k): to_json(v) for k, v in value.items()}
+        mapped = {_key_text(k): to_json(v) for k, v in value.items()}
+        if len(mapped) == 1 and next(iter(mapped)) in MARKERS:
+            return {"$map": mapped}
+        return mapped
     if isinstance(value, (list, tuple)):
         return [to_json(v) for v in value]
     return {"$repr": repr(value)}
@@ -134,15 +150,16 @@ def to_json(value: object) -> object:
 def _key_text(key: object) -> str:
     if isinstance(key, str):
         return key
-    return json.dumps(to_json(key), ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(to_json(key), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def from_json(text: str) -> Any:
     """The value a JSON argument stands for: JSON, where an object whose one key is ``$bytes``
-    (UTF-8 text), ``$base64`` or ``$time`` (ISO 8601 with a time zone) stands for bytes or a
-    time. Raises `ValueError` saying what is wrong."""
+    (UTF-8 text), ``$base64``, ``$time`` (ISO 8601 with a time zone) or ``$float`` (``NaN``,
+    ``Infinity``, ``-Infinity``) stands for bytes, a time or a float, and ``{"$map": {...}}`` for
+    that object as it is. Raises `ValueError` saying what is wrong."""
     try:
-        return json.loads(text, object_hook=_marked)
+        parsed = json.loads(text)
     except json.JSONDecodeError as exc:
         hint = ""
         word = text.strip()
@@ -150,14 +167,26 @@ def from_json(text: str) -> Any:
         if bare and len(word) <= 60 and not any(c in word for c in "\"'\n"):
             hint = f"; a string is quoted in JSON: '\"{word}\"'"
         raise ValueError(f"is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{hint}") from None
+    return _unmarked(parsed)
 
 
-def _marked(obj: dict[str, Any]) -> Any:
-    if len(obj) != 1:
-        return obj
-    [(key, value)] = obj.items()
-    if not isinstance(value, str) or key not in ("$bytes", "$base64", "$time"):
-        return obj
+def _unmarked(value: Any) -> Any:
+    """``value`` with its marked objects made into what they stand for, from the top down: the
+    inside of a ``$map`` is taken as it is, though its values are read as usual."""
+    if isinstance(value, list):
+        return [_unmarked(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        [(key, inner)] = value.items()
+        if key == "$map" and isinstance(inner, dict):
+            return {k: _unmarked(v) for k, v in inner.items()}
+        if key in MARKERS and key != "$map" and isinstance(inner, str):
+            return _marked(key, inner)
+    return {k: _unmarked(v) for k, v in value.items()}
+
+
+def _marked(key: str, value: str) -> Any:
     if key == "$bytes":
         try:
             return value.encode("utf-8")
@@ -168,6 +197,14 @@ def _marked(obj: dict[str, Any]) -> Any:
             return base64.b64decode(value, validate=True)
         except binascii.Error as exc:
             raise ValueError(f'holds {{"$base64": {value[:40]!r}}}, which is not base64: {exc}') from None
+    if key == "$float":
+        if value not in ("NaN", "Infinity", "-Infinity"):
+            raise ValueError(f'holds {{"$float": {value!r}}}: use "NaN", "Infinity" or "-Infinity"')
+        return float(value.lower().replace("infinity", "inf"))
+    if key == "$repr":
+        raise ValueError(
+            f'holds {{"$repr": {value[:40]!r}}}: a value msgpack had no type for cannot be sent back'
+        )
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -186,7 +223,8 @@ def write_stdout(data: bytes) -> None:
 
 
 def json_bytes(value: object, *, pretty: bool = False) -> bytes:
-    return (json.dumps(value, ensure_ascii=False, indent=2 if pretty else None) + "\n").encode("utf-8")
+    text = json.dumps(value, ensure_ascii=False, indent=2 if pretty else None, allow_nan=False)
+    return (text + "\n").encode("utf-8")
 
 
 def trio_run(options: argparse.Namespace, function: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -201,7 +201,7 @@ def _run_bench(options: argparse.Namespace) -> int:
             "arg": to_json(arg),
             "seconds": options.seconds,
             "versions": header,
-            "results": [asdict(r) for r in results],
+            "results": to_json([asdict(r) for r in results]),
         }
         write_stdout(json_bytes(document, pretty=True))
     else:
