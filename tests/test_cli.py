@@ -235,6 +235,19 @@ async def test_bench_measures_each_transport() -> None:
     assert pipe["p50_us"] <= pipe["p99_us"]
 
 
+async def test_bench_measures_a_running_sidecar_where_it_is(sidecar: str, tmp_path: Path) -> None:
+    secret = {"GOTASK_SECRET": "bench-secret"}
+    async with standalone(sidecar, "-address", "127.0.0.1:0", env=secret) as tcp:
+        [run] = await cli_all(
+            ["bench", "--seconds", "0.05", "--callers", "4", "--sidecar", tcp.address, "--json"],
+            env={**os.environ, **secret},
+        )
+    assert run.status == 0, run
+    [result] = run.json()["results"]
+    assert result["transport"] == tcp.address  # measured once, over its own address
+    assert set(result["calls_per_second"]) == {"1", "4"}
+
+
 async def test_bench_with_a_failing_method(sidecar: str) -> None:
     [run] = await cli_all(
         ["bench", "--seconds", "0.05", "--sidecar", sidecar, "--method", "App.Fail", "--arg", '"no"']
@@ -306,7 +319,12 @@ def test_command_line_mistakes(capsys: pytest.CaptureFixture[str], sidecar: str,
         (["call", sidecar], "the following arguments are required: METHOD"),
         (["bench", "--arg", "x"], "--arg is not JSON"),
         (["bench", "--callers", "0"], "between 1 and 10000"),
-        (["bench", "--sidecar", "localhost:6001"], "give a folder or an executable to start"),
+        (
+            ["bench", "--sidecar", "localhost:6001", "--transport", "tcp"],
+            "--transport is for starting a sidecar",
+        ),
+        (["bench", "--secret", "s"], "--secret: for connecting to a running sidecar"),
+        (["call", sidecar, "App.Hi", "--transport", "tcp", "--transport", "pipe"], "give one"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ]:
         status, out, err = run_main(capsys, *args)
@@ -335,9 +353,14 @@ def test_json_out() -> None:
         1.5,
     ]
     # Every value goes out as JSON proper, and comes back as itself.
-    for value in [{"$bytes": "x"}, {"$map": {"$bytes": b"y"}}, [math.inf, b"\xff", {"$float": "NaN"}]]:
-        text = json.dumps(to_json(value), allow_nan=False)
-        assert from_json(text) == value
+    values: list[object] = [
+        {"$bytes": "x"},
+        {"$map": {"$bytes": b"y"}},
+        [math.inf, b"\xff", {"$float": "NaN"}],
+    ]
+    for item in values:
+        text = json.dumps(to_json(item), allow_nan=False)
+        assert from_json(text) == item
     assert math.isnan(from_json('{"$float": "NaN"}'))
 
 

@@ -8,6 +8,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import trio
 
 from .._address import TRANSPORTS, Transport
-from .._client import open_gotask
+from .._client import GoTask
 from .._golib import LibraryMissing, build_probe, find_library
 from ._common import (
     EXIT_OK,
@@ -32,7 +33,7 @@ from ._common import (
     trio_run,
     write_stdout,
 )
-from .call import classify_target
+from .call import Target, add_target_options, classify_target, target_opener
 from .doctor import check_go, versions
 
 
@@ -46,8 +47,10 @@ def add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
         "at a time (p50, p99), and calls per second with several callers at once. Progress goes "
         "to stderr, the table to stdout.",
         """\
-By default the probe sidecar doctor builds is measured with App.Echo(1); --sidecar measures your own
-(a Go main package's folder or an executable) with --method and --arg.
+By default the probe sidecar doctor builds is measured with App.Echo(1), started on each
+transport; --sidecar measures your own with --method and --arg: any TARGET that call takes, a
+folder or an executable (started on each transport) or the address of a running sidecar, reached
+as call reaches it (--secret or $GOTASK_SECRET, --tls, --tls-ca, --protocol).
 A fuller benchmark against the floor and the peers is benchmarks/bench.py in the repository.
 
 exit status:
@@ -71,18 +74,18 @@ exit status:
         help="the numbers of concurrent callers to measure besides one (default: 16,128)",
     )
     parser.add_argument(
-        "--transport",
-        choices=TRANSPORTS,
-        action="append",
-        help="measure only this transport (repeat for several; default: all)",
-    )
-    parser.add_argument(
-        "--sidecar", metavar="TARGET", help="a Go main package's folder or a built sidecar to measure"
+        "--sidecar",
+        metavar="TARGET",
+        help="the sidecar to measure, any TARGET that call takes: a folder or an executable to start "
+        "(on each transport), or the address of a running sidecar",
     )
     parser.add_argument("--method", default="App.Echo", help="the method to call (default: App.Echo)")
     parser.add_argument("--arg", default="1", metavar="JSON", help="its argument, as JSON (default: 1)")
     parser.add_argument("--go-library", metavar="DIR", help="the Go library, to build the probe sidecar")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
+    add_target_options(
+        parser, transport_help="measure only this transport (repeat for several; default: all)"
+    )
     parser.set_defaults(run=_run_bench)
 
 
@@ -180,19 +183,22 @@ def _run_bench(options: argparse.Namespace) -> int:
         arg = from_json(options.arg)
     except ValueError as exc:
         raise UsageError(f"--arg {exc}") from None
-    sidecar: str | None = None
+    target: Target | None = None
     if options.sidecar is not None:
         try:
             target = classify_target(options.sidecar)
         except ValueError as exc:
             raise UsageError(f"--sidecar: {exc}") from None
-        if target.start is None:
-            raise UsageError(f"--sidecar {options.sidecar!r}: give a folder or an executable to start")
-        sidecar = target.start
     transports: list[Transport] = list(dict.fromkeys(options.transport or TRANSPORTS))
-    progress = _Progress(len(transports) * (1 + len(options.callers)), quiet=options.quiet > 0)
+    if target is not None and target.connect is not None:
+        target_opener(target, options, options.sidecar, "unix")  # the options' mistakes, now
+        transports = []
+    elif target is None:
+        target_opener(Target(start="."), options, "the probe sidecar", "unix")
+    steps = max(len(transports), 1) * (1 + len(options.callers))
+    progress = _Progress(steps, quiet=options.quiet > 0)
     results, go_version = trio_run(
-        options, _bench, sidecar, options.go_library, transports, options, arg, progress
+        options, _bench, target, options.go_library, transports, options, arg, progress
     )
     header = versions(go_version)
     if options.json:
@@ -210,7 +216,7 @@ def _run_bench(options: argparse.Namespace) -> int:
 
 
 async def _bench(
-    sidecar: str | None,
+    target: Target | None,
     library_option: str | None,
     transports: list[Transport],
     options: argparse.Namespace,
@@ -218,7 +224,7 @@ async def _bench(
     progress: _Progress,
 ) -> tuple[list[BenchResult], str]:
     go_version = "not checked (--sidecar)"
-    if sidecar is None:
+    if target is None:
         go, check = await check_go()
         if check.status != "ok":
             raise Exit(EXIT_UNAVAILABLE, f"{check.detail}: {check.fix}")
@@ -230,11 +236,16 @@ async def _bench(
             raise Exit(
                 EXIT_UNAVAILABLE, f"{exc}: {exc.fix}; or measure a sidecar of yours with --sidecar"
             ) from None
-        sidecar = str(await build_probe(library))
+        target = Target(start=str(await build_probe(library)))
+    given = options.sidecar or "the probe sidecar"
+    # A sidecar started here is measured on each transport, a running one where it is.
+    plans: list[tuple[str, AbstractAsyncContextManager[GoTask]]] = [
+        (t, target_opener(target, options, given, t)) for t in transports
+    ] or [(given, target_opener(target, options, given, "unix"))]
     results = []
     seconds = options.seconds
-    for transport in transports:
-        async with open_gotask(sidecar, transport=transport) as gotask:
+    for transport, opener in plans:
+        async with opener as gotask:
             call = partial(gotask.call, options.method, arg)
             try:
                 await call()  # a method that fails, fails here, once

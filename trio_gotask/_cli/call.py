@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from .._address import TRANSPORTS, parse_address
+from .._address import TRANSPORTS, Transport, parse_address
 from .._client import GoTask, connect_gotask, open_gotask
 from .._dialect import DIALECTS, SECRET_ENV
 from .._names import dns_name
@@ -78,6 +78,15 @@ examples:
         metavar="SECONDS",
         help="cancel the call after this long (the Go handler's context is cancelled too); exit 1",
     )
+    add_target_options(parser, transport_help="how to reach it (default: unix)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--raw", action="store_true", help="write a bytes or str result as it is, no JSON")
+    output.add_argument("--pretty", action="store_true", help="indent the JSON")
+    parser.set_defaults(run=_run_call)
+
+
+def add_target_options(parser: argparse.ArgumentParser, *, transport_help: str) -> None:
+    """The options that say how to reach a TARGET, which ``call`` and ``bench`` share."""
     parser.add_argument(
         "--protocol",
         choices=tuple(DIALECTS),
@@ -85,7 +94,7 @@ examples:
         help="goridge: a sidecar built with the original GoTask library (default: gotask)",
     )
     start = parser.add_argument_group("starting a sidecar")
-    start.add_argument("--transport", choices=TRANSPORTS, help="how to reach it (default: unix)")
+    start.add_argument("--transport", choices=TRANSPORTS, action="append", help=transport_help)
     remote = parser.add_argument_group("connecting to a running sidecar")
     remote.add_argument(
         "--secret",
@@ -98,10 +107,6 @@ examples:
     remote.add_argument(
         "--server-hostname", metavar="NAME", help="the name the certificate must hold (default: the host)"
     )
-    output = parser.add_argument_group("output")
-    output.add_argument("--raw", action="store_true", help="write a bytes or str result as it is, no JSON")
-    output.add_argument("--pretty", action="store_true", help="indent the JSON")
-    parser.set_defaults(run=_run_call)
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,10 @@ def _run_call(options: argparse.Namespace) -> int:
         arg = None if text is None else from_json(text)
     except ValueError as exc:
         raise UsageError(f"JSON_ARG {exc}") from None
-    opener = _opener(target, options)
+    if options.transport is not None and len(options.transport) > 1:
+        raise UsageError("--transport: give one, the call goes over one transport")
+    transport: Transport = options.transport[0] if options.transport else "unix"
+    opener = target_opener(target, options, options.target, transport)
     try:
         result = trio_run(options, _call, opener, options.method, arg, options.timeout)
     except Exit as exc:
@@ -198,7 +206,11 @@ def _in_cli_terms(message: str) -> str:
     return message + "\n(here " + ", ".join(f"{api.rstrip('=')} is {option}" for api, option in named) + ")"
 
 
-def _opener(target: Target, options: argparse.Namespace) -> AbstractAsyncContextManager[GoTask]:
+def target_opener(
+    target: Target, options: argparse.Namespace, given: str, transport: Transport
+) -> AbstractAsyncContextManager[GoTask]:
+    """How to get a `GoTask` for ``target`` (the TARGET ``given``) with the options
+    `add_target_options` added: `open_gotask` over ``transport``, or `connect_gotask`."""
     remote_options = [
         name
         for name, given in [
@@ -213,13 +225,13 @@ def _opener(target: Target, options: argparse.Namespace) -> AbstractAsyncContext
         if remote_options:
             raise UsageError(
                 f"{', '.join(remote_options)}: for connecting to a running sidecar, and TARGET "
-                f"{options.target!r} is started here (a sidecar started here gets a fresh secret of its own)"
+                f"{given!r} is started here (a sidecar started here gets a fresh secret of its own)"
             )
-        return open_gotask(target.start, transport=options.transport or "unix", protocol=options.protocol)
+        return open_gotask(target.start, transport=transport, protocol=options.protocol)
     assert target.connect is not None
     if options.transport is not None:
         raise UsageError(
-            f"--transport is for starting a sidecar, and TARGET {options.target!r} is an address to "
+            f"--transport is for starting a sidecar, and TARGET {given!r} is an address to "
             "connect to (a folder or an executable is started)"
         )
     secret = options.secret
