@@ -263,10 +263,11 @@ async def test_later(shared):
     result.assert_outcomes(failed=2)
     # Both fail, saying why: at the first one's end, when the second one starts.
     message = (
-        "SidecarError: the sidecar 'example' shared by the tests of this session (process_scope='session') "
-        "exited with status 3; the later tests of this session that use it fail too"
+        "Failed: fixture 'shared': the sidecar 'example' shared by the tests of this session "
+        "(process_scope='session') exited with status 3; the later tests of this session that use it fail too"
     )
     assert result.stdout.str().count(message) == 2
+    assert "ExceptionGroup" not in result.stdout.str()  # the reason, not the library's frames
     assert gone(read_pids(pids)["test_exits"])
 
 
@@ -339,6 +340,49 @@ async def test_the_gotask_fixture(gotask):
     )
     monkeypatch.setenv("GOTASK_SECRET", secret)
     run(project, f"--gotask-address={address}").assert_outcomes(passed=2)
+
+
+def test_a_sidecar_that_fails_to_start_fails_its_test_with_the_reason_alone(project: pytest.Pytester) -> None:
+    project.makepyprojecttoml(PYPROJECT)
+    project.makeconftest("""
+from trio_gotask.pytest_plugin import gotask_fixture
+
+dies = gotask_fixture(["/bin/sh", "-c", "echo 'cannot open the database' >&2; exit 4"])
+""")
+    project.makepyfile(test_dies="async def test_one(dies):\n    pass\n")
+    result = run(project)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "Failed: fixture 'dies': the sidecar 'sh' exited with status 4 before its handshake" in out
+    assert "cannot open the database" in out
+    assert "ExceptionGroup" not in out and "Traceback" not in out
+
+
+def test_an_address_without_its_secret_says_to_set_the_variable(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, running_sidecar: tuple[str, str, int]
+) -> None:
+    address, _, _ = running_sidecar
+    monkeypatch.delenv("GOTASK_SECRET", raising=False)
+    project.makepyprojecttoml(PYPROJECT)
+    project.makepyfile(test_remote="async def test_remote(gotask):\n    pass\n")
+    result = run(project, f"--gotask-address={address}")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "Failed: fixture 'gotask':" in out
+    assert "(--gotask-address takes the sidecar's secret from $GOTASK_SECRET: set it to the value" in out
+
+
+def test_a_fixture_not_assigned_to_a_name_is_an_error(project: pytest.Pytester) -> None:
+    project.makepyprojecttoml(PYPROJECT)
+    project.makeconftest(f"""
+from trio_gotask.pytest_plugin import gotask_fixture
+
+fixtures = [gotask_fixture({str(EXAMPLE)!r})]  # pytest defines no fixture from a list
+""")
+    project.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = run(project)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: gotask_fixture() at *conftest.py:3 is not assigned to a name*"])
 
 
 def test_the_plugin_costs_nothing_to_a_run_that_does_not_use_it(project: pytest.Pytester) -> None:

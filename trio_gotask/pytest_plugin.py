@@ -20,6 +20,7 @@ import contextlib
 import importlib.util
 import inspect
 import os
+import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -34,8 +35,11 @@ from ._address import Transport
 from ._build import build_sidecar
 from ._client import GoTask, SidecarSpec, connect_gotask, open_gotask
 from ._dialect import SECRET_ENV, Native, NativeLauncher
-from ._errors import ErrorFactory, SidecarError, error_factory
+from ._errors import ErrorFactory, GoTaskError, SidecarError, error_factory
 from ._settings import LaunchSettings, Limits
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 from ._sidecar import Sidecar, describe_status
 
 __all__ = ["ProcessScope", "gotask", "gotask_fixture"]
@@ -67,6 +71,8 @@ class _Spec:
     address: str | Sequence[str] | None
     process_scope: ProcessScope
     options: dict[str, Any]
+    from_command_line: bool = False
+    """Made from ``--gotask-address``, with the secret taken from ``$GOTASK_SECRET``."""
 
     def describe(self) -> str:
         if self.address is not None:
@@ -150,7 +156,7 @@ def gotask_fixture(
 
     async def fixture(request: pytest.FixtureRequest) -> AsyncIterator[GoTask]:
         __tracebackhide__ = True
-        async with _open(spec, request) as gt:
+        async with _failing_briefly(spec, request) as gt:
             yield gt
 
     fixture.__doc__ = (
@@ -158,8 +164,66 @@ def gotask_fixture(
     )
     if name is not None:
         fixture.__name__ = fixture.__qualname__ = name
-        return pytest.fixture(fixture, name=name)
-    return pytest.fixture(fixture)
+        made = pytest.fixture(fixture, name=name)
+    else:
+        made = pytest.fixture(fixture)
+    # pytest finds a fixture by the name it is assigned to in a module or a class: check that it
+    # is, when made there (made in a function, it may be assigned anywhere).
+    caller = inspect.currentframe()
+    caller = caller.f_back if caller is not None else None
+    if caller is not None:
+        namespace = caller.f_locals
+        if caller.f_code.co_name == "<module>" or {"__module__", "__qualname__"} <= namespace.keys():
+            _MADE.append((made, namespace, Path(caller.f_code.co_filename), caller.f_lineno))
+    return made
+
+
+_MADE: Final[list[tuple[object, dict[str, Any], Path, int]]] = []
+"""Each fixture `gotask_fixture` made in a module or a class body: the fixture, that namespace and
+where, for `pytest_collection_finish` to check that it was assigned a name."""
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    root = session.config.rootpath
+    unassigned = [
+        f"{path}:{line}"
+        for made, namespace, path, line in _MADE
+        if path.is_relative_to(root) and not any(v is made for v in namespace.values())
+    ]
+    _MADE.clear()
+    if unassigned:
+        raise pytest.UsageError(
+            f"gotask_fixture() at {', '.join(unassigned)} is not assigned to a name, so pytest defines "
+            "no fixture from it: write `app = gotask_fixture(...)` at the top level of conftest.py "
+            "(the fixture is then named app)"
+        )
+
+
+def _short_reason(exc: BaseException, spec: _Spec) -> str | None:
+    """What a fixture's failure says without its traceback: the message of the trio-gotask error
+    (or of each, from an exception group) with advice in pytest's terms; None for any other
+    failure, whose traceback is worth reading."""
+    leaves = _leaves(exc)
+    if not leaves or not all(isinstance(e, GoTaskError) for e in leaves):
+        return None
+    reason = "; ".join(dict.fromkeys(str(e) for e in leaves))
+    if spec.from_command_line and "secret" in reason:
+        reason += (
+            f"\n(--gotask-address takes the sidecar's secret from ${SECRET_ENV}: set it to the value "
+            "the sidecar was started with)"
+        )
+    return reason
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [
+            leaf
+            for inner in exc.exceptions
+            for leaf in _leaves(inner)
+            if not isinstance(leaf, trio.Cancelled)
+        ]
+    return [exc]
 
 
 def _check_options(function: Any, name: str, args: tuple[object, ...], options: dict[str, Any]) -> None:
@@ -202,7 +266,7 @@ async def gotask(request: pytest.FixtureRequest) -> AsyncIterator[GoTask]:
     the secret in ``$GOTASK_SECRET`` if set. For anything else, make your own with `gotask_fixture`.
     """
     __tracebackhide__ = True
-    async with _open(_configured(request.config), request) as gt:
+    async with _failing_briefly(_configured(request.config), request) as gt:
         yield gt
 
 
@@ -235,7 +299,9 @@ def _configured(config: pytest.Config) -> _Spec:
     path: str | None = config.getoption("gotask_sidecar")
     paths: list[Path] = config.getini("gotask_sidecar")
     if address:
-        spec = _Spec(None, address, "function", {"secret": os.environ.get(SECRET_ENV) or None})
+        spec = _Spec(
+            None, address, "function", {"secret": os.environ.get(SECRET_ENV) or None}, from_command_line=True
+        )
     elif path:
         spec = _Spec(config.invocation_params.dir / path, None, "function", {})
     elif len(paths) == 1:
@@ -251,6 +317,37 @@ def _configured(config: pytest.Config) -> _Spec:
         )
     config.stash[_CONFIGURED] = spec
     return spec
+
+
+@asynccontextmanager
+async def _failing_briefly(spec: _Spec, request: pytest.FixtureRequest) -> AsyncIterator[GoTask]:
+    """`_open`, with a failure of the sidecar's (it did not start, could not be reached, died)
+    reported as its message and no traceback: pytest's nested exception groups, full of the
+    library's frames, would hide the reason."""
+    __tracebackhide__ = True
+    try:
+        async with _open(spec, request) as gt:
+            yield gt
+    except BaseException as exc:
+        reason = _short_reason(exc, spec)
+        if reason is None:
+            raise
+        raise _SidecarFailed(f"fixture {request.fixturename!r}: {reason}", pytrace=False) from None
+
+
+class _SidecarFailed(pytest.fail.Exception):  # type: ignore[name-defined,misc]
+    """A fixture's failure that its message says all about (`pytest_runtest_makereport` shows
+    only that, even from inside the exception groups of pytest-trio's nursery)."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if call.excinfo is not None and report.failed:
+        leaves = _leaves(call.excinfo.value)
+        if leaves and all(isinstance(leaf, _SidecarFailed) for leaf in leaves):
+            report.longrepr = "\n".join(dict.fromkeys(f"Failed: {leaf}" for leaf in leaves))
+    return report
 
 
 @asynccontextmanager
