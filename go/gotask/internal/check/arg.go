@@ -67,8 +67,8 @@ func (c *checker) enter() *pathError {
 // the offset just past it.
 func (c *checker) check(p *plan, pos int) (int, *pathError) {
 	b := c.b
-	h, ok := scan.ReadHead(b, pos)
-	if !ok {
+	var h scan.Head
+	if !h.Read(b, pos) {
 		return 0, malformed()
 	}
 	if h.Kind == scan.Nil {
@@ -271,8 +271,8 @@ func (c *checker) structMap(p *plan, pos int, h *scan.Head) (int, *pathError) {
 	pos += h.Size
 	matched := false
 	for i := 0; i < h.N; i++ {
-		kh, ok := scan.ReadHead(b, pos)
-		if !ok {
+		var kh scan.Head
+		if !kh.Read(b, pos) {
 			return 0, malformed()
 		}
 		var name []byte // nil is the name "" to the library

@@ -39,9 +39,9 @@ type walkFrame struct {
 func walkValue(b []byte, pos int, rules walkRules, typ string) (int, *pathError) {
 	var buf [16]walkFrame
 	stack := buf[:0]
+	var h scan.Head
 	for {
-		h, ok := scan.ReadHead(b, pos)
-		if !ok {
+		if !h.Read(b, pos) {
 			return 0, walkError(malformed(), stack, b)
 		}
 		if n := len(stack); n > 0 && stack[n-1].isMap && stack[n-1].i%2 == 0 {

@@ -10,8 +10,19 @@ type Cursor struct {
 
 // next reads the size of the next object's header and its N, if it is of kind k.
 func (c *Cursor) next(k Kind) (size, n int, ok bool) {
-	kind, size, n, ok := span(c.B, c.P)
-	return size, n, ok && kind == k
+	if c.P >= len(c.B) {
+		return 0, 0, false
+	}
+	x := c.B[c.P]
+	r := &rules[x]
+	switch {
+	case r.kind != k:
+		return 0, 0, false
+	case r.lenSize == 0:
+		return r.short(len(c.B) - c.P)
+	}
+	_, size, n, ok = spanLength(c.B, c.P, r)
+	return size, n, ok
 }
 
 // Raw returns the next object, whatever it is, and moves past it.
@@ -65,8 +76,8 @@ func (c *Cursor) Str() (string, bool) {
 
 // Uint reads an integer that is not negative.
 func (c *Cursor) Uint() (uint64, bool) {
-	h, ok := ReadHead(c.B, c.P)
-	if !ok || h.Kind != Int || h.Neg {
+	var h Head
+	if !h.Read(c.B, c.P) || h.Kind != Int || h.Neg {
 		return 0, false
 	}
 	c.P += h.Size
@@ -75,8 +86,8 @@ func (c *Cursor) Uint() (uint64, bool) {
 
 // Number reads an integer or a float as a float64.
 func (c *Cursor) Number() (float64, bool) {
-	h, ok := ReadHead(c.B, c.P)
-	if !ok {
+	var h Head
+	if !h.Read(c.B, c.P) {
 		return 0, false
 	}
 	var f float64

@@ -62,6 +62,8 @@ type rule struct {
 	value   uint8 // bytes after the code and any length: a scalar's value, or an ext's type
 	data    uint8 // fixext: bytes of data
 	size    uint8 // bytes of the header: 1 + lenSize + value
+	n       uint8 // with no length field: N, from the code's bits or a fixext's size
+	need    uint8 // with no length field: the bytes of the object, or of an array's or map's header
 	hasData uint8 // 1 for str, bin and ext, whose N bytes of data follow the header
 	signed  bool  // int: the value is two's complement
 }
@@ -108,15 +110,16 @@ var rules = func() (r [256]rule) {
 		if x.kind == Str || x.kind == Bin || x.kind == Ext {
 			x.hasData = 1
 		}
+		x.n = uint8(c)&x.mask + x.data
+		x.need = x.size + x.n*x.hasData
 	}
 	return r
 }()
 
 // span reads what every header says: the object's kind, the bytes of its
 // header, and its N. It reports false when b ends inside the header (or inside
-// a str, bin or ext's data) or at the reserved byte. It is Skip's whole work
-// per object, so it returns no Head: a Head's copy would cost Skip more than
-// this does (BenchmarkSkip).
+// a str, bin or ext's data) or at the reserved byte. It returns no Head: a
+// Head's copy would cost Skip more than this does (BenchmarkSkip).
 func span(b []byte, pos int) (k Kind, size, n int, ok bool) {
 	if pos >= len(b) {
 		return
@@ -126,17 +129,19 @@ func span(b []byte, pos int) (k Kind, size, n int, ok bool) {
 	if r.lenSize > 0 {
 		return spanLength(b, pos, r)
 	}
-	size, n = int(r.size), int(c&r.mask+r.data)
-	if r.kind == Invalid || size+n*int(r.hasData) > len(b)-pos {
-		return
-	}
-	return r.kind, size, n, true
+	size, n, ok = r.short(len(b) - pos)
+	return r.kind, size, n, ok
 }
 
-// spanLength is span for an object with a length field. It is kept out of
-// line so that span's path for the one-byte headers most objects have stays short.
-//
-//go:noinline
+// short is span for an object whose header has no length field, with room
+// bytes from its first byte to the end: fixints, fixstrs,
+// fixmaps, fixarrays, nil, bools, numbers and fixexts, most objects. Small
+// enough to inline, it lets the loops of Skip and ReadHead make no call for them.
+func (r *rule) short(room int) (size, n int, ok bool) {
+	return int(r.size), int(r.n), r.kind != Invalid && int(r.need) <= room
+}
+
+// spanLength is span for an object with a length field.
 func spanLength(b []byte, pos int, r *rule) (k Kind, size, n int, ok bool) {
 	size = int(r.size)
 	if size > len(b)-pos {
@@ -153,13 +158,32 @@ func spanLength(b []byte, pos int, r *rule) (k Kind, size, n int, ok bool) {
 // ends inside it (or inside a str, bin or ext's data) or at the reserved byte.
 // It does not look at the items of an array or a map.
 func ReadHead(b []byte, pos int) (h Head, ok bool) {
-	k, size, n, ok := span(b, pos)
-	if !ok {
-		return h, false
+	ok = h.Read(b, pos)
+	return h, ok
+}
+
+// Read is ReadHead into h, for a loop that reads many: it writes h in place
+// rather than returning a copy.
+func (h *Head) Read(b []byte, pos int) (ok bool) {
+	*h = Head{}
+	if pos >= len(b) {
+		return false
 	}
 	c := b[pos]
 	r := &rules[c]
-	h.Kind, h.Code, h.Size, h.N = k, c, size, n
+	var size, n int
+	if r.lenSize == 0 {
+		size, n, ok = r.short(len(b) - pos)
+	} else {
+		_, size, n, ok = spanLength(b, pos, r)
+	}
+	if !ok {
+		return false
+	}
+	h.Kind, h.Code, h.Size, h.N = r.kind, c, size, n
+	if r.value == 0 && r.kind != Int && r.kind != Bool {
+		return true // nil, str, bin, array, map: the header says it all
+	}
 	value := b[pos+size-int(r.value) : pos+size]
 	switch r.kind {
 	case Ext:
@@ -173,7 +197,7 @@ func ReadHead(b []byte, pos int) (h Head, ok bool) {
 			h.V = uint64(int64(bigEndian(value)<<shift) >> shift)
 		default:
 			h.V = bigEndian(value)
-			return h, true
+			return true
 		}
 		h.Neg = int64(h.V) < 0
 	case Bool:
@@ -183,7 +207,7 @@ func ReadHead(b []byte, pos int) (h Head, ok bool) {
 	case Float64:
 		h.V = bigEndian(value)
 	}
-	return h, true
+	return true
 }
 
 // bigEndian reads an unsigned integer from all of b (at most 8 bytes).

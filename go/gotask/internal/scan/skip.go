@@ -27,10 +27,20 @@ func Skip(b []byte, pos int) (int, error) {
 			continue
 		}
 		stack[top]--
-		kind, size, n, ok := span(b, pos)
+		if pos >= len(b) {
+			return 0, errEarly
+		}
+		c := b[pos]
+		r := &rules[c]
+		kind, size, n, ok := r.kind, 0, 0, false
+		if r.lenSize == 0 { // span, with no call for the objects most payloads are made of
+			size, n, ok = r.short(len(b) - pos)
+		} else {
+			_, size, n, ok = spanLength(b, pos, r)
+		}
 		if !ok {
-			if pos < len(b) && rules[b[pos]].kind == Invalid {
-				return 0, fmt.Errorf("reserved byte %#x at offset %d", b[pos], pos)
+			if kind == Invalid {
+				return 0, fmt.Errorf("reserved byte %#x at offset %d", c, pos)
 			}
 			return 0, errEarly
 		}
