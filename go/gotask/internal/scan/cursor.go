@@ -10,19 +10,8 @@ type Cursor struct {
 
 // next reads the size of the next object's header and its N, if it is of kind k.
 func (c *Cursor) next(k Kind) (size, n int, ok bool) {
-	if c.P >= len(c.B) {
-		return 0, 0, false
-	}
-	x := c.B[c.P]
-	r := &rules[x]
-	switch {
-	case r.kind != k:
-		return 0, 0, false
-	case r.lenSize == 0:
-		return r.short(len(c.B) - c.P)
-	}
-	_, size, n, ok = spanLength(c.B, c.P, r)
-	return size, n, ok
+	kind, size, n, ok := span(c.B, c.P)
+	return size, n, ok && kind == k
 }
 
 // Raw returns the next object, whatever it is, and moves past it.
