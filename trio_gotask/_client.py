@@ -502,7 +502,7 @@ async def _background() -> AsyncIterator[trio.Nursery]:
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        errors = _leaves(group)
+        errors = exception_leaves(group)
         if body is None or any(isinstance(e, KeyboardInterrupt) for e in errors):
             if len(errors) != 1:
                 raise
@@ -513,11 +513,12 @@ async def _background() -> AsyncIterator[trio.Nursery]:
         raise body
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+def exception_leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``, through nested exception groups, but `trio.Cancelled`;
+    ``[exc]`` for an exception that is no group."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return [exc]
     out: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out += _leaves(exc)
-        elif not isinstance(exc, trio.Cancelled):
-            out.append(exc)
+    for inner in exc.exceptions:
+        out += [leaf for leaf in exception_leaves(inner) if not isinstance(leaf, trio.Cancelled)]
     return out

@@ -20,7 +20,6 @@ import contextlib
 import importlib.util
 import inspect
 import os
-import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -33,13 +32,10 @@ import trio
 
 from ._address import Transport
 from ._build import build_sidecar
-from ._client import GoTask, SidecarSpec, connect_gotask, open_gotask
+from ._client import GoTask, SidecarSpec, connect_gotask, exception_leaves, open_gotask
 from ._dialect import SECRET_ENV, Native, NativeLauncher
 from ._errors import ErrorFactory, GoTaskError, SidecarError, error_factory
 from ._settings import LaunchSettings, Limits
-
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 from ._sidecar import Sidecar, describe_status
 
 __all__ = ["ProcessScope", "gotask", "gotask_fixture"]
@@ -203,7 +199,7 @@ def _short_reason(exc: BaseException, spec: _Spec) -> str | None:
     """What a fixture's failure says without its traceback: the message of the trio-gotask error
     (or of each, from an exception group) with advice in pytest's terms; None for any other
     failure, whose traceback is worth reading."""
-    leaves = _leaves(exc)
+    leaves = exception_leaves(exc)
     if not leaves or not all(isinstance(e, GoTaskError) for e in leaves):
         return None
     reason = "; ".join(dict.fromkeys(str(e) for e in leaves))
@@ -213,17 +209,6 @@ def _short_reason(exc: BaseException, spec: _Spec) -> str | None:
             "the sidecar was started with)"
         )
     return reason
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [
-            leaf
-            for inner in exc.exceptions
-            for leaf in _leaves(inner)
-            if not isinstance(leaf, trio.Cancelled)
-        ]
-    return [exc]
 
 
 def _check_options(function: Any, name: str, args: tuple[object, ...], options: dict[str, Any]) -> None:
@@ -344,7 +329,7 @@ class _SidecarFailed(pytest.fail.Exception):  # type: ignore[name-defined,misc]
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if call.excinfo is not None and report.failed:
-        leaves = _leaves(call.excinfo.value)
+        leaves = exception_leaves(call.excinfo.value)
         if leaves and all(isinstance(leaf, _SidecarFailed) for leaf in leaves):
             report.longrepr = "\n".join(dict.fromkeys(f"Failed: {leaf}" for leaf in leaves))
     return report
