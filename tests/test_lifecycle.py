@@ -147,7 +147,7 @@ async def test_exit_before_handshake_says_so_with_stderr() -> None:
 
 @pytest.mark.fault(
     fault="a program that prints to stdout but never hands shake (not a gotask sidecar)",
-    sees="SidecarError when it exits or startup_timeout passes, quoting what it printed",
+    sees="SidecarError when it exits, quoting what it printed",
 )
 async def test_output_that_is_no_handshake() -> None:
     says = re.escape("before it, it printed 1 line(s) to stdout, which is not a gotask sidecar's handshake")
@@ -156,9 +156,6 @@ async def test_output_that_is_no_handshake() -> None:
             pass
     assert "(the first: 'Hello from main()')" in str(info.value)
     assert info.value.stderr_tail == "oops"
-    with pytest.raises(SidecarError, match=rf"no handshake within 0\.3 s \(startup_timeout\); {says}"):
-        async with open_gotask(sh(f"echo 'Hello from main()'; {STAY}"), startup_timeout=0.3):
-            pass
     with pytest.raises(SidecarError, match=r"printed more than 65536 bytes to stdout before its handshake"):
         async with open_gotask(sh(f"yes banner | head -c 100000; {STAY}"), startup_timeout=HANG):
             pass
