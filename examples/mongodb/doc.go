@@ -151,6 +151,19 @@ func toBSON(v any) (any, error) {
 	return nil, fmt.Errorf("MongoDB cannot store a %T", v)
 }
 
+// allToBSON is toBSON of each document, an error naming which one ("stage 2: ...").
+func allToBSON(docs []Doc, what string) ([]any, error) {
+	out := make([]any, len(docs))
+	for i, d := range docs {
+		v, err := toBSON(d)
+		if err != nil {
+			return nil, fmt.Errorf("%s %d: %w", what, i, err)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
 // fromBSON turns what the driver decoded into what Python has types for; a
 // document stays in order.
 func fromBSON(v any) any {

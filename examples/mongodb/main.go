@@ -41,13 +41,9 @@ type InsertArgs struct {
 // Insert inserts documents and returns their _ids, in order: those given,
 // and those MongoDB made (ObjectIDs, as {"$oid": ...}).
 func (m *Mongo) Insert(ctx context.Context, args InsertArgs, ids *[]any) error {
-	docs := make([]any, len(args.Documents))
-	for i, d := range args.Documents {
-		v, err := toBSON(d)
-		if err != nil {
-			return fmt.Errorf("document %d: %w", i, err)
-		}
-		docs[i] = v
+	docs, err := allToBSON(args.Documents, "document")
+	if err != nil {
+		return err
 	}
 	if len(docs) == 0 {
 		*ids = []any{}
@@ -134,13 +130,9 @@ type AggregateArgs struct {
 
 // Aggregate runs a pipeline and returns what it made.
 func (m *Mongo) Aggregate(ctx context.Context, args AggregateArgs, docs *[]Doc) error {
-	pipeline := make([]any, len(args.Pipeline))
-	for i, stage := range args.Pipeline {
-		v, err := toBSON(stage)
-		if err != nil {
-			return fmt.Errorf("stage %d: %w", i, err)
-		}
-		pipeline[i] = v
+	pipeline, err := allToBSON(args.Pipeline, "stage")
+	if err != nil {
+		return err
 	}
 	cur, err := m.db.Collection(args.Collection).Aggregate(ctx, pipeline)
 	if err != nil {
@@ -196,23 +188,17 @@ func (m *Mongo) Update(ctx context.Context, args UpdateArgs, changed *int64) err
 // ends it. (With MongoDB itself, a change stream, Collection.Watch, would tell
 // it at once; FerretDB has none.)
 func (m *Mongo) WaitFor(ctx context.Context, args CountArgs, doc *Doc) error {
-	filter, err := filterOf(args.Filter)
-	if err != nil {
-		return err
-	}
 	started := time.Now()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		var d bson.D
-		err := m.db.Collection(args.Collection).FindOne(ctx, filter).Decode(&d)
+		err := m.FindOne(ctx, args, doc)
 		switch {
-		case err == nil:
-			*doc = fromBSON(d).(Doc)
+		case err == nil && *doc != nil:
 			return nil
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 			// The driver may give up a moment before ctx's own timer fires: wait for ctx below.
-		case !errors.Is(err, mongo.ErrNoDocuments):
+		case err != nil:
 			return err
 		}
 		select {
