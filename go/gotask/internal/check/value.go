@@ -14,7 +14,7 @@ import (
 // there is none, or when the value in the way encodes itself (its own
 // EncodeMsgpack or MarshalMsgpack, whose error is its own). It is for the
 // message of an encoding that failed, so it goes depth first, map keys in
-// order, and passes each pointer once.
+// order, and passes each pointer and map once.
 func Unencodable(v any) (path string, t reflect.Type) {
 	w := unencodableWalk{seen: map[uintptr]bool{}}
 	return w.find(reflect.ValueOf(v))
@@ -54,6 +54,10 @@ func (w *unencodableWalk) find(v reflect.Value) (string, reflect.Type) {
 			}
 		}
 	case reflect.Map:
+		if v.IsNil() || w.seen[v.Pointer()] {
+			return "", nil // a map that holds itself, through an interface, is walked once
+		}
+		w.seen[v.Pointer()] = true
 		keys := v.MapKeys()
 		sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
 		for _, k := range keys {

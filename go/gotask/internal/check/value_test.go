@@ -25,6 +25,8 @@ func (selfEncoding) MarshalMsgpack() ([]byte, error) { return []byte{0xc0}, nil 
 func TestUnencodableSaysWhere(t *testing.T) {
 	loop := &struct{ Next any }{}
 	loop.Next = loop
+	selfMap := map[string]any{}
+	selfMap["self"] = selfMap
 	for _, c := range []struct {
 		value any
 		path  string
@@ -39,6 +41,7 @@ func TestUnencodableSaysWhere(t *testing.T) {
 		{outer{hidden: make(chan int), Skip: make(chan int)}, "", nil},
 		{selfEncoding{C: make(chan int)}, "", nil},
 		{loop, "", nil},
+		{selfMap, "", nil},
 		{[]byte("fine"), "", nil},
 	} {
 		path, typ := Unencodable(c.value)
