@@ -77,9 +77,12 @@ async def run(before: Any, label: str, rounds: int) -> None:
 
         sequential: dict[str, Call] = {"floor": partial(floor.call_direct, frame), **calls}
         latency: dict[str, list[float]] = {name: [] for name in sequential}
+        cpu: dict[str, list[float]] = {name: [] for name in sequential}
         for _ in range(rounds):
             for name, call in sequential.items():
+                start_cpu = time.process_time()
                 latency[name] += [await timed(call) for _ in range(1000)]
+                cpu[name].append((time.process_time() - start_cpu) / 1000)
         rates: dict[tuple[str, int], list[float]] = {}
         async with trio.open_nursery() as nursery:
             nursery.start_soon(floor.run)
@@ -93,14 +96,15 @@ async def run(before: Any, label: str, rounds: int) -> None:
     median = statistics.median
     print(f"{rounds} rounds; medians; ratios are to the floor in the same run.\n")
     print(
-        "| client | sequential p50 µs | vs floor | 64 callers, calls/s | vs floor | 256 callers, calls/s | vs floor |"
+        "| client | sequential p50 µs | vs floor | client CPU µs a call | 64 callers, calls/s | vs floor "
+        "| 256 callers, calls/s | vs floor |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in sequential:
         p50 = median(latency[name])
         r64, r256 = median(rates[name, 64]), median(rates[name, 256])
         print(
-            f"| {name} | {p50 * 1e6:.0f} | {p50 / median(latency['floor']):.2f}x "
+            f"| {name} | {p50 * 1e6:.0f} | {p50 / median(latency['floor']):.2f}x | {median(cpu[name]) * 1e6:.0f} "
             f"| {r64:,.0f} | {r64 / median(rates['floor', 64]):.2f}x "
             f"| {r256:,.0f} | {r256 / median(rates['floor', 256]):.2f}x |"
         )

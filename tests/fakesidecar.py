@@ -10,6 +10,7 @@ through `FakePeer.requests`, which the test answers with `FakePeer.reply`. It re
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -207,15 +208,30 @@ async def open_fake(
     secret: str | None = None,
     lockstep: bool = False,
     max_host_calls: int = 0,
+    channel: str = "memory",
     **peer: Any,
 ) -> tuple[Opened, FakePeer]:
     """A greeted client stream and the peer serving it (in ``nursery``). ``lockstep`` makes every
-    write wait for the other side to read it (a peer that stops reading then blocks the writer)."""
+    write wait for the other side to read it (a peer that stops reading then blocks the writer).
+
+    ``channel`` is what joins them: ``"memory"`` streams, or real descriptors, which the client
+    reads and writes itself (`FdChannel`, where a lone caller reads its own reply): a
+    ``"socket"`` pair, or a ``"pipe"`` each way."""
     client: trio.abc.Stream
     server: trio.abc.Stream
     if lockstep:
         client, server = trio.testing.lockstep_stream_pair()
+    elif channel == "socket":
+        a, b = trio.socket.socketpair()
+        client, server = trio.SocketStream(a), trio.SocketStream(b)
+    elif channel == "pipe":
+        server_reads, client_writes = os.pipe()
+        client_reads, server_writes = os.pipe()
+        FdStream = trio.lowlevel.FdStream
+        client = trio.StapledStream(FdStream(client_writes), FdStream(client_reads))
+        server = trio.StapledStream(FdStream(server_writes), FdStream(server_reads))
     else:
+        assert channel == "memory", channel
         client, server = trio.testing.memory_stream_pair()
     fake = FakePeer(server, secret=secret, **peer)
     nursery.start_soon(fake.serve)

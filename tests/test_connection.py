@@ -35,6 +35,16 @@ SETTINGS = PoolSettings(1, Limits(1 << 20, 8), keepalive_timeout=None)
 
 pytestmark = pytest.mark.fast  # no process: nox -s fast
 
+CHANNEL = "memory"
+
+
+@pytest.fixture(autouse=True, params=["memory", "socket", "pipe"])
+def channel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs over memory streams and over real descriptors (a socket pair, and a
+    pipe each way), where a lone caller reads its own reply (`Connection._lead`)."""
+    monkeypatch.setattr(f"{__name__}.CHANNEL", request.param)
+    return str(request.param)
+
 
 @asynccontextmanager
 async def connected(
@@ -50,6 +60,7 @@ async def connected(
     async with trio.open_nursery() as nursery:
         opened, fake = await open_fake(
             nursery,
+            channel=CHANNEL,
             lockstep=lockstep,
             client_max_frame_size=client_max_frame_size,
             max_host_calls=max_host_calls,
@@ -350,7 +361,7 @@ async def test_the_explain_hook_names_the_error_callers_see(autojump_clock: trio
         return error_factory(SidecarError, "the sidecar exited with status 3", returncode=3)
 
     async with trio.open_nursery() as nursery:
-        opened, fake = await open_fake(nursery, answer=None)
+        opened, fake = await open_fake(nursery, channel=CHANNEL, answer=None)
         connection = Connection(opened, SETTINGS, explain=explain)
         await nursery.start(connection.run)
 

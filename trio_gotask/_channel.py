@@ -125,28 +125,48 @@ class FdChannel(Channel):
 
     async def receive_some(self, max_bytes: int) -> bytes:
         if self._drained:
-            await trio.lowlevel.wait_readable(self._read_fd())
+            await self.wait_readable()
         else:
             await trio.lowlevel.checkpoint()
-        while True:
-            try:
-                data = os.read(self._read_fd(), max_bytes)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(self._read_fd())
-                continue
-            self._drained = len(data) < max_bytes
-            return data
+        while (data := self.read_now(max_bytes)) is None:
+            await self.wait_readable()
+        self._drained = len(data) < max_bytes
+        return data
 
     async def receive_into(self, buffer: memoryview) -> int:
         await trio.lowlevel.checkpoint()  # more of the frame is on its way: read first
-        while True:
-            try:
-                count = os.readv(self._read_fd(), [buffer])
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(self._read_fd())
-                continue
-            self._drained = count < len(buffer)
-            return count
+        while (count := self.read_into_now(buffer)) is None:
+            await self.wait_readable()
+        self._drained = count < len(buffer)
+        return count
+
+    # What a task that reads for itself uses (docs/performance.md, "A lone caller reads its own
+    # reply"): Trio lets one task at a time wait for a descriptor, and the `Connection` decides
+    # which.
+
+    def read_fileno(self) -> int:
+        """The descriptor it reads (-1 once closed)."""
+        return self._read_fd()
+
+    async def wait_readable(self) -> None:
+        """Wait until the read descriptor has bytes (or its end) to read."""
+        await trio.lowlevel.wait_readable(self._read_fd())
+
+    def read_now(self, max_bytes: int) -> bytes | None:
+        """Read up to ``max_bytes`` without waiting: ``None`` when there is nothing yet, ``b""``
+        at the end of the stream."""
+        try:
+            return os.read(self._read_fd(), max_bytes)
+        except BlockingIOError:
+            return None
+
+    def read_into_now(self, buffer: memoryview) -> int | None:
+        """Read into the start of ``buffer`` without waiting: the byte count, 0 at the end of the
+        stream, ``None`` when there is nothing yet."""
+        try:
+            return os.readv(self._read_fd(), [buffer])
+        except BlockingIOError:
+            return None
 
 
 class PeerClosed(Exception):

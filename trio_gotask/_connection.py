@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, NoReturn, final
 
 import outcome
 import trio
 
-from ._channel import PeerClosed, open_channel
+from ._channel import FdChannel, PeerClosed, open_channel
 from ._errors import (
     ErrorFactory,
     Explain,
@@ -56,6 +57,24 @@ _FINISH_WRITING: Final = 1.0
 # this many bytes of answers are unsent, so that what the client holds stays bounded.
 MAX_UNSENT_ANSWERS: Final = 1 << 20
 
+
+# What `Connection._read_now` found.
+_NOTHING: Final = 0
+"""Nothing to read yet."""
+_SOME: Final = 1
+"""Bytes, and the descriptor is likely empty now: wait before reading again."""
+_MORE: Final = 2
+"""Bytes, and likely more behind them: read again before waiting."""
+
+# What a lone caller hands the reader task when its own read failed: the reader fails the
+# connection with it, as if it had met it itself.
+_READ_ERRORS: Final = (
+    ProtocolError,
+    PeerClosed,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    OSError,
+)
 
 _WENT_AWAY: Final = error_factory(
     SidecarError, "the sidecar is shutting down: it asked for no more calls on this connection ($goaway)"
@@ -167,6 +186,23 @@ class Connection:
         """Bytes of answers queued (gathered from the protocol's `take_answer_bytes`) and not yet
         written: what the reader's backpressure counts."""
         self._answers_written = trio.lowlevel.ParkingLot()
+        # A lone caller reads its own reply (`_lead`): it waits on a duplicate of the descriptor,
+        # so that its wait and the reader task's never collide, and `fail` can wake it alone.
+        self._fd = self._channel if isinstance(self._channel, FdChannel) else None
+        """The channel, when a caller can read its descriptor itself."""
+        self._lead_fd = -1
+        """The duplicate a leading caller waits on, from `run`'s start to its end (-1 otherwise)."""
+        self._lead_call: Call | None = None
+        """The call whose caller reads the descriptor now; the reader task keeps off it."""
+        self._lead_done = False
+        """Whether the outcome of `_lead_call` is known: `_dispatch` or `fail` sets this, and
+        `_lead_result` or `_lead_error` (no `outcome` object: this is the fast path)."""
+        self._lead_result: Any = None
+        self._lead_error: BaseException | None = None
+        self._lead_over = trio.lowlevel.ParkingLot()
+        """Where the reader task waits while a caller reads."""
+        self._handed_error: BaseException | None = None
+        """What a caller's own read met, for the reader task to fail the connection with."""
         self.load = 0
         """Callers currently inside `call` on this connection."""
         self.given_up = 0
@@ -217,6 +253,8 @@ class Connection:
                 raise
             if self.load == 1 and self._writer_idle:
                 self._write_alone()
+                if self._lead_fd >= 0:
+                    return await self._lead(call)
             else:
                 self._wake_writer()  # it batches what every caller queued by the time it runs
 
@@ -240,6 +278,58 @@ class Connection:
             self.given_up += 1
             self._wake_writer()  # for the $cancel
         return trio.lowlevel.Abort.SUCCEEDED
+
+    @trio.lowlevel.enable_ki_protection
+    async def _lead(self, call: Call) -> Any:
+        """Read the descriptor in the caller's own task until ``call``'s reply comes, saving the
+        pass of Trio's run loop in which the reader task would wake the caller.
+
+        The caller waits on a duplicate of the descriptor (Trio lets one task wait per
+        descriptor), which `fail` can wake alone. The reader task keeps off the descriptor
+        meanwhile: if it was waiting already, the reply wakes it too, and it parks until the
+        caller is done. Whatever else is read on the way (other replies, host calls, logs,
+        ``$goaway``) is handled as the reader would. The caller stops reading
+        when the reply comes, when it is cancelled (it gives up the call, as a parked caller
+        would), when `fail` wakes it, or when its read fails or answers pile up unsent: it then
+        hands the descriptor (and what it met) back and waits for its reply like any caller.
+        """
+        fd = self._fd
+        assert fd is not None
+        call.owner = None  # `_dispatch` and `fail` see it and set _lead_done
+        self._lead_call = call
+        self._lead_done = False
+        try:
+            found = _SOME
+            while not self._lead_done:
+                self._unsent_answers += self._protocol.take_answer_bytes()
+                if self._unsent_answers > MAX_UNSENT_ANSWERS:
+                    break  # the reader task waits for the writer
+                if found == _MORE:
+                    await trio.lowlevel.checkpoint()  # a large reply: let other tasks run
+                else:
+                    await trio.lowlevel.wait_readable(self._lead_fd)
+                found = self._read_now(fd)
+        except _READ_ERRORS as exc:
+            if self._state is not State.BROKEN:  # else `fail` woke it (notify_closing)
+                self._handed_error = exc  # the reader task fails the connection with it
+        except BaseException:
+            if not self._lead_done:
+                self._abort(call)  # cancelled (or interrupted) before the reply
+            raise
+        finally:
+            self._lead_call = None
+            if self._lead_over:
+                self._lead_over.unpark_all()
+        if self._lead_done:
+            error = self._lead_error
+            if error is None:
+                result, self._lead_result = self._lead_result, None
+                return result
+            self._lead_error = None
+            raise error
+        call.owner = trio.lowlevel.current_task()
+        call.on_abort = self._abort_call
+        return await trio.lowlevel.wait_task_rescheduled(call)  # cancelled: self._abort(call)
 
     def _wake_writer(self) -> None:
         if self._writer_idle:  # cheaper than unpark() when the writer is busy, as it mostly is
@@ -266,6 +356,8 @@ class Connection:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the connection until it breaks or `fail` is called; never raises on its own account."""
         try:
+            if self._fd is not None and self._fd.read_fileno() >= 0:
+                self._lead_fd = os.dup(self._fd.read_fileno())
             with self._cancel_scope:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery  # where host calls' handlers run
@@ -278,6 +370,10 @@ class Connection:
             self.fail(error_factory(SidecarError, "the connection to the sidecar was closed"))
             with trio.CancelScope(shield=True):
                 await self._channel.aclose()
+            if self._lead_fd >= 0:
+                trio.lowlevel.notify_closing(self._lead_fd)
+                os.close(self._lead_fd)
+                self._lead_fd = -1
 
     def fail(self, make_error: ErrorFactory, *, unrun: bool = False) -> None:
         """Fail every call in flight with a fresh error from ``make_error``, then stop. With
@@ -295,7 +391,12 @@ class Connection:
                 )
             else:
                 error = make_error()
-            trio.lowlevel.reschedule(call.owner, outcome.Error(error))
+            if call.owner is None:  # its caller reads for itself (_lead): wake it
+                self._lead_error = error
+                self._lead_done = True
+                trio.lowlevel.notify_closing(self._lead_fd)  # closed when `run` ends
+            else:
+                trio.lowlevel.reschedule(call.owner, outcome.Error(error))
         for _ in range(held):
             self._slots.release()  # a waiter wakes, sees the failure and passes its slot on
         self._unsent.clear()
@@ -381,17 +482,24 @@ class Connection:
         else:
             self._writing.cancel()
 
+    async def _backpressure(self) -> None:
+        """Wait while more than `MAX_UNSENT_ANSWERS` bytes of answers are unsent."""
+        while True:
+            self._unsent_answers += self._protocol.take_answer_bytes()
+            if self._unsent_answers <= MAX_UNSENT_ANSWERS:
+                return
+            await self._answers_written.park()
+
     @trio.lowlevel.enable_ki_protection
     async def _read_loop(self) -> None:
+        if self._fd is not None:
+            await self._read_fd_loop(self._fd)
+            return
         protocol = self._protocol
         channel = self._channel
         self._dispatch()  # replies that came with the greeting
         while True:
-            while True:
-                self._unsent_answers += protocol.take_answer_bytes()
-                if self._unsent_answers <= MAX_UNSENT_ANSWERS:
-                    break
-                await self._answers_written.park()
+            await self._backpressure()
             buffer = protocol.receive_buffer()
             if buffer is None:
                 data = await channel.receive_some(protocol.read_size)
@@ -409,6 +517,54 @@ class Connection:
             self._reads += 1
             self._dispatch()
 
+    async def _read_fd_loop(self, fd: FdChannel) -> None:
+        """The reader task over a descriptor, which it lends to a lone caller (`_lead`)."""
+        self._dispatch()  # replies that came with the greeting
+        found = _SOME
+        while True:
+            if self._handed_error is not None:
+                error, self._handed_error = self._handed_error, None
+                raise error
+            await self._backpressure()
+            if self._lead_call is not None:
+                await self._lead_over.park()
+                continue
+            if found == _MORE:
+                await trio.lowlevel.checkpoint()
+            else:
+                await fd.wait_readable()
+            if self._lead_call is None:  # else a caller took over meanwhile, and reads
+                found = self._read_now(fd)
+
+    def _read_now(self, fd: FdChannel) -> int:
+        """Read what the descriptor holds, without waiting, and act on it: `_NOTHING`, `_SOME` or
+        `_MORE`. Raises `PeerClosed` at its end, and what decoding raises."""
+        protocol = self._protocol
+        buffer = protocol.receive_buffer()
+        if buffer is None:
+            size = protocol.read_size
+            data = fd.read_now(size)
+            if data is None:
+                return _NOTHING
+            if not data:
+                protocol.receive_eof()
+                raise PeerClosed
+            protocol.receive_data(data)
+            found = _MORE if len(data) == size else _SOME
+        else:
+            with buffer:
+                count = fd.read_into_now(buffer)
+            if count is None:
+                return _NOTHING
+            if not count:
+                protocol.receive_eof()
+                raise PeerClosed
+            protocol.received_into(count)
+            found = _MORE  # more of the large frame is on its way: read before waiting
+        self._reads += 1
+        self._dispatch()
+        return found
+
     def _dispatch(self) -> None:
         release = self._slots.release
         reschedule = trio.lowlevel.reschedule
@@ -418,10 +574,17 @@ class Connection:
                 if event.abandoned:
                     self.given_up -= 1
                     continue
-                if event.error is None:
-                    reschedule(event.owner, outcome.Value(event.result))
+                owner = event.owner
+                if owner is None:  # its caller reads for itself (_lead)
+                    if event.error is None:
+                        self._lead_result = event.result
+                    else:
+                        self._lead_error = remote_error(event.method, event.error)
+                    self._lead_done = True
+                elif event.error is None:
+                    reschedule(owner, outcome.Value(event.result))
                 else:
-                    reschedule(event.owner, outcome.Error(remote_error(event.method, event.error)))
+                    reschedule(owner, outcome.Error(remote_error(event.method, event.error)))
             elif type(event) is HostCall:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._serve_host_call, event)
