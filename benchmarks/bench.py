@@ -213,38 +213,56 @@ async def run(quick: bool, out: Path) -> Report:
         sizes = [16, 1 << 10, 64 << 10, 1 << 20, 16 << 20]
         blocking = BlockingEcho(floor_address)
         stack.callback(blocking.close)
+        # Call by call, every client and the ceiling in turn, so that a moment of the shared
+        # machine's load hits them alike. The MB/s are medians; the ratio to the ceiling is the
+        # best call against the best call of each round (the cost of the work itself, with the
+        # machine's interruptions left out), and the table gives it for every round.
         mbps: dict[tuple[str, int], list[float]] = {}
+        best_ratio: dict[str, list[float]] = {t: [] for t in gotasks}
         for _ in range(rounds):
             for size in sizes:
                 payload = bytes(size)
-                repeat = max(5, min(200, (64 << 20) // (size * 8)))
-                for t, gt in gotasks.items():
-                    # One call first, untimed: the first large call after others of another size
-                    # pays for fresh memory on both sides (page faults), ~100 ms at 16 MiB here.
-                    await gt.call("App.Echo", payload)
-                    elapsed = [await timed(partial(gt.call, "App.Echo", payload)) for _ in range(repeat)]
-                    mbps.setdefault((t, size), []).append(size / median(elapsed) / 1e6)
                 frame = request_frame("App.Echo", payload)
+                repeat = max(15, min(200, (64 << 20) // (size * 8)))
+                # One call each first, untimed: the first large call after others of another size
+                # pays for fresh memory on both sides (page faults), ~100 ms at 16 MiB here.
+                for gt in gotasks.values():
+                    await gt.call("App.Echo", payload)
                 blocking.call(frame)
-                elapsed = []
+                elapsed: dict[str, list[float]] = {name: [] for name in (*gotasks, RAW)}
                 for _ in range(repeat):
+                    for t, gt in gotasks.items():
+                        elapsed[t].append(await timed(partial(gt.call, "App.Echo", payload)))
                     start = time.perf_counter()
                     blocking.call(frame)
-                    elapsed.append(time.perf_counter() - start)
-                mbps.setdefault((RAW, size), []).append(size / median(elapsed) / 1e6)
+                    elapsed[RAW].append(time.perf_counter() - start)
+                for name, times in elapsed.items():
+                    mbps.setdefault((name, size), []).append(size / median(times) / 1e6)
+                if size == 16 << 20:
+                    for t in gotasks:
+                        best_ratio[t].append(min(elapsed[RAW]) / min(elapsed[t]))
         speed = {key: median(v) for key, v in mbps.items()}
         report.table(
             "Payload sweep: `bytes` echoed, MB/s (payload size / round-trip time, after one untimed call)",
             ["client", *[_size(s) for s in sizes]],
             [[name, *[f"{speed[name, s]:,.1f}" for s in sizes]] for name in (*TRANSPORTS, RAW)],
             f"The last row is a ceiling, not a peer: `{RAW}` sends pre-encoded frames and reads the "
-            "replies into a buffer allocated once, blocking the event loop meanwhile.",
+            "replies into a buffer allocated once, blocking the event loop meanwhile. Every client "
+            "and the ceiling take turns call by call.",
         )
-        big, ceiling = speed["unix", 16 << 20], speed[RAW, 16 << 20]
+        report.table(
+            "16 MiB echo against the ceiling, round by round",
+            ["transport", *[f"round {i + 1}" for i in range(rounds)], "worst"],
+            [[t, *[f"{r:.2f}x" for r in v], f"{min(v):.2f}x"] for t, v in best_ratio.items()],
+            "The ceiling's fastest 16 MiB round trip over the client's fastest, in each round of the "
+            "payload sweep: what the client's work costs, with the machine's interruptions left out "
+            "(a median moves by 2x from run to run on this shared machine, the ceiling's own too).",
+        )
+        worst = min(best_ratio["unix"])
         report.target(
-            "16 MiB bytes round trip >= 0.9x the blocking-socket ceiling (unix)",
-            f"{big / ceiling:.2f}x ({big / 1000:.2f} GB/s, ceiling {ceiling / 1000:.2f})",
-            big >= 0.9 * ceiling,
+            "16 MiB bytes round trip >= 0.9x the blocking-socket ceiling (unix), every round",
+            f"{worst:.2f}x in the worst of {rounds} rounds",
+            worst >= 0.9,
         )
         plot_lines(
             out / "payload.png",
