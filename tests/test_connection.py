@@ -21,7 +21,6 @@ from trio_gotask._connection import (
     MAX_UNSENT_ANSWERS,
     Connection,
     Unsent,
-    deadline_unless_cancelled,
 )
 from trio_gotask._errors import ErrorFactory, error_factory
 from trio_gotask._handlers import Handlers
@@ -410,15 +409,50 @@ async def test_greet_refused_closed_and_other_versions(autojump_clock: trio.test
             await greet(client, max_frame_size=4096, secret=None)
 
 
-async def test_deadline_unless_cancelled(autojump_clock: trio.testing.MockClock) -> None:
-    assert await deadline_unless_cancelled() == float("inf")
-    with trio.move_on_after(3):
-        assert await deadline_unless_cancelled() == trio.current_time() + 3
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        await deadline_unless_cancelled()
-        pytest.fail("a cancelled caller got past deadline_unless_cancelled")
-    assert scope.cancelled_caught
+async def test_a_slot_freed_while_its_waiter_is_being_cancelled_is_not_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connected(answer=None, max_inflight=1) as (connection, fake):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.call, "App.Echo", "holds the slot")
+            request = await fake.requests.receive()
+            waiting = trio.CancelScope()
+
+            async def wait_for_the_slot() -> None:
+                with waiting:
+                    await connection.call("App.Echo", "waits")
+
+            nursery.start_soon(wait_for_the_slot)
+            await trio.testing.wait_all_tasks_blocked()
+            assert connection._slot_waiters == 1
+            # The waiter is cancelled, and before it runs again the slot is freed (as the reader
+            # does for a reply): the slot must not be handed to the waiter that left.
+            waiting.cancel()
+            connection._release_slot()
+            assert connection._free_slots == 1
+            connection._free_slots = 0  # give it back: the call holding it is still in flight
+            await fake.reply(request.msgid, "done")
+        assert connection._free_slots == 1 and connection._slot_waiters == 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.call, "App.Echo", "the slot is free")
+            request = await fake.requests.receive()
+            await fake.reply(request.msgid, None)
+
+
+async def test_a_caller_cancelled_before_it_calls_sends_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connected(answer=None) as (connection, fake):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await connection.call("App.Echo", 1)
+            pytest.fail("a cancelled caller got past call")
+        assert scope.cancelled_caught
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.WouldBlock):
+            fake.requests.receive_nowait()
+        assert connection.load == 0 and connection._protocol.in_flight == 0
+        assert connection._free_slots == connection.max_inflight
 
 
 @pytest.mark.fault(

@@ -196,6 +196,31 @@ async def test_a_malformed_frame_fails_the_leader_and_closes_the_connection(chan
         assert connection.broken
 
 
+@pytest.mark.parametrize("quick", [True, False])
+async def test_a_bad_reply_read_while_the_reader_task_waits_too_fails_the_connection(
+    channel: str, quick: bool
+) -> None:
+    """The reader task waits for the descriptor when a caller takes over, and the caller's read
+    (after a pass of the run loop, or woken with the reader) takes the bytes first: the reader,
+    which sees no bytes left, must still be told. The peer answers as soon as it reads the
+    request, so that which of the two reads first varies from call to call."""
+
+    for _ in range(20):
+        async with connected(channel) as (connection, fake):
+            await trio.testing.wait_all_tasks_blocked()  # the reader task waits, with no call
+            connection._quick = quick
+
+            async def answer_with_garbage() -> None:
+                await fake.requests.receive()
+                await fake.send(b"\x00\x00\x00\x02\xc1\xc1")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(answer_with_garbage)
+                with pytest.raises(ProtocolError):
+                    await connection.call("App.Echo", 1)
+            assert connection.broken
+
+
 async def test_a_bad_frame_after_the_leaders_reply_fails_only_what_follows(channel: str) -> None:
     async with connected(channel) as (connection, fake):
         async with trio.open_nursery() as nursery:

@@ -35,20 +35,6 @@ from ._protocol import Call, ClientProtocol, Drained, GoingAway, HostCall, HostC
 from ._settings import PoolSettings
 from ._wire import MAX_MSGID
 
-
-async def deadline_unless_cancelled() -> float:
-    """The caller's effective deadline; if the caller is cancelled already, raise `trio.Cancelled`
-    (at a checkpoint) instead.
-
-    This is `trio.lowlevel.checkpoint_if_cancelled` as its documentation spells it out, keeping the
-    deadline it looks up, which a call needs anyway: one walk of the cancel scopes, not two.
-    """
-    deadline = trio.current_effective_deadline()
-    if deadline == -math.inf:
-        await trio.lowlevel.checkpoint()
-    return deadline
-
-
 # How long a closing connection lets its writer finish the frames it began. Only a peer that has
 # stopped reading makes it wait; it then gets half a frame, as it would without the wait.
 _FINISH_WRITING: Final = 1.0
@@ -65,6 +51,12 @@ _SOME: Final = 1
 """Bytes, and the descriptor is likely empty now: wait before reading again."""
 _MORE: Final = 2
 """Bytes, and likely more behind them: read again before waiting."""
+
+# A lone caller looks for its reply after each of this many passes of the run loop before it
+# sleeps on the descriptor, while the calls before it took less than _QUICK seconds: about what
+# the sidecar takes to answer a trivial call here (docs/performance.md, "Spinning").
+_SPINS: Final = 8
+_QUICK: Final = 250e-6
 
 # What a lone caller hands the reader task when its own read failed: the reader fails the
 # connection with it, as if it had met it itself.
@@ -159,14 +151,20 @@ class Connection:
         self._protocol = opened.speaks(opened, limits.max_frame_size, limits.max_inflight)
         self.max_inflight: Final = self._protocol.max_inflight
         """Calls this connection carries at once; further callers wait for a slot."""
-        self._slots = trio.Semaphore(self.max_inflight)
+        # The slots: a count, and a lot where callers wait for one (`_release_slot` hands it
+        # over). Not a trio.Semaphore: two method calls less on every call.
+        self._free_slots = self.max_inflight
+        self._slot_waiters = 0
+        self._slot_lot = trio.lowlevel.ParkingLot()
         self._explain = explain
         self._on_broken = on_broken
         self._handlers = handlers if handlers is not None else Handlers()
         self._host_scopes: dict[int, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
-        # The writer parks here when the protocol has nothing to send.
-        self._writer_idle = trio.lowlevel.ParkingLot()
+        # The writer parks here when the protocol has nothing to send (and says so in
+        # _writer_idle, a flag being cheaper to test than the lot).
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._writer_idle = False
         self._writing = trio.CancelScope(shield=True)
         self._writer_busy = False
         self._stopping = False
@@ -203,6 +201,11 @@ class Connection:
         """Where the reader task waits while a caller reads."""
         self._handed_error: BaseException | None = None
         """What a caller's own read met, for the reader task to fail the connection with."""
+        self._reader_wait: trio.CancelScope | None = None
+        """The scope of the reader task's wait for the descriptor, while it waits."""
+        self._quick = True
+        """Whether the last call a caller read for itself was answered within _QUICK: only then
+        does the next one spin (`_lead`)."""
         self.load = 0
         """Callers currently inside `call` on this connection."""
         self.given_up = 0
@@ -235,21 +238,26 @@ class Connection:
     async def call(self, method: str, arg: Any = None) -> Any:
         self.load += 1
         try:
-            deadline = await deadline_unless_cancelled()  # a cancelled caller sends nothing
-            try:
-                self._slots.acquire_nowait()
-            except trio.WouldBlock:
-                await self._slots.acquire()
+            # The deadline travels to Go; -inf means the caller is cancelled already, and then
+            # it sends nothing: this is checkpoint_if_cancelled, with one walk of the cancel
+            # scopes instead of two.
+            deadline = trio.current_effective_deadline()
+            if deadline == -math.inf:
+                await trio.lowlevel.checkpoint()
+            if self._free_slots:
+                self._free_slots -= 1
+            else:
+                await self._wait_for_slot()
                 deadline = trio.current_effective_deadline()
             if self._state is not _OPEN:
-                self._slots.release()
+                self._release_slot()
                 raise Unsent(self._refusal()())
             timeout = None if deadline == math.inf else deadline - trio.current_time()
             protocol = self._protocol
             try:
                 call = protocol.send_request(method, arg, timeout, trio.lowlevel.current_task())
             except BaseException:
-                self._slots.release()
+                self._release_slot()
                 raise
             if self.load == 1 and self._writer_idle:
                 self._write_alone()
@@ -270,10 +278,25 @@ class Connection:
         finally:
             self.load -= 1
 
+    async def _wait_for_slot(self) -> None:
+        """Wait until `_release_slot` hands this caller a slot."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._slot_waiters += 1
+        try:
+            await self._slot_lot.park()
+        finally:
+            self._slot_waiters -= 1
+
+    def _release_slot(self) -> None:
+        # _slot_waiters also counts waiters woken (or cancelled) that have not run yet: only
+        # the lot knows whether one is still parked.
+        if not (self._slot_waiters and self._slot_lot.unpark()):
+            self._free_slots += 1
+
     def _abort(self, call: Call) -> trio.lowlevel.Abort:
         """A parked caller is cancelled: it gives up its call (see `ClientProtocol.abandon`)."""
         if self._protocol.abandon(call):
-            self._slots.release()
+            self._release_slot()
         else:
             self.given_up += 1
             self._wake_writer()  # for the $cancel
@@ -299,19 +322,29 @@ class Connection:
         self._lead_call = call
         self._lead_done = False
         try:
-            found = _SOME
+            # Look for the reply after each of a few passes of the run loop before sleeping
+            # until the descriptor is readable: a reply that comes meanwhile costs no sleep and
+            # no wake-up, which on a VM take longer than the sidecar takes to answer. Only while
+            # this connection's calls answer quickly: after a slow one, sleep at once.
+            spins = _SPINS if self._quick else 0
+            start = trio.current_time()
+            found = _NOTHING
             while not self._lead_done:
                 self._unsent_answers += self._protocol.take_answer_bytes()
                 if self._unsent_answers > MAX_UNSENT_ANSWERS:
                     break  # the reader task waits for the writer
                 if found == _MORE:
                     await trio.lowlevel.checkpoint()  # a large reply: let other tasks run
+                elif spins:
+                    spins -= 1
+                    await trio.lowlevel.checkpoint()
                 else:
                     await trio.lowlevel.wait_readable(self._lead_fd)
                 found = self._read_now(fd)
+            self._quick = trio.current_time() - start < _QUICK
         except _READ_ERRORS as exc:
             if self._state is not State.BROKEN:  # else `fail` woke it (notify_closing)
-                self._handed_error = exc  # the reader task fails the connection with it
+                self._hand_error(exc)
         except BaseException:
             if not self._lead_done:
                 self._abort(call)  # cancelled (or interrupted) before the reply
@@ -331,9 +364,19 @@ class Connection:
         call.on_abort = self._abort_call
         return await trio.lowlevel.wait_task_rescheduled(call)  # cancelled: self._abort(call)
 
+    def _hand_error(self, exc: BaseException) -> None:
+        """Have the reader task fail the connection with what a caller's own read met. The
+        reader may be parked (it then wakes when the caller leaves) or waiting for the
+        descriptor since before the caller took over, for bytes the caller has read since: that
+        wait is cancelled."""
+        self._handed_error = exc
+        if self._reader_wait is not None:
+            self._reader_wait.cancel()
+
     def _wake_writer(self) -> None:
         if self._writer_idle:  # cheaper than unpark() when the writer is busy, as it mostly is
-            self._writer_idle.unpark()
+            self._writer_idle = False
+            self._writer_lot.unpark()
 
     def _write_alone(self) -> None:
         """Write the only call's request here and now, saving the writer's wake-up; hand the
@@ -398,7 +441,7 @@ class Connection:
             else:
                 trio.lowlevel.reschedule(call.owner, outcome.Error(error))
         for _ in range(held):
-            self._slots.release()  # a waiter wakes, sees the failure and passes its slot on
+            self._release_slot()  # a waiter wakes, sees the failure and passes its slot on
         self._unsent.clear()
         self._cancel_scope.cancel()
         self._stop_writing()
@@ -434,7 +477,11 @@ class Connection:
                 while not (self._unsent or protocol.has_data_to_send):
                     if self._stopping:
                         return
-                    await self._writer_idle.park()
+                    self._writer_idle = True
+                    try:
+                        await self._writer_lot.park()
+                    finally:
+                        self._writer_idle = False
                 chunks, self._unsent = self._unsent, []
                 self._writer_busy = True
                 chunks += protocol.data_to_send()
@@ -529,10 +576,12 @@ class Connection:
             if self._lead_call is not None:
                 await self._lead_over.park()
                 continue
-            if found == _MORE:
+            if found == _MORE or (found == _SOME and self._protocol.in_flight):
                 await trio.lowlevel.checkpoint()
             else:
-                await fd.wait_readable()
+                with trio.CancelScope() as self._reader_wait:  # see _hand_error
+                    await fd.wait_readable()
+                self._reader_wait = None
             if self._lead_call is None:  # else a caller took over meanwhile, and reads
                 found = self._read_now(fd)
 
@@ -566,7 +615,7 @@ class Connection:
         return found
 
     def _dispatch(self) -> None:
-        release = self._slots.release
+        release = self._release_slot
         reschedule = trio.lowlevel.reschedule
         for event in self._protocol.events():
             if type(event) is Call:
