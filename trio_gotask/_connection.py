@@ -305,16 +305,17 @@ class Connection:
     @trio.lowlevel.enable_ki_protection
     async def _lead(self, call: Call) -> Any:
         """Read the descriptor in the caller's own task until ``call``'s reply comes, saving the
-        pass of Trio's run loop in which the reader task would wake the caller.
+        pass of Trio's run loop in which the reader task would wake the caller, and, while calls
+        answer quickly, the sleep itself (see the comment on spinning below).
 
         The caller waits on a duplicate of the descriptor (Trio lets one task wait per
         descriptor), which `fail` can wake alone. The reader task keeps off the descriptor
-        meanwhile: if it was waiting already, the reply wakes it too, and it parks until the
-        caller is done. Whatever else is read on the way (other replies, host calls, logs,
-        ``$goaway``) is handled as the reader would. The caller stops reading
-        when the reply comes, when it is cancelled (it gives up the call, as a parked caller
-        would), when `fail` wakes it, or when its read fails or answers pile up unsent: it then
-        hands the descriptor (and what it met) back and waits for its reply like any caller.
+        meanwhile: if it was waiting already, it parks once it wakes, until the caller is done.
+        Whatever else is read on the way (other replies, host calls, logs, ``$goaway``) is
+        handled as the reader would. The caller stops reading when the reply comes, when it is
+        cancelled (it gives up the call, as a parked caller would), when `fail` wakes it, or
+        when its read fails or answers pile up unsent: it then hands the descriptor (and what
+        it met, `_hand_error`) back and waits for its reply like any caller.
         """
         fd = self._fd
         assert fd is not None
