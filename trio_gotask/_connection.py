@@ -27,6 +27,7 @@ from ._errors import (
     SidecarError,
     error_factory,
     lost_without_explanation,
+    protocol_failure,
     remote_error,
 )
 from ._handlers import Handlers, error_map, log_record
@@ -58,10 +59,17 @@ _MORE: Final = 2
 _SPINS: Final = 8
 _QUICK: Final = 250e-6
 
-# What a lone caller hands the reader task when its own read failed: the reader fails the
-# connection with it, as if it had met it itself.
+
+class _Spinning:
+    caller = 0
+    """Nonzero while a caller spins (`Connection._lead`): one at a time in the process."""
+
+
+_spinning: Final = _Spinning()
+
+# What a lone caller's own read may meet besides a bad frame: the end of the stream, a reset, a
+# descriptor `fail` closed.
 _READ_ERRORS: Final = (
-    ProtocolError,
     PeerClosed,
     trio.BrokenResourceError,
     trio.ClosedResourceError,
@@ -199,10 +207,6 @@ class Connection:
         self._lead_error: BaseException | None = None
         self._lead_over = trio.lowlevel.ParkingLot()
         """Where the reader task waits while a caller reads."""
-        self._handed_error: BaseException | None = None
-        """What a caller's own read met, for the reader task to fail the connection with."""
-        self._reader_wait: trio.CancelScope | None = None
-        """The scope of the reader task's wait for the descriptor, while it waits."""
         self._quick = True
         """Whether the last call a caller read for itself was answered within _QUICK: only then
         does the next one spin (`_lead`)."""
@@ -314,8 +318,9 @@ class Connection:
         Whatever else is read on the way (other replies, host calls, logs, ``$goaway``) is
         handled as the reader would. The caller stops reading when the reply comes, when it is
         cancelled (it gives up the call, as a parked caller would), when `fail` wakes it, or
-        when its read fails or answers pile up unsent: it then hands the descriptor (and what
-        it met, `_hand_error`) back and waits for its reply like any caller.
+        when its read fails or answers pile up unsent: it then hands the descriptor back and
+        waits for its reply like any caller (after failing the connection itself, for a bad
+        frame, whose bytes the reader task will not see).
         """
         fd = self._fd
         assert fd is not None
@@ -326,8 +331,12 @@ class Connection:
             # Look for the reply after each of a few passes of the run loop before sleeping
             # until the descriptor is readable: a reply that comes meanwhile costs no sleep and
             # no wake-up, which on a VM take longer than the sidecar takes to answer. Only while
-            # this connection's calls answer quickly: after a slow one, sleep at once.
-            spins = _SPINS if self._quick else 0
+            # this connection's calls answer quickly (after a slow one, sleep at once), and only
+            # one caller in the process at a time: callers alone on each of many connections
+            # would otherwise all spin, each pass reading every descriptor for nothing.
+            spins = 0
+            if self._quick and not _spinning.caller:
+                _spinning.caller = spins = _SPINS
             start = trio.current_time()
             found = _NOTHING
             while not self._lead_done:
@@ -338,19 +347,29 @@ class Connection:
                     await trio.lowlevel.checkpoint()  # a large reply: let other tasks run
                 elif spins:
                     spins -= 1
+                    if not spins:
+                        _spinning.caller = 0
                     await trio.lowlevel.checkpoint()
                 else:
                     await trio.lowlevel.wait_readable(self._lead_fd)
                 found = self._read_now(fd)
             self._quick = trio.current_time() - start < _QUICK
-        except _READ_ERRORS as exc:
-            if self._state is not State.BROKEN:  # else `fail` woke it (notify_closing)
-                self._hand_error(exc)
+        except ProtocolError as exc:
+            # The bytes are gone: the reader task, waiting or parked, would never meet them.
+            if self._state is not State.BROKEN:
+                self.fail(protocol_failure(exc))
+        except _READ_ERRORS:
+            # The end of the stream (or a reset) stays readable: the reader task meets it too,
+            # once this caller leaves, and fails the connection with the sidecar's explanation.
+            # Or `fail` woke this caller (notify_closing).
+            pass
         except BaseException:
             if not self._lead_done:
                 self._abort(call)  # cancelled (or interrupted) before the reply
             raise
         finally:
+            if spins:
+                _spinning.caller = 0
             self._lead_call = None
             if self._lead_over:
                 self._lead_over.unpark_all()
@@ -364,15 +383,6 @@ class Connection:
         call.owner = trio.lowlevel.current_task()
         call.on_abort = self._abort_call
         return await trio.lowlevel.wait_task_rescheduled(call)  # cancelled: self._abort(call)
-
-    def _hand_error(self, exc: BaseException) -> None:
-        """Have the reader task fail the connection with what a caller's own read met. The
-        reader may be parked (it then wakes when the caller leaves) or waiting for the
-        descriptor since before the caller took over, for bytes the caller has read since: that
-        wait is cancelled."""
-        self._handed_error = exc
-        if self._reader_wait is not None:
-            self._reader_wait.cancel()
 
     def _wake_writer(self) -> None:
         if self._writer_idle:  # cheaper than unpark() when the writer is busy, as it mostly is
@@ -570,9 +580,6 @@ class Connection:
         self._dispatch()  # replies that came with the greeting
         found = _SOME
         while True:
-            if self._handed_error is not None:
-                error, self._handed_error = self._handed_error, None
-                raise error
             await self._backpressure()
             if self._lead_call is not None:
                 await self._lead_over.park()
@@ -580,9 +587,7 @@ class Connection:
             if found == _MORE or (found == _SOME and self._protocol.in_flight):
                 await trio.lowlevel.checkpoint()
             else:
-                with trio.CancelScope() as self._reader_wait:  # see _hand_error
-                    await fd.wait_readable()
-                self._reader_wait = None
+                await fd.wait_readable()
             if self._lead_call is None:  # else a caller took over meanwhile, and reads
                 found = self._read_now(fd)
 

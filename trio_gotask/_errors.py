@@ -133,8 +133,13 @@ def error_factory(
     return make
 
 
+def protocol_failure(cause: ProtocolError) -> ErrorFactory:
+    """The error of every call on a connection that met a bad frame: ``cause``, afresh."""
+    return error_factory(ProtocolError, cause.code, str(cause), cause=cause)
+
+
 async def lost_without_explanation(cause: BaseException) -> ErrorFactory:
     """The `Explain` of a connection with no process to ask: the cause, as the caller's error."""
     if isinstance(cause, ProtocolError):
-        return error_factory(ProtocolError, cause.code, str(cause), cause=cause)
+        return protocol_failure(cause)
     return error_factory(SidecarError, f"lost the connection to the sidecar: {cause}", cause=cause)
