@@ -111,9 +111,10 @@ class Unsent(Exception):
 class Connection:
     """Calls multiplexed over one stream.
 
-    A caller takes a slot (a `trio.Semaphore` of `max_inflight`; further callers wait for one,
+    A caller takes a slot (one of `max_inflight`; further callers wait for one,
     and get `Unsent` if the connection breaks meanwhile),
-    queues its request in the protocol and parks until the reader hands it the reply. One writer
+    queues its request in the protocol and parks until the reader hands it the reply (or, alone
+    on a connection over a socket or pipes, reads the reply itself: `_lead`). One writer
     task writes everything queued, batched; a lone call, with the writer idle, writes its own
     frame without waking it, synchronously, so that no cancel can cut it short. A shared stream
     therefore never carries half a frame. A cancelled caller abandons its call and
