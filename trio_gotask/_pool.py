@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, final
 
 import trio
@@ -272,8 +272,9 @@ class Router(Protocol):
     @property
     def pid(self) -> int | None: ...
 
-    async def call(self, method: str, arg: Any) -> Any:
-        """Make the call; raise what its connection raised, or why there is none."""
+    def call(self, method: str, arg: Any) -> Awaitable[Any]:
+        """Make the call (await what this returns); raise what its connection raised, or why
+        there is none."""
 
     def statistics(self) -> Load: ...
 
