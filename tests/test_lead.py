@@ -98,6 +98,16 @@ async def test_calls_back_to_back_each_lead_before_the_reader_task_runs(channel:
         assert leads == 50
 
 
+async def follow(connection: Connection, fake: FakePeer, nursery: trio.Nursery, got: list[Any]) -> Request:
+    """Start a second call while a caller reads for itself; return its request."""
+
+    async def call() -> None:
+        got.append(await connection.call("App.Echo", "second"))
+
+    nursery.start_soon(call)
+    return await fake.requests.receive()
+
+
 @pytest.mark.parametrize("first", ["leader", "follower"])
 async def test_a_second_caller_follows_and_either_reply_may_come_first(channel: str, first: str) -> None:
     async with connected(channel) as (connection, fake):
@@ -105,12 +115,7 @@ async def test_a_second_caller_follows_and_either_reply_may_come_first(channel: 
             got: list[Any] = []
             lead = await lone_call(connection, fake, nursery, got)
             followed: list[Any] = []
-
-            async def follow() -> None:
-                followed.append(await connection.call("App.Echo", "second"))
-
-            nursery.start_soon(follow)
-            follow_request = await fake.requests.receive()
+            follow_request = await follow(connection, fake, nursery, followed)
             if first == "leader":
                 await fake.reply(lead.msgid, "first")
                 await trio.testing.wait_all_tasks_blocked()
@@ -130,12 +135,7 @@ async def test_both_replies_in_one_read_reach_both_callers(channel: str) -> None
             got: list[Any] = []
             lead = await lone_call(connection, fake, nursery, got)
             followed: list[Any] = []
-
-            async def follow() -> None:
-                followed.append(await connection.call("App.Echo", "b"))
-
-            nursery.start_soon(follow)
-            second = await fake.requests.receive()
+            second = await follow(connection, fake, nursery, followed)
             await fake.send(frame(Response(second.msgid, None, "b")) + frame(Response(lead.msgid, None, "a")))
         assert got == ["a"] and followed == ["b"]
 

@@ -23,10 +23,12 @@ def enlarge_pipe(stream: trio.lowlevel.FdStream) -> None:
 
 class Channel(abc.ABC):
     """A stream as a `Connection` uses it: one task writes whole chunks with `send_all`, and one
-    task reads. `send_now` lets a caller write without waking the writer when it is idle.
+    task at a time reads. `send_now` lets a caller write without waking the writer when it is
+    idle.
 
-    Two implementations: `FdChannel` reads and writes the descriptors of a socket or a pair of
-    pipes directly, which pays on every call (docs/performance.md, "The descriptor fast path");
+    Two implementations, which read differently: `FdChannel` reads and writes the descriptors of
+    a socket or a pair of pipes directly, which pays on every call (docs/performance.md, "The
+    descriptor fast path"), and lets the `Connection` choose when to wait and when to read;
     `StreamChannel` works with any `trio.abc.Stream` (TLS, memory streams in tests).
     """
 
@@ -41,14 +43,6 @@ class Channel(abc.ABC):
     def send_now(self, data: bytes | bytearray | memoryview) -> int:
         """Write what can be written of ``data`` without blocking, and return how much; 0 when
         nothing can (an error included: `send_all` meets it and says so)."""
-
-    @abc.abstractmethod
-    async def receive_some(self, max_bytes: int) -> bytes | bytearray:
-        """Read up to ``max_bytes``; ``b""`` at the end of the stream."""
-
-    @abc.abstractmethod
-    async def receive_into(self, buffer: memoryview) -> int:
-        """Read into the start of ``buffer``; return the byte count, 0 at the end of the stream."""
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
@@ -79,9 +73,11 @@ class StreamChannel(Channel):
         return 0
 
     async def receive_some(self, max_bytes: int) -> bytes | bytearray:
+        """Read up to ``max_bytes``; ``b""`` at the end of the stream."""
         return await self.stream.receive_some(max_bytes)
 
     async def receive_into(self, buffer: memoryview) -> int:
+        """Read into the start of ``buffer``; return the byte count, 0 at the end of the stream."""
         data = await self.stream.receive_some(len(buffer))
         buffer[: len(data)] = data
         return len(data)
@@ -91,11 +87,11 @@ class StreamChannel(Channel):
 class FdChannel(Channel):
     """A `Channel` that reads and writes non-blocking descriptors itself.
 
-    Trio's streams try a read first and wait for the descriptor on ``EAGAIN``; after a read that
-    took all there was, this waits first, saving a system call between a reply and its caller.
-    A large frame is read straight into its own buffer. Descriptors are looked up on every use:
-    once the stream is closed the number is -1 and I/O fails, rather than reaching a file that
-    has since reused the number.
+    Reading is in two steps, waiting (`wait_readable`) and reading what is there (`read_now`,
+    or `read_into_now` straight into a large frame's own buffer), so that the `Connection`
+    decides which to do when, and in which task. Descriptors are looked up on every use: once
+    the stream is closed the number is -1 and I/O fails, rather than reaching a file that has
+    since reused the number.
     """
 
     def __init__(
@@ -104,7 +100,6 @@ class FdChannel(Channel):
         super().__init__(stream)
         self._read_fd = read_fd
         self._write_fd = write_fd
-        self._drained = True
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -122,27 +117,6 @@ class FdChannel(Channel):
             return os.write(self._write_fd(), data)
         except OSError:
             return 0
-
-    async def receive_some(self, max_bytes: int) -> bytes:
-        if self._drained:
-            await self.wait_readable()
-        else:
-            await trio.lowlevel.checkpoint()
-        while (data := self.read_now(max_bytes)) is None:
-            await self.wait_readable()
-        self._drained = len(data) < max_bytes
-        return data
-
-    async def receive_into(self, buffer: memoryview) -> int:
-        await trio.lowlevel.checkpoint()  # more of the frame is on its way: read first
-        while (count := self.read_into_now(buffer)) is None:
-            await self.wait_readable()
-        self._drained = count < len(buffer)
-        return count
-
-    # What a task that reads for itself uses (docs/performance.md, "A lone caller reads its own
-    # reply"): Trio lets one task at a time wait for a descriptor, and the `Connection` decides
-    # which.
 
     def read_fileno(self) -> int:
         """The descriptor it reads (-1 once closed)."""

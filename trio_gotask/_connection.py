@@ -16,7 +16,7 @@ from typing import Any, Final, NoReturn, final
 import outcome
 import trio
 
-from ._channel import FdChannel, PeerClosed, open_channel
+from ._channel import FdChannel, PeerClosed, StreamChannel, open_channel
 from ._errors import (
     ErrorFactory,
     Explain,
@@ -556,6 +556,7 @@ class Connection:
             return
         protocol = self._protocol
         channel = self._channel
+        assert isinstance(channel, StreamChannel)
         self._dispatch()  # replies that came with the greeting
         while True:
             await self._backpressure()
