@@ -37,7 +37,7 @@ default_role = "py:obj"
 nitpicky = True
 # Trio's and the standard library's names stay unlinked: linking them would take their inventories,
 # which the build (offline in CI) cannot fetch.
-nitpick_ignore_regex = [(r"py:.*", r"(trio|ssl|os|collections\.abc|pathlib)\..*")]
+nitpick_ignore_regex = [(r"py:.*", r"(trio|ssl|os|collections\.abc|contextlib|pathlib)\..*")]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"

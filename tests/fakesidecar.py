@@ -4,7 +4,8 @@ tests).
 
 A `FakePeer` greets like the Go sidecar (docs/protocol.md, section 2) and then hands each request to
 the test: either automatically through ``answer`` (a function of the request), or one by one
-through `FakePeer.requests`, which the test answers with `FakePeer.reply`. It records ``$cancel``.
+through `FakePeer.requests`, which the test answers with `FakePeer.reply`. It records ``$cancel``
+and ``$credit``, and sends a stream's items with `FakePeer.item`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from typing import Any
 
 import trio
 import trio.testing
-from wirehelpers import encode
+from wirehelpers import encode, pack
 
 from trio_gotask._opening import Connect, Opened, greet
 from trio_gotask._wire import (
     AUTH,
     CANCEL,
+    CREDIT,
     HELLO,
+    ITEM,
     PING,
     PONG,
     PROTOCOL_VERSION,
@@ -69,6 +72,7 @@ class FakePeer:
         secret: str | None = None,
         refuse: str | None = None,
         ping: bool = False,
+        streams: bool = True,
     ) -> None:
         self.stream = stream
         self.answer = answer
@@ -80,11 +84,19 @@ class FakePeer:
         self.ping = ping
         """Whether its $hello says it answers $ping, and whether it does (set to False to stop)."""
         self.pings: list[int] = []
+        self.streams = streams
+        """Whether its $hello says it serves streams."""
+        self.credits: list[Any] = []
+        """The params of every $credit received, in order."""
+        self.credit_arrived = trio.Event()
+        """Set (and replaced) at each $credit."""
         self._send_requests, self.requests = trio.open_memory_channel[Request](math.inf)
         self._send_responses, self.responses = trio.open_memory_channel[Response](math.inf)
         """The client's answers to host calls (requests this peer sent with `send`)."""
         self.client_hello: dict[str, Any] = {}
         self.cancels: list[int] = []
+        self.cancel_arrived = trio.Event()
+        """Set (and replaced) at each $cancel."""
         self.in_flight: set[int] = set()
         self.most_in_flight = 0
         self.reading = True
@@ -119,6 +131,12 @@ class FakePeer:
                         continue
                     if type(message) is Notification and message.method == CANCEL:
                         self.cancels.append(message.params)
+                        self.cancel_arrived.set()
+                        self.cancel_arrived = trio.Event()
+                    elif type(message) is Notification and message.method == CREDIT:
+                        self.credits.append(message.params)
+                        self.credit_arrived.set()
+                        self.credit_arrived = trio.Event()
                     elif type(message) is Notification and message.method == PING:
                         self.pings.append(message.params)
                         if self.ping:
@@ -154,6 +172,8 @@ class FakePeer:
                 "max_frame_size": self.max_frame_size,
                 "max_inflight": self.max_inflight,
             }
+            if self.streams:
+                hello["streams"] = True
             if self.ping:
                 hello["ping"] = True
             await self.send(frame(Notification(HELLO, hello)))
@@ -194,6 +214,13 @@ class FakePeer:
     async def reply(self, msgid: int, result: Any = None, *, error: dict[str, Any] | None = None) -> None:
         self.in_flight.discard(msgid)
         await self.send(frame(Response(msgid, error, result)))
+
+    async def item(self, msgid: int, item: Any) -> int:
+        """Send one item of the stream ``msgid``; return its payload's length (what it costs in
+        credit)."""
+        payload = pack([ITEM, msgid, item])
+        await self.send(frame_header(len(payload)) + payload)
+        return len(payload)
 
     async def send(self, data: bytes) -> None:
         """Write raw bytes (whole frames, or anything at all)."""

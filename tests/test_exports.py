@@ -21,6 +21,7 @@ def test_exports() -> None:
             "GoTask",
             "GoTaskError",
             "GoTaskStatistics",
+            "ItemStream",
             "MethodNotFound",
             "PanicError",
             "ProtocolError",

@@ -23,6 +23,7 @@ LAYERS = [
     "_opening",
     "_goridge_opening",
     "_handlers",
+    "_stream",
     "_connection",
     "_pool",
     "_names",

@@ -9,9 +9,11 @@ import msgpack
 import pytest
 
 from trio_gotask._wire import (
+    ITEM,
     NOTIFICATION,
     REQUEST,
     RESPONSE,
+    Item,
     Message,
     Request,
     Response,
@@ -51,6 +53,8 @@ def encode(message: Message) -> bytes:
         obj: list[Any] = [REQUEST, message.msgid, message.method, message.params, message.meta]
     elif isinstance(message, Response):
         obj = [RESPONSE, message.msgid, message.error, message.result]
+    elif isinstance(message, Item):
+        obj = [ITEM, message.msgid, message.item]
     else:
         obj = [NOTIFICATION, message.method, message.params]
     return pack(obj)

@@ -22,6 +22,7 @@ from ._errors import RemoteError as RemoteError
 from ._errors import ShuttingDown as ShuttingDown
 from ._errors import SidecarError as SidecarError
 from ._statistics import EndpointStatistics as EndpointStatistics
+from ._stream import ItemStream as ItemStream
 from ._supervisor import RestartPolicy as RestartPolicy
 from ._wire import PROTOCOL_VERSION as PROTOCOL_VERSION
 
@@ -33,6 +34,7 @@ __all__ = [
     "GoTask",
     "GoTaskError",
     "GoTaskStatistics",
+    "ItemStream",
     "MethodNotFound",
     "PanicError",
     "ProtocolError",

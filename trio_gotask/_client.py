@@ -8,7 +8,7 @@ import ssl
 import sys
 import threading
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final, final
 
@@ -24,6 +24,7 @@ from ._names import DEFAULT_RESOLVE_INTERVAL, Name, dns_name
 from ._pool import Pool, Router
 from ._settings import DEFAULT_KEEPALIVE_TIMEOUT, LaunchSettings, Limits, PoolSettings, RemoteSettings
 from ._statistics import EndpointStatistics
+from ._stream import DEFAULT_WINDOW, ItemStream, StreamOpening, check_window
 from ._supervisor import RestartPolicy, Supervisor
 from ._wire import DEFAULT_MAX_FRAME_SIZE
 
@@ -64,6 +65,9 @@ class GoTaskStatistics:
     returns (at once for a method that heeds its context; when it ends for one that does not, or
     always in GoTask's format, which cannot cancel). ``in_flight + abandoned`` near
     ``pool_size * max_inflight`` means callers wait for slots."""
+    streams: int = 0
+    """Streams open now (`GoTask.stream`): each holds a slot until it ends, and is counted in
+    `in_flight` until its consumer closes it."""
 
 
 @final
@@ -113,6 +117,37 @@ class GoTask:
         self._done += 1
         return result
 
+    def stream(
+        self, method: str, arg: Any = None, *, window: int = DEFAULT_WINDOW
+    ) -> AbstractAsyncContextManager[ItemStream]:
+        """Open a stream of the Go stream method ``method`` with ``arg``, to use as
+        ``async with gt.stream("Mongo.Find", query) as docs: async for doc in docs: ...``
+        (docs/streams.md).
+
+        ``async with`` sends the request (waiting for a free slot if need be) and gives an
+        `ItemStream`, a Trio receive channel of the items in the order Go sent them, which
+        raises the Go method's error, if it returns one, after the items sent before it. Leaving
+        the block before the end, or closing the stream, cancels the Go method's context. The
+        deadline of the caller's scopes when it opens becomes the Go context's deadline.
+
+        ``window`` is the credit, in bytes of encoded items: the Go method's ``Send`` blocks
+        while that much waits here unread, so a stream holds at most about ``window`` bytes
+        (plus one item) however long it is. Raises as `call` does for the method and the
+        argument, `GoTaskError` for a sidecar that does not serve streams (one built with an
+        older Go package, or GoTask's wire format), and `RemoteError` ``stream_mismatch`` (at
+        the first `ItemStream.receive`) for a method that returns one reply.
+        """
+        if type(method) is not str:
+            raise TypeError(
+                f"method must be a str such as 'App.Count', not {type(method).__name__}: {method!r}"
+            )
+        if threading.get_ident() != self._thread:
+            raise RuntimeError(
+                "this GoTask belongs to the trio.run of another thread: open a GoTask in each "
+                "trio.run that makes calls, or reach this one with trio.from_thread.run"
+            )
+        return StreamOpening(self._router.open_stream, method, arg, check_window(window))
+
     def register(self, name: str, function: Handler, *, thread: bool = False) -> None:
         """Let the sidecar call ``function`` as ``name`` (``gotask.CallHost(ctx, name, arg, &reply)``
         in Go), on every connection, from now on; a name registered again is replaced.
@@ -148,6 +183,7 @@ class GoTask:
             calls_cancelled=self._cancelled,
             endpoints=load.endpoints,
             abandoned=load.abandoned,
+            streams=load.streams,
         )
 
     @property

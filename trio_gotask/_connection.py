@@ -32,8 +32,19 @@ from ._errors import (
 )
 from ._handlers import Handlers, error_map, log_record
 from ._opening import Opened
-from ._protocol import Call, ClientProtocol, Drained, GoingAway, HostCall, HostCancel, HostLog
+from ._protocol import (
+    Call,
+    ClientProtocol,
+    Drained,
+    GoingAway,
+    HostCall,
+    HostCancel,
+    HostLog,
+    ItemsArrived,
+    StreamCall,
+)
 from ._settings import PoolSettings
+from ._stream import ItemStream
 from ._wire import MAX_MSGID
 
 # How long a closing connection lets its writer finish the frames it began. Only a peer that has
@@ -74,6 +85,16 @@ _READ_ERRORS: Final = (
     trio.BrokenResourceError,
     trio.ClosedResourceError,
     OSError,
+)
+
+NO_STREAMS_GORIDGE: Final = (
+    "GoTask's wire format (dialect='goridge') has no streams: a Go method's result comes in one "
+    "frame. Stream from a sidecar built with trio-gotask's Go package (the default dialect), or "
+    "page through the results with calls"
+)
+NO_STREAMS_SIDECAR: Final = (
+    "the sidecar does not serve streams: its gotask Go package predates them (its $hello does not "
+    'say "streams"); rebuild it against the Go package of this trio_gotask'
 )
 
 _WENT_AWAY: Final = error_factory(
@@ -212,7 +233,9 @@ class Connection:
         """Whether the last call a caller read for itself was answered within _QUICK: only then
         does the next one spin (`_lead`)."""
         self.load = 0
-        """Callers currently inside `call` on this connection."""
+        """Callers currently inside `call` on this connection, and streams open on it."""
+        self.streams = 0
+        """Streams open on this connection (`open_stream`), until their consumer closes them."""
         self.given_up = 0
         """Calls sent here whose callers gave up, not yet answered: each keeps its slot until the
         sidecar answers it (soon after a ``$cancel``; in GoTask's format, when the Go method ends)."""
@@ -385,6 +408,75 @@ class Connection:
         call.on_abort = self._abort_call
         return await trio.lowlevel.wait_task_rescheduled(call)  # cancelled: self._abort(call)
 
+    @trio.lowlevel.enable_ki_protection
+    async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
+        """Send the request that opens a stream of ``method``, holding a slot (waited for like a
+        call's) until its response; its `ItemStream` takes the items (`take_item`, `wait_items`)
+        and ends it (`close_stream`). Raises `Unsent` like `call`, and `GoTaskError` for a
+        connection that cannot carry streams."""
+        protocol = self._protocol
+        if not isinstance(protocol, ClientProtocol):
+            raise GoTaskError(NO_STREAMS_GORIDGE)
+        if not protocol.streams:
+            raise GoTaskError(NO_STREAMS_SIDECAR)
+        self.load += 1
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if self._free_slots:
+                self._free_slots -= 1
+            else:
+                await self._wait_for_slot()
+            if self._state is not _OPEN:
+                self._release_slot()
+                raise Unsent(self._refusal()())
+            deadline = trio.current_effective_deadline()
+            timeout = None if deadline == math.inf else deadline - trio.current_time()
+            try:
+                stream = protocol.open_stream(method, arg, timeout, window)
+            except BaseException:
+                self._release_slot()
+                raise
+        except BaseException:
+            self.load -= 1
+            raise
+        self.streams += 1
+        self._wake_writer()
+        return ItemStream(self, stream)
+
+    def take_item(self, stream: StreamCall) -> Any:
+        """The first item of ``stream``, which has one; grants credit as the protocol says."""
+        protocol = self._protocol
+        assert isinstance(protocol, ClientProtocol)
+        item = protocol.take_item(stream)
+        if protocol.has_data_to_send:
+            self._wake_writer()
+        return item
+
+    async def wait_items(self, stream: StreamCall) -> None:
+        """Wait until ``stream`` has an item, has ended or has failed (the caller checks which);
+        a cancelled wait leaves the stream as it was."""
+        stream.waiter = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            stream.waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def close_stream(self, stream: StreamCall) -> None:
+        """The consumer is done with ``stream``: if it has not ended, it is cancelled (a
+        ``$cancel``, and its slot stays taken until the sidecar answers, as for a call given up).
+        Call once per stream."""
+        self.load -= 1
+        self.streams -= 1
+        if stream.ended or stream.failure is not None:
+            return
+        if self._protocol.abandon(stream):
+            self._release_slot()
+        elif stream.abandoned:
+            self.given_up += 1
+            self._wake_writer()  # for the $cancel
+
     def _wake_writer(self) -> None:
         if self._writer_idle:  # cheaper than unpark() when the writer is busy, as it mostly is
             self._writer_idle = False
@@ -440,6 +532,19 @@ class Connection:
         self._failure = make_error
         held = self._protocol.in_flight
         for call in self._protocol.close():
+            if type(call) is StreamCall:
+                call.failure = (
+                    ShuttingDown(
+                        call.method, "shutting_down", "the sidecar shut down before it ran the stream"
+                    )
+                    if unrun
+                    else make_error()
+                )
+                waiter = call.waiter
+                if waiter is not None:
+                    call.waiter = None
+                    trio.lowlevel.reschedule(waiter)
+                continue
             if unrun:
                 error: BaseException = Unsent(
                     ShuttingDown(call.method, "shutting_down", "the sidecar shut down before it ran the call")
@@ -642,6 +747,21 @@ class Connection:
                     reschedule(owner, outcome.Value(event.result))
                 else:
                     reschedule(owner, outcome.Error(remote_error(event.method, event.error)))
+            elif type(event) is ItemsArrived:
+                stream = event.stream
+                waiter = stream.waiter
+                if waiter is not None:
+                    stream.waiter = None
+                    reschedule(waiter)
+            elif type(event) is StreamCall:
+                release()
+                if event.abandoned:
+                    self.given_up -= 1
+                    continue
+                waiter = event.waiter
+                if waiter is not None:
+                    event.waiter = None
+                    reschedule(waiter)
             elif type(event) is HostCall:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._serve_host_call, event)

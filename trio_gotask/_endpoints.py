@@ -19,6 +19,7 @@ from ._names import DEFAULT_RESOLVE_INTERVAL, RESOLVE_GAP, Name, resolve
 from ._pool import Pool, is_heavy
 from ._rotation import Member, Rotation
 from ._statistics import EndpointStatistics, Load, State
+from ._stream import ItemStream
 
 logger: Final = logging.getLogger("trio_gotask")
 
@@ -145,6 +146,7 @@ class Endpoints:
             in_flight=sum(e.pool.in_flight for e in endpoints),
             endpoints=tuple(e.statistics() for e in endpoints),
             abandoned=sum(e.pool.abandoned for e in endpoints),
+            streams=sum(e.pool.streams for e in endpoints),
         )
 
     async def start(self) -> None:
@@ -233,6 +235,30 @@ class Endpoints:
             if Rotation.succeeded(endpoint, incidents):
                 logger.info("the sidecar at %s is back in rotation", endpoint.address)
             return result
+        if failure is None:
+            raise SidecarError(f"no sidecar to call: {self.address} resolve to no address now")
+        raise failure from failure.__cause__
+
+    async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
+        """Open the stream on a sidecar the rotation picks, trying the next while none can take
+        it (no connection, or its connection broke before the request was sent). Once sent, a
+        stream stays where it is: its consumer gets whatever ends it."""
+        failure: GoTaskError | None = None
+        tried: list[Endpoint] = []
+        while (endpoint := self._rotation.pick(tried, trio.current_time)) is not None:
+            tried.append(endpoint)
+            try:
+                connection = await self._choose(endpoint, False)
+            except GoTaskError as exc:
+                if self._closed:
+                    raise
+                self._out(endpoint, "down", exc)
+                failure = exc
+                continue
+            try:
+                return await connection.open_stream(method, arg, window)
+            except Unsent as exc:
+                failure = exc.error
         if failure is None:
             raise SidecarError(f"no sidecar to call: {self.address} resolve to no address now")
         raise failure from failure.__cause__

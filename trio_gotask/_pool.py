@@ -15,6 +15,7 @@ from ._handlers import Handlers
 from ._opening import Connect
 from ._settings import PoolSettings
 from ._statistics import Load
+from ._stream import ItemStream
 
 logger: Final = logging.getLogger("trio_gotask")
 
@@ -80,7 +81,14 @@ class Pool:
         return len(self._connections)
 
     def statistics(self) -> Load:
-        return Load(self.connections, self.opened, self.in_flight, abandoned=self.abandoned)
+        return Load(
+            self.connections, self.opened, self.in_flight, abandoned=self.abandoned, streams=self.streams
+        )
+
+    @property
+    def streams(self) -> int:
+        """Streams open on the pool's connections (each also counted in `in_flight`)."""
+        return sum(c.streams for c in self._connections)
 
     @property
     def abandoned(self) -> int:
@@ -121,6 +129,19 @@ class Pool:
                 unsent = exc
             if self._failure is not None or not self._connections:
                 unsent.reraise()
+            connection = min(self._connections, key=_busy)
+
+    async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
+        """Open a stream on the connection `choose` picks: it holds one of its slots until it
+        ends, like a call, so the least-loaded choice counts it. A stream that waited for a slot
+        on a connection that broke goes to another, as a call does."""
+        connection = await self.choose()
+        while True:
+            try:
+                return await connection.open_stream(method, arg, window)
+            except Unsent as exc:
+                if self._failure is not None or not self._connections:
+                    exc.reraise()
             connection = min(self._connections, key=_busy)
 
     async def call_on(self, connection: Connection, method: str, arg: Any, heavy: bool) -> Any:
@@ -275,6 +296,9 @@ class Router(Protocol):
     def call(self, method: str, arg: Any) -> Awaitable[Any]:
         """Make the call (await what this returns); raise what its connection raised, or why
         there is none."""
+
+    async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
+        """Open a stream of ``method`` with ``window`` bytes of credit on a connection."""
 
     def statistics(self) -> Load: ...
 

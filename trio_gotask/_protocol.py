@@ -14,6 +14,7 @@ The greeting that opens a connection is here too: `greeting` is what the client 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Protocol, final
 
@@ -143,6 +144,77 @@ class Call:
 
 
 @final
+class StreamCall:
+    """One stream from its request to its response: the items received and not yet taken, and
+    the credit (docs/protocol.md, section 2, "Streams").
+
+    Like a `Call`, once `ClientProtocol.events` returns it (the response came), it has ``error``
+    and ``result``. ``waiter`` is the I/O layer's: what to wake when items arrive (the protocol
+    returns the stream's `ItemsArrived` then, if it is set) or when the stream ends.
+    """
+
+    __slots__ = (
+        "abandoned",
+        "arrived",
+        "credit",
+        "ended",
+        "error",
+        "failure",
+        "items",
+        "method",
+        "msgid",
+        "result",
+        "sent",
+        "sizes",
+        "taken",
+        "waiter",
+        "window",
+    )
+    error: dict[str, Any] | None
+    result: Any
+
+    def __init__(self, msgid: int, method: str, window: int) -> None:
+        self.msgid = msgid
+        self.method = method
+        self.sent = False
+        self.abandoned = False
+        self.window = window
+        self.credit = window
+        """What the sidecar may still send, as this side counts it: it sends while it is positive."""
+        self.taken = 0
+        """Bytes of items taken since the last ``$credit``."""
+        self.items: deque[Any] = deque()
+        self.sizes: deque[int] = deque()
+        self.ended = False
+        """Whether the response came: ``error`` (or ``result``) is set."""
+        self.failure: BaseException | None = None
+        """Why the stream ended without a response (the connection failed): set by the I/O layer."""
+        self.waiter: Any = None
+        self.arrived = ItemsArrived(self)
+        self.error = None
+        self.result = None
+
+    def __repr__(self) -> str:
+        state = (
+            "abandoned" if self.abandoned else "ended" if self.ended else "sent" if self.sent else "queued"
+        )
+        return f"<StreamCall {self.method} msgid={self.msgid} {state} items={len(self.items)}>"
+
+
+@final
+class ItemsArrived:
+    """Items arrived for ``stream``, whose consumer waits for them (its ``waiter`` is set)."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: StreamCall) -> None:
+        self.stream = stream
+
+    def __repr__(self) -> str:
+        return f"<ItemsArrived {self.stream!r}>"
+
+
+@final
 class HostCall:
     """The sidecar calls the client: run the handler ``method`` with ``params``, then answer with
     `ClientProtocol.send_response`. ``timeout`` is the seconds left before the Go caller's
@@ -222,9 +294,11 @@ class Drained:
 
 SIDECAR_DRAINED: Final = Drained()
 
-Event = Call | HostCall | HostCancel | HostLog | GoingAway | Drained
+Event = Call | StreamCall | ItemsArrived | HostCall | HostCancel | HostLog | GoingAway | Drained
+Pending = Call | StreamCall
+"""A request in flight: a call or a stream."""
 
-_Frame = tuple[Call | None, bytes, "bytes | memoryview", bytes]
+_Frame = tuple[Pending | None, bytes, "bytes | memoryview", bytes]
 """A frame to send: the call it is the request of (if any), then its bytes in three pieces: the
 header (and the head of the payload), the body, and the tail of the payload (often empty)."""
 
@@ -246,7 +320,7 @@ class CallTable:
 
     def __init__(self, frames: FrameInput) -> None:
         self._frames = frames
-        self._calls: dict[int, Call] = {}
+        self._calls: dict[int, Pending] = {}
         self.closed = False
         self._error: ProtocolError | None = None
         """A bad frame met after other events, raised by the next `events`."""
@@ -256,7 +330,7 @@ class CallTable:
         """Calls holding a slot: sent or queued, and abandoned ones awaiting their late reply."""
         return len(self._calls)
 
-    def abandon(self, call: Call) -> bool:
+    def abandon(self, call: Pending) -> bool:
         """Give up on ``call``; return whether its slot is free now.
 
         It is free at once when the request was never handed out (it will not be). Otherwise the
@@ -267,6 +341,9 @@ class CallTable:
         if call.abandoned or self.closed or self._calls.get(call.msgid) is not call:
             return False
         call.abandoned = True
+        if type(call) is StreamCall:
+            call.items.clear()
+            call.sizes.clear()
         if not call.sent:
             del self._calls[call.msgid]
             return True
@@ -289,7 +366,7 @@ class CallTable:
         except Exception as exc:
             raise decoder_failed(exc) from exc
 
-    def _cancel(self, call: Call) -> None:
+    def _cancel(self, call: Pending) -> None:
         """Tell the peer that ``call``, sent, was given up on (nothing, if the format cannot)."""
 
     def events(self) -> list[Event]:
@@ -328,7 +405,7 @@ class CallTable:
         the first bad one."""
         raise NotImplementedError
 
-    def close(self) -> list[Call]:
+    def close(self) -> list[Pending]:
         """End the protocol: return the calls in flight that were not abandoned (their callers
         wait for an outcome) and forget everything else. Idempotent."""
         waiting = [call for call in self._calls.values() if not call.abandoned]
@@ -379,6 +456,8 @@ class ClientProtocol(CallTable):
         """The largest request payload the sidecar accepts (and this client will send)."""
         self.max_inflight: Final = min(max_inflight, peer.max_inflight)
         """How many calls may be in flight at once."""
+        self.streams: Final = peer.streams
+        """Whether the sidecar serves streams (`open_stream`)."""
         self._decoder = Decoder(max_frame_size)
         super().__init__(self._decoder)
         self._encoder = Encoder()
@@ -440,6 +519,48 @@ class ClientProtocol(CallTable):
         self._outgoing.append((call, head, body, tail))
         return call
 
+    def open_stream(self, method: str, arg: Any, timeout: float | None, window: int) -> StreamCall:
+        """Queue the request that opens a stream of ``method`` with ``window`` bytes of credit
+        (at least 1) and return the stream; raises like `send_request`, and `RuntimeError` when
+        the sidecar did not say that it serves streams (`streams`)."""
+        if not self.streams:
+            raise RuntimeError("the sidecar does not serve streams")
+        if len(self._calls) >= self._room:
+            if self.closed:
+                raise RuntimeError("the protocol is closed")
+            raise RuntimeError(f"no free slot: {self.max_inflight} calls are in flight already")
+        msgid = self._last_msgid + 1
+        if msgid > MAX_MSGID or msgid in self._calls:
+            msgid = self._next_free_msgid()
+        try:
+            body = self._encoder.stream_request(msgid, method, arg, timeout, window)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _unsendable(method, exc) from exc
+        if len(body) > self.max_request:
+            raise ValueError(
+                f"the request to {method} is {len(body)} bytes; the frame limit is "
+                f"{self.max_request} (the lower of max_frame_size and the sidecar's -max-frame-size)"
+            )
+        self._last_msgid = msgid
+        stream = StreamCall(msgid, method, window)
+        self._calls[msgid] = stream
+        self._outgoing.append((stream, frame_header(len(body)), body, b""))
+        return stream
+
+    def take_item(self, stream: StreamCall) -> Any:
+        """Take the first item of ``stream`` (it has one); once half of the window was taken
+        since the last grant, queue a ``$credit`` for it, so that the sidecar sends on."""
+        size = stream.sizes.popleft()
+        taken = stream.taken + size
+        if taken * 2 >= stream.window and not (stream.ended or stream.abandoned or self.closed):
+            stream.credit += taken
+            stream.taken = 0
+            credit = self._encoder.credit(stream.msgid, taken)
+            self._outgoing.append((None, frame_header(len(credit)), credit, b""))
+        else:
+            stream.taken = taken
+        return stream.items.popleft()
+
     def _next_free_msgid(self) -> int:
         msgid = self._last_msgid
         while True:
@@ -452,7 +573,7 @@ class ClientProtocol(CallTable):
         ping = self._encoder.ping(token)
         self._outgoing.append((None, frame_header(len(ping)), ping, b""))
 
-    def _cancel(self, call: Call) -> None:
+    def _cancel(self, call: Pending) -> None:
         cancel = self._encoder.cancel(call.msgid)
         self._outgoing.append((None, frame_header(len(cancel)), cancel, b""))
 
@@ -511,6 +632,9 @@ class ClientProtocol(CallTable):
         calls and what raises."""
         calls = self._calls
         for payload in self._decoder.payloads():
+            if type(payload) is tuple:  # an item, with its frame's length
+                self._item(payload[0], payload[1], out)
+                continue
             # A reply, [1, msgid, error, result], is most of what arrives: it is taken apart
             # here, without a Response object. parse_message takes everything else, and says
             # what is wrong with a reply that is not well formed.
@@ -530,6 +654,8 @@ class ClientProtocol(CallTable):
                     )
                 call.error = error
                 call.result = result
+                if type(call) is StreamCall:
+                    call.ended = True
                 out.append(call)
                 continue
             message = parse_message(payload)
@@ -559,6 +685,35 @@ class ClientProtocol(CallTable):
                     out.append(_host_log(message.params))
         if self._decoder.pending_error is not None:
             raise self._decoder.pending_error
+
+    def _item(self, length: int, payload: Any, out: list[Event]) -> None:
+        """Take an item of ``length`` bytes into its stream's buffer; raise `ProtocolError` for
+        one that no stream of this side awaits, or that its credit did not allow."""
+        if type(payload) is not list or len(payload) != 3 or type(payload[1]) is not int:
+            raise parse_error(payload)
+        msgid = payload[1]
+        stream = self._calls.get(msgid)
+        if stream is None or not stream.sent:
+            raise ProtocolError(
+                "unknown_msgid", f"the sidecar sent an item for msgid {msgid}, which is not in flight"
+            )
+        if type(stream) is not StreamCall:
+            raise ProtocolError(
+                "bad_message", f"the sidecar sent an item for msgid {msgid}, a call and not a stream"
+            )
+        if stream.abandoned:
+            return  # on its way before the $cancel
+        if stream.credit <= 0:
+            raise ProtocolError(
+                "bad_message",
+                f"the sidecar sent an item of stream {msgid} ({stream.method}) past its credit",
+            )
+        stream.credit -= length
+        items = stream.items
+        if not items and stream.waiter is not None:
+            out.append(stream.arrived)
+        items.append(payload[2])
+        stream.sizes.append(length)
 
     def _host_call(self, request: Request) -> HostCall | None:
         if not self.max_host_calls:

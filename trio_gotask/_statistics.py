@@ -40,3 +40,4 @@ class Load:
     restarts: int = 0
     endpoints: tuple[EndpointStatistics, ...] = ()
     abandoned: int = 0
+    streams: int = 0

@@ -24,6 +24,7 @@ from ._pool import Pool
 from ._settings import PoolSettings
 from ._sidecar import Handshake
 from ._statistics import Load
+from ._stream import ItemStream
 
 # After a connection is lost, how long to wait for the process to be seen exiting, so that callers
 # get the exit status and stderr rather than a bare "connection lost". A dying process closes its
@@ -145,6 +146,14 @@ class Supervisor(Generic[P]):
             return pool.call(method, arg)
         return self._call_after_restart(method, arg)
 
+    async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
+        """Open the stream on the running sidecar's pool, waiting while one restarts. A stream
+        is not moved to the next sidecar when this one dies: its consumer gets the error."""
+        pool = self.current_pool
+        if pool is None:
+            pool = await self.wait_pool()
+        return await pool.open_stream(method, arg, window)
+
     async def _call_after_restart(self, method: str, arg: Any) -> Any:
         pool = await self.wait_pool()
         return await pool.call(method, arg)
@@ -153,7 +162,14 @@ class Supervisor(Generic[P]):
         pool = self.current_pool
         if pool is None:
             return Load(0, 0, 0, self.restarts)
-        return Load(pool.connections, pool.opened, pool.in_flight, self.restarts, abandoned=pool.abandoned)
+        return Load(
+            pool.connections,
+            pool.opened,
+            pool.in_flight,
+            self.restarts,
+            abandoned=pool.abandoned,
+            streams=pool.streams,
+        )
 
     async def wait_pool(self) -> Pool:
         """The pool of the running sidecar, waiting while one restarts."""

@@ -27,6 +27,7 @@ LAUNCH_COOKIE_VALUE: Final = "d3a1c2b7e6f54a09"
 REQUEST: Final = 0
 RESPONSE: Final = 1
 NOTIFICATION: Final = 2
+ITEM: Final = 3
 CANCEL: Final = "$cancel"
 AUTH: Final = "$auth"
 HELLO: Final = "$hello"
@@ -36,6 +37,7 @@ GOAWAY: Final = "$goaway"
 DRAINED: Final = "$drained"
 PING: Final = "$ping"
 PONG: Final = "$pong"
+CREDIT: Final = "$credit"
 MAX_MSGID: Final = 2**32 - 1
 
 _HEADER = struct.Struct(">I")
@@ -71,7 +73,15 @@ class Notification:
     params: Any
 
 
-Message = Request | Response | Notification
+@dataclass(slots=True)
+class Item:
+    """One item of a stream (section 2, "Streams")."""
+
+    msgid: int
+    item: Any
+
+
+Message = Request | Response | Notification | Item
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,8 @@ class Hello:
     """The most calls it runs at once on the connection: a client sends no more."""
     ping: bool = False
     """Whether it answers ``$ping`` (keepalive); older sidecars do not say so, and are not asked."""
+    streams: bool = False
+    """Whether it serves streams; a client opens none on a sidecar that does not say so."""
 
 
 def parse_hello(params: Any) -> Hello:
@@ -104,7 +116,7 @@ def parse_hello(params: Any) -> Hello:
         if type(value) is not int or value < low:
             raise _bad(f"$hello {key} must be an integer of at least {low}", params, code="handshake")
         limits.append(value)
-    return Hello(version, limits[0], limits[1], params.get("ping") is True)
+    return Hello(version, limits[0], limits[1], params.get("ping") is True, params.get("streams") is True)
 
 
 def frame_header(length: int) -> bytes:
@@ -156,6 +168,17 @@ class Encoder:
         head = packer.pack_array_header(5) + packer.pack(REQUEST) + packer.pack(msgid) + packer.pack(method)
         tail = packer.pack(None if timeout is None else {"timeout": timeout})
         return head + _BIN32.pack(0xC6, size), tail
+
+    def stream_request(
+        self, msgid: int, method: str, params: Any, timeout: float | None, window: int
+    ) -> bytes:
+        """The payload of a request that opens a stream with ``window`` bytes of credit."""
+        meta: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        meta["stream"] = window
+        return self._packer.pack([REQUEST, msgid, method, params, meta])  # type: ignore[no-any-return]
+
+    def credit(self, msgid: int, amount: int) -> bytes:
+        return self._packer.pack([NOTIFICATION, CREDIT, [msgid, amount]])  # type: ignore[no-any-return]
 
     def auth(self, secret: str) -> bytes:
         return self._packer.pack([NOTIFICATION, AUTH, secret])  # type: ignore[no-any-return]
@@ -372,6 +395,12 @@ def parse_message(obj: Any) -> Message:
         if type(obj[1]) is not str:
             raise _bad("method must be a string", obj)
         return Notification(obj[1], obj[2])
+    if kind == ITEM and type(kind) is int:
+        if n != 3:
+            raise _bad("an item has 3 elements", obj)
+        if not _is_msgid(obj[1]):
+            raise _bad("msgid must be an unsigned 32-bit integer", obj)
+        return Item(obj[1], obj[2])
     raise _bad("unknown message type", obj)
 
 
@@ -488,7 +517,8 @@ class Decoder:
     def payloads(self, most: int = 0) -> list[Any]:
         """Decode the whole frames received so far, in order, up to ``most`` of them (0: all).
 
-        A payload is not yet checked against the message shapes; a response whose result cannot
+        A payload is not yet checked against the message shapes, and one that starts like an item
+        (``[3, ...``) comes as ``(length, payload)``, with its frame's length; a response whose result cannot
         be represented comes with a ``bad_reply`` error instead. A connection's reader takes
         every frame a read completed in one call: the per-frame work is this loop's. A bad frame
         raises `ProtocolError`, unless frames before it were decoded: they are returned, and the
@@ -513,7 +543,8 @@ class Decoder:
                 return
             self._large = None
             with memoryview(large) as view, view[:size] as payload:
-                out.append(_decode_payload(payload))
+                decoded = _decode_payload(payload)
+            out.append((size, decoded) if large[0] == 0x93 and large[1] == ITEM else decoded)
             if most == 1:  # the greeting reads one frame at a time
                 return
         buf = self._buf
@@ -548,10 +579,12 @@ class Decoder:
                 break
             self._pos = pos  # where a bad frame's error leaves it
             if length < _SLICE_BELOW:
-                out.append(_decode_payload(buf[pos + 4 : end]))  # a copy, but cheaper than a view
+                decoded = _decode_payload(buf[pos + 4 : end])  # a copy, but cheaper than a view
             else:
                 with memoryview(buf) as view, view[pos + 4 : end] as payload:
-                    out.append(_decode_payload(payload))
+                    decoded = _decode_payload(payload)
+            # An item, [3, ...], comes out with its length: a stream's credit counts it.
+            out.append((length, decoded) if buf[pos + 4] == 0x93 and buf[pos + 5] == ITEM else decoded)
             pos = end
             if len(out) == most:
                 break
@@ -561,6 +594,8 @@ class Decoder:
         obj = self.next_payload()
         if obj is None:
             return None
+        if type(obj) is tuple:
+            obj = obj[1]
         return parse_message(obj)
 
     def unconsumed(self) -> bytes:

@@ -11,6 +11,14 @@
 //
 //	async with trio_gotask.open_gotask("./example") as gt:
 //	    print(await gt.call("App.Hi", "Reasno"))  # {'hello': 'Reasno'}
+//
+// or, for the stream methods (Count, Words, ...), which send items before
+// their reply, the shape
+//
+//	func (a *App) Name(args A, out *gotask.Stream[Item]) error
+//	func (a *App) Name(ctx context.Context, args A, out *gotask.Stream[Item]) error
+//
+// and is opened from Python with gt.stream("App.Count", 3).
 package main
 
 import (
@@ -226,6 +234,13 @@ func (c *counter) add(d int64) {
 		c.changed = nil
 	}
 	c.mu.Unlock()
+}
+
+// value returns the count.
+func (c *counter) value() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
 }
 
 // wait returns the count once it is at least n, or ctx's error first.
@@ -721,6 +736,117 @@ func (a *App) HostLatency(ctx context.Context, args struct {
 	slices.Sort(durations)
 	at := func(q float64) int64 { return durations[int(q*float64(args.N-1))].Nanoseconds() }
 	*r = map[string]any{"p50_ns": at(0.5), "p99_ns": at(0.99)}
+	return nil
+}
+
+// Count sends 0, 1, ... n-1, then ends the stream.
+func (a *App) Count(ctx context.Context, n int, out *gotask.Stream[int]) error {
+	for i := 0; i < n; i++ {
+		if err := out.Send(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CountFail sends 0, 1, ... N-1, then ends the stream with the error Message;
+// Python sends {"N": 3, "Message": "boom"}.
+func (a *App) CountFail(args struct {
+	N       int    `msgpack:"N"`
+	Message string `msgpack:"Message"`
+}, out *gotask.Stream[int]) error {
+	for i := 0; i < args.N; i++ {
+		if err := out.Send(i); err != nil {
+			return err
+		}
+	}
+	return errors.New(args.Message)
+}
+
+// Chunks sends Count chunks of Size bytes, chunk i filled with byte(i);
+// Python sends {"Count": 3, "Size": 1024}.
+func (a *App) Chunks(args struct{ Count, Size int }, out *gotask.Stream[[]byte]) error {
+	if args.Size < 0 {
+		return fmt.Errorf("negative size %d", args.Size)
+	}
+	chunk := make([]byte, args.Size) // Send encodes it at once: reusing it is safe
+	for i := 0; i < args.Count; i++ {
+		for j := range chunk {
+			chunk[j] = byte(i)
+		}
+		if err := out.Send(chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var (
+	endlessTried     counter // the Sends Endless began
+	endlessSent      counter // the Sends of Endless that succeeded
+	streamsCancelled counter // the Endless streams that ended because their context did
+)
+
+// Endless sends chunks of Size zero bytes until Send fails, which it does
+// once the stream is cancelled (or times out), and returns Send's error;
+// Python sends {"Size": 1024}. It counts in endlessTried, endlessSent and
+// streamsCancelled, which StreamState reports.
+func (a *App) Endless(ctx context.Context, args struct{ Size int }, out *gotask.Stream[[]byte]) error {
+	if args.Size < 0 {
+		return fmt.Errorf("negative size %d", args.Size)
+	}
+	chunk := make([]byte, args.Size)
+	for {
+		endlessTried.add(1)
+		if err := out.Send(chunk); err != nil {
+			if ctx.Err() != nil {
+				streamsCancelled.add(1)
+			}
+			return err
+		}
+		endlessSent.add(1)
+	}
+}
+
+// StreamState waits until Endless has begun at least Tried Sends and at
+// least Cancelled of its streams ended by their context, then returns the
+// counts: {"tried": ..., "sent": ..., "cancelled": ...}; Python sends
+// {"Tried": 5, "Cancelled": 1}. A test learns so that a stream blocks (its
+// Sends stop at some count) or was cancelled, without guessing how long that
+// takes.
+func (a *App) StreamState(ctx context.Context, args struct{ Tried, Cancelled int64 }, r *map[string]int64) error {
+	if _, err := endlessTried.wait(ctx, args.Tried); err != nil {
+		return err
+	}
+	if _, err := streamsCancelled.wait(ctx, args.Cancelled); err != nil {
+		return err
+	}
+	*r = map[string]int64{"tried": endlessTried.value(), "sent": endlessSent.value(), "cancelled": streamsCancelled.value()}
+	return nil
+}
+
+// BadItem sends 1, then a time in the year 12000, which Python cannot hold:
+// Send refuses it with a *gotask.ItemError, which BadItem returns, so the
+// stream ends with a bad_reply error after the item 1.
+func (a *App) BadItem(_ any, out *gotask.Stream[any]) error {
+	if err := out.Send(1); err != nil {
+		return err
+	}
+	err := out.Send(time.Date(12000, time.January, 1, 0, 0, 0, 0, time.UTC))
+	var ie *gotask.ItemError
+	if !errors.As(err, &ie) {
+		return fmt.Errorf("sending a time in the year 12000: want a *gotask.ItemError, got %v", err)
+	}
+	return err
+}
+
+// Words sends the words of text, split at white space.
+func (a *App) Words(text string, out *gotask.Stream[string]) error {
+	for _, w := range strings.Fields(text) {
+		if err := out.Send(w); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

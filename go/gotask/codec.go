@@ -18,7 +18,8 @@ import (
 type encBuf struct {
 	buf     bytes.Buffer
 	enc     *msgpack.Encoder
-	release bool // a reply whose call's in-flight slot the writer frees (conn.reply)
+	release bool       // a reply whose call's in-flight slot the writer frees (conn.reply)
+	stream  *outStream // an item's stream, told when the writer takes it (conn.taken)
 }
 
 // maxPooledBuf is the largest buffer returned to the pool; bigger ones are dropped
@@ -35,6 +36,7 @@ var encPool = sync.Pool{New: func() any {
 func getEncBuf() *encBuf {
 	e := encPool.Get().(*encBuf)
 	e.release = false
+	e.stream = nil
 	e.buf.Reset()
 	e.buf.Write([]byte{0, 0, 0, 0})
 	return e

@@ -84,8 +84,12 @@ type conn struct {
 	clientPings atomic.Bool
 }
 
-// call is a running call, kept in pending for a $cancel to reach.
-type call struct{ cancel context.CancelFunc }
+// call is a running call, kept in pending for a $cancel (and, for a stream,
+// a $credit) to reach.
+type call struct {
+	cancel context.CancelFunc
+	stream *outStream // a stream's; nil for a call
+}
 
 func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
 	maxFrame := s.MaxFrameSize
@@ -190,10 +194,14 @@ func (c *conn) readLoop(accepted bool) error {
 	}
 }
 
-// notification acts on $cancel, $ping and $hello, and ignores any other.
+// notification acts on $cancel, $credit, $ping and $hello, and ignores any
+// other.
 func (c *conn) notification(m *message) {
 	switch m.method {
 	case "$cancel":
+	case "$credit":
+		c.credit(m.params)
+		return
 	case "$ping":
 		c.pong(m.params)
 		return
@@ -241,9 +249,10 @@ func (c *conn) pong(params []byte) {
 	c.send(e)
 }
 
-// request answers a request at once (shutting_down, not_found, busy) or
-// starts its call on a worker, which queues the reply. It never blocks on a
-// call, so that the read loop keeps reading.
+// request answers a request at once (shutting_down, not_found,
+// stream_mismatch, busy) or starts its call on a worker, which queues the
+// reply (after a stream's items). It never blocks on a call, so that the read
+// loop keeps reading.
 func (c *conn) request(m *message) {
 	s := c.srv
 	if !s.startCall() {
@@ -256,9 +265,17 @@ func (c *conn) request(m *message) {
 		s.endCall()
 		return
 	}
+	if why := streamMismatch(m, mt); why != "" {
+		c.reply(m.msgid, &wireError{Type: "stream_mismatch", Message: why}, nil, false)
+		s.endCall()
+		return
+	}
 
 	ctx, cancel := callContext(c.ctx, m)
 	cl := &call{cancel: cancel}
+	if m.stream {
+		cl.stream = newOutStream(c, m.msgid, ctx, m.credit)
+	}
 	c.mu.Lock()
 	if c.inflight >= c.maxInflight {
 		// A client keeps to the limit its $hello announced. Refusing, rather
@@ -284,7 +301,7 @@ func (c *conn) request(m *message) {
 	c.mu.Unlock()
 	c.handlers.Add(1)
 	s.workers.run(func() {
-		result, werr, claimed := invoke(ctx, svc, mt, m.params)
+		result, werr, claimed := invoke(ctx, svc, mt, m.params, cl.stream)
 		cancel()
 		if claimed != "" {
 			s.refusedClaim(m.method, claimed, werr)

@@ -61,8 +61,10 @@ func timeoutDuration(sec float64) time.Duration {
 
 // invoke decodes the params, calls the method and returns its reply value or
 // the wire error to send instead. claimed is the runtime's type that the
-// method's error named and was refused (see callError), or "".
-func invoke(ctx context.Context, svc *service, mt *methodType, params []byte) (result any, werr *wireError, claimed string) {
+// method's error named and was refused (see callError), or "". A stream
+// method (stream not nil) sends its items through stream, which is closed
+// when the method returns, and its result is nil.
+func invoke(ctx context.Context, svc *service, mt *methodType, params []byte, stream *outStream) (result any, werr *wireError, claimed string) {
 	var argv reflect.Value
 	var target any
 	base := mt.argType
@@ -78,13 +80,18 @@ func invoke(ctx context.Context, svc *service, mt *methodType, params []byte) (r
 		return nil, &wireError{Type: "bad_params", Message: err.Error()}, ""
 	}
 	replyv := reflect.New(mt.replyType.Elem())
-	// As net/rpc does, a map or slice reply starts empty rather than nil, so
-	// that (*reply)[k] = v works.
-	switch rt := mt.replyType.Elem(); rt.Kind() {
-	case reflect.Map:
-		replyv.Elem().Set(reflect.MakeMap(rt))
-	case reflect.Slice:
-		replyv.Elem().Set(reflect.MakeSlice(rt, 0, 0))
+	if stream != nil {
+		replyv.Interface().(streamer).bindStream(stream)
+		defer stream.close()
+	} else {
+		// As net/rpc does, a map or slice reply starts empty rather than nil,
+		// so that (*reply)[k] = v works.
+		switch rt := mt.replyType.Elem(); rt.Kind() {
+		case reflect.Map:
+			replyv.Elem().Set(reflect.MakeMap(rt))
+		case reflect.Slice:
+			replyv.Elem().Set(reflect.MakeSlice(rt, 0, 0))
+		}
 	}
 
 	defer func() {
@@ -102,6 +109,9 @@ func invoke(ctx context.Context, svc *service, mt *methodType, params []byte) (r
 	if e, _ := out[0].Interface().(error); e != nil {
 		werr, claimed = callError(e)
 		return nil, werr, claimed
+	}
+	if stream != nil {
+		return nil, nil, ""
 	}
 	return replyv.Elem().Interface(), nil, ""
 }
@@ -141,20 +151,27 @@ func panicStack() string {
 // deadline_exceeded are not among them: a method reports them by returning
 // its context's error, and they mean the same whoever says them.
 var runtimeTypes = map[string]string{
-	"shutting_down": "the sidecar did not run the call, and the client may send it to another",
-	"busy":          "the sidecar did not run the call, and the client may send it to another",
-	"not_found":     "no method of that name is registered",
-	"bad_params":    "the argument does not fit the method, which did not run",
-	"panic":         "the method panicked",
-	"bad_reply":     "the method's reply cannot be carried",
-	"too_large":     "the method's reply is larger than the client accepts",
+	"shutting_down":   "the sidecar did not run the call, and the client may send it to another",
+	"busy":            "the sidecar did not run the call, and the client may send it to another",
+	"not_found":       "no method of that name is registered",
+	"bad_params":      "the argument does not fit the method, which did not run",
+	"panic":           "the method panicked",
+	"bad_reply":       "the method's reply cannot be carried",
+	"too_large":       "the method's reply is larger than the client accepts",
+	"stream_mismatch": "the request and the method disagree on whether it is a stream, and the method did not run",
 }
 
-// callError is the wire error for an error a method returned: of the type its
-// ErrorType() names, else "cancelled" or "deadline_exceeded" when it wraps a
-// context's error, else "error". A type in runtimeTypes is not taken: the
-// error is sent as if it named none, and claimed returns that type.
+// callError is the wire error for an error a method returned: of the type of
+// the *ItemError it wraps (made by Send, so the runtime's), else of the type
+// its ErrorType() names, else "cancelled" or "deadline_exceeded" when it
+// wraps a context's error, else "error". A type in runtimeTypes is not taken
+// from ErrorType(): the error is sent as if it named none, and claimed
+// returns that type.
 func callError(err error) (werr *wireError, claimed string) {
+	var ie *ItemError
+	if errors.As(err, &ie) && ie.typ != "" {
+		return &wireError{Type: ie.typ, Message: err.Error()}, ""
+	}
 	var typed interface{ ErrorType() string }
 	if errors.As(err, &typed) {
 		if t := typed.ErrorType(); t != "" {

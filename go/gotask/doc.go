@@ -40,6 +40,9 @@ shapes become callable, as "Type.Method" (or "Name.Method" with RegisterName):
 	func (t *T) Method(args A, reply *R) error
 	func (t *T) Method(ctx context.Context, args A, reply *R) error
 
+(and the stream methods of the same shapes with out *gotask.Stream[Item] for
+reply *R, which send many items: see Streams).
+
 The argument is decoded from msgpack into A, which may be any type msgpack can
 carry: a struct (fields matched by `msgpack:"name"` tags, else by field name),
 string, []byte, numbers, time.Time, slices, maps such as map[string]T or
@@ -101,7 +104,7 @@ A non-nil error returned by a method reaches Python as an exception of type
 has one. Types that only the runtime sends, because they say what a method
 cannot say of its own call, are refused: "shutting_down" and "busy" (the call
 did not run, so the client may send it to another sidecar), "not_found",
-"bad_params", "panic", "bad_reply" and "too_large". An error naming one is
+"bad_params", "stream_mismatch", "panic", "bad_reply" and "too_large". An error naming one is
 sent as if it named none ("error", or "cancelled" or "deadline_exceeded" when
 it wraps a context's error), and the server's ErrorLog says so, once per
 method and type. A method that panics is answered with a "panic" error carrying the
@@ -127,6 +130,62 @@ calls are doing, and during a shutdown too. Every request gets exactly one reply
 one that cannot be encoded, or that the client could not hold, becomes a
 "bad_reply" or "too_large" error, and an error too long for the client's frame
 limit is shortened to fit.
+
+# Streams
+
+A stream method sends any number of items to its caller before its one
+response: rows of a query, chunks of a file, progress. It takes a
+*Stream[Item] where a method takes its reply:
+
+	func (t *T) Method(args A, out *gotask.Stream[Item]) error
+	func (t *T) Method(ctx context.Context, args A, out *gotask.Stream[Item]) error
+
+	func (a *App) Count(ctx context.Context, n int, out *gotask.Stream[int]) error {
+		for i := 0; i < n; i++ {
+			if err := out.Send(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+
+Python opens it with its client's stream method and reads the items as they
+come:
+
+	async with gt.stream("App.Count", 3) as items:
+		async for n in items:
+			print(n)  # 0, 1, 2
+
+Item is any type msgpack can carry, as for a reply, and each item is
+checked like a reply. The stream ends when the method returns: with nothing
+more when it returns nil, otherwise with its error, which the client raises
+after the items sent before it; a panic becomes a "panic" error the same way.
+A method is either a stream method or not, as its shape says: a stream
+opened to a method that returns one reply, or a stream method called as a
+call, is answered "stream_mismatch" and does not run.
+
+Send blocks while the client has no room for more items: the client grants
+credit, in bytes, as it consumes them (protocol.md section 2, Streams), so a
+slow consumer slows the method down rather than filling memory. It also
+blocks while about 128 KiB of the stream's items wait to be written, so that
+the replies to other calls on the connection are not stuck behind a fast
+stream. Send returns the call context's error (context.Canceled or
+context.DeadlineExceeded) as soon as that context ends: when the Python side
+cancels the stream or closes the connection, when the stream's timeout
+passes, or when the sidecar gives up waiting at shutdown; a method should
+return it. An item that cannot be sent (msgpack cannot encode it, Python
+could not represent it, or it is larger than the client's frame limit) is
+not: Send returns an *ItemError and the stream goes on, and a method that
+returns that error ends the stream with a "bad_reply" or "too_large" error.
+Send after the method has returned fails with ErrStreamClosed, so a
+goroutine that sends must finish before its method returns.
+
+Send takes no context: a stream belongs to its call and ends with the call's
+context, as a gRPC ServerStream does, and a method without a ctx parameter
+still has its Sends cancelled. Send is safe for concurrent use; the items go
+out in the order the Sends took turns in. A stream holds one of the
+connection's MaxInflight slots from its request to its response, as a call
+does.
 
 # Calling Python: host calls
 

@@ -317,6 +317,7 @@ func TestSidecarHostileInput(t *testing.T) {
 		{"bad_message", []byte{0, 0, 0, 1, 0x07}, false},
 		{"response", []byte{0, 0, 0, 5, 0x94, 0x01, 0x01, 0xc0, 0xc0}, false},
 		{"type 3", frameOf(t, []any{3, 1, "App.Hi", "x", nil}), false},
+		{"item", frameOf(t, []any{3, 1, 0}), false},
 		{"negative type", frameOf(t, []any{-1, 1, "App.Hi", "x", nil}), false},
 		{"short request", frameOf(t, []any{0, 1, "App.Hi"}), false},
 		{"long request", frameOf(t, []any{0, 1, "App.Hi", "x", nil, nil}), false},

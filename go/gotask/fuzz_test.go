@@ -79,6 +79,14 @@ func (FuzzSvc) Struct(a struct{ A, B []byte }, r *int) error { *r = len(a.A) + l
 func (FuzzSvc) Time(t time.Time, r *time.Time) error         { *r = t; return nil }
 func (FuzzSvc) Panic(v any, r *any) error                    { panic(v) }
 func (FuzzSvc) Fail(s string, r *any) error                  { return errors.New(s) }
+func (FuzzSvc) Count(n uint8, out *Stream[int]) error {
+	for i := 0; i < int(n); i++ {
+		if err := out.Send(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 func (FuzzSvc) Slow(ctx context.Context, ms uint8, r *uint8) error {
 	select {
 	case <-time.After(time.Duration(ms%8) * time.Millisecond): // at most 7 ms
@@ -104,7 +112,8 @@ func (c *fuzzConn) Close() error                { return nil }
 // first byte chooses whether the connection is one accepted by Serve from a
 // server with a secret ("s"), which must then come first as $auth. ServeConn
 // must return, and must have answered every request read before the stream
-// ended or went wrong with exactly one well-formed response, and nothing else.
+// ended or went wrong with exactly one well-formed response, preceded by
+// items only for a request yet unanswered, and nothing else.
 func FuzzServeConn(f *testing.F) {
 	frames := func(msgs ...any) []byte {
 		var b []byte
@@ -122,6 +131,8 @@ func FuzzServeConn(f *testing.F) {
 		frames(req(1, "FuzzSvc.Slow", 7), []any{2, "$cancel", 1}, req(2, "FuzzSvc.Slow", 1), req(1, "FuzzSvc.Nope", nil)),
 		frames([]any{0, 1, "FuzzSvc.Slow", 3, map[string]any{"timeout": 0.001}}, req(2, "FuzzSvc.Echo", nil)),
 		frames(req(1, "FuzzSvc.Echo", 1), []any{1, 1, nil, nil}, req(2, "FuzzSvc.Echo", 2)),
+		frames([]any{0, 1, "FuzzSvc.Count", 5, map[string]any{"stream": 3}}, []any{2, "$credit", []any{1, 10}}, req(2, "FuzzSvc.Count", 1)),
+		frames([]any{0, 1, "FuzzSvc.Count", 9, map[string]any{"stream": 0}}, []any{2, "$cancel", 1}, []any{0, 2, "FuzzSvc.Echo", 1, map[string]any{"stream": 1}}, []any{3, 1, 0}),
 	}
 	for _, s := range seeds {
 		f.Add(append([]byte{0}, s...))
@@ -202,6 +213,12 @@ func FuzzServeConn(f *testing.F) {
 			}
 			if err != nil {
 				t.Fatalf("server wrote a bad frame: %v", err)
+			}
+			if id, _, err := parseItem(payload); err == nil {
+				if want[id] == 0 {
+					t.Fatalf("an item for msgid %d, which has no request unanswered", id)
+				}
+				continue
 			}
 			m, err := parseMessage(payload)
 			if err == nil && m.typ == typeNotification && (m.method == "$hello" || m.method == "$refused") {

@@ -30,6 +30,7 @@ const (
 	typeRequest      = 0
 	typeResponse     = 1
 	typeNotification = 2
+	typeItem         = 3 // sidecar to client only: a sidecar never accepts one
 )
 
 // Error codes of malformed input (protocol.md sections 1 and 2).
@@ -175,6 +176,10 @@ type message struct {
 	timeout    float64
 	hasTimeout bool
 
+	// stream says meta opens a stream, with credit its initial credit in bytes.
+	stream bool
+	credit int64
+
 	errMap *wireError // response: nil on success
 	result []byte     // response: one raw msgpack object
 }
@@ -187,7 +192,7 @@ type wireError struct {
 }
 
 // parseMessage checks that payload is exactly one msgpack object of one of the
-// three message shapes and returns it decoded.
+// three message shapes a sidecar receives and returns it decoded.
 func parseMessage(payload []byte) (*message, error) {
 	end, err := scan.Skip(payload, 0)
 	if err != nil {
@@ -206,6 +211,9 @@ func parseMessage(payload []byte) (*message, error) {
 		return nil, protoErr(codeBadMessage, "message is an empty array")
 	}
 	t, ok := c.Uint()
+	if ok && t == typeItem {
+		return nil, protoErr(codeBadMessage, "message type 3, an item of a stream: only a sidecar sends items")
+	}
 	if !ok || t > typeNotification {
 		return nil, protoErr(codeBadMessage, "message type is not 0, 1 or 2")
 	}
@@ -275,15 +283,23 @@ func (m *message) parseMeta(c *scan.Cursor) error {
 			c.Raw()
 			continue
 		}
-		if key != "timeout" {
+		switch key {
+		case "timeout":
+			// A timeout that is not a number, or is NaN, is ignored like an unknown key.
+			if f, ok := c.Number(); !ok {
+				c.Raw()
+			} else if !math.IsNaN(f) {
+				m.timeout, m.hasTimeout = f, true
+			}
+		case "stream":
+			// A credit that is not an integer 0 <= n < 2^63 is ignored like an unknown key.
+			if n, ok := c.Uint(); !ok {
+				c.Raw()
+			} else if n <= math.MaxInt64 {
+				m.credit, m.stream = int64(n), true
+			}
+		default:
 			c.Raw()
-			continue
-		}
-		// A timeout that is not a number, or is NaN, is ignored like an unknown key.
-		if f, ok := c.Number(); !ok {
-			c.Raw()
-		} else if !math.IsNaN(f) {
-			m.timeout, m.hasTimeout = f, true
 		}
 	}
 	m.meta = c.B[start:c.P]
@@ -394,20 +410,22 @@ func helloPing(params []byte) bool {
 }
 
 // appendHello encodes the sidecar's first frame on a connection,
-// [2, "$hello", {"version", "max_frame_size", "max_inflight", "ping": true}],
-// into e.
+// [2, "$hello", {"version", "max_frame_size", "max_inflight", "streams": true,
+// "ping": true}], into e.
 func (e *encBuf) appendHello(maxFrame uint32, maxInflight int) {
 	enc := e.enc
 	enc.EncodeArrayLen(3)
 	enc.EncodeUint(typeNotification)
 	enc.EncodeString("$hello")
-	enc.EncodeMapLen(4)
+	enc.EncodeMapLen(5)
 	enc.EncodeString("version")
 	enc.EncodeUint(ProtocolVersion)
 	enc.EncodeString("max_frame_size")
 	enc.EncodeUint(uint64(maxFrame))
 	enc.EncodeString("max_inflight")
 	enc.EncodeUint(uint64(maxInflight))
+	enc.EncodeString("streams")
+	enc.EncodeBool(true)
 	enc.EncodeString("ping")
 	enc.EncodeBool(true)
 }

@@ -21,7 +21,7 @@ func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
 	limit := int(c.replyLimit.Load())
 	if werr == nil {
 		if err := encodeResponse(e, msgid, nil, result); err != nil {
-			werr = &wireError{Type: "bad_reply", Message: "the reply cannot be encoded: " + unencodableMessage(result, err)}
+			werr = &wireError{Type: "bad_reply", Message: "the reply cannot be encoded: " + unencodableMessage("reply", result, err)}
 		} else if n := e.buf.Len() - 4; n > limit {
 			// The client would refuse the frame and lose every call on the connection with it.
 			werr = &wireError{Type: "too_large", Message: fmt.Sprintf("the reply is %d bytes; the client's frame limit is %d (max_frame_size)", n, limit)}
@@ -36,12 +36,13 @@ func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
 	c.send(e)
 }
 
-// unencodableMessage says what in result msgpack could not encode, and where,
-// such as "reply.items[2].done is a chan int, which msgpack cannot carry";
-// err's text when nothing in the value is to blame (a type's own encoder failed).
-func unencodableMessage(result any, err error) string {
-	if path, t := check.Unencodable(result); t != nil {
-		return fmt.Sprintf("reply%s is a %s, which msgpack cannot carry", path, t)
+// unencodableMessage says what in v, named name, msgpack could not encode,
+// and where, such as "reply.items[2].done is a chan int, which msgpack cannot
+// carry"; err's text when nothing in the value is to blame (a type's own
+// encoder failed).
+func unencodableMessage(name string, v any, err error) string {
+	if path, t := check.Unencodable(v); t != nil {
+		return fmt.Sprintf("%s%s is a %s, which msgpack cannot carry", name, path, t)
 	}
 	return err.Error()
 }
@@ -88,8 +89,13 @@ func (c *conn) enqueue(e *encBuf) {
 	}
 }
 
-// taken frees the in-flight slot of a reply the writer took (see reply).
+// taken frees the in-flight slot of a reply the writer took (see reply), and
+// tells the stream of an item that the item left the queue.
 func (c *conn) taken(e *encBuf) {
+	if e.stream != nil {
+		e.stream.left(e.buf.Len())
+		e.stream = nil
+	}
 	if e.release {
 		e.release = false
 		c.mu.Lock()

@@ -152,7 +152,7 @@ func TestServerErrors(t *testing.T) {
 func TestServerRuntimeErrorTypes(t *testing.T) {
 	srv, logBuf := newTestServer(t, newSvc())
 	c, _ := serve(t, srv)
-	reserved := []string{"shutting_down", "busy", "not_found", "bad_params", "bad_reply", "too_large", "panic"}
+	reserved := []string{"shutting_down", "busy", "not_found", "bad_params", "bad_reply", "too_large", "panic", "stream_mismatch"}
 	for _, typ := range reserved {
 		for _, method := range []string{"Svc.Claim", "Svc.Claim2"} {
 			for range 2 {

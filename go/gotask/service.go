@@ -19,7 +19,8 @@ type methodType struct {
 	method    reflect.Method
 	withCtx   bool         // takes a context.Context first
 	argType   reflect.Type // as declared; may be a pointer
-	replyType reflect.Type // a pointer type
+	replyType reflect.Type // a pointer type: *R, or *Stream[T] for a stream method
+	itemType  reflect.Type // a stream method's T; nil for a method that returns one reply
 }
 
 type service struct {
@@ -95,7 +96,8 @@ func suitableMethods(typ reflect.Type, sname string) (methods map[string]*method
 	return methods, why, skipped
 }
 
-const wantShape = "want func(args A, reply *R) error or func(ctx context.Context, args A, reply *R) error"
+const wantShape = "want func(args A, reply *R) error or func(ctx context.Context, args A, reply *R) error, " +
+	"or for a stream method the same with out *gotask.Stream[T] in place of reply *R"
 
 // checkMethod returns the methodType of m, or why m cannot be called; the
 // reason reads after "Type.Method ".
@@ -127,13 +129,27 @@ func checkMethod(m reflect.Method) (*methodType, error) {
 	if argType == typeOfContext {
 		return nil, fmt.Errorf("takes context.Context as its args; %s", wantShape)
 	}
+	if argType.Implements(typeOfStreamer) {
+		return nil, fmt.Errorf("takes %s as its args; a stream comes last; %s", argType, wantShape)
+	}
 	if replyType.Kind() != reflect.Pointer {
+		if reflect.PointerTo(replyType).Implements(typeOfStreamer) {
+			return nil, fmt.Errorf("takes a %s, not a pointer to it; %s", replyType, wantShape)
+		}
 		return nil, fmt.Errorf("has reply type %s, which is not a pointer; %s", replyType, wantShape)
 	}
-	for _, t := range []reflect.Type{argType, replyType} {
-		if bad := unencodable(t); bad != nil {
-			return nil, fmt.Errorf("uses type %s, which cannot travel over msgpack (it contains %s)", t, bad)
+	if bad := unencodable(argType); bad != nil {
+		return nil, fmt.Errorf("uses type %s, which cannot travel over msgpack (it contains %s)", argType, bad)
+	}
+	if replyType.Implements(typeOfStreamer) {
+		item := reflect.Zero(replyType).Interface().(streamer).streamItem()
+		if bad := unencodable(item); bad != nil {
+			return nil, fmt.Errorf("streams items of type %s, which cannot travel over msgpack (it contains %s)", item, bad)
 		}
+		return &methodType{method: m, withCtx: withCtx, argType: argType, replyType: replyType, itemType: item}, nil
+	}
+	if bad := unencodable(replyType); bad != nil {
+		return nil, fmt.Errorf("uses type %s, which cannot travel over msgpack (it contains %s)", replyType, bad)
 	}
 	return &methodType{method: m, withCtx: withCtx, argType: argType, replyType: replyType}, nil
 }
@@ -172,6 +188,12 @@ func RegisterName(name string, rcvr any) error { return DefaultServer.RegisterNa
 //
 //	func (t *T) Method(args A, reply *R) error
 //	func (t *T) Method(ctx context.Context, args A, reply *R) error
+//
+// and the stream methods, which send any number of items before their
+// response (see Stream), of the forms
+//
+//	func (t *T) Method(args A, out *gotask.Stream[Item]) error
+//	func (t *T) Method(ctx context.Context, args A, out *gotask.Stream[Item]) error
 //
 // under the service name of rcvr's concrete type, to be called as "T.Method".
 // As in net/rpc, methods of other shapes are not published; those that return

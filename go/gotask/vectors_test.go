@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -229,12 +231,82 @@ func TestVectorValues(t *testing.T) {
 	}
 }
 
-// encodeMessage encodes a message given as a JSON-shaped []any, the way a
-// client does: compact ints, the value's own types.
-func encodeFrame(t testing.TB, msg []any) []byte {
+// encodeFrame encodes a message given as tagged JSON (protocol.md section 6)
+// the way a client does: compact ints, the value's own types, and the keys of
+// a map in the order the JSON has them.
+func encodeFrame(t testing.TB, msg json.RawMessage) []byte {
 	t.Helper()
-	payload := encodeValue(t, msg)
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.UseCompactInts(true)
+	encodeOrdered(t, enc, msg)
+	payload := buf.Bytes()
 	return append([]byte{byte(len(payload) >> 24), byte(len(payload) >> 16), byte(len(payload) >> 8), byte(len(payload))}, payload...)
+}
+
+// encodeOrdered encodes the tagged JSON value raw with enc, keeping the key
+// order of its maps.
+func encodeOrdered(t testing.TB, enc *msgpack.Encoder, raw json.RawMessage) {
+	t.Helper()
+	raw = bytes.TrimSpace(raw)
+	switch raw[0] {
+	case '[':
+		var items []json.RawMessage
+		if err := json.Unmarshal(raw, &items); err != nil {
+			t.Fatal(err)
+		}
+		enc.EncodeArrayLen(len(items))
+		for _, item := range items {
+			encodeOrdered(t, enc, item)
+		}
+		return
+	case '{':
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.Token() // {
+		var keys []string
+		var values []json.RawMessage
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				t.Fatal(err)
+			}
+			keys, values = append(keys, k.(string)), append(values, v)
+		}
+		if len(keys) != 1 || !strings.HasPrefix(keys[0], "$") {
+			enc.EncodeMapLen(len(keys))
+			for i, k := range keys {
+				enc.EncodeString(k)
+				encodeOrdered(t, enc, values[i])
+			}
+			return
+		}
+	}
+	if err := enc.Encode(fromJSON(t, raw)); err != nil { // a scalar or a tagged value
+		t.Fatal(err)
+	}
+}
+
+// parseItem decodes an item's payload, [3, msgid, item], as a client does;
+// the sidecar's parseMessage refuses it.
+func parseItem(payload []byte) (msgid uint32, item []byte, err error) {
+	if _, err := scan.Skip(payload, 0); err != nil {
+		return 0, nil, err
+	}
+	c := scan.Cursor{B: payload}
+	if n, ok := c.ArrayLen(); !ok || n != 3 {
+		return 0, nil, errors.New("an item is not an array of 3")
+	}
+	if typ, ok := c.Uint(); !ok || typ != typeItem {
+		return 0, nil, errors.New("an item's type is not 3")
+	}
+	if msgid, err = readMsgid(&c); err != nil {
+		return 0, nil, err
+	}
+	return msgid, c.Raw(), nil
 }
 
 func TestVectorMessages(t *testing.T) {
@@ -246,11 +318,6 @@ func TestVectorMessages(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := parseMessage(payload)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := []any{int64(m.typ)}
 			raw := func(b []byte) any {
 				var x any
 				if err := decodeValue(b, &x); err != nil {
@@ -258,6 +325,37 @@ func TestVectorMessages(t *testing.T) {
 				}
 				return x
 			}
+			if want[0] == int64(typeItem) {
+				// Only a sidecar sends items: it takes one for a bad_message.
+				if _, err := parseMessage(payload); errorCode(err) != codeBadMessage {
+					t.Fatalf("the sidecar parsed an item: %v", err)
+				}
+				msgid, item, err := parseItem(payload)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := []any{int64(typeItem), int64(msgid), raw(item)}; !reflect.DeepEqual(normalize(got), normalize(want)) {
+					t.Fatalf("decoded %#v, want %#v", got, want)
+				}
+				if v.Canonical {
+					e := getEncBuf()
+					if _, err := encodeItem(e, msgid, raw(item)); err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(e.buf.Bytes(), data) {
+						t.Fatalf("server encoded %x, want %s", e.buf.Bytes(), v.Hex)
+					}
+					if enc := encodeFrame(t, v.Message); !bytes.Equal(enc, data) {
+						t.Fatalf("encoded %x, want %s", enc, v.Hex)
+					}
+				}
+				return
+			}
+			m, err := parseMessage(payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := []any{int64(m.typ)}
 			switch m.typ {
 			case typeRequest:
 				got = append(got, int64(m.msgid), m.method, raw(m.params))
@@ -268,10 +366,15 @@ func TestVectorMessages(t *testing.T) {
 					}
 					got = append(got, meta)
 				}
-				if mm, ok := want[len(want)-1].(map[string]any); ok && len(want) == 5 {
-					if to, ok := mm["timeout"]; ok && (!m.hasTimeout || m.timeout != to.(float64)) {
-						t.Fatalf("timeout %v (%v), want %v", m.timeout, m.hasTimeout, to)
-					}
+				mm, _ := want[len(want)-1].(map[string]any)
+				if len(want) != 5 {
+					mm = nil
+				}
+				if to, ok := mm["timeout"]; ok && (!m.hasTimeout || m.timeout != to.(float64)) {
+					t.Fatalf("timeout %v (%v), want %v", m.timeout, m.hasTimeout, to)
+				}
+				if credit, ok := mm["stream"]; ok != m.stream || ok && m.credit != credit.(int64) {
+					t.Fatalf("stream %v, credit %d; want the stream credit %v", m.stream, m.credit, credit)
 				}
 			case typeResponse:
 				var e any
@@ -292,7 +395,7 @@ func TestVectorMessages(t *testing.T) {
 			if !v.Canonical {
 				return
 			}
-			if enc := encodeFrame(t, want); !bytes.Equal(enc, data) {
+			if enc := encodeFrame(t, v.Message); !bytes.Equal(enc, data) {
 				t.Fatalf("encoded %x, want %s", enc, v.Hex)
 			}
 			if m.typ == typeResponse {
@@ -461,5 +564,26 @@ func TestVectorHostCalls(t *testing.T) {
 	}
 	if n := helloHostCalls(m.params); n != 64 {
 		t.Errorf("client $hello announces %d host calls, want 64", n)
+	}
+}
+
+// TestVectorStreams: the sidecar reads the client's $credit vector as credit
+// for its stream. (TestVectorMessages checks that it refuses the item vectors,
+// and encodes the same bytes.)
+func TestVectorStreams(t *testing.T) {
+	byName := map[string][]byte{}
+	for _, v := range loadVectors(t, "messages.json") {
+		byName[v.Name] = mustHex(t, v.Hex)
+	}
+	payload, err := readFrame(bytes.NewReader(byName["notification_credit"]), DefaultMaxFrameSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := parseMessage(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, n, ok := parseCredit(m.params); m.method != "$credit" || !ok || id != 10 || n != 32768 {
+		t.Errorf("$credit %s: msgid %d, credit %d (%v)", m.method, id, n, ok)
 	}
 }

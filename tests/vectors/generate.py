@@ -144,8 +144,17 @@ MESSAGES: list[tuple[str, Any, bool]] = [
     ("notification_cancel", [2, "$cancel", 42], True),
     (
         "notification_hello_sidecar",
-        [2, "$hello", {"version": 2, "max_frame_size": 67108864, "max_inflight": 1024, "ping": True}],
+        [
+            2,
+            "$hello",
+            {"version": 2, "max_frame_size": 67108864, "max_inflight": 1024, "streams": True, "ping": True},
+        ],
         False,  # a map of several keys: TestVectorHello checks the sidecar's own bytes
+    ),
+    (
+        "notification_hello_sidecar_before_streams",
+        [2, "$hello", {"version": 2, "max_frame_size": 67108864, "max_inflight": 1024, "ping": True}],
+        False,  # an older sidecar's: a client opens no stream to it
     ),
     (
         "notification_hello_client",
@@ -179,6 +188,24 @@ MESSAGES: list[tuple[str, Any, bool]] = [
     ("notification_ping", [2, "$ping", 7], True),
     ("notification_pong", [2, "$pong", 7], True),
     ("notification_unknown", [2, "$future", [1, 2]], True),
+    # Streams (section 2, "Streams"): the request that opens one, its items, credit, its end.
+    ("request_stream", [0, 10, "App.Count", 3, {"stream": 1048576}], True),
+    ("request_stream_with_timeout", [0, 11, "App.Count", 3, {"timeout": 0.25, "stream": 65536}], True),
+    ("item", [3, 10, 0], True),
+    ("item_map", [3, 10, {"name": "a", "n": 1}], False),
+    ("item_bytes", [3, 10, b"\x1f\x8b\x08"], True),
+    ("notification_credit", [2, "$credit", [10, 32768]], True),
+    ("response_stream_end", [1, 10, None, None], True),
+    (
+        "response_stream_error",
+        [1, 10, {"type": "error", "message": "cursor died after 2 items"}, None],
+        False,
+    ),
+    (
+        "response_stream_mismatch",
+        [1, 12, {"type": "stream_mismatch", "message": "App.Hi returns one reply: call it"}, None],
+        False,
+    ),
 ]
 
 MAX = 64 * 1024 * 1024
@@ -208,6 +235,10 @@ def malformed() -> list[tuple[str, bytes, str, int | None]]:
         ("an_integer", 7),
         ("empty_array", []),
         ("unknown_type", [3, 1, "x", None]),
+        ("unknown_type_4", [4, 1, "x"]),
+        ("item_too_short", [3, 1]),
+        ("item_msgid_not_int", [3, "1", 5]),
+        ("item_msgid_too_big", [3, 2**32, 5]),
         ("type_not_int", ["0", 1, "App.Hi", None, None]),
         ("request_too_short", [0, 1, "App.Hi"]),
         ("request_too_long", [0, 1, "App.Hi", None, None, None]),
