@@ -22,7 +22,15 @@ import trio
 from test_lifecycle import STAY, gone
 from timing import HANG
 
-from trio_gotask import GoTask, RemoteError, RestartPolicy, SidecarError, connect_gotask, open_gotask
+from trio_gotask import (
+    GoTask,
+    GoTaskError,
+    RemoteError,
+    RestartPolicy,
+    SidecarError,
+    connect_gotask,
+    open_gotask,
+)
 from trio_gotask._address import Transport
 from trio_gotask._goridge import RAW, Frame, FrameDecoder, Replies, Reply, encode_call
 
@@ -270,6 +278,16 @@ async def test_open_gotask_launches_a_gotask_sidecar(server: str, transport: Tra
     assert pid is not None and gone(pid)  # stopped and reaped
     if transport == "unix":
         assert not os.path.exists(os.path.dirname(address))
+
+
+async def test_a_stream_in_goridge_mode_is_refused_before_anything_is_sent(server: str) -> None:
+    async with open_gotask(server, protocol="goridge") as gt:
+        with pytest.raises(GoTaskError, match=r"dialect='goridge'\) has no streams"):
+            async with gt.stream("App.Hi", "Hyperf"):
+                pass
+        stats = gt.statistics()
+        assert (stats.streams, stats.in_flight) == (0, 0)
+        assert await gt.call("App.Hi", "Hyperf") == {"hello": "Hyperf"}
 
 
 async def test_max_inflight_puts_more_calls_on_a_connection_when_asked(server: str) -> None:

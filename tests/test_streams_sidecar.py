@@ -10,9 +10,18 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 import trio.testing
+from standalone import standalone
 from timing import HANG
 
-from trio_gotask import BadReply, GoTask, RemoteError, SidecarError, open_gotask
+from trio_gotask import (
+    BadReply,
+    GoTask,
+    RemoteError,
+    RestartPolicy,
+    SidecarError,
+    connect_gotask,
+    open_gotask,
+)
 from trio_gotask._address import Transport
 
 TRANSPORTS = ["unix", "tcp", "pipe"]
@@ -182,3 +191,31 @@ async def aenumerate(stream: trio.abc.ReceiveChannel[bytes]) -> AsyncIterator[tu
     async for item in stream:
         yield i, item
         i += 1
+
+
+async def test_streams_spread_over_several_sidecars(sidecar: str) -> None:
+    """Through `connect_gotask` with two addresses, streams are placed like calls, and one of a
+    sidecar that went away fails over to the other before anything is sent."""
+    async with (
+        standalone(sidecar, "-address", "127.0.0.2:0") as a,
+        standalone(sidecar, "-address", "127.0.0.3:0") as b,
+        connect_gotask([a.address, b.address]) as gt,
+        gt.stream("App.Count", 3) as first,
+        gt.stream("App.Count", 4) as second,
+    ):
+        assert gt.statistics().streams == 2
+        assert [e.in_flight for e in gt.statistics().endpoints] == [1, 1]
+        assert [n async for n in first] == [0, 1, 2]
+        assert [n async for n in second] == [0, 1, 2, 3]
+
+
+async def test_a_stream_opened_while_the_sidecar_restarts_waits_for_it(sidecar: str) -> None:
+    async with open_gotask(sidecar, restart=RestartPolicy(backoff=0.01)) as gt:
+        pid = gt.pid
+        assert pid is not None
+        with pytest.raises(SidecarError):
+            await gt.call("App.Exit", 3)
+        with trio.fail_after(HANG):
+            async with gt.stream("App.Count", 2) as numbers:
+                assert [n async for n in numbers] == [0, 1]
+        assert gt.pid != pid and gt.statistics().restarts == 1
