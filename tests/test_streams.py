@@ -12,6 +12,8 @@ import pytest
 import trio
 import trio.testing
 from fakesidecar import FakePeer, frame, open_fake
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from wirehelpers import pack
 
 from trio_gotask import GoTaskError, ItemStream, ProtocolError, RemoteError, ShuttingDown, SidecarError
@@ -386,3 +388,91 @@ async def test_many_items_in_one_read_yield_now_and_then(autojump_clock: trio.te
                 with pytest.raises(trio.Cancelled):
                     await stream.receive()
             nursery.cancel_scope.cancel()
+
+
+async def test_an_item_python_cannot_hold_closes_the_connection_and_says_why(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A gotask sidecar refuses such an item in Send (an ItemError); one that sends it anyway
+    loses the connection, with a reason naming the stream."""
+    async with connected() as (connection, fake):
+        stream, request = await opened(connection, fake)
+        payload = bytes([0x93, ITEM, request.msgid, 0x81, 0x91, 0x01, 0x02])  # {[1]: 2}
+        await fake.send(frame_header(len(payload)) + payload)
+        async with stream:
+            with pytest.raises(ProtocolError, match="cannot decode") as info:
+                await stream.receive()
+        assert info.value.code == "bad_message" and f"stream {request.msgid}" in str(info.value)
+        assert connection.broken
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.sampled_from(["send", "take", "grant", "interrupt"]), max_size=60),
+    st.lists(st.integers(min_value=0, max_value=120), min_size=1, max_size=8),
+    st.integers(min_value=1, max_value=200),
+    st.sampled_from(["end", "fail", "close"]),
+)
+@example(["send", "take", "grant", "send", "send", "send"], [0], 1, "end")
+def test_any_schedule_keeps_the_items_whole_and_the_memory_bounded(
+    actions: list[str], sizes: list[int], window: int, ending: str
+) -> None:
+    """A producer that keeps to its credit, a consumer that takes items when it likes and has a
+    receive cancelled now and then, in any order: the consumer gets every item in order, then
+    the end (or the error, or nothing after closing), the client never holds more than the
+    window and one item, and the slot comes back."""
+
+    async def main() -> None:
+        # Virtual time: a wait that would never end fails at once, and says where.
+        with trio.fail_after(3600):
+            await schedule()
+
+    async def schedule() -> None:
+        async with connected() as (connection, fake):
+            stream, request = await opened(connection, fake, window=window)
+            msgid = request.msgid
+            credit = window
+            sent: list[bytes] = []
+            got: list[bytes] = []
+            granted = 0
+            largest = 0
+            for step, action in enumerate(actions):
+                if action == "send" and credit > 0:
+                    item = bytes([step % 256]) * sizes[step % len(sizes)]
+                    size = await fake.item(msgid, item)
+                    credit -= size
+                    largest = max(largest, size)
+                    sent.append(item)
+                elif action == "take" and stream._stream.items:
+                    got.append(await stream.receive())
+                elif action == "grant":
+                    while granted < len(fake.credits):
+                        credit += fake.credits[granted][1]
+                        granted += 1
+                elif action == "interrupt":
+                    with trio.move_on_after(0.001):
+                        got.append(await stream.receive())
+                await trio.testing.wait_all_tasks_blocked()
+                assert sum(stream._stream.sizes) <= window + largest
+            if ending == "close":
+                await stream.aclose()
+                if msgid not in fake.cancels:
+                    await fake.cancel_arrived.wait()
+                assert msgid in fake.cancels
+                await fake.reply(msgid, error={"type": "cancelled", "message": "context canceled"})
+            else:
+                error = {"type": "error", "message": "boom"} if ending == "fail" else None
+                await fake.reply(msgid, error=error)
+                async with stream:
+                    if ending == "fail":
+                        with pytest.raises(RemoteError, match="boom"):
+                            async for item in stream:
+                                got.append(item)
+                    else:
+                        got += [item async for item in stream]
+                assert got == sent
+            assert got == sent[: len(got)]
+            await trio.testing.wait_all_tasks_blocked()
+            assert connection.busy == 0 and connection.streams == 0 and not connection.broken
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -306,9 +306,19 @@ def _undecodable(payload: bytes, exc: Exception) -> list[Any]:
     unpacker = msgpack.Unpacker(timestamp=0, max_buffer_size=max(len(payload), 1), **_UNPACK_OPTIONS)
     unpacker.feed(payload)
     try:
-        if unpacker.read_array_header() != 4:
+        length = unpacker.read_array_header()
+        kind, msgid = unpacker.unpack(), unpacker.unpack()
+        if length == 3 and type(kind) is int and kind == ITEM and _is_msgid(msgid):
+            raise ProtocolError(
+                "bad_message",
+                f"the sidecar sent an item of stream {msgid} that this client cannot decode "
+                f"({_why_undecodable(exc)}); a gotask sidecar refuses such an item in Send",
+            ) from exc
+        if length != 4:
             raise malformed from exc
-        kind, msgid, error = unpacker.unpack(), unpacker.unpack(), unpacker.unpack()
+        error = unpacker.unpack()
+    except ProtocolError:
+        raise
     except Exception:
         raise malformed from exc
     if type(kind) is not int or kind != RESPONSE or not _is_msgid(msgid):

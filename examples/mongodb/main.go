@@ -2,7 +2,8 @@
 // whose calls block, kept off the Python program's Trio loop. Each call runs
 // on a goroutine of its own with a connection from the driver's pool, and its
 // context is the Python caller's: a Trio timeout or cancellation ends the
-// driver's wait.
+// driver's wait. Find is a stream: it sends the documents as its cursor reads
+// them, and stops when the Python side leaves the stream.
 //
 // Documents travel as maps, in order (doc.go). msgpack carries what BSON and Python share
 // (nested maps and lists, strings, numbers, bools, nil, times as datetimes,
@@ -74,8 +75,12 @@ type FindArgs struct {
 	Limit      int64     `msgpack:"limit"` // 0 for no limit
 }
 
-// Find returns the documents that match a filter.
-func (m *Mongo) Find(ctx context.Context, args FindArgs, docs *[]Doc) error {
+// Find sends the documents that match a filter one by one, as the cursor
+// reads them from the server a batch at a time: neither side holds them all.
+// Send waits while Python is behind. When Python leaves the stream early, the
+// context is cancelled: Send (or the cursor's next read) returns its error,
+// and Find stops there and closes the cursor.
+func (m *Mongo) Find(ctx context.Context, args FindArgs, out *gotask.Stream[Doc]) error {
 	filter, err := filterOf(args.Filter)
 	if err != nil {
 		return err
@@ -98,7 +103,26 @@ func (m *Mongo) Find(ctx context.Context, args FindArgs, docs *[]Doc) error {
 	if err != nil {
 		return err
 	}
-	return readAll(ctx, cur, docs)
+	// ctx may be over by then: the server's cursor is closed all the same.
+	defer cur.Close(context.WithoutCancel(ctx))
+	sent := 0
+	for cur.Next(ctx) {
+		var d bson.D
+		if err = cur.Decode(&d); err != nil {
+			return err
+		}
+		if err = out.Send(fromBSON(d).(Doc)); err != nil {
+			break
+		}
+		sent++
+	}
+	if err == nil {
+		err = cur.Err()
+	}
+	if err != nil && ctx.Err() != nil {
+		log.Printf("Mongo.Find: stopped after sending %d documents: %v", sent, ctx.Err())
+	}
+	return err
 }
 
 // FindOne returns the first document that matches a filter, or nil (None)

@@ -3,21 +3,23 @@
     MONGODB_URI=mongodb://localhost:27017 python examples/mongodb/shop.py
 
 50 tasks insert 1000 orders at once (nested maps, lists, datetimes, bytes) and read each back by
-its ObjectID; an aggregation and a count summarize them; a task that waits for an order to ship is
-given up on by its timeout, and another sees it ship.
+its ObjectID; an aggregation and a count summarize them; the largest orders stream in until they
+make half the revenue, and leaving the stream there stops the Go side's cursor; a task that waits
+for an order to ship is given up on by its timeout, and another sees it ship.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from trio_gotask import GoTask, open_gotask
+from trio_gotask import GoTask, ItemStream, open_gotask
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,11 +38,15 @@ class Collection:
         ids: list[Any] = await self._gt.call("Mongo.Insert", {"collection": self.name, "documents": docs})
         return ids
 
-    async def find(self, filter: Doc | None = None, *, sort: Any = (), limit: int = 0) -> list[Doc]:
-        """The documents that match ``filter``; ``sort`` is pairs, ``[("placed", -1)]``."""
+    def find(
+        self, filter: Doc | None = None, *, sort: Any = (), limit: int = 0, window: int = 1 << 20
+    ) -> AbstractAsyncContextManager[ItemStream]:
+        """The documents that match ``filter``, as the cursor reads them:
+        ``async with orders.find(...) as docs: async for doc in docs: ...``. ``sort`` is pairs,
+        ``[("placed", -1)]``. At most ``window`` bytes of documents wait here unread: Go waits
+        while they do. Leaving the block early stops Go and closes the cursor."""
         query = {"collection": self.name, "filter": filter, "sort": [list(k) for k in sort], "limit": limit}
-        docs: list[Doc] = await self._gt.call("Mongo.Find", query)
-        return docs
+        return self._gt.stream("Mongo.Find", query, window=window)
 
     async def find_one(self, filter: Doc | None = None) -> Doc | None:
         """The first document that matches ``filter``, or None."""
@@ -129,7 +135,22 @@ async def main() -> None:
         print("revenue by status: " + ", ".join(f"{row['_id']} {row['revenue']:.2f} EUR" for row in revenue))
         big = await orders.count({"total": {"$gte": 30}, "customer.address.city": "Lyon"})
         print(f"orders of 30 EUR or more to Lyon: {big}")
-        (latest,) = await orders.find({"status": "new"}, sort=[("placed", -1)], limit=1)
+
+        # The largest orders first, until they make half the revenue: how many that takes shows only
+        # on the way. Leaving the stream there cancels the Go method, which stops reading the cursor;
+        # with a small window, Go sends only a few documents more than this loop takes.
+        half = sum(row["revenue"] for row in revenue) / 2
+        largest, running = 0, 0.0
+        async with orders.find(sort=[("total", -1)], window=16 << 10) as by_total:
+            async for doc in by_total:
+                largest += 1
+                running += doc["total"]
+                if running >= half:
+                    break
+        print(f"half the revenue comes from the {largest} largest of {len(sent)} orders")
+
+        async with orders.find({"status": "new"}, sort=[("placed", -1)], limit=1) as newest:
+            latest = await newest.receive()
         print(f"latest new order: #{latest['number']}, placed {latest['placed']:%Y-%m-%d %H:%M %Z}")
 
         # Waiting is cancellable: the timeout cancels the Go method's context, and it stops asking.
