@@ -12,7 +12,8 @@ For each transport, one sidecar built from go/example, and in each round:
 
 Then, on unix: 1 GiB streamed in 64 KiB items (MB/s and how far the client's resident memory
 grew), and the latency of a small call alone against beside a stream that keeps its connection
-busy (the fairness the sidecar's per-stream queue bound gives). Ratios are best round against best
+busy (the sidecar writes replies before queued items; the socket's buffer is what a reply still
+waits behind). Ratios are best round against best
 round, measured in the same run: machines here are shared and noisy (docs/performance.md).
 """
 

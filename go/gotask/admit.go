@@ -157,7 +157,7 @@ func (c *conn) hello() {
 	e := getEncBuf()
 	e.appendHello(c.maxFrame, c.maxInflight)
 	e.frame()
-	c.send(e)
+	c.send(c.out, e)
 }
 
 // refuse tells a peer turned away at admission why, in a $refused

@@ -52,7 +52,13 @@ type conn struct {
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
 
-	out        chan *encBuf  // encoded frames for the writer
+	// out and items are the writer's two queues of encoded frames. out
+	// holds replies, host calls and notifications; items holds what a stream
+	// sends: its items, then its response, and $drained, which must follow
+	// the streams' responses. The writer takes from items only when out is
+	// empty, so that a reply does not wait behind a stream (see writeLoop).
+	out        chan *encBuf
+	items      chan *encBuf
 	quit       chan struct{} // closed to make the writer flush and stop
 	quitOnce   sync.Once
 	writerDone chan struct{}
@@ -107,6 +113,7 @@ func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
 		maxFrame:    maxFrame,
 		maxInflight: inflight,
 		out:         make(chan *encBuf, inflight+16),
+		items:       make(chan *encBuf, inflight+16),
 		quit:        make(chan struct{}),
 		writerDone:  make(chan struct{}),
 		pending:     make(map[uint32]*call),
@@ -136,16 +143,25 @@ func (c *conn) describe() string { return describeConn(c.rwc) }
 func (c *conn) goAway() {
 	e := getEncBuf()
 	e.appendGoAway()
-	c.sendNow(e)
+	c.sendNow(c.out, e)
 }
 
 // drained queues [2, "$drained", "..."] after the replies of every call run
 // on this connection (each queued its reply before it ended): requests the
 // client has no reply for by then were not run, and will not be.
+//
+// It goes on the items queue, not on out, or it would overtake the response
+// of a stream still queued behind its items. Shutdown calls it once no call
+// is active: every call queued its response before it ended (endCall), so
+// each response is in a queue, or written, before $drained is queued. A
+// stream's response is on items, ahead of $drained in that FIFO (sendNow's
+// goroutine, if items is full, queues it after them too); any other reply is
+// on out, and the writer drains out before it writes anything it took from
+// items (writeLoop). Either way, the response is written first.
 func (c *conn) drained() {
 	e := getEncBuf()
 	e.appendDrained()
-	c.sendNow(e)
+	c.sendNow(c.items, e)
 }
 
 func (c *conn) closeRWC() { c.closeOnce.Do(func() { c.rwc.Close() }) }
@@ -246,7 +262,7 @@ func (c *conn) pong(params []byte) {
 	e := getEncBuf()
 	e.appendToken("$pong", token)
 	e.frame()
-	c.send(e)
+	c.send(c.out, e)
 }
 
 // request answers a request at once (shutting_down, not_found,
@@ -311,7 +327,15 @@ func (c *conn) request(m *message) {
 			delete(c.pending, m.msgid)
 		}
 		c.mu.Unlock()
-		c.reply(m.msgid, werr, result, true)
+		e := c.response(m.msgid, werr, result, true)
+		if cl.stream != nil {
+			// A stream's response, whatever its error, follows its items
+			// on the items queue: close (in invoke) waited for any Send
+			// under way, so every item is queued before it.
+			c.send(c.items, e)
+		} else {
+			c.send(c.out, e)
+		}
 		c.handlers.Done()
 		s.endCall()
 	})
@@ -378,8 +402,19 @@ func (c *conn) writeFailed() {
 	c.closeRWC()
 }
 
-// writeLoop writes queued frames through one buffer and flushes only when
-// nothing more is queued, so replies finishing together share a write.
+// writeLoop writes queued frames through one buffer and flushes when nothing
+// more is queued, so replies finishing together share a write, and before an
+// item that follows a reply.
+//
+// It takes a frame from out whenever there is one, and from items (the
+// streams' output) only when out is empty: a reply or notification waits
+// behind the frame being written, the buffer and the socket's, not behind the
+// items queued. Before it writes a frame taken from items, it writes what out
+// holds then, and flushes it: a frame queued on out before one queued on
+// items (send happens before send) is therefore always written first, which
+// drained relies on; and a reply is flushed at once rather than when items
+// fill the buffer. Frames of one queue keep their order: a stream's response
+// follows its items.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	var w io.Writer = c.rwc
@@ -388,6 +423,7 @@ func (c *conn) writeLoop() {
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	dead := false
+	urgent := false // bw holds a frame from out, not yet flushed
 	failed := func(err error) {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			c.writeTimedOut()
@@ -406,29 +442,57 @@ func (c *conn) writeLoop() {
 		putEncBuf(e)
 	}
 	flush := func() {
+		urgent = false
 		if !dead && bw.Buffered() > 0 {
 			if err := bw.Flush(); err != nil {
 				failed(err)
 			}
 		}
 	}
+	writeOut := func(e *encBuf) {
+		write(e)
+		urgent = true
+	}
+	// writeItem writes e, taken from items, after what out holds.
+	writeItem := func(e *encBuf) {
+		for more := true; more; {
+			select {
+			case o := <-c.out:
+				writeOut(o)
+			default:
+				more = false
+			}
+		}
+		if urgent {
+			flush()
+		}
+		write(e)
+	}
+	stopping := false // quit closed: write what is queued, out first, and stop
 	for {
 		select {
 		case e := <-c.out:
-			write(e)
-			if len(c.out) == 0 {
-				flush()
-			}
+			writeOut(e)
+			continue
+		default:
+		}
+		select {
+		case e := <-c.items:
+			writeItem(e)
+			continue
+		default:
+		}
+		flush()
+		if stopping {
+			return
+		}
+		select {
+		case e := <-c.out:
+			writeOut(e)
+		case e := <-c.items:
+			writeItem(e)
 		case <-c.quit:
-			for {
-				select {
-				case e := <-c.out:
-					write(e)
-				default:
-					flush()
-					return
-				}
-			}
+			stopping = true
 		}
 	}
 }

@@ -167,9 +167,10 @@ call, is answered "stream_mismatch" and does not run.
 Send blocks while the client has no room for more items: the client grants
 credit, in bytes, as it consumes them (protocol.md section 2, Streams), so a
 slow consumer slows the method down rather than filling memory. It also
-blocks while about 128 KiB of the stream's items wait to be written, so that
-the replies to other calls on the connection are not stuck behind a fast
-stream. Send returns the call context's error (context.Canceled or
+blocks while about 128 KiB of the stream's items wait to be written, whatever
+the credit. The replies to other calls on the connection are not stuck
+behind a fast stream: the sidecar writes them before the items waiting.
+Send returns the call context's error (context.Canceled or
 context.DeadlineExceeded) as soon as that context ends: when the Python side
 cancels the stream or closes the connection, when the stream's timeout
 passes, or when the sidecar gives up waiting at shutdown; a method should

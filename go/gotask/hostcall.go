@@ -325,7 +325,7 @@ func (c *conn) sendCancel(msgid uint32) {
 	enc.EncodeUint(typeNotification)
 	enc.EncodeString("$cancel")
 	enc.EncodeUint(uint64(msgid))
-	c.sendNow(e)
+	c.sendNow(c.out, e)
 }
 
 // answered is CallHost's error for a host call that got its result r. Once

@@ -8,14 +8,20 @@ import (
 	"github.com/trio-gotask/trio-gotask/go/gotask/internal/scan"
 )
 
-// reply encodes a response and queues it for the writer. Every request gets
-// one: a result that cannot be encoded, or would not fit the client's frame
-// limit, is replaced by an error, and an error is shortened until it fits.
-// release says the call holds an in-flight slot, which the writer frees as it
-// takes the reply: a client may send its next request as soon as the reply
+// reply encodes a response and queues it for the writer on out (a stream's
+// goes on items instead: see request).
+func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
+	c.send(c.out, c.response(msgid, werr, result, release))
+}
+
+// response encodes and frames a response. Every request gets one: a result
+// that cannot be encoded, or would not fit the client's frame limit, is
+// replaced by an error, and an error is shortened until it fits. release
+// says the call holds an in-flight slot, which the writer frees as it takes
+// the reply: a client may send its next request as soon as the reply
 // arrives, and must find room, while a reply stuck behind a client that does
 // not read keeps its slot (the server's memory stays bounded).
-func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
+func (c *conn) response(msgid uint32, werr *wireError, result any, release bool) *encBuf {
 	e := getEncBuf()
 	e.release = release
 	limit := int(c.replyLimit.Load())
@@ -28,12 +34,11 @@ func (c *conn) reply(msgid uint32, werr *wireError, result any, release bool) {
 		} else if err := check.Reply(responseResult(e.buf.Bytes()[4:])); err != nil {
 			werr = &wireError{Type: "bad_reply", Message: "the reply cannot reach Python faithfully: " + err.Error()}
 		} else {
-			c.send(e)
-			return
+			return e
 		}
 	}
 	appendErrorResponse(e, msgid, *werr, limit)
-	c.send(e)
+	return e
 }
 
 // unencodableMessage says what in v, named name, msgpack could not encode,
@@ -58,30 +63,30 @@ func responseResult(payload []byte) []byte {
 	return c.B[c.P:]
 }
 
-// sendNow frames e and queues it for the writer without waiting for room in
-// its queue: a goroutine waits instead, so the caller (a reader, Shutdown)
+// sendNow frames e and queues it on q, c.out or c.items, without waiting for
+// room in it: a goroutine waits instead, so the caller (a reader, Shutdown)
 // never blocks on a slow client.
-func (c *conn) sendNow(e *encBuf) {
+func (c *conn) sendNow(q chan *encBuf, e *encBuf) {
 	e.frame()
 	c.queued.Add(int64(e.buf.Len()))
 	select {
-	case c.out <- e:
+	case q <- e:
 	default:
-		go c.enqueue(e)
+		go c.enqueue(q, e)
 	}
 }
 
-// send queues an encoded frame for the writer, or drops it if the writer has
-// stopped (the connection is gone, and the reply with it).
-func (c *conn) send(e *encBuf) {
+// send queues an encoded frame on q, c.out or c.items, or drops it if the
+// writer has stopped (the connection is gone, and the reply with it).
+func (c *conn) send(q chan *encBuf, e *encBuf) {
 	c.queued.Add(int64(e.buf.Len()))
-	c.enqueue(e)
+	c.enqueue(q, e)
 }
 
 // enqueue is send for a frame already counted in queued.
-func (c *conn) enqueue(e *encBuf) {
+func (c *conn) enqueue(q chan *encBuf, e *encBuf) {
 	select {
-	case c.out <- e:
+	case q <- e:
 	case <-c.writerDone:
 		c.dequeued(e.buf.Len())
 		c.taken(e)

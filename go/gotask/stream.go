@@ -23,8 +23,10 @@ import (
 var ErrStreamClosed = errors.New("gotask: Send on a stream whose method has returned")
 
 // streamQueueLimit is how many bytes of one stream's items may wait for the
-// writer (beyond it, Send waits): a reply to a small call on the same
-// connection waits behind this much of a stream, not behind its whole credit.
+// writer (beyond it, Send waits). Replies do not wait behind them (they go
+// before items; see writeLoop): it bounds the memory a stream holds beyond
+// what is being written, whatever its credit, and keeps streams sharing a
+// connection taking turns in the items queue.
 const streamQueueLimit = 128 << 10
 
 // Stream carries the items of a stream method to the client, which receives
@@ -158,7 +160,7 @@ func (s *outStream) send(item any) error {
 	c := s.c
 	c.queued.Add(int64(size))
 	select {
-	case c.out <- e:
+	case c.items <- e: // after the stream's earlier items, and before its response
 		s.sent++
 		return nil
 	case <-s.ctx.Done():

@@ -712,63 +712,327 @@ func TestStreamConcurrentSends(t *testing.T) {
 	}
 }
 
-// TestStreamFairness: a small call's reply waits behind at most about
-// streamQueueLimit bytes of a stream's items, however much credit the stream
-// has. The client reads nothing until the stream fills its share of the
-// write queue and the reply is queued behind it; then it counts the bytes of
-// items that came before the reply.
+// TestStreamFairness: a small call's reply goes before the items a stream
+// has queued: ahead of it are at most the writer's buffer, the frame it is
+// writing and the frame the client's reader holds, however much credit the
+// stream has and however much of its output waits. The client reads nothing
+// until the stream fills its share of the items queue (or the queue) and the
+// reply is queued; then it counts the bytes of items that came before the
+// reply. The bound is below what the stream had queued, so the reply
+// overtook it.
 func TestStreamFairness(t *testing.T) {
-	srv, st, _ := newStreamServer(t)
-	c := serveStreams(t, srv)
-	const size = 4 << 10
-	id := c.open("Streamer.Flood", size, stream(math.MaxInt64))
-	s := c.stream(id)
-	var sc *conn
+	for _, size := range []int{100, 4 << 10} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			srv, st, _ := newStreamServer(t)
+			c := serveStreams(t, srv)
+			id := c.open("Streamer.Flood", size, stream(math.MaxInt64))
+			s := c.stream(id)
+			sc := serverConn(srv)
+			queued := 0
+			waitState(t, "the stream fills its share of the queue", func() bool {
+				var waiting bool
+				_, queued, waiting = s.state()
+				return waiting && queued > streamQueueLimit || len(sc.items) == cap(sc.items)
+			})
+			hi := c.open("Streamer.Hi", nil, nil)
+			waitState(t, "the reply to Hi is queued", func() bool {
+				srv.mu.Lock()
+				defer srv.mu.Unlock()
+				return st.ran.Load() == 1 && srv.active == 1 // Hi ran and was answered
+			})
+			before, frame := 0, 0
+			for {
+				f := c.next()
+				if f.item {
+					before += f.size + 4
+					frame = f.size + 4
+					continue
+				}
+				if f.m.typ != typeResponse || f.m.msgid != hi || f.m.errMap != nil {
+					t.Fatalf("got %+v, want Hi's reply", f)
+				}
+				break
+			}
+			// Ahead of the reply: the writer's buffer and the frame it was
+			// writing into it, and the frame the client's reader holds.
+			limit := 64<<10 + 3*frame
+			if queued <= limit {
+				t.Fatalf("the stream queued %d bytes, not more than the bound %d: the test means nothing", queued, limit)
+			}
+			if before > limit {
+				t.Fatalf("%d bytes of items before the reply, want at most %d", before, limit)
+			}
+			after := 0
+			c.send([]any{2, "$cancel", id})
+			for {
+				f := c.next()
+				if f.item {
+					after += f.size + 4
+					continue
+				}
+				if f.m.msgid != id || f.m.errMap == nil || f.m.errMap.Type != "cancelled" {
+					t.Fatalf("got %+v, want the stream's cancelled response", f)
+				}
+				break
+			}
+			if after < queued-limit {
+				t.Fatalf("%d bytes of items after the reply, want at least the %d queued beyond the bound", after, queued-limit)
+			}
+		})
+	}
+}
+
+// serverConn returns the server's one connection.
+func serverConn(srv *Server) *conn {
 	srv.mu.Lock()
+	defer srv.mu.Unlock()
 	for k := range srv.conns {
-		sc = k
+		return k
 	}
-	srv.mu.Unlock()
-	waitState(t, "the stream fills its share of the queue", func() bool {
-		_, queued, waiting := s.state()
-		return waiting && queued > streamQueueLimit || len(sc.out) == cap(sc.out)
+	return nil
+}
+
+// gatedConn is the sidecar's end of a connection whose writes wait while its
+// gate is shut: once blocked is closed, the writer is stuck in a write and
+// takes nothing more from its queues until the gate opens.
+type gatedConn struct {
+	net.Conn
+	mu      sync.Mutex
+	open    chan struct{} // closed while the gate is open
+	blocked chan struct{} // closed once a write waits at the shut gate
+	stopped bool          // blocked is closed
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func newGatedConn(c net.Conn) *gatedConn {
+	g := &gatedConn{Conn: c, open: make(chan struct{}), blocked: make(chan struct{}), closed: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+func (g *gatedConn) shut() {
+	g.mu.Lock()
+	g.open, g.blocked, g.stopped = make(chan struct{}), make(chan struct{}), false
+	g.mu.Unlock()
+}
+
+func (g *gatedConn) reopen() {
+	g.mu.Lock()
+	close(g.open)
+	g.mu.Unlock()
+}
+
+// waitBlocked waits until a write waits at the shut gate.
+func (g *gatedConn) waitBlocked(t *testing.T) {
+	t.Helper()
+	g.mu.Lock()
+	blocked := g.blocked
+	g.mu.Unlock()
+	select {
+	case <-blocked:
+	case <-time.After(hangGuard):
+		t.Fatal("timed out waiting for the writer to block")
+	}
+}
+
+func (g *gatedConn) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	open := g.open
+	select {
+	case <-open:
+	default:
+		if !g.stopped {
+			g.stopped = true
+			close(g.blocked)
+		}
+	}
+	g.mu.Unlock()
+	select {
+	case <-open:
+	case <-g.closed:
+		return 0, net.ErrClosed
+	}
+	return g.Conn.Write(p)
+}
+
+func (g *gatedConn) Close() error {
+	g.once.Do(func() { close(g.closed) })
+	return g.Conn.Close()
+}
+
+// serveStreamsGated is serveStreams over a gatedConn, shut once the client has read
+// the $hello.
+func serveStreamsGated(t *testing.T, srv *Server) (*streamConn, *gatedConn) {
+	t.Helper()
+	a, b := net.Pipe()
+	g := newGatedConn(b)
+	go srv.ServeConn(g)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
 	})
-	hi := c.open("Streamer.Hi", nil, nil)
-	waitState(t, "the reply to Hi is queued", func() bool {
-		srv.mu.Lock()
-		defer srv.mu.Unlock()
-		// Hi ran and was answered, so only the stream runs; or the queue is full.
-		return st.ran.Load() == 1 && srv.active == 1 || len(sc.out) == cap(sc.out)
-	})
-	before, frame := 0, 0
-	for {
-		f := c.next()
-		if f.item {
-			before += f.size + 4
-			frame = f.size + 4
-			continue
+	c := newStreamConn(t, a)
+	c.srv = srv
+	g.shut()
+	return c, g
+}
+
+// active returns how many calls the server runs.
+func active(srv *Server) int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.active
+}
+
+// sizedItem is item i of Streamer.Sized: its index, then dots up to size bytes.
+func sizedItem(i, size int) string {
+	item := fmt.Sprintf("%d:", i)
+	return item + strings.Repeat(".", max(0, size-len(item)))
+}
+
+// Sized sends N items of Size bytes (see sizedItem), then ends as End says:
+// "" returns nil, "fail" returns an error, "panic" panics.
+func (s *Streamer) Sized(args struct {
+	N, Size int
+	End     string
+}, out *Stream[string]) error {
+	for i := 0; i < args.N; i++ {
+		if err := out.Send(sizedItem(i, args.Size)); err != nil {
+			return err
 		}
-		if f.m.typ != typeResponse || f.m.msgid != hi || f.m.errMap != nil {
-			t.Fatalf("got %+v, want Hi's reply", f)
-		}
-		break
 	}
-	// Ahead of the reply: the stream's share of the queue and one frame past
-	// it, the writer's buffer and the frame it writes, and the frame the
-	// client's reader holds.
-	if limit := streamQueueLimit + 64<<10 + 3*frame; before > limit || before < streamQueueLimit {
-		t.Fatalf("%d bytes of items before the reply, want %d to %d", before, streamQueueLimit, limit)
+	switch args.End {
+	case "fail":
+		return fmt.Errorf("failed after %d items", args.N)
+	case "panic":
+		panic("boom")
 	}
-	c.send([]any{2, "$cancel", id})
-	for {
+	return nil
+}
+
+// sizedStreams reads frames until every stream in want (msgid: its N items
+// of size bytes) and every call in calls has its response, and checks that
+// each stream's items come in order and all before its response. It returns
+// the frames that were neither, in order, and each response's error type by
+// msgid ("" for none).
+func (c *streamConn) sizedStreams(want map[uint32]int, size int, calls map[uint32]bool) (others []frameIn, ends map[uint32]string) {
+	c.t.Helper()
+	got := make(map[uint32]int)
+	ends = make(map[uint32]string)
+	for len(ends) < len(want)+len(calls) {
 		f := c.next()
-		if f.item {
-			continue
+		switch {
+		case f.item:
+			n, ok := want[f.msgid]
+			if !ok {
+				c.t.Fatalf("an item of %d, which is no stream", f.msgid)
+			}
+			if _, ended := ends[f.msgid]; ended {
+				c.t.Fatalf("an item of stream %d after its response", f.msgid)
+			}
+			var v string
+			if err := decodeValue(f.value, &v); err != nil {
+				c.t.Fatal(err)
+			}
+			if i := got[f.msgid]; i >= n || v != sizedItem(i, size) {
+				c.t.Fatalf("stream %d: item %.20q, want item %d of %d", f.msgid, v, i, n)
+			}
+			got[f.msgid]++
+		case f.m != nil && f.m.typ == typeResponse:
+			id := f.m.msgid
+			_, isStream := want[id]
+			if !isStream && !calls[id] {
+				c.t.Fatalf("a response to %d, which was not sent", id)
+			}
+			if _, ended := ends[id]; ended {
+				c.t.Fatalf("a second response to %d", id)
+			}
+			if isStream && got[id] != want[id] {
+				c.t.Fatalf("stream %d's response after %d of its %d items", id, got[id], want[id])
+			}
+			ends[id] = ""
+			if f.m.errMap != nil {
+				ends[id] = f.m.errMap.Type
+			}
+		default:
+			others = append(others, f)
 		}
-		if f.m.msgid != id || f.m.errMap == nil || f.m.errMap.Type != "cancelled" {
-			t.Fatalf("got %+v, want the stream's cancelled response", f)
+	}
+	return others, ends
+}
+
+// TestStreamResponseAfterItems: a stream's response, whatever its error,
+// follows all its items, though replies and notifications overtake items.
+// The streams and calls all end while the writer is stuck, with most items
+// queued; then the client reads them.
+func TestStreamResponseAfterItems(t *testing.T) {
+	srv, st, _ := newStreamServer(t)
+	c, g := serveStreamsGated(t, srv)
+	const n, size = 20, 2 << 10
+	want, calls := make(map[uint32]int), make(map[uint32]bool)
+	endOf := make(map[uint32]string)
+	for i := 0; i < 9; i++ {
+		end := []string{"", "fail", "panic"}[i%3]
+		id := c.open("Streamer.Sized", map[string]any{"N": n, "Size": size, "End": end}, stream(1<<30))
+		want[id], endOf[id] = n, map[string]string{"": "", "fail": "error", "panic": "panic"}[end]
+		calls[c.open("Streamer.Hi", nil, nil)] = true
+	}
+	g.waitBlocked(t)
+	waitState(t, "every call ends", func() bool { return st.ran.Load() == 9 && active(srv) == 0 })
+	sc := serverConn(srv)
+	if q := len(sc.items); q < len(want)+n {
+		t.Fatalf("%d frames on the items queue: the test means nothing", q)
+	}
+	g.reopen()
+	others, ends := c.sizedStreams(want, size, calls)
+	if len(others) != 0 {
+		t.Fatalf("other frames: %+v", others)
+	}
+	for id, typ := range endOf {
+		if ends[id] != typ {
+			t.Errorf("stream %d ended with %q, want %q", id, ends[id], typ)
 		}
-		break
+	}
+}
+
+// TestStreamDrainedAfterResponse: $drained, which says every call run on
+// the connection was answered, follows the response of a stream that ended,
+// behind its items, before Shutdown began; $goaway goes before them.
+func TestStreamDrainedAfterResponse(t *testing.T) {
+	srv, _, _ := newStreamServer(t)
+	c, g := serveStreamsGated(t, srv)
+	const n, size = 30, 4 << 10
+	id := c.open("Streamer.Sized", map[string]any{"N": n, "Size": size, "End": "fail"}, stream(1<<30))
+	g.waitBlocked(t)
+	waitState(t, "the stream ends", func() bool { return active(srv) == 0 })
+	sc := serverConn(srv)
+	if len(sc.items) < 2 {
+		t.Fatalf("%d frames on the items queue: the test means nothing", len(sc.items))
+	}
+	frames := len(sc.out) + len(sc.items)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+		defer cancel()
+		done <- srv.Shutdown(ctx)
+	}()
+	waitState(t, "$goaway and $drained are queued", func() bool { return len(sc.out)+len(sc.items) == frames+2 })
+	g.reopen()
+	others, ends := c.sizedStreams(map[uint32]int{id: n}, size, nil)
+	if ends[id] != "error" {
+		t.Fatalf("the stream ended with %q", ends[id])
+	}
+	if len(others) != 1 || others[0].m == nil || others[0].m.method != "$goaway" {
+		t.Fatalf("before the stream's response: %+v, want $goaway", others)
+	}
+	if f := c.next(); f.m == nil || f.m.method != "$drained" {
+		t.Fatalf("after the stream's response: %+v, want $drained", f)
+	}
+	c.conn.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 }
 
