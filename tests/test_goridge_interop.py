@@ -282,7 +282,7 @@ async def test_open_gotask_launches_a_gotask_sidecar(server: str, transport: Tra
 
 async def test_a_stream_in_goridge_mode_is_refused_before_anything_is_sent(server: str) -> None:
     async with open_gotask(server, protocol="goridge") as gt:
-        with pytest.raises(GoTaskError, match=r"dialect='goridge'\) has no streams"):
+        with pytest.raises(GoTaskError, match=r'protocol="goridge"\) has no streams'):
             async with gt.stream("App.Hi", "Hyperf"):
                 pass
         stats = gt.statistics()

@@ -88,8 +88,8 @@ _READ_ERRORS: Final = (
 )
 
 NO_STREAMS_GORIDGE: Final = (
-    "GoTask's wire format (dialect='goridge') has no streams: a Go method's result comes in one "
-    "frame. Stream from a sidecar built with trio-gotask's Go package (the default dialect), or "
+    "GoTask's wire format (protocol=\"goridge\") has no streams: a Go method's result comes in one "
+    "frame. Stream from a sidecar built with trio-gotask's Go package (the default protocol), or "
     "page through the results with calls"
 )
 NO_STREAMS_SIDECAR: Final = (
