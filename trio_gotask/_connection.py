@@ -411,9 +411,9 @@ class Connection:
     @trio.lowlevel.enable_ki_protection
     async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
         """Send the request that opens a stream of ``method``, holding a slot (waited for like a
-        call's) until its response; its `ItemStream` takes the items (`take_item`, `wait_items`)
-        and ends it (`close_stream`). Raises `Unsent` like `call`, and `GoTaskError` for a
-        connection that cannot carry streams."""
+        call's) until its response; its `ItemStream` takes the items (with the protocol's
+        `ClientProtocol.take_item`, and `wait_items`) and ends it (`close_stream`). Raises
+        `Unsent` like `call`, and `GoTaskError` for a connection that cannot carry streams."""
         protocol = self._protocol
         if not isinstance(protocol, ClientProtocol):
             raise GoTaskError(NO_STREAMS_GORIDGE)
@@ -441,16 +441,10 @@ class Connection:
             raise
         self.streams += 1
         self._wake_writer()
-        return ItemStream(self, stream)
+        return ItemStream(self, stream, protocol.take_item)
 
-    def take_item(self, stream: StreamCall) -> Any:
-        """The first item of ``stream``, which has one; grants credit as the protocol says."""
-        protocol = self._protocol
-        assert isinstance(protocol, ClientProtocol)
-        item = protocol.take_item(stream)
-        if protocol.has_data_to_send:
-            self._wake_writer()
-        return item
+    def credit_queued(self) -> None:
+        self._wake_writer()
 
     async def wait_items(self, stream: StreamCall) -> None:
         """Wait until ``stream`` has an item, has ended or has failed (the caller checks which);

@@ -549,7 +549,8 @@ class ClientProtocol(CallTable):
 
     def take_item(self, stream: StreamCall) -> Any:
         """Take the first item of ``stream`` (it has one); once half of the window was taken
-        since the last grant, queue a ``$credit`` for it, so that the sidecar sends on."""
+        since the last grant, queue a ``$credit`` for it, so that the sidecar sends on, and set
+        ``stream.taken`` to 0 (it is never 0 otherwise: an item frame has 4 bytes at least)."""
         size = stream.sizes.popleft()
         taken = stream.taken + size
         if taken * 2 >= stream.window and not (stream.ended or stream.abandoned or self.closed):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Protocol, final
 
@@ -20,9 +21,10 @@ _YIELD_EVERY: Final = 16
 
 
 class Source(Protocol):
-    """What an `ItemStream` takes its items from: its `Connection`."""
+    """Where an `ItemStream`'s items come from: its `Connection`."""
 
-    def take_item(self, stream: StreamCall) -> Any: ...
+    def credit_queued(self) -> None:
+        """Taking an item queued a ``$credit``: have it written."""
 
     async def wait_items(self, stream: StreamCall) -> None: ...
 
@@ -48,9 +50,11 @@ class ItemStream(trio.abc.ReceiveChannel[Any]):
     scheduler), and always when it waits. One task at a time may receive.
     """
 
-    def __init__(self, connection: Source, stream: StreamCall) -> None:
+    def __init__(self, connection: Source, stream: StreamCall, take: Callable[[StreamCall], Any]) -> None:
         self._connection = connection
         self._stream = stream
+        self._take = take
+        """`ClientProtocol.take_item`, called on every item."""
         self._closed = False
         self._finished = False
         self._released = False
@@ -69,13 +73,43 @@ class ItemStream(trio.abc.ReceiveChannel[Any]):
         another task receives."""
         await trio.lowlevel.checkpoint_if_cancelled()
         stream = self._stream
+        if stream.items and self._since_yield < _YIELD_EVERY - 1 and not self._closed:
+            self._since_yield += 1
+            item = self._take(stream)
+            if not stream.taken:  # reset: this take granted credit (an item is never 0 bytes)
+                self._connection.credit_queued()
+            return item
+        return await self._receive()
+
+    @trio.lowlevel.enable_ki_protection
+    async def __anext__(self) -> Any:
+        # receive's body again, rather than trio's __anext__ around it: a coroutine less per item.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        stream = self._stream
+        if stream.items and self._since_yield < _YIELD_EVERY - 1 and not self._closed:
+            self._since_yield += 1
+            item = self._take(stream)
+            if not stream.taken:
+                self._connection.credit_queued()
+            return item
+        try:
+            return await self._receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def _receive(self) -> Any:
+        """`receive` past its fast path: yield to other tasks now and then, wait, or end."""
+        stream = self._stream
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("the stream was closed")
             if stream.items:
                 self._since_yield += 1
                 if self._since_yield < _YIELD_EVERY:
-                    return self._connection.take_item(stream)
+                    item = self._take(stream)
+                    if not stream.taken:
+                        self._connection.credit_queued()
+                    return item
                 self._since_yield = 0
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 continue  # another task may have closed it meanwhile
