@@ -44,7 +44,7 @@ from ._protocol import (
     StreamCall,
 )
 from ._settings import PoolSettings
-from ._stream import ItemStream
+from ._stream import ItemStream, wake
 from ._wire import MAX_MSGID
 
 # How long a closing connection lets its writer finish the frames it began. Only a peer that has
@@ -534,10 +534,7 @@ class Connection:
                     if unrun
                     else make_error()
                 )
-                waiter = call.waiter
-                if waiter is not None:
-                    call.waiter = None
-                    trio.lowlevel.reschedule(waiter)
+                wake(call)
                 continue
             if unrun:
                 error: BaseException = Unsent(
@@ -742,20 +739,13 @@ class Connection:
                 else:
                     reschedule(owner, outcome.Error(remote_error(event.method, event.error)))
             elif type(event) is ItemsArrived:
-                stream = event.stream
-                waiter = stream.waiter
-                if waiter is not None:
-                    stream.waiter = None
-                    reschedule(waiter)
+                wake(event.stream)
             elif type(event) is StreamCall:
                 release()
                 if event.abandoned:
                     self.given_up -= 1
                     continue
-                waiter = event.waiter
-                if waiter is not None:
-                    event.waiter = None
-                    reschedule(waiter)
+                wake(event)
             elif type(event) is HostCall:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._serve_host_call, event)

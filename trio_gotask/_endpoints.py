@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Final, final
+from typing import Any, Final, NoReturn, final
 
 import trio
 
@@ -235,9 +235,7 @@ class Endpoints:
             if Rotation.succeeded(endpoint, incidents):
                 logger.info("the sidecar at %s is back in rotation", endpoint.address)
             return result
-        if failure is None:
-            raise SidecarError(f"no sidecar to call: {self.address} resolve to no address now")
-        raise failure from failure.__cause__
+        self._gave_up(failure)
 
     async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
         """Open the stream on a sidecar the rotation picks, trying the next while none can take
@@ -259,6 +257,11 @@ class Endpoints:
                 return await connection.open_stream(method, arg, window)
             except Unsent as exc:
                 failure = exc.error
+        self._gave_up(failure)
+
+    def _gave_up(self, failure: GoTaskError | None) -> NoReturn:
+        """Raise why no sidecar took the call or stream: the last failure met, or that there
+        is none to try."""
         if failure is None:
             raise SidecarError(f"no sidecar to call: {self.address} resolve to no address now")
         raise failure from failure.__cause__

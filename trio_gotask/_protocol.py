@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, Protocol, final
+from typing import Any, Final, NoReturn, Protocol, final
 
 from ._errors import ProtocolError
 from ._wire import (
@@ -488,9 +488,7 @@ class ClientProtocol(CallTable):
         than the sidecar accepts; nothing is queued then.
         """
         if len(self._calls) >= self._room:
-            if self.closed:
-                raise RuntimeError("the protocol is closed")
-            raise RuntimeError(f"no free slot: {self.max_inflight} calls are in flight already")
+            self._no_room()
         msgid = self._last_msgid + 1
         if msgid > MAX_MSGID or msgid in self._calls:
             msgid = self._next_free_msgid()
@@ -509,10 +507,7 @@ class ClientProtocol(CallTable):
             size = len(head) + len(body) + len(tail)
             head = frame_header(size) + head
         if size > self.max_request:
-            raise ValueError(
-                f"the request to {method} is {size} bytes; the frame limit is "
-                f"{self.max_request} (the lower of max_frame_size and the sidecar's -max-frame-size)"
-            )
+            self._too_large(method, size)
         self._last_msgid = msgid
         call = Call(msgid, method, owner)
         self._calls[msgid] = call
@@ -526,9 +521,7 @@ class ClientProtocol(CallTable):
         if not self.streams:
             raise RuntimeError("the sidecar does not serve streams")
         if len(self._calls) >= self._room:
-            if self.closed:
-                raise RuntimeError("the protocol is closed")
-            raise RuntimeError(f"no free slot: {self.max_inflight} calls are in flight already")
+            self._no_room()
         msgid = self._last_msgid + 1
         if msgid > MAX_MSGID or msgid in self._calls:
             msgid = self._next_free_msgid()
@@ -537,10 +530,7 @@ class ClientProtocol(CallTable):
         except (TypeError, ValueError, OverflowError) as exc:
             raise _unsendable(method, exc) from exc
         if len(body) > self.max_request:
-            raise ValueError(
-                f"the request to {method} is {len(body)} bytes; the frame limit is "
-                f"{self.max_request} (the lower of max_frame_size and the sidecar's -max-frame-size)"
-            )
+            self._too_large(method, len(body))
         self._last_msgid = msgid
         stream = StreamCall(msgid, method, window)
         self._calls[msgid] = stream
@@ -561,6 +551,17 @@ class ClientProtocol(CallTable):
         else:
             stream.taken = taken
         return stream.items.popleft()
+
+    def _no_room(self) -> NoReturn:
+        if self.closed:
+            raise RuntimeError("the protocol is closed")
+        raise RuntimeError(f"no free slot: {self.max_inflight} calls are in flight already")
+
+    def _too_large(self, method: str, size: int) -> NoReturn:
+        raise ValueError(
+            f"the request to {method} is {size} bytes; the frame limit is "
+            f"{self.max_request} (the lower of max_frame_size and the sidecar's -max-frame-size)"
+        )
 
     def _next_free_msgid(self) -> int:
         msgid = self._last_msgid

@@ -75,10 +75,7 @@ class ItemStream(trio.abc.ReceiveChannel[Any]):
         stream = self._stream
         if stream.items and self._since_yield < _YIELD_EVERY - 1 and not self._closed:
             self._since_yield += 1
-            item = self._take(stream)
-            if not stream.taken:  # reset: this take granted credit (an item is never 0 bytes)
-                self._connection.credit_queued()
-            return item
+            return self._take_first(stream)
         return await self._receive()
 
     @trio.lowlevel.enable_ki_protection
@@ -88,14 +85,17 @@ class ItemStream(trio.abc.ReceiveChannel[Any]):
         stream = self._stream
         if stream.items and self._since_yield < _YIELD_EVERY - 1 and not self._closed:
             self._since_yield += 1
-            item = self._take(stream)
-            if not stream.taken:
-                self._connection.credit_queued()
-            return item
+            return self._take_first(stream)
         try:
             return await self._receive()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
+
+    def _take_first(self, stream: StreamCall) -> Any:
+        item = self._take(stream)
+        if not stream.taken:  # reset: this take granted credit (an item is never 0 bytes)
+            self._connection.credit_queued()
+        return item
 
     async def _receive(self) -> Any:
         """`receive` past its fast path: yield to other tasks now and then, wait, or end."""
@@ -106,10 +106,7 @@ class ItemStream(trio.abc.ReceiveChannel[Any]):
             if stream.items:
                 self._since_yield += 1
                 if self._since_yield < _YIELD_EVERY:
-                    item = self._take(stream)
-                    if not stream.taken:
-                        self._connection.credit_queued()
-                    return item
+                    return self._take_first(stream)
                 self._since_yield = 0
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 continue  # another task may have closed it meanwhile
@@ -154,11 +151,7 @@ class ItemStream(trio.abc.ReceiveChannel[Any]):
             return
         self._closed = True
         self._release()
-        stream = self._stream
-        waiter = stream.waiter
-        if waiter is not None:  # a receive in another task: it gets ClosedResourceError
-            stream.waiter = None
-            trio.lowlevel.reschedule(waiter)
+        wake(self._stream)  # a receive in another task: it gets ClosedResourceError
 
     async def aclose(self) -> None:
         """Close the stream: if the Go method is still running, its context is cancelled, and
@@ -169,6 +162,14 @@ class ItemStream(trio.abc.ReceiveChannel[Any]):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "finished" if self._finished else "open"
         return f"<ItemStream {self._stream.method} {state}>"
+
+
+def wake(stream: StreamCall) -> None:
+    """Wake the task waiting in ``stream``'s `ItemStream.receive`, if one is: it looks again."""
+    waiter = stream.waiter
+    if waiter is not None:
+        stream.waiter = None
+        trio.lowlevel.reschedule(waiter)
 
 
 @final
