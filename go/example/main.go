@@ -851,6 +851,7 @@ func (a *App) Words(text string, out *gotask.Stream[string]) error {
 }
 
 func main() {
+	gotask.AddHook(cache.hook()) // see hooks.go; a sidecar without one leaves this out
 	if err := gotask.Register(new(App)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

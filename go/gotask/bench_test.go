@@ -19,11 +19,14 @@ type Bench struct{}
 
 func (Bench) Echo(v any, r *any) error { *r = v; return nil }
 
-// benchClient serves a fresh Server on a Unix socket and returns a client
-// connected to it.
-func benchClient(b *testing.B) *testClient {
+// benchClient serves a fresh Server, set up by configure, on a Unix socket
+// and returns a client connected to it.
+func benchClient(b *testing.B, configure ...func(*Server)) *testClient {
 	srv := NewServer()
 	srv.ErrorLog = log.New(io.Discard, "", 0)
+	for _, f := range configure {
+		f(srv)
+	}
 	if err := srv.Register(Bench{}); err != nil {
 		b.Fatal(err)
 	}

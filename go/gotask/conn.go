@@ -98,6 +98,7 @@ type call struct {
 }
 
 func (s *Server) newConn(rwc io.ReadWriteCloser) *conn {
+	s.composeOnce.Do(s.composeChains)
 	maxFrame := s.MaxFrameSize
 	if maxFrame == 0 {
 		maxFrame = DefaultMaxFrameSize
@@ -317,7 +318,14 @@ func (c *conn) request(m *message) {
 	c.mu.Unlock()
 	c.handlers.Add(1)
 	s.workers.run(func() {
-		result, werr, claimed := invoke(ctx, svc, mt, m.params, cl.stream)
+		ctx := ctx
+		var md Metadata
+		if m.metadata != nil {
+			if md = parseMetadata(m.metadata); md != nil {
+				ctx = context.WithValue(ctx, metadataKey{}, md)
+			}
+		}
+		result, werr, claimed := s.invoke(ctx, svc, mt, m, md, cl.stream)
 		cancel()
 		if claimed != "" {
 			s.refusedClaim(m.method, claimed, werr)

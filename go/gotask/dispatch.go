@@ -59,12 +59,38 @@ func timeoutDuration(sec float64) time.Duration {
 	return time.Duration(sec * float64(time.Second))
 }
 
-// invoke decodes the params, calls the method and returns its reply value or
-// the wire error to send instead. claimed is the runtime's type that the
-// method's error named and was refused (see callError), or "". A stream
-// method (stream not nil) sends its items through stream, which is closed
-// when the method returns, and its result is nil.
-func invoke(ctx context.Context, svc *service, mt *methodType, params []byte, stream *outStream) (result any, werr *wireError, claimed string) {
+// invoke runs a call, its method inside the server's interceptors, and
+// returns its reply value or the wire error to send instead. claimed is the
+// runtime's type that the call's error named and was refused (see
+// callError), or "". A stream method (stream not nil) sends its items
+// through stream, which is closed when the call returns, and its result is
+// nil.
+func (s *Server) invoke(ctx context.Context, svc *service, mt *methodType, m *message, md Metadata, stream *outStream) (result any, werr *wireError, claimed string) {
+	if stream != nil {
+		defer stream.close()
+	}
+	var err error
+	if s.chain == nil {
+		result, err = callMethod(ctx, svc, mt, m.params, stream)
+	} else {
+		cc := &chainCall{info: CallInfo{Method: m.method, Stream: stream != nil, Metadata: md}, svc: svc, mt: mt, params: m.params, stream: stream}
+		result, err = runChain(s.chain, ctx, cc)
+	}
+	if err == nil {
+		return result, nil, ""
+	}
+	var f *callFault
+	if errors.As(err, &f) {
+		return nil, &f.werr, ""
+	}
+	werr, claimed = callError(err)
+	return nil, werr, claimed
+}
+
+// callMethod decodes params and calls the method: its reply value (nil for
+// a stream method), or its error, or a *callFault when the params do not
+// fit or it panicked.
+func callMethod(ctx context.Context, svc *service, mt *methodType, params []byte, stream *outStream) (result any, err error) {
 	var argv reflect.Value
 	var target any
 	base := mt.argType
@@ -77,12 +103,11 @@ func invoke(ctx context.Context, svc *service, mt *methodType, params []byte, st
 		argv = p.Elem()
 	}
 	if err := decodeValue(params, target); err != nil {
-		return nil, &wireError{Type: "bad_params", Message: err.Error()}, ""
+		return nil, &callFault{wireError{Type: "bad_params", Message: err.Error()}}
 	}
 	replyv := reflect.New(mt.replyType.Elem())
 	if stream != nil {
 		replyv.Interface().(streamer).bindStream(stream)
-		defer stream.close()
 	} else {
 		// As net/rpc does, a map or slice reply starts empty rather than nil,
 		// so that (*reply)[k] = v works.
@@ -96,7 +121,7 @@ func invoke(ctx context.Context, svc *service, mt *methodType, params []byte, st
 
 	defer func() {
 		if r := recover(); r != nil {
-			result, werr, claimed = nil, &wireError{Type: "panic", Message: fmt.Sprint(r), Stack: panicStack()}, ""
+			result, err = nil, &callFault{wireError{Type: "panic", Message: fmt.Sprint(r), Stack: panicStack()}}
 		}
 	}()
 	var in []reflect.Value
@@ -107,17 +132,18 @@ func invoke(ctx context.Context, svc *service, mt *methodType, params []byte, st
 	}
 	out := mt.method.Func.Call(in)
 	if e, _ := out[0].Interface().(error); e != nil {
-		werr, claimed = callError(e)
-		return nil, werr, claimed
+		return nil, e
 	}
 	if stream != nil {
-		return nil, nil, ""
+		return nil, nil
 	}
-	return replyv.Elem().Interface(), nil, ""
+	return replyv.Elem().Interface(), nil
 }
 
 // panicStack returns a few frames of the panicking goroutine, starting at the
-// function that panicked and stopping before reflect's call machinery.
+// function that panicked and stopping before reflect's call machinery (a
+// method's panic) or the interceptor chain's (an interceptor's), whose own
+// frames it leaves out.
 func panicStack() string {
 	pcs := make([]uintptr, 64)
 	n := runtime.Callers(3, pcs)
@@ -126,12 +152,13 @@ func panicStack() string {
 	started, count := false, 0
 	for {
 		f, more := frames.Next()
+		skip, stop := chainFrame(f.Function)
 		switch {
 		case !started:
 			started = f.Function == "runtime.gopanic"
-		case strings.HasPrefix(f.Function, "reflect."):
+		case stop, strings.HasPrefix(f.Function, "reflect."):
 			more = false
-		case strings.HasPrefix(f.Function, "runtime."):
+		case skip, strings.HasPrefix(f.Function, "runtime."):
 		default:
 			fmt.Fprintf(&b, "%s\n\t%s:%d\n", f.Function, f.File, f.Line)
 			count++

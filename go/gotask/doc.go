@@ -263,6 +263,57 @@ it as CallHost decodes a reply:
 		return err
 	}
 
+# Metadata and interceptors
+
+A call may carry application metadata, string keys to string values sent
+beside its argument, like gRPC metadata or HTTP headers: a request id, a
+tenant, credentials, and the W3C trace context in the entries "traceparent",
+"tracestate" and "baggage". The Python side sets them in a client
+interceptor. A method reads them with MetadataFrom(ctx), nil when the call
+carried none:
+
+	func (a *App) Save(ctx context.Context, doc Doc, reply *int) error {
+		tenant := gotask.MetadataFrom(ctx)["tenant"]
+		...
+	}
+
+An Interceptor wraps every call of a Server, as a gRPC interceptor does: it
+gets the call's context, a CallInfo (the method, whether it is a stream
+method, the metadata) and next, which runs the method, and returns the call's
+error. It may refuse the call by returning an error without calling next,
+give the method another context (values, a deadline), or look at the error
+next returns, which is the method's own or one whose ErrorType() is
+"bad_params" or "panic". A panic in an interceptor is the call's "panic"
+error, as a method's is. Authentication, metrics and logging are a few lines
+each (see the examples of Interceptor):
+
+	func requireToken(ctx context.Context, info *gotask.CallInfo, next func(context.Context) error) error {
+		if info.Metadata["authorization"] != "Bearer "+token {
+			return errUnauthenticated // its ErrorType() names the client's exception type
+		}
+		return next(ctx)
+	}
+
+	func main() {
+		gotask.Use(requireToken) // Server.Interceptors for a Server of your own
+		...
+		gotask.Run()
+	}
+
+A HostInterceptor wraps every host call (CallHost, Config) in the same way:
+it runs in the goroutine that called CallHost, around the sending of the
+request and the wait for its reply, and the entries it sets in
+HostCallInfo.Metadata travel with the request, to the Python handler. A panic
+in a host interceptor is not recovered: it is the caller's own code. Use and
+UseHost add interceptors to DefaultServer, Server.Interceptors and
+Server.HostInterceptors hold those of a Server, the first outermost. They
+are read once, when the server serves its first connection or makes its
+first host call, so set them before. Without interceptors, calls skip the
+chain altogether.
+
+The package otelgotask (module github.com/trio-gotask/trio-gotask/go/otelgotask)
+holds OpenTelemetry interceptors that continue the Python side's traces.
+
 # Running
 
 Run serves DefaultServer with these flags, which it defines on
@@ -316,8 +367,9 @@ hand, it needs -standalone:
 
 SIGTERM (and SIGINT when started by hand) shuts down gracefully: new calls are
 refused, calls in flight get up to -grace to finish before their contexts are
-cancelled, then connections are closed, the socket file is removed and the
-program exits with status 0. A sidecar whose parent died shuts down the same
+cancelled, then connections are closed, the lifecycle hooks are stopped, the
+socket file is removed and the program exits with status 0 (1 when a hook
+failed). A sidecar whose parent died shuts down the same
 way: Run and RunWith handle SIGPIPE, so that writing to a standard error
 nobody reads any more fails instead of killing the program.
 
@@ -327,6 +379,51 @@ output (descriptor 1, and so os.Stdout) at standard error: what the program
 prints there afterwards, with fmt.Println say, arrives as standard error,
 which trio_gotask logs. In socket modes the original is closed after the
 handshake. Write logs to standard error.
+
+# Lifecycle hooks
+
+What a sidecar holds for its whole life, such as a database pool opened
+before the first call and closed after the last, or a cache refreshed in the
+background, goes in a Hook, added before Run:
+
+	db := new(Pool)
+	gotask.AddHook(gotask.Hook{
+		Name:  "db",
+		Start: func(ctx context.Context) error { return db.Open(ctx, dsn) },
+		Run:   db.KeepAlive, // pings until ctx ends
+		Stop:  db.Close,     // func(ctx context.Context) error
+	})
+	if err := gotask.Register(&App{db: db}); err != nil {
+		log.Fatal(err)
+	}
+	gotask.Run()
+
+Run (and RunWith) calls the Starts one after the other, in the order the
+hooks were added, before it prints its handshake: the client's first call
+finds them done, and trio_gotask's startup_timeout covers them. It then runs
+each Run in a goroutine of its own while it serves. At shutdown (SIGTERM, the
+client gone) the calls in flight finish first, within -grace, and still find
+their hooks' resources; then the Runs' contexts end, and once the Runs have
+returned the Stops run in reverse order, with a context that ends with the
+grace period. A Run or Stop still running then is not waited for (a line on
+standard error says so) and the Stops not begun are skipped: -grace 0 leaves
+them no time. A hook's functions may each be nil; a Run that returns nil ends
+just itself.
+
+A hook that fails (returns an error, or panics) fails the sidecar, which
+exits with status 1 and says on standard error which hook failed, in which
+step and why, such as "gotask: hook db: start: dial tcp 10.0.0.5:5432:
+connection refused" (a panic's stack follows the line). When a Start fails,
+the hooks started before it are stopped and the sidecar exits before its
+handshake; when a Run fails while the sidecar serves, it shuts down as on
+SIGTERM. Either way the client's SidecarError carries the line, through the
+last lines of standard error it quotes. A Run that returns its context's
+error once that ended has not failed.
+
+AddHook panics once Run has started the hooks (from a Start, say): a hook
+added then would be neither started nor stopped in order. Only Run and
+RunWith run hooks: not Serve or ServeConn (see Embedding), and not describe
+mode (GOTASK_DESCRIBE=1).
 
 # Security
 

@@ -30,6 +30,8 @@ func FuzzReadMessage(f *testing.F) {
 		}
 	}
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Add(frameOf(f, []any{0, 1, "A.B", nil, map[string]any{"timeout": 1.0, "metadata": map[any]any{"k": "v", 1: "x", "n": nil}}}))
+	f.Add(frameOf(f, []any{0, 1, "A.B", nil, map[string]any{"metadata": []any{"k", "v"}}}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
 		for {
@@ -65,6 +67,9 @@ func FuzzReadMessage(f *testing.F) {
 			decodeValue(raw, &st)
 			if m.meta != nil {
 				decodeValue(m.meta, &a)
+			}
+			if m.metadata != nil {
+				parseMetadata(m.metadata)
 			}
 		}
 	})
@@ -133,6 +138,7 @@ func FuzzServeConn(f *testing.F) {
 		frames(req(1, "FuzzSvc.Echo", 1), []any{1, 1, nil, nil}, req(2, "FuzzSvc.Echo", 2)),
 		frames([]any{0, 1, "FuzzSvc.Count", 5, map[string]any{"stream": 3}}, []any{2, "$credit", []any{1, 10}}, req(2, "FuzzSvc.Count", 1)),
 		frames([]any{0, 1, "FuzzSvc.Count", 9, map[string]any{"stream": 0}}, []any{2, "$cancel", 1}, []any{0, 2, "FuzzSvc.Echo", 1, map[string]any{"stream": 1}}, []any{3, 1, 0}),
+		frames([]any{0, 1, "FuzzSvc.Echo", 1, map[string]any{"metadata": map[any]any{"tenant": "acme", 2: "x", "short": "y"}}}, []any{0, 2, "FuzzSvc.Count", 2, map[string]any{"stream": 9, "metadata": map[string]string{"a": "b"}}}),
 	}
 	for _, s := range seeds {
 		f.Add(append([]byte{0}, s...))
@@ -149,6 +155,12 @@ func FuzzServeConn(f *testing.F) {
 	srv.MaxFrameSize = 1 << 16
 	srv.MaxInflight = 2
 	srv.Secret = "s"
+	srv.Interceptors = []Interceptor{func(ctx context.Context, info *CallInfo, next func(context.Context) error) error {
+		if info.Metadata["short"] != "" {
+			return errors.New(info.Metadata["short"]) // answers without running the method
+		}
+		return next(ctx)
+	}}
 	if err := srv.Register(FuzzSvc{}); err != nil {
 		f.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -118,21 +119,38 @@ func hostServer() *Server {
 // calls. At most max_host_calls calls, as the client announced, are in flight
 // on a connection; the others wait, and give up when ctx is done.
 //
+// The HostInterceptors of the server whose connection it uses (with a
+// method's context), else of that server, run around the call, and the
+// request carries the metadata they set.
+//
 // Do not keep a method's context for later: it is cancelled when the method
 // returns. CallHost is safe for concurrent use.
 func CallHost(ctx context.Context, method string, arg, reply any) error {
 	if c, ok := ctx.Value(connKey{}).(*conn); ok {
-		return c.callHost(ctx, method, arg, reply)
+		return c.srv.CallHost(ctx, method, arg, reply)
 	}
 	return hostServer().CallHost(ctx, method, arg, reply)
 }
 
 // CallHost is the package's CallHost for the clients of s: with the context
 // of one of its methods, over that method's connection, otherwise over the
-// least busy connection of s that takes host calls.
+// least busy connection of s that takes host calls. The HostInterceptors of
+// s run around it.
 func (s *Server) CallHost(ctx context.Context, method string, arg, reply any) error {
+	s.composeOnce.Do(s.composeChains)
+	if s.hostChain == nil {
+		return s.callHost(ctx, method, arg, reply, nil)
+	}
+	info := &HostCallInfo{Method: method, Metadata: Metadata{}}
+	return s.hostChain(ctx, info, func(ctx context.Context) error {
+		return s.callHost(ctx, method, arg, reply, info.Metadata)
+	})
+}
+
+// callHost is CallHost past the host interceptors, md the request's metadata.
+func (s *Server) callHost(ctx context.Context, method string, arg, reply any, md Metadata) error {
 	if c, ok := ctx.Value(connKey{}).(*conn); ok && c.srv == s {
-		return c.callHost(ctx, method, arg, reply)
+		return c.callHost(ctx, method, arg, reply, md)
 	}
 	c := s.hostConn()
 	if c == nil {
@@ -141,7 +159,7 @@ func (s *Server) CallHost(ctx context.Context, method string, arg, reply any) er
 		}
 		return ErrNoHost
 	}
-	return c.callHost(ctx, method, arg, reply)
+	return c.callHost(ctx, method, arg, reply, md)
 }
 
 // hostConn returns the open connection that takes host calls with the fewest
@@ -183,8 +201,9 @@ func (c *conn) takeHostCalls(n int) {
 	c.hmu.Unlock()
 }
 
-// callHost sends a host call on c and waits for its reply.
-func (c *conn) callHost(ctx context.Context, method string, arg, reply any) error {
+// callHost sends a host call on c, with the metadata md, and waits for its
+// reply.
+func (c *conn) callHost(ctx context.Context, method string, arg, reply any, md Metadata) error {
 	if err := checkHostReply(reply); err != nil {
 		return err
 	}
@@ -233,7 +252,7 @@ func (c *conn) callHost(ctx context.Context, method string, arg, reply any) erro
 		c.hmu.Unlock()
 	}
 	e := getEncBuf()
-	if err := c.encodeHostRequest(e, id, method, arg, ctx); err != nil {
+	if err := c.encodeHostRequest(e, id, method, arg, md, ctx); err != nil {
 		putEncBuf(e)
 		unsent()
 		return err
@@ -267,14 +286,14 @@ func (c *conn) callHost(ctx context.Context, method string, arg, reply any) erro
 }
 
 // encodeHostRequest encodes the frame [0, msgid, method, arg, meta] into e,
-// meta holding the time left before ctx's deadline, and checks that the
-// client can take it.
-func (c *conn) encodeHostRequest(e *encBuf, msgid uint32, method string, arg any, ctx context.Context) error {
+// meta holding the time left before ctx's deadline and the metadata md, and
+// checks that the client can take it.
+func (c *conn) encodeHostRequest(e *encBuf, msgid uint32, method string, arg any, md Metadata, ctx context.Context) error {
 	timeout, hasTimeout := 0.0, false
 	if d, ok := ctx.Deadline(); ok {
 		timeout, hasTimeout = time.Until(d).Seconds(), true
 	}
-	start, end, err := encodeRequest(e, msgid, method, arg, timeout, hasTimeout)
+	start, end, err := encodeRequest(e, msgid, method, arg, timeout, hasTimeout, md)
 	if err != nil {
 		return fmt.Errorf("gotask: host call %s: the argument cannot be encoded: %w", method, err)
 	}
@@ -288,9 +307,10 @@ func (c *conn) encodeHostRequest(e *encBuf, msgid uint32, method string, arg any
 }
 
 // encodeRequest encodes and frames [0, msgid, method, arg, meta] in e, meta
-// being {"timeout": timeout} when hasTimeout, else nil. It returns where arg
+// holding "timeout": timeout when hasTimeout and "metadata": md, its keys
+// sorted, when md is not empty, or nil when neither. It returns where arg
 // lies in e.buf.
-func encodeRequest(e *encBuf, msgid uint32, method string, arg any, timeout float64, hasTimeout bool) (start, end int, err error) {
+func encodeRequest(e *encBuf, msgid uint32, method string, arg any, timeout float64, hasTimeout bool, md Metadata) (start, end int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v", r)
@@ -306,12 +326,34 @@ func encodeRequest(e *encBuf, msgid uint32, method string, arg any, timeout floa
 		return 0, 0, err
 	}
 	end = e.buf.Len()
+	entries := 0
 	if hasTimeout {
-		enc.EncodeMapLen(1)
+		entries++
+	}
+	if len(md) > 0 {
+		entries++
+	}
+	if entries == 0 {
+		enc.EncodeNil()
+	} else {
+		enc.EncodeMapLen(entries)
+	}
+	if hasTimeout {
 		enc.EncodeString("timeout")
 		enc.EncodeFloat64(timeout)
-	} else {
-		enc.EncodeNil()
+	}
+	if n := len(md); n > 0 {
+		enc.EncodeString("metadata")
+		enc.EncodeMapLen(n)
+		keys := make([]string, 0, n)
+		for k := range md {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			enc.EncodeString(k)
+			enc.EncodeString(md[k])
+		}
 	}
 	_, err = e.frame()
 	return start, end, err

@@ -518,7 +518,7 @@ func TestHostCallPicksHostConnection(t *testing.T) {
 // TestHostRequestFrame: the bytes of a host call's request, by hand.
 func TestHostRequestFrame(t *testing.T) {
 	e := getEncBuf()
-	if _, _, err := encodeRequest(e, 7, "Py.Up", "x", 0, false); err != nil {
+	if _, _, err := encodeRequest(e, 7, "Py.Up", "x", 0, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := []byte{0x95, 0x00, 0x07, 0xa5, 'P', 'y', '.', 'U', 'p', 0xa1, 'x', 0xc0}
@@ -527,7 +527,7 @@ func TestHostRequestFrame(t *testing.T) {
 	}
 
 	e = getEncBuf()
-	start, end, err := encodeRequest(e, 300, "P.Q", []int{1}, 2.5, true)
+	start, end, err := encodeRequest(e, 300, "P.Q", []int{1}, 2.5, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -180,6 +180,10 @@ type message struct {
 	stream bool
 	credit int64
 
+	// metadata is meta's "metadata" map, raw (parseMetadata decodes it);
+	// nil when absent or not a map.
+	metadata []byte
+
 	errMap *wireError // response: nil on success
 	result []byte     // response: one raw msgpack object
 }
@@ -297,6 +301,15 @@ func (m *message) parseMeta(c *scan.Cursor) error {
 				c.Raw()
 			} else if n <= math.MaxInt64 {
 				m.credit, m.stream = int64(n), true
+			}
+		case "metadata":
+			// A value that is not a map is ignored like an unknown key.
+			at := c.P
+			if _, ok := c.MapLen(); ok {
+				c.P = at
+				m.metadata = c.Raw()
+			} else {
+				c.Raw()
 			}
 		default:
 			c.Raw()

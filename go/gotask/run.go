@@ -266,6 +266,7 @@ func RunWith(o Options) {
 	if srv == nil {
 		srv = DefaultServer
 	}
+	describeIfAsked(srv) // GOTASK_DESCRIBE=1: print the services as JSON and exit (trio-gotask stubs)
 	runServer.Store(srv)
 	launched := os.Getenv(MagicCookieKey) == MagicCookieValue
 	if secret := os.Getenv(secretEnv); secret != "" {
@@ -398,20 +399,28 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 		if o.Address != "" {
 			return fail("-listen-on-pipe and -address exclude each other")
 		}
+		hooks := startHooks(ctx, srv.takeHooks(), grace, stderr)
+		if hooks == nil {
+			return 1
+		}
 		if _, err := fmt.Fprintf(stdout, "gotask|%d|pipe|-\n", ProtocolVersion); err != nil {
-			return fail("writing the handshake: %v", err)
+			code := fail("writing the handshake: %v", err)
+			shutdown(srv, grace, hooks, stderr)
+			return code
 		}
 		done := make(chan struct{})
 		go func() {
 			srv.ServeConn(pipeConn{stdin, stdout})
 			close(done)
 		}()
+		hooks.run()
 		select {
 		case <-done: // standard input reached EOF: the only connection ended
-			return shutdown(srv, grace, stderr)
 		case <-ctx.Done():
-			return shutdown(srv, grace, stderr)
+		case <-hooks.failed:
+			hooks.reportFailure(stderr)
 		}
+		return shutdown(srv, grace, hooks, stderr)
 	}
 
 	l, cleanup, err := listen(addr)
@@ -422,9 +431,16 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	if tlsConfig != nil {
 		l = tls.NewListener(l, tlsConfig)
 	}
+	hooks := startHooks(ctx, srv.takeHooks(), grace, stderr)
+	if hooks == nil {
+		l.Close()
+		return 1
+	}
 	if _, err := fmt.Fprintf(stdout, "gotask|%d|%s|%s\n", ProtocolVersion, addr.network, l.Addr()); err != nil {
 		l.Close()
-		return fail("writing the handshake: %v", err)
+		code := fail("writing the handshake: %v", err)
+		shutdown(srv, grace, hooks, stderr)
+		return code
 	}
 	if c, ok := stdout.(io.Closer); ok {
 		c.Close()
@@ -438,16 +454,19 @@ func run(ctx context.Context, srv *Server, o Options, launched bool, stdin io.Re
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
+	hooks.run()
 	select {
 	case err := <-served:
 		if !errors.Is(err, ErrServerClosed) {
 			fmt.Fprintf(stderr, "gotask: serve: %v\n", err)
-			shutdown(srv, grace, stderr)
+			shutdown(srv, grace, hooks, stderr)
 			return 1
 		}
 	case <-ctx.Done():
+	case <-hooks.failed:
+		hooks.reportFailure(stderr)
 	}
-	return shutdown(srv, grace, stderr)
+	return shutdown(srv, grace, hooks, stderr)
 }
 
 // printable is s as an error message shows it: quoted if it holds a byte a
@@ -459,11 +478,17 @@ func printable(s string) string {
 	return s
 }
 
-func shutdown(srv *Server, grace time.Duration, stderr io.Writer) int {
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
+// shutdown shuts srv down, letting the calls in flight finish within grace,
+// then stops the hooks within what is left of it. It returns the exit status:
+// 1 if a hook failed, 0 otherwise.
+func shutdown(srv *Server, grace time.Duration, hooks *hookSet, stderr io.Writer) int {
+	ctx, cancel := graceContext(grace)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		fmt.Fprintf(stderr, "gotask: calls still running after the %v grace period were cancelled\n", grace)
+	}
+	if hooks.stop(ctx, stderr) {
+		return 1
 	}
 	return 0
 }

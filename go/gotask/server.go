@@ -83,6 +83,14 @@ type Server struct {
 	// keeps its connection whatever the frame's size. Zero means
 	// DefaultWriteTimeout; a negative value means none.
 	WriteTimeout time.Duration
+	// Interceptors wrap every call, the first outermost (see Interceptor).
+	// They are read once, when the server serves its first connection or
+	// makes its first host call: set them before.
+	Interceptors []Interceptor
+	// HostInterceptors wrap every host call made through the server, the
+	// first outermost (see HostInterceptor). They are read with
+	// Interceptors.
+	HostInterceptors []HostInterceptor
 
 	// replyQueueLimit is the number of bytes of frames waiting for the
 	// writer above which the reader stops reading; zero means
@@ -102,6 +110,11 @@ type Server struct {
 
 	services sync.Map // name -> *service
 	claims   sync.Map // methodClaim -> struct{}: the refused ones logged (refusedClaim)
+	hooks    hookList // lifecycle hooks, which RunWith runs (hooks.go)
+
+	composeOnce sync.Once       // composeChains
+	chain       Interceptor     // Interceptors composed; nil: none
+	hostChain   HostInterceptor // HostInterceptors composed; nil: none
 
 	baseCtx    context.Context
 	baseCancel context.CancelFunc

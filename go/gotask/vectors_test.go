@@ -28,6 +28,9 @@ type valueVector struct {
 	Canonical bool            `json:"canonical"`
 	Error     string          `json:"error"`
 	MaxFrame  uint32          `json:"max_frame_size"`
+	// Metadata is what a receiver reads from a request's meta "metadata";
+	// empty when nothing.
+	Metadata map[string]string `json:"metadata"`
 }
 
 func loadVectors(t testing.TB, name string) []valueVector {
@@ -376,6 +379,9 @@ func TestVectorMessages(t *testing.T) {
 				if credit, ok := mm["stream"]; ok != m.stream || ok && m.credit != credit.(int64) {
 					t.Fatalf("stream %v, credit %d; want the stream credit %v", m.stream, m.credit, credit)
 				}
+				if got := parseMetadata(m.metadata); len(got) != len(v.Metadata) || len(got) > 0 && !reflect.DeepEqual(map[string]string(got), v.Metadata) {
+					t.Fatalf("metadata %#v, want %#v", got, v.Metadata)
+				}
 			case typeResponse:
 				var e any
 				if m.errMap != nil {
@@ -548,7 +554,7 @@ func TestVectorHostCalls(t *testing.T) {
 		byName[v.Name] = mustHex(t, v.Hex)
 	}
 	e := getEncBuf()
-	if _, _, err := encodeRequest(e, 5, "Py.Upper", "reasno", 1.5, true); err != nil {
+	if _, _, err := encodeRequest(e, 5, "Py.Upper", "reasno", 1.5, true, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := e.frame(); !bytes.Equal(got, byName["request_host_call"]) {
@@ -586,4 +592,57 @@ func TestVectorStreams(t *testing.T) {
 	if id, n, ok := parseCredit(m.params); m.method != "$credit" || !ok || id != 10 || n != 32768 {
 		t.Errorf("$credit %s: msgid %d, credit %d (%v)", m.method, id, n, ok)
 	}
+}
+
+// TestVectorMetadata: the sidecar reads the metadata of the client's request
+// vector, and its host-call encoder gives the bytes of the host call vector
+// with metadata. (TestVectorMessages checks the metadata of every request.)
+func TestVectorMetadata(t *testing.T) {
+	byName := map[string]valueVector{}
+	for _, v := range loadVectors(t, "messages.json") {
+		byName[v.Name] = v
+	}
+	t.Run("request_metadata", func(t *testing.T) {
+		v, ok := byName["request_metadata"]
+		if !ok {
+			t.Fatal("tests/vectors/messages.json has no request_metadata")
+		}
+		m := parseVector(t, v)
+		want := Metadata{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tenant": "acme"}
+		if got := parseMetadata(m.metadata); m.typ != typeRequest || !m.hasTimeout || !reflect.DeepEqual(got, want) {
+			t.Errorf("request: type %d, timeout %v, metadata %#v; want a request with a timeout and %#v", m.typ, m.hasTimeout, got, want)
+		}
+	})
+	t.Run("request_host_metadata", func(t *testing.T) {
+		v, ok := byName["request_host_metadata"]
+		if !ok {
+			t.Fatal("tests/vectors/messages.json has no request_host_metadata")
+		}
+		m := parseVector(t, v)
+		md := parseMetadata(m.metadata)
+		if m.typ != typeRequest || md == nil {
+			t.Fatalf("type %d, metadata %#v: want a request with metadata", m.typ, md)
+		}
+		e := getEncBuf()
+		if _, _, err := encodeRequest(e, m.msgid, m.method, msgpack.RawMessage(m.params), m.timeout, m.hasTimeout, md); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.buf.Bytes(); !bytes.Equal(got, mustHex(t, v.Hex)) {
+			t.Errorf("host call %x, want %s (the sidecar sends the metadata's keys sorted)", got, v.Hex)
+		}
+	})
+}
+
+// parseVector parses the frame of a message vector as the sidecar does.
+func parseVector(t *testing.T, v valueVector) *message {
+	t.Helper()
+	payload, err := readFrame(bytes.NewReader(mustHex(t, v.Hex)), DefaultMaxFrameSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := parseMessage(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

@@ -4,7 +4,8 @@
 
 The definitions below are the source; the JSON files are what the Go and Python test suites read.
 Encoding uses the reference `msgpack` package, and every vector is decoded back and compared before
-it is written. See docs/protocol.md, section 6, for the JSON tags.
+it is written. See docs/protocol.md, section 6, for the JSON tags. A request vector about
+application metadata also has ``"metadata"``: the map a receiver reads from it (`METADATA`).
 """
 
 from __future__ import annotations
@@ -208,6 +209,37 @@ MESSAGES: list[tuple[str, Any, bool]] = [
     ),
 ]
 
+# Application metadata (section 2): a request's meta may carry "metadata", a map of strings. Each
+# of these vectors sets "metadata" in its entry too: what a receiver reads from the request, its
+# entries of other types (and a value that is not a map) ignored.
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+METADATA: list[tuple[str, Any, dict[str, str]]] = [
+    (
+        "request_metadata",
+        [
+            0,
+            12,
+            "App.Hi",
+            "Reasno",
+            {"timeout": 0.25, "metadata": {"traceparent": TRACEPARENT, "tenant": "acme"}},
+        ],
+        {"traceparent": TRACEPARENT, "tenant": "acme"},
+    ),
+    # A host call, as the sidecar sends it.
+    (
+        "request_host_metadata",
+        [0, 6, "Py.Upper", "reasno", {"timeout": 1.5, "metadata": {"traceparent": TRACEPARENT}}],
+        {"traceparent": TRACEPARENT},
+    ),
+    ("request_metadata_not_map", [0, 13, "App.Hi", "x", {"metadata": ["traceparent", TRACEPARENT]}], {}),
+    (
+        "request_metadata_entries_not_str",
+        [0, 14, "App.Hi", "x", {"metadata": Map(("tenant", "acme"), ("retries", 3), (7, "seven"))}],
+        {"tenant": "acme"},
+    ),
+]
+MESSAGES += [(name, message, True) for name, message, _ in METADATA]
+
 MAX = 64 * 1024 * 1024
 
 
@@ -321,10 +353,14 @@ def main() -> None:
         assert unpack(data) == to_python(value), name
         values.append({"name": name, "hex": data.hex(), "value": to_json(value), "canonical": canonical})
 
+    metadata = {name: read for name, _, read in METADATA}
     messages = []
     for name, msg, canonical in MESSAGES:
         data = frame(pack(msg))
-        messages.append({"name": name, "hex": data.hex(), "message": to_json(msg), "canonical": canonical})
+        message = {"name": name, "hex": data.hex(), "message": to_json(msg), "canonical": canonical}
+        if name in metadata:
+            message["metadata"] = metadata[name]
+        messages.append(message)
 
     bad = []
     for name, data, code, max_size in malformed():
