@@ -3,11 +3,17 @@
     python benchmarks/before_after.py --before main~5 [--rounds 7]
     python benchmarks/before_after.py --before HEAD --compiled   # pure Python vs the mypyc build
     python benchmarks/before_after.py --before main~5 --size 16777216   # bytes echoed, each size
+    python benchmarks/before_after.py --before main~5 --after plain,pass1,otel   # variants of "after"
 
 A change to the client is "no slower" when, in one run on one machine, its ratios to the floor
 match those of the commit before it: runs apart differ by more than most changes do. The earlier
 client is extracted with ``git archive`` and imported as ``trio_gotask_before``; both talk to
 sidecars built from this tree's ``go/example``, so both must speak the same protocol version.
+
+``--after`` names the ways the "after" client is opened, each measured beside the others:
+``plain`` (no interceptors, tracing off: the default), ``pass1`` and ``pass3`` (that many
+interceptors that only pass the call on), ``otel`` (tracing on, OpenTelemetry's API without an
+SDK: spans that record nothing) and ``otel-sdk`` (tracing on, into an SDK that keeps no span).
 
 With ``--compiled`` the "after" client is this tree built with its core compiled by mypyc (the
 optional build, docs/performance.md): the wheel is built from a copy of the tree and unpacked into
@@ -38,8 +44,31 @@ from floor import Floor, floor_sidecar, request_frame  # noqa: E402
 from measure import Call, throughput, timed  # noqa: E402
 
 import trio_gotask  # noqa: E402
+from trio_gotask._address import Transport  # noqa: E402
 
-TRANSPORTS = ("unix", "tcp", "pipe")
+TRANSPORTS: tuple[Transport, ...] = ("unix", "tcp", "pipe")
+
+
+async def _pass_on(info: Any, call_next: Any) -> Any:
+    return await call_next(info)
+
+
+def after_options(variant: str) -> dict[str, Any]:
+    """The keywords of `open_gotask` for the "after" client's ``variant`` (see ``--after``)."""
+    if variant == "plain":
+        return {"tracing": False}
+    if variant in ("pass1", "pass3"):
+        return {"tracing": False, "interceptors": [_pass_on] * int(variant[-1])}
+    if variant == "otel":
+        return {"tracing": True}
+    if variant == "otel-sdk":
+        from opentelemetry.sdk.trace import TracerProvider
+
+        from trio_gotask._tracing import tracing_interceptors
+
+        calls, hosts = tracing_interceptors(True, tracer_provider=TracerProvider())
+        return {"tracing": False, "interceptors": [calls], "host_interceptors": [hosts]}
+    raise SystemExit(f"--after: unknown variant {variant!r} (plain, pass1, pass3, otel, otel-sdk)")
 
 
 def extract(rev: str, into: Path) -> Any:
@@ -53,7 +82,7 @@ def extract(rev: str, into: Path) -> Any:
     return importlib.import_module("trio_gotask_before")
 
 
-async def run(before: Any, label: str, rounds: int) -> None:
+async def run(before: Any, label: str, rounds: int, variants: list[str]) -> None:
     if before.PROTOCOL_VERSION != trio_gotask.PROTOCOL_VERSION:
         sys.exit(
             f"{label} speaks protocol {before.PROTOCOL_VERSION}, this tree {trio_gotask.PROTOCOL_VERSION}"
@@ -62,8 +91,14 @@ async def run(before: Any, label: str, rounds: int) -> None:
     async with AsyncExitStack() as stack:
         calls: dict[str, Call] = {}
         for transport in TRANSPORTS:
-            for name, package in ((f"before ({label})", before), ("after", trio_gotask)):
-                gt = await stack.enter_async_context(package.open_gotask(sidecar, transport=transport))
+            gt = await stack.enter_async_context(before.open_gotask(sidecar, transport=transport))
+            calls[f"before ({label}) {transport}"] = partial(gt.call, "App.Echo", 1)
+            for variant in variants:
+                name = "after" if variants == ["plain"] else f"after {variant}"
+                options = after_options(variant)
+                gt = await stack.enter_async_context(
+                    trio_gotask.open_gotask(sidecar, transport=transport, **options)
+                )
                 calls[f"{name} {transport}"] = partial(gt.call, "App.Echo", 1)
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="gotask-floor-"))
         address = await stack.enter_async_context(floor_sidecar(sidecar, f"{folder}/floor.sock"))
@@ -170,6 +205,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--compiled", action="store_true", help="compare with this tree's mypyc build")
     parser.add_argument("--size", type=int, help="echo bytes of this size instead of small calls")
+    parser.add_argument(
+        "--after",
+        default="plain",
+        help="comma-separated ways to open the after client: plain, pass1, pass3, otel, otel-sdk",
+    )
     options = parser.parse_args()
     if options.compiled and os.environ.get(_COMPILED_MARK) is None:
         with tempfile.TemporaryDirectory(prefix="gotask-compiled-") as folder:
@@ -186,7 +226,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gotask-before-") as folder:
         before = extract(options.before, Path(folder))
         if options.size is None:
-            trio.run(run, before, options.before, options.rounds)
+            trio.run(run, before, options.before, options.rounds, options.after.split(","))
         else:
             trio.run(run_payload, before, options.before, options.rounds, options.size)
 

@@ -207,6 +207,15 @@ def gotask_streams(draw: st.DrawFn, calls: int) -> bytes:
                 st.none()
                 | st.builds(lambda t: {"timeout": t}, st.floats() | st.integers(-(2**63), 2**64 - 1) | values)
                 | st.dictionaries(st.text(max_size=5), values, max_size=3)
+                | st.builds(
+                    lambda m: {"metadata": m},
+                    st.dictionaries(
+                        st.text(max_size=5) | st.integers(-(2**63), 2**63 - 1),
+                        st.text(max_size=5) | values,
+                        max_size=3,
+                    )
+                    | values,
+                )
             )
             name = draw(st.sampled_from(["Py.Echo", "trio_gotask.Config", ""]) | st.text(max_size=8))
             items = [pack(0), pack(host_msgid), pack(name), draw(raw_values), pack(meta)]
@@ -375,6 +384,8 @@ def run_gotask(case: GotaskCase) -> None:
                 assert type(event.msgid) is int and 0 <= event.msgid <= MAX_MSGID
                 assert event.msgid not in running and len(running) < case.max_host_calls
                 assert type(event.method) is str
+                assert type(event.metadata) is dict
+                assert all(type(k) is str and type(v) is str for k, v in event.metadata.items())
                 assert event.timeout is None or (
                     type(event.timeout) in (int, float) and not math.isnan(event.timeout)
                 )

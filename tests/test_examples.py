@@ -212,3 +212,23 @@ def test_gzip_pipeline_example() -> None:
     stopped = re.search(r"Gzip\.Compress: stopped after (\d+) of (\d+) bytes: context canceled", done.stderr)
     assert stopped is not None, done.stderr
     assert int(stopped[2]) / 2 <= int(stopped[1]) < int(stopped[2])
+
+
+def test_tracing_example() -> None:
+    done = run_example(EXAMPLES / "tracing" / "tracing.py", "pipe")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "total: 1.25",
+        "checkout (python, internal)",
+        "  Shop.Checkout (python, client)",
+        "    Shop.Checkout (go, server)",
+        "      price apple (go, internal)",
+        "        Prices.Lookup (go, client)",
+        "          Prices.Lookup (python, server)",
+        "            read apple (python, internal)",
+        "      price pear (go, internal)",
+        "        Prices.Lookup (go, client)",
+        "          Prices.Lookup (python, server)",
+        "            read pear (python, internal)",
+        "spans: 11, traces: 1",
+    ]

@@ -16,6 +16,7 @@ from wirehelpers import encode, pack
 from trio_gotask._errors import ProtocolError
 from trio_gotask._protocol import ClientProtocol, HostCall, HostLog, ItemsArrived, StreamCall
 from trio_gotask._wire import (
+    LARGE_BYTES,
     PROTOCOL_VERSION,
     Decoder,
     Encoder,
@@ -154,6 +155,59 @@ def test_host_call_vectors_become_protocol_events() -> None:
         None,
         {"free": 3},
     )
+
+
+METADATA = [v for v in MESSAGES if "metadata" in v]
+
+
+def test_the_metadata_vectors_match_the_client_encoder() -> None:
+    by_name = {v["name"]: v["hex"] for v in MESSAGES}
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    metadata = {"traceparent": traceparent, "tenant": "acme"}
+    payload = Encoder().request(12, "App.Hi", "Reasno", 0.25, metadata)
+    assert (frame_header(len(payload)) + payload).hex() == by_name["request_metadata"]
+
+
+def test_large_bytes_carry_metadata_where_other_params_do() -> None:
+    enc = Encoder()
+    params = bytes(LARGE_BYTES)
+    for timeout in (None, 0.25):
+        for metadata in (None, {}, {"tenant": "acme"}):
+            head, tail = enc.request_around(3, "App.Bytes", len(params), timeout, metadata)
+            assert head + params + tail == bytes(enc.request(3, "App.Bytes", params, timeout, metadata))
+            expected: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+            if metadata:
+                expected["metadata"] = metadata
+            assert decode_value(head + params + tail)[4] == (expected or None)
+
+
+def test_host_calls_carry_the_metadata_of_the_vectors() -> None:
+    """Each metadata vector as a host call: its event holds what the vector says a receiver reads
+    (entries of other types, and a value that is not a map, ignored), and nothing fails."""
+    assert {v["name"] for v in METADATA} >= {"request_metadata", "request_host_metadata"}
+    protocol = ClientProtocol(
+        Hello(PROTOCOL_VERSION, 1 << 20, 8), max_frame_size=1 << 26, max_inflight=8, max_host_calls=8
+    )
+    protocol.receive_data(b"".join(bytes.fromhex(v["hex"]) for v in METADATA))
+    events = protocol.events()
+    assert [type(e) for e in events] == [HostCall] * len(METADATA)
+    for vector, call in zip(METADATA, events, strict=True):
+        assert isinstance(call, HostCall)
+        assert call.metadata == vector["metadata"], vector["name"]
+        assert list(call.metadata) == list(vector["metadata"])  # in the order sent
+    (host,) = [c for v, c in zip(METADATA, events, strict=True) if v["name"] == "request_host_metadata"]
+    assert isinstance(host, HostCall)
+    assert (host.method, host.params, host.timeout) == ("Py.Upper", "reasno", 1.5)
+
+
+def test_a_host_call_without_metadata_has_none() -> None:
+    by_name = {v["name"]: bytes.fromhex(v["hex"]) for v in MESSAGES}
+    protocol = ClientProtocol(
+        Hello(PROTOCOL_VERSION, 1 << 20, 8), max_frame_size=1 << 26, max_inflight=8, max_host_calls=4
+    )
+    protocol.receive_data(by_name["request_host_call"])
+    (call,) = protocol.events()
+    assert isinstance(call, HostCall) and call.metadata == {}
 
 
 def test_stream_vectors_match_the_client_encoder() -> None:

@@ -7,7 +7,7 @@ import os
 import ssl
 import sys
 import threading
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final, final
@@ -20,12 +20,14 @@ from ._dialect import Dialect, DialectName, dialect
 from ._endpoints import Endpoints
 from ._errors import SidecarError, lost_without_explanation
 from ._handlers import Handler, Handlers
+from ._intercept import CallInfo, HostInterceptor, Interceptor, check_interceptors, checked_metadata, compose
 from ._names import DEFAULT_RESOLVE_INTERVAL, Name, dns_name
 from ._pool import Pool, Router
 from ._settings import DEFAULT_KEEPALIVE_TIMEOUT, LaunchSettings, Limits, PoolSettings, RemoteSettings
 from ._statistics import EndpointStatistics
 from ._stream import DEFAULT_WINDOW, ItemStream, StreamOpening, check_window
 from ._supervisor import RestartPolicy, Supervisor
+from ._tracing import tracing_interceptors
 from ._wire import DEFAULT_MAX_FRAME_SIZE
 
 if sys.version_info < (3, 11):
@@ -74,9 +76,18 @@ class GoTaskStatistics:
 class GoTask:
     """A sidecar to call. Get one from `open_gotask` or `connect_gotask`; don't construct it."""
 
-    def __init__(self, router: Router, handlers: Handlers | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        handlers: Handlers | None = None,
+        interceptors: Sequence[Interceptor] = (),
+    ) -> None:
         self._router = router
         self._handlers = handlers if handlers is not None else Handlers()
+        self._chain: Callable[[CallInfo], Awaitable[Any]] | None = (
+            compose(interceptors, self._send) if interceptors else None
+        )
+        """The interceptors around `_send`, or ``None`` when there are none."""
         # trio.run cannot nest in one thread, and this GoTask's tasks live in the run that
         # opened it: the thread tells that run from any other, at the cost of one C call.
         self._thread = threading.get_ident()
@@ -98,6 +109,10 @@ class GoTask:
         for a ``method`` that is not a string or an argument msgpack cannot carry (or one larger
         than the frame limit), before anything is sent. A `GoTask` belongs to the `trio.run` that
         opened it: calling it from another raises `RuntimeError`.
+
+        The call runs through the interceptors given to `open_gotask` or `connect_gotask`, which
+        may change it, answer it themselves, or raise (their exceptions reach the caller as the
+        call's would).
         """
         if type(method) is not str:
             raise TypeError(f"method must be a str such as 'App.Hi', not {type(method).__name__}: {method!r}")
@@ -106,8 +121,12 @@ class GoTask:
                 "this GoTask belongs to the trio.run of another thread: open a GoTask in each "
                 "trio.run that makes calls, or reach this one with trio.from_thread.run"
             )
+        chain = self._chain
         try:
-            result = await self._router.call(method, arg)
+            if chain is None:
+                result = await self._router.call(method, arg)
+            else:
+                result = await chain(CallInfo(method, arg, {}))
         except trio.Cancelled:
             self._cancelled += 1
             raise
@@ -116,6 +135,18 @@ class GoTask:
             raise
         self._done += 1
         return result
+
+    def _send(self, info: CallInfo) -> Awaitable[Any]:
+        """The end of the interceptors' chain: the call as they left it, its metadata checked."""
+        method = info.method
+        if type(method) is not str:
+            raise TypeError(
+                f"an interceptor set CallInfo.method to {method!r}: it must be a str such as 'App.Hi'"
+            )
+        metadata = info.metadata
+        if metadata or type(metadata) is not dict:
+            return self._router.call(method, info.arg, checked_metadata(method, metadata))
+        return self._router.call(method, info.arg)
 
     def stream(
         self, method: str, arg: Any = None, *, window: int = DEFAULT_WINDOW
@@ -136,6 +167,8 @@ class GoTask:
         argument, `GoTaskError` for a sidecar that does not serve streams (one built with an
         older Go package, or GoTask's wire format), and `RemoteError` ``stream_mismatch`` (at
         the first `ItemStream.receive`) for a method that returns one reply.
+
+        A stream does not run the interceptors, and carries no metadata.
         """
         if type(method) is not str:
             raise TypeError(
@@ -245,6 +278,9 @@ async def open_gotask(
     shutdown_grace: float = 2.0,
     protocol: DialectName = "gotask",
     keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
+    interceptors: Sequence[Interceptor] = (),
+    host_interceptors: Sequence[HostInterceptor] = (),
+    tracing: bool | None = None,
 ) -> AsyncIterator[GoTask]:
     """Start a sidecar, wait for its handshake, and yield a `GoTask` to call it.
 
@@ -277,6 +313,16 @@ async def open_gotask(
     through that silence, is taken for frozen: its calls fail with `SidecarError` and it is
     replaced (``None`` turns this off, e.g. while a debugger holds the sidecar; docs/timeouts.md).
 
+    ``interceptors`` wrap every `GoTask.call`, the first outermost: each is an `Interceptor`, an
+    async function of a `CallInfo` (the method, the argument and the metadata sent with the call,
+    which it may change) and the rest of the chain, which it awaits or not. ``host_interceptors``
+    wrap the handlers of host calls the same way, each a `HostInterceptor` given a `HostCallInfo`
+    with the metadata Go sent. ``tracing`` puts OpenTelemetry's first in each chain: a CLIENT span
+    per call, whose W3C trace context goes to Go in the call's metadata (``traceparent``), and a
+    SERVER span per host call, the child of the trace context Go sent; spans go to the global
+    tracer provider. ``None`` traces when ``opentelemetry`` (the API package) is installed,
+    ``True`` requires it (`ImportError` otherwise), ``False`` does not trace.
+
     ``handlers`` maps names to the Python functions the sidecar may call (``gotask.CallHost`` in
     Go; see `GoTask.register`, which adds more later). ``config`` is what ``gotask.Config`` reads
     in Go, by key. Up to ``max_host_calls`` host calls run at once on each connection; 0 lets the
@@ -294,8 +340,9 @@ async def open_gotask(
     loopback port) or ``-listen-on-pipe -address ""``, and is ready once it answers a probe call
     there, within ``startup_timeout``. Calls behave as with `connect_gotask`'s goridge format (one
     call per connection, 32 connections: over the pipe, one call at a time); there are no
-    ``handlers`` or ``config``, and the process is stopped with SIGTERM (SIGKILL after
-    ``shutdown_grace`` seconds).
+    ``handlers``, ``config`` or ``host_interceptors``, and the process is stopped with SIGTERM
+    (SIGKILL after ``shutdown_grace`` seconds). Its calls carry no metadata: tracing sends no
+    trace context, and a call whose interceptors set metadata raises `GoTaskError`.
     """
     launch = LaunchSettings(
         command=args,
@@ -315,6 +362,8 @@ async def open_gotask(
         raise TypeError(f"restart must be a RestartPolicy or None, not {restart!r}")
     speaks.check(handlers=handlers, config=config)
     speaks.check_args(launch.command)
+    calls, hosts = _chains(speaks, interceptors, host_interceptors, tracing)
+    registry.intercept(hosts)
     command = await _resolve_command(sidecar)
     launch = dataclasses.replace(launch, command=[*command, *args], env={**os.environ, **launch.env})
     launcher = speaks.launcher(launch, settings.limits)
@@ -332,7 +381,7 @@ async def open_gotask(
         )
         await nursery.start(supervisor.run)
         try:
-            yield GoTask(supervisor, registry)
+            yield GoTask(supervisor, registry, calls)
         finally:
             supervisor.close()
 
@@ -355,6 +404,9 @@ async def connect_gotask(
     resolve_interval: float = DEFAULT_RESOLVE_INTERVAL,
     idempotent: Collection[str] = (),
     keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
+    interceptors: Sequence[Interceptor] = (),
+    host_interceptors: Sequence[HostInterceptor] = (),
+    tracing: bool | None = None,
 ) -> AsyncIterator[GoTask]:
     """Yield a `GoTask` for a sidecar started elsewhere (``./app -address ADDR -standalone``).
 
@@ -370,10 +422,12 @@ async def connect_gotask(
     ``connect_timeout`` bounds each connection's opening and greeting. More connections are
     opened as load needs them, up to ``pool_size``. Arguments that cannot work (an address that is
     neither, TLS on a Unix socket, a limit out of range) raise `ValueError` or `TypeError` at once.
-    ``pool_size``, ``max_inflight``, ``handlers``, ``config``, ``max_host_calls`` and
-    ``keepalive_timeout`` are as for `open_gotask`: a sidecar that stops answering (frozen, or
-    behind a network path that went dark) fails its connections' calls after
-    ``keepalive_timeout`` seconds instead of holding them.
+    ``pool_size``, ``max_inflight``, ``handlers``, ``config``, ``max_host_calls``,
+    ``keepalive_timeout``, ``interceptors``, ``host_interceptors`` and ``tracing`` are as for
+    `open_gotask`: a sidecar that stops answering (frozen, or behind a network path that went
+    dark) fails its connections' calls after ``keepalive_timeout`` seconds instead of holding
+    them. A call re-sent to another sidecar (see ``idempotent`` below) is sent with the same
+    metadata and does not run the interceptors again.
 
     ``address`` may also be a list of addresses, one per sidecar (on other hosts, say): each call
     goes to the one in rotation with the fewest calls in flight. One that cannot be reached, or
@@ -399,9 +453,9 @@ async def connect_gotask(
     ``protocol="goridge"`` speaks GoTask's own format to a sidecar built with the GoTask library
     (docs/goridge.md), unchanged: the same calls, a cancelled call returns at once and its late
     reply is dropped, but Go is not told (the format cannot), and there are no deadlines, secrets,
-    TLS or calls from Go to Python. Each connection then carries one call at a time, and
-    ``pool_size`` defaults to 32: goridge's server can freeze a connection whose calls' frames meet
-    in one of its reads. ``max_inflight`` above 1 puts more calls on each connection at that risk
+    TLS, metadata (as for `open_gotask`) or calls from Go to Python. Each connection then
+    carries one call at a time, and ``pool_size`` defaults to 32: goridge's server can freeze a
+    connection whose calls' frames meet in one of its reads. ``max_inflight`` above 1 puts more calls on each connection at that risk
     (docs/goridge.md, "One call per connection").
     The process is not ours: leaving the block closes the connections and nothing else.
     """
@@ -446,6 +500,8 @@ async def connect_gotask(
     registry = Handlers(handlers)
     if config is not None:
         registry.provide_config(config)
+    calls, hosts = _chains(speaks, interceptors, host_interceptors, tracing)
+    registry.intercept(hosts)
 
     async with _background() as nursery:
 
@@ -475,9 +531,25 @@ async def connect_gotask(
             await endpoints.start()
             nursery.start_soon(endpoints.watch)
         try:
-            yield GoTask(router, registry)
+            yield GoTask(router, registry, calls)
         finally:
             router.close()
+
+
+def _chains(
+    speaks: Dialect, interceptors: object, host_interceptors: object, tracing: bool | None
+) -> tuple[tuple[Interceptor, ...], tuple[HostInterceptor, ...]]:
+    """The interceptors of calls and of host calls, checked, with tracing's first in each when
+    ``tracing`` is on (`tracing_interceptors`)."""
+    calls: tuple[Interceptor, ...] = check_interceptors(interceptors, "interceptors")
+    hosts: tuple[HostInterceptor, ...] = check_interceptors(host_interceptors, "host_interceptors")
+    speaks.check(host_interceptors=hosts or None)
+    traced, traced_host = tracing_interceptors(tracing, inject=speaks.carries_metadata)
+    if traced is not None:
+        calls = (traced, *calls)
+    if traced_host is not None:
+        hosts = (traced_host, *hosts)
+    return calls, hosts
 
 
 def _pool_settings(

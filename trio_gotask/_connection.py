@@ -263,7 +263,8 @@ class Connection:
     # waits on by then. Protected, KeyboardInterrupt reaches the caller where it parks, through
     # `abort`, like a cancellation.
     @trio.lowlevel.enable_ki_protection
-    async def call(self, method: str, arg: Any = None) -> Any:
+    async def call(self, method: str, arg: Any = None, metadata: dict[str, str] | None = None) -> Any:
+        """Make the call, ``metadata`` (checked strings) with it; see the class docstring."""
         self.load += 1
         try:
             # The deadline travels to Go; -inf means the caller is cancelled already, and then
@@ -283,7 +284,7 @@ class Connection:
             timeout = None if deadline == math.inf else deadline - trio.current_time()
             protocol = self._protocol
             try:
-                call = protocol.send_request(method, arg, timeout, trio.lowlevel.current_task())
+                call = protocol.send_request(method, arg, timeout, trio.lowlevel.current_task(), metadata)
             except BaseException:
                 self._release_slot()
                 raise
@@ -782,7 +783,7 @@ class Connection:
         with trio.CancelScope(deadline=deadline) as scope:
             self._host_scopes[call.msgid] = scope
             try:
-                result = await self._handlers.run(call.method, call.params)
+                result = await self._handlers.run(call.method, call.params, call.metadata)
             except Exception as exc:
                 error = error_map(exc)
             finally:

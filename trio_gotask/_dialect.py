@@ -159,6 +159,9 @@ class Dialect(abc.ABC):
     """Whether its sidecars can ask connections for a shared secret."""
     sets_flags: ClassVar[Mapping[str, str]]
     """The sidecar flags a launch sets itself, each with the keyword to use instead."""
+    carries_metadata: ClassVar[bool] = True
+    """Whether a request carries application metadata (the tracing interceptor sends its trace
+    context only then)."""
 
     def check(self, **given: object) -> None:
         """Refuse the options in ``given`` that are set (not ``None``) but mean nothing here."""
@@ -292,8 +295,9 @@ class Goridge(Dialect):
     # "One call per connection"): one call per connection, and more connections.
     pool_size = 32
     max_inflight = 1
-    lacks = ("secret", "ssl_context", "handlers", "config")
+    lacks = ("secret", "ssl_context", "handlers", "config", "host_interceptors")
     takes_secret = False
+    carries_metadata = False
     sets_flags = MappingProxyType({"address": _WHERE, "listen-on-pipe": _WHERE})
 
     def lacking_message(self, lacking: Sequence[str]) -> str:

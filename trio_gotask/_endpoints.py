@@ -177,7 +177,7 @@ class Endpoints:
                 await trio.sleep_until(self._resolved_at + RESOLVE_GAP)
             await self._resolve()
 
-    async def call(self, method: str, arg: Any) -> Any:
+    async def call(self, method: str, arg: Any, metadata: dict[str, str] | None = None) -> Any:
         heavy = is_heavy(arg)
         failure: GoTaskError | None = None
         tried: list[Endpoint] = []
@@ -200,7 +200,7 @@ class Endpoints:
                     failure = exc
                     continue
                 try:
-                    result = await pool.call_on(connection, method, arg, heavy)
+                    result = await pool.call_on(connection, method, arg, heavy, metadata)
                 except ShuttingDown as exc:  # refused, not run
                     self._out(endpoint, "draining", exc)
                     failure = exc

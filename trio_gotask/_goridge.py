@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final, final
 
-from ._errors import ProtocolError
+from ._errors import GoTaskError, ProtocolError
 from ._protocol import Call, CallTable, Event
 
 EMPTY: Final = 2
@@ -31,6 +31,11 @@ ERROR: Final = 8
 CONTROL: Final = 16
 PREFIX_SIZE: Final = 17
 MAX_SEQ: Final = 2**64 - 1
+NO_METADATA_GORIDGE: Final = (
+    'GoTask\'s wire format (protocol="goridge") carries no metadata: an interceptor set '
+    "CallInfo.metadata entries that this call cannot send. Leave metadata empty for this GoTask, "
+    "or use a sidecar built with trio-gotask's Go package (the default protocol)"
+)
 
 _LITTLE = struct.Struct("<BQ")
 _BIG = struct.Struct(">Q")
@@ -195,8 +200,18 @@ class GoridgeProtocol(CallTable):
         self._last_seq = -1
         self._outgoing: list[tuple[Call, bytes]] = []
 
-    def send_request(self, method: str, arg: Any, timeout: float | None, owner: Any) -> Call:
-        """Queue a call; ``timeout`` is not carried (the format has no deadlines)."""
+    def send_request(
+        self,
+        method: str,
+        arg: Any,
+        timeout: float | None,
+        owner: Any,
+        metadata: dict[str, str] | None = None,
+    ) -> Call:
+        """Queue a call; ``timeout`` is not carried (the format has no deadlines). Raises
+        `GoTaskError` for ``metadata`` with entries: the format has no place for it."""
+        if metadata:
+            raise GoTaskError(NO_METADATA_GORIDGE)
         if self.closed:
             raise RuntimeError("the protocol is closed")
         if len(self._calls) >= self.max_inflight:

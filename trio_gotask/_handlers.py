@@ -6,12 +6,14 @@ import datetime
 import inspect
 import logging
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final, final
 
 import trio
 
+from ._intercept import HostCallInfo, HostInterceptor, compose
 from ._protocol import HostLog
 from ._wire import short_repr
 
@@ -50,6 +52,8 @@ class Handlers:
 
     def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._chain: Callable[[HostCallInfo], Awaitable[Any]] | None = None
+        """The host interceptors around `_run`, or ``None`` when there are none."""
         if handlers is not None:
             if not isinstance(handlers, Mapping):
                 raise TypeError(f"handlers must map names to functions, not {handlers!r}")
@@ -102,9 +106,23 @@ class Handlers:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    async def run(self, name: str, arg: Any) -> Any:
-        """Run the handler ``name`` with ``arg``; raise `HandlerNotFound` or `HandlerParams`, or
-        what the handler raises."""
+    def intercept(self, interceptors: Sequence[HostInterceptor]) -> None:
+        """Run every host call through ``interceptors`` (the first outermost) from now on."""
+        self._chain = compose(interceptors, self._run_intercepted) if interceptors else None
+
+    def run(self, name: str, arg: Any, metadata: Mapping[str, str] | None = None) -> Awaitable[Any]:
+        """Run the handler ``name`` with ``arg`` (await what this returns), through the host
+        interceptors, which see ``metadata`` (the host call's); raise `HandlerNotFound` or
+        `HandlerParams`, or what the handler or an interceptor raises."""
+        chain = self._chain
+        if chain is None:
+            return self._run(name, arg)
+        return chain(HostCallInfo(name, arg, MappingProxyType(metadata or {})))
+
+    def _run_intercepted(self, info: HostCallInfo) -> Awaitable[Any]:
+        return self._run(info.method, info.arg)
+
+    async def _run(self, name: str, arg: Any) -> Any:
         entry = self._entries.get(name)
         if entry is None:
             known = ", ".join(self.names) or "none"

@@ -108,14 +108,14 @@ class Pool:
             self._opening += 1
             await self._open()
 
-    async def call(self, method: str, arg: Any) -> Any:
+    async def call(self, method: str, arg: Any, metadata: dict[str, str] | None = None) -> Any:
         """Make a call on the only connection, or on the one `choose` picks for it. A call that
         waited for a slot on a connection that broke was not sent: it goes to the least-loaded
         other connection, if there is one."""
         connection = self.only
         if connection is not None:  # the common case: one connection, working
             try:
-                return await connection.call(method, arg)
+                return await connection.call(method, arg, metadata)
             except Unsent as exc:
                 if self._failure is not None or not self._connections:
                     exc.reraise()
@@ -124,7 +124,7 @@ class Pool:
         connection = await self.choose(heavy)
         while True:
             try:
-                return await self.call_on(connection, method, arg, heavy)
+                return await self.call_on(connection, method, arg, heavy, metadata)
             except Unsent as exc:
                 unsent = exc
             if self._failure is not None or not self._connections:
@@ -144,13 +144,20 @@ class Pool:
                     exc.reraise()
             connection = min(self._connections, key=_busy)
 
-    async def call_on(self, connection: Connection, method: str, arg: Any, heavy: bool) -> Any:
+    async def call_on(
+        self,
+        connection: Connection,
+        method: str,
+        arg: Any,
+        heavy: bool,
+        metadata: dict[str, str] | None = None,
+    ) -> Any:
         """Make a call on ``connection``, which `choose` picked, counting it if it is heavy."""
         if not heavy:
-            return await connection.call(method, arg)
+            return await connection.call(method, arg, metadata)
         self._heavy[connection] += 1
         try:
-            return await connection.call(method, arg)
+            return await connection.call(method, arg, metadata)
         finally:
             self._heavy[connection] -= 1
             if not self._heavy[connection]:
@@ -293,9 +300,10 @@ class Router(Protocol):
     @property
     def pid(self) -> int | None: ...
 
-    def call(self, method: str, arg: Any) -> Awaitable[Any]:
-        """Make the call (await what this returns); raise what its connection raised, or why
-        there is none."""
+    def call(self, method: str, arg: Any, metadata: dict[str, str] | None = None) -> Awaitable[Any]:
+        """Make the call (await what this returns) with ``metadata``, the application metadata
+        (its keys and values checked to be strings; ``None`` or empty: none); raise what its
+        connection raised, or why there is none."""
 
     async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
         """Open a stream of ``method`` with ``window`` bytes of credit on a connection."""

@@ -40,6 +40,7 @@ from ._wire import (
     parse_error,
     parse_hello,
     parse_message,
+    request_metadata,
     short_repr,
 )
 
@@ -218,15 +219,24 @@ class ItemsArrived:
 class HostCall:
     """The sidecar calls the client: run the handler ``method`` with ``params``, then answer with
     `ClientProtocol.send_response`. ``timeout`` is the seconds left before the Go caller's
-    deadline, or ``None``."""
+    deadline, or ``None``; ``metadata`` the request's application metadata (its entries of
+    string keys and values; empty when it carried none)."""
 
-    __slots__ = ("method", "msgid", "params", "timeout")
+    __slots__ = ("metadata", "method", "msgid", "params", "timeout")
 
-    def __init__(self, msgid: int, method: str, params: Any, timeout: float | None) -> None:
+    def __init__(
+        self,
+        msgid: int,
+        method: str,
+        params: Any,
+        timeout: float | None,
+        metadata: dict[str, str],
+    ) -> None:
         self.msgid = msgid
         self.method = method
         self.params = params
         self.timeout = timeout
+        self.metadata = metadata
 
     def __repr__(self) -> str:
         return f"<HostCall {self.method} msgid={self.msgid}>"
@@ -480,12 +490,20 @@ class ClientProtocol(CallTable):
         """How many more calls `send_request` accepts now (none once closed)."""
         return self._room - len(self._calls)
 
-    def send_request(self, method: str, arg: Any, timeout: float | None, owner: Any) -> Call:
+    def send_request(
+        self,
+        method: str,
+        arg: Any,
+        timeout: float | None,
+        owner: Any,
+        metadata: dict[str, str] | None = None,
+    ) -> Call:
         """Queue a request for ``method`` and return its call.
 
-        ``timeout`` (seconds, or ``None``) becomes the Go context's deadline. Raises what the
-        encoder raises for an argument msgpack cannot carry, and `ValueError` for a request larger
-        than the sidecar accepts; nothing is queued then.
+        ``timeout`` (seconds, or ``None``) becomes the Go context's deadline; ``metadata``, the
+        call's application metadata (string keys and values, which the caller checked), is sent
+        when it has entries. Raises what the encoder raises for an argument msgpack cannot carry,
+        and `ValueError` for a request larger than the sidecar accepts; nothing is queued then.
         """
         if len(self._calls) >= self._room:
             self._no_room()
@@ -495,14 +513,14 @@ class ClientProtocol(CallTable):
         body: bytes | memoryview
         if type(arg) is not bytes or len(arg) < LARGE_BYTES:
             try:
-                body = self._encoder.request(msgid, method, arg, timeout)
+                body = self._encoder.request(msgid, method, arg, timeout, metadata)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise _unsendable(method, exc) from exc
             size = len(body)
             head = frame_header(size)
             tail = b""
         else:
-            head, tail = self._encoder.request_around(msgid, method, len(arg), timeout)
+            head, tail = self._encoder.request_around(msgid, method, len(arg), timeout, metadata)
             body = arg
             size = len(head) + len(body) + len(tail)
             head = frame_header(size) + head
@@ -734,10 +752,11 @@ class ClientProtocol(CallTable):
             )
             return None
         self._host_calls.add(request.msgid)
-        timeout = (request.meta or {}).get("timeout")
+        meta = request.meta
+        timeout = None if meta is None else meta.get("timeout")
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout != timeout:
             timeout = None  # not a number, or NaN: no deadline (section 2)
-        return HostCall(request.msgid, request.method, request.params, timeout)
+        return HostCall(request.msgid, request.method, request.params, timeout, request_metadata(meta))
 
     def send_response(self, msgid: int, error: dict[str, Any] | None, result: Any = None) -> None:
         """Answer the host call ``msgid``. A result msgpack cannot carry is answered ``bad_reply``,

@@ -136,15 +136,15 @@ class Supervisor(Generic[P]):
         """The running sidecar's process id; ``None`` while it restarts."""
         return self._current.sidecar.pid if self._current is not None else None
 
-    def call(self, method: str, arg: Any) -> Awaitable[Any]:
+    def call(self, method: str, arg: Any, metadata: dict[str, str] | None = None) -> Awaitable[Any]:
         """Make the call on the running sidecar's pool, waiting while one restarts.
 
         A plain function that hands back the pool's own call while a sidecar runs: one
         coroutine frame less for every call in flight (docs/performance.md)."""
         pool = self.current_pool
         if pool is not None:
-            return pool.call(method, arg)
-        return self._call_after_restart(method, arg)
+            return pool.call(method, arg, metadata)
+        return self._call_after_restart(method, arg, metadata)
 
     async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
         """Open the stream on the running sidecar's pool, waiting while one restarts. A stream
@@ -154,9 +154,9 @@ class Supervisor(Generic[P]):
             pool = await self.wait_pool()
         return await pool.open_stream(method, arg, window)
 
-    async def _call_after_restart(self, method: str, arg: Any) -> Any:
+    async def _call_after_restart(self, method: str, arg: Any, metadata: dict[str, str] | None) -> Any:
         pool = await self.wait_pool()
-        return await pool.call(method, arg)
+        return await pool.call(method, arg, metadata)
 
     def statistics(self) -> Load:
         pool = self.current_pool

@@ -39,6 +39,8 @@ PING: Final = "$ping"
 PONG: Final = "$pong"
 CREDIT: Final = "$credit"
 MAX_MSGID: Final = 2**32 - 1
+METADATA: Final = "metadata"
+"""The meta key of a request's application metadata (section 2)."""
 
 _HEADER = struct.Struct(">I")
 _SLICE_BELOW = 16 * 1024
@@ -146,10 +148,18 @@ class Encoder:
         self._packer = _packer()
 
     def request(
-        self, msgid: int, method: str, params: Any, timeout: float | None = None
+        self,
+        msgid: int,
+        method: str,
+        params: Any,
+        timeout: float | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> bytes | memoryview:
-        """The payload of a request; a view of a buffer of its own when ``params`` is large binary."""
-        meta = None if timeout is None else {"timeout": timeout}
+        """The payload of a request; a view of a buffer of its own when ``params`` is large binary.
+
+        ``metadata``, the call's application metadata (section 2), is sent when it has entries;
+        the caller has checked that its keys and values are strings."""
+        meta = _meta(timeout, metadata) if metadata else None if timeout is None else {"timeout": timeout}
         message = [REQUEST, msgid, method, params, meta]
         if type(params) in _BINARY and len(params) >= _LARGE_BINARY:
             # Packed into a buffer of its final size (docs/performance.md, "Payload sizes").
@@ -159,14 +169,20 @@ class Encoder:
         return self._packer.pack(message)  # type: ignore[no-any-return]
 
     def request_around(
-        self, msgid: int, method: str, size: int, timeout: float | None = None
+        self,
+        msgid: int,
+        method: str,
+        size: int,
+        timeout: float | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> tuple[bytes, bytes]:
         """What goes before and after ``size`` bytes of `bytes` params in a request's payload: the
         params are sent from the caller's own object, never copied (the payload is the three
         joined). For ``size`` of at least 64 KiB, so that the params are a msgpack bin 32."""
         packer = self._packer
         head = packer.pack_array_header(5) + packer.pack(REQUEST) + packer.pack(msgid) + packer.pack(method)
-        tail = packer.pack(None if timeout is None else {"timeout": timeout})
+        meta = _meta(timeout, metadata) if metadata else None if timeout is None else {"timeout": timeout}
+        tail = packer.pack(meta)
         return head + _BIN32.pack(0xC6, size), tail
 
     def stream_request(
@@ -206,6 +222,28 @@ class Encoder:
         """The payload of the client's response to a host call; raises like `request` for a
         result msgpack cannot carry."""
         return self._packer.pack([RESPONSE, msgid, error, result])  # type: ignore[no-any-return]
+
+
+def _meta(timeout: float | None, metadata: dict[str, str]) -> dict[str, Any]:
+    """A request's meta map with ``metadata``: its keys in the order of section 2."""
+    if timeout is None:
+        return {METADATA: metadata}
+    return {"timeout": timeout, METADATA: metadata}
+
+
+def request_metadata(meta: dict[str, Any] | None) -> dict[str, str]:
+    """The application metadata in a received request's ``meta``: the ``"metadata"`` map's
+    entries whose key and value are strings (section 2 ignores the others, and a value that is
+    not a map); empty when there are none."""
+    if meta is None:
+        return {}
+    metadata = meta.get(METADATA)
+    if type(metadata) is not dict:
+        return {}
+    for key, value in metadata.items():
+        if type(key) is not str or type(value) is not str:
+            return {k: v for k, v in metadata.items() if type(k) is str and type(v) is str}
+    return metadata
 
 
 def decode_value(data: bytes | bytearray | memoryview) -> Any:
