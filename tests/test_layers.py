@@ -22,6 +22,7 @@ LAYERS = [
     "_channel",
     "_opening",
     "_goridge_opening",
+    "_intercept",
     "_handlers",
     "_stream",
     "_connection",
@@ -34,7 +35,10 @@ LAYERS = [
     "_supervisor",
     "_build",
     "_golib",
+    "_tracing",
     "_client",
+    "stubs",  # what the modules `trio-gotask stubs` writes import: public, for generated code
+    "_stubs",
     "pytest_plugin",
     "__init__",
     "_cli",  # the command line (a package, a module per command): a user of the package, like any program

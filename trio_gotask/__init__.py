@@ -21,6 +21,12 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteError as RemoteError
 from ._errors import ShuttingDown as ShuttingDown
 from ._errors import SidecarError as SidecarError
+from ._intercept import CallInfo as CallInfo
+from ._intercept import CallNext as CallNext
+from ._intercept import HostCallInfo as HostCallInfo
+from ._intercept import HostCallNext as HostCallNext
+from ._intercept import HostInterceptor as HostInterceptor
+from ._intercept import Interceptor as Interceptor
 from ._statistics import EndpointStatistics as EndpointStatistics
 from ._stream import ItemStream as ItemStream
 from ._supervisor import RestartPolicy as RestartPolicy
@@ -30,10 +36,16 @@ __all__ = [
     "PROTOCOL_VERSION",
     "BadParams",
     "BadReply",
+    "CallInfo",
+    "CallNext",
     "EndpointStatistics",
     "GoTask",
     "GoTaskError",
     "GoTaskStatistics",
+    "HostCallInfo",
+    "HostCallNext",
+    "HostInterceptor",
+    "Interceptor",
     "ItemStream",
     "MethodNotFound",
     "PanicError",

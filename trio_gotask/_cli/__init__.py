@@ -2,7 +2,7 @@
 
 ``new`` writes a sidecar module, ``call`` calls one method of a sidecar and prints the result as
 JSON, ``doctor`` checks that this machine can build and run sidecars, ``bench`` measures calls on
-each transport. Exit status: 0
+each transport, ``stubs`` writes typed Python classes for a sidecar's services. Exit status: 0
 done, 1 the call or a check failed, 2 the command line is wrong, 3 the sidecar could not be
 started or reached (or stopped serving), 130 interrupted.
 """
@@ -20,6 +20,7 @@ from .bench import add_bench
 from .call import add_call
 from .doctor import add_doctor
 from .new import add_new
+from .stubs import add_stubs
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "trio-gotask") -> int:
@@ -62,7 +63,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Write Go sidecars, call them from the shell, check a machine, measure calls.",
+        description="Write Go sidecars, call them from the shell, check a machine, measure calls, write typed classes.",
         epilog=f"Run '{prog} COMMAND --help' for a command's options. Documentation: docs/cli.md.\n\n"
         + TOP_EXIT_STATUS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -73,4 +74,5 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     add_call(commands, common)
     add_doctor(commands, common)
     add_bench(commands, common)
+    add_stubs(commands, common)
     return parser

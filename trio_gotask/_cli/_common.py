@@ -45,7 +45,7 @@ exit status:
 TOP_EXIT_STATUS_HELP: Final = """\
 exit status:
   0    done
-  1    the call failed (call, bench), or a check did not pass (doctor)
+  1    the call failed (call, bench), a check did not pass (doctor), the file is out of date (stubs --check)
   2    the command line is wrong
   3    the sidecar could not be built, started or reached, or it stopped serving
   130  interrupted (Ctrl-C)"""
