@@ -47,6 +47,10 @@ async def test_the_stop_runs_at_a_clean_close_after_the_run_ended(sidecar: str, 
     assert log.read_text().splitlines() == ["start", "run", "run ended", "stop"]
 
 
+@pytest.mark.fault(
+    fault="a lifecycle hook (gotask.Hook) fails to start",
+    sees="open_gotask raises SidecarError quoting `gotask: hook NAME: start: ...`; the hooks started before it are stopped",
+)
 @pytest.mark.parametrize("transport", ["unix", "tcp", "pipe"])
 async def test_a_failed_start_fails_open_gotask_naming_the_hook_and_the_reason(
     sidecar: str, transport: Transport, tmp_path: Path
@@ -65,6 +69,10 @@ async def test_a_failed_start_fails_open_gotask_naming_the_hook_and_the_reason(
     assert log.read_text().splitlines() == ["start"]
 
 
+@pytest.mark.fault(
+    fault="a lifecycle hook's Run fails while the sidecar serves",
+    sees="the sidecar shuts down as on SIGTERM; calls in flight and later fail with SidecarError quoting `gotask: hook NAME: run: ...`",
+)
 async def test_a_failed_run_fails_the_calls_in_flight_naming_the_hook_and_the_reason(sidecar: str) -> None:
     # shutdown_grace=0 is the sidecar's -grace 0: the call held in flight is cut off at once
     # instead of being waited for, and fails with the sidecar's death.

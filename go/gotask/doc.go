@@ -380,6 +380,13 @@ prints there afterwards, with fmt.Println say, arrives as standard error,
 which trio_gotask logs. In socket modes the original is closed after the
 handshake. Write logs to standard error.
 
+With GOTASK_DESCRIBE=1 in its environment, Run and RunWith serve nothing:
+they print the registered services, their methods and the types these use
+(as msgpack encodes them, with the Go doc comments when the source is where
+the build found it) as one line of JSON and exit 0, before any hook starts.
+trio-gotask stubs reads it to write typed Python classes. Register everything
+before Run for it to be described.
+
 # Lifecycle hooks
 
 What a sidecar holds for its whole life, such as a database pool opened
