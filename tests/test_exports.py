@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import types
 
 import pytest
 
@@ -44,6 +45,8 @@ def test_exports() -> None:
     for name in trio_gotask.__all__:
         obj = getattr(trio_gotask, name)
         assert not name.startswith("_")
+        if isinstance(obj, types.GenericAlias):
+            continue  # a type alias such as CallNext (which Python 3.10 calls a class): docs/api.md
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert obj.__doc__, f"{name} has no docstring"
             assert obj.__module__.startswith("trio_gotask.")
