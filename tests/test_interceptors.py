@@ -288,6 +288,69 @@ async def test_interceptors_must_be_callables_in_a_sequence(
             pass
 
 
+def without_timeout(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """A request's meta but its deadline (the hang guard's)."""
+    return {key: value for key, value in (meta or {}).items() if key != "timeout"}
+
+
+# -- streams ---------------------------------------------------------------------------------------
+
+
+async def test_a_stream_opens_through_the_interceptors_with_their_metadata(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[Any] = []
+
+    async def tenant(info: CallInfo, call_next: CallNext) -> Any:
+        seen.append((info.method, info.arg, info.stream, info.window))
+        info.metadata["tenant"] = "acme"
+        stream = await call_next(info)
+        seen.append(type(stream).__name__)
+        return stream
+
+    async with fake_gotask(interceptors=[tenant], answer=None) as (gt, peer):
+        async with gt.stream("App.Count", 2, window=4096) as items:
+            request = await peer.requests.receive()
+            assert without_timeout(request.meta) == {"stream": 4096, "metadata": {"tenant": "acme"}}
+            await peer.item(request.msgid, 1)
+            await peer.reply(request.msgid)
+            assert [item async for item in items] == [1]
+        # A call through the same chain is a call: no stream, no window.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gt.call, "App.Hi", "x")
+            request = await peer.requests.receive()
+            assert without_timeout(request.meta) == {"metadata": {"tenant": "acme"}}
+            await peer.reply(request.msgid, "hi")
+    assert seen == [("App.Count", 2, True, 4096), "ItemStream", ("App.Hi", "x", False, 0), "str"]
+
+
+async def test_an_interceptor_must_hand_back_the_stream(autojump_clock: trio.testing.MockClock) -> None:
+    async def swallow(info: CallInfo, call_next: CallNext) -> Any:
+        stream = await call_next(info)
+        await stream.aclose()
+        return [1, 2, 3]
+
+    async with fake_gotask(interceptors=[swallow], answer=None) as (gt, _):
+        with pytest.raises(TypeError, match=r"must return the ItemStream that call_next returned"):
+            async with gt.stream("App.Count", 2):
+                pytest.fail("opened")  # pragma: no cover
+
+
+async def test_bad_stream_metadata_is_refused_before_anything_is_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def bad(info: CallInfo, call_next: CallNext) -> Any:
+        info.metadata["retries"] = 3  # type: ignore[assignment]
+        return await call_next(info)
+
+    async with fake_gotask(interceptors=[bad], answer=None) as (gt, peer):
+        with pytest.raises(TypeError, match=r"App\.Count: the metadata entry 'retries' is a int"):
+            async with gt.stream("App.Count", 2):
+                pytest.fail("opened")  # pragma: no cover
+        with pytest.raises(trio.WouldBlock):
+            peer.requests.receive_nowait()
+
+
 # -- host interceptors -----------------------------------------------------------------------------
 
 
@@ -699,3 +762,28 @@ async def test_goridge_carries_no_metadata(
 
     with pytest.raises(ValueError, match="goridge format has no host_interceptors"):
         _chains(goridge, (), [host], False)
+
+
+async def test_a_streams_span_lasts_until_the_stream_ends(
+    provider: TracerProvider, exporter: InMemorySpanExporter, autojump_clock: trio.testing.MockClock
+) -> None:
+    client, _ = tracing_interceptors(True, tracer_provider=provider)
+    assert client is not None
+    async with fake_gotask(interceptors=[client], answer=None) as (gt, peer):
+        async with gt.stream("App.Count", 2) as items:
+            request = await peer.requests.receive()
+            await peer.item(request.msgid, 1)
+            assert await items.receive() == 1
+            assert exporter.get_finished_spans() == ()  # open: its span too
+            await peer.reply(request.msgid, error={"type": "error", "message": "cursor died"})
+            with pytest.raises(RemoteError, match="cursor died"):
+                await items.receive()
+            (span,) = exporter.get_finished_spans()
+        async with gt.stream("App.Count", 2) as items:
+            request = await peer.requests.receive()
+        (_, closed_early) = exporter.get_finished_spans()
+    assert (span.name, span.kind) == ("App.Count", SpanKind.CLIENT)
+    assert dict(span.attributes or {})["gotask.stream"] is True
+    assert request.meta is not None and request.meta["metadata"] == {"traceparent": traceparent(closed_early)}
+    assert span.status.status_code == StatusCode.ERROR and "cursor died" in (span.status.description or "")
+    assert closed_early.status.status_code == StatusCode.UNSET

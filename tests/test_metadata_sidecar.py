@@ -58,3 +58,11 @@ async def test_connect_gotask_sends_metadata_too(sidecar: str) -> None:
         connect_gotask(running.address, interceptors=[tenant], tracing=False) as gt,
     ):
         assert (await gt.call("App.Metadata"))["tenant"] == "acme"
+
+
+async def test_a_stream_carries_the_metadata_its_interceptors_set(sidecar: str, transport: Transport) -> None:
+    async with (
+        open_gotask(sidecar, transport=transport, interceptors=[tenant], tracing=False) as gt,
+        gt.stream("App.MetadataEntries") as entries,
+    ):
+        assert [entry async for entry in entries] == ["Authorization=Bearer héllo ✓", "tenant=acme"]

@@ -144,9 +144,27 @@ class GoTask:
                 f"an interceptor set CallInfo.method to {method!r}: it must be a str such as 'App.Hi'"
             )
         metadata = info.metadata
+        if info.stream:
+            return self._open_stream(method, info)
         if metadata or type(metadata) is not dict:
             return self._router.call(method, info.arg, checked_metadata(method, metadata))
         return self._router.call(method, info.arg)
+
+    async def _open_stream(self, method: str, info: CallInfo) -> ItemStream:
+        metadata = info.metadata
+        checked = checked_metadata(method, metadata) if metadata or type(metadata) is not dict else None
+        return await self._router.open_stream(method, info.arg, check_window(info.window), checked)
+
+    async def _open_intercepted(self, method: str, arg: Any, window: int) -> ItemStream:
+        """Open a stream through the interceptors (`CallInfo.stream`)."""
+        assert self._chain is not None
+        stream = await self._chain(CallInfo(method, arg, {}, True, window))
+        if not isinstance(stream, ItemStream):
+            raise TypeError(
+                f"an interceptor returned {stream!r} for the stream {method}: it must return the "
+                "ItemStream that call_next returned"
+            )
+        return stream
 
     def stream(
         self, method: str, arg: Any = None, *, window: int = DEFAULT_WINDOW
@@ -168,7 +186,8 @@ class GoTask:
         older Go package, or GoTask's wire format), and `RemoteError` ``stream_mismatch`` (at
         the first `ItemStream.receive`) for a method that returns one reply.
 
-        A stream does not run the interceptors, and carries no metadata.
+        The interceptors given to `open_gotask` run as the stream opens (`CallInfo.stream`), and
+        the metadata they set is sent with the request.
         """
         if type(method) is not str:
             raise TypeError(
@@ -179,7 +198,8 @@ class GoTask:
                 "this GoTask belongs to the trio.run of another thread: open a GoTask in each "
                 "trio.run that makes calls, or reach this one with trio.from_thread.run"
             )
-        return StreamOpening(self._router.open_stream, method, arg, check_window(window))
+        opener = self._router.open_stream if self._chain is None else self._open_intercepted
+        return StreamOpening(opener, method, arg, check_window(window))
 
     def register(self, name: str, function: Handler, *, thread: bool = False) -> None:
         """Let the sidecar call ``function`` as ``name`` (``gotask.CallHost(ctx, name, arg, &reply)``

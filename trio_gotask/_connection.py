@@ -410,7 +410,9 @@ class Connection:
         return await trio.lowlevel.wait_task_rescheduled(call)  # cancelled: self._abort(call)
 
     @trio.lowlevel.enable_ki_protection
-    async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
+    async def open_stream(
+        self, method: str, arg: Any, window: int, metadata: dict[str, str] | None = None
+    ) -> ItemStream:
         """Send the request that opens a stream of ``method``, holding a slot (waited for like a
         call's) until its response; its `ItemStream` takes the items (with the protocol's
         `ClientProtocol.take_item`, and `wait_items`) and ends it (`close_stream`). Raises
@@ -433,7 +435,7 @@ class Connection:
             deadline = trio.current_effective_deadline()
             timeout = None if deadline == math.inf else deadline - trio.current_time()
             try:
-                stream = protocol.open_stream(method, arg, timeout, window)
+                stream = protocol.open_stream(method, arg, timeout, window, metadata)
             except BaseException:
                 self._release_slot()
                 raise

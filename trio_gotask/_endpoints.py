@@ -237,7 +237,9 @@ class Endpoints:
             return result
         self._gave_up(failure)
 
-    async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
+    async def open_stream(
+        self, method: str, arg: Any, window: int, metadata: dict[str, str] | None = None
+    ) -> ItemStream:
         """Open the stream on a sidecar the rotation picks, trying the next while none can take
         it (no connection, or its connection broke before the request was sent). Once sent, a
         stream stays where it is: its consumer gets whatever ends it."""
@@ -254,7 +256,7 @@ class Endpoints:
                 failure = exc
                 continue
             try:
-                return await connection.open_stream(method, arg, window)
+                return await connection.open_stream(method, arg, window, metadata)
             except Unsent as exc:
                 failure = exc.error
         self._gave_up(failure)

@@ -9,7 +9,7 @@ composed once, when the `GoTask` opens; a `GoTask` without interceptors runs non
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 
@@ -28,6 +28,13 @@ class CallInfo:
     values (anything else raises `TypeError` before the call is sent). In Go,
     ``gotask.MetadataFrom(ctx)`` reads it. GoTask's wire format (``protocol="goridge"``)
     carries none: a call with entries raises `GoTaskError` there."""
+    stream: bool = False
+    """Whether this opens a stream (`GoTask.stream`) rather than making a call. For a stream,
+    the chain runs as the stream opens: ``call_next`` sends the request and returns the open
+    `ItemStream`, which the interceptor must return; what it does after ``call_next`` happens
+    once the stream is open, not when it ends."""
+    window: int = field(default=0, repr=False)
+    """A stream's credit in bytes (``window`` of `GoTask.stream`); 0 for a call."""
 
 
 @dataclass(slots=True)

@@ -131,14 +131,16 @@ class Pool:
                 unsent.reraise()
             connection = min(self._connections, key=_busy)
 
-    async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
+    async def open_stream(
+        self, method: str, arg: Any, window: int, metadata: dict[str, str] | None = None
+    ) -> ItemStream:
         """Open a stream on the connection `choose` picks: it holds one of its slots until it
         ends, like a call, so the least-loaded choice counts it. A stream that waited for a slot
         on a connection that broke goes to another, as a call does."""
         connection = await self.choose()
         while True:
             try:
-                return await connection.open_stream(method, arg, window)
+                return await connection.open_stream(method, arg, window, metadata)
             except Unsent as exc:
                 if self._failure is not None or not self._connections:
                     exc.reraise()
@@ -305,8 +307,11 @@ class Router(Protocol):
         (its keys and values checked to be strings; ``None`` or empty: none); raise what its
         connection raised, or why there is none."""
 
-    async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
-        """Open a stream of ``method`` with ``window`` bytes of credit on a connection."""
+    async def open_stream(
+        self, method: str, arg: Any, window: int, metadata: dict[str, str] | None = None
+    ) -> ItemStream:
+        """Open a stream of ``method`` with ``window`` bytes of credit and ``metadata`` (as for
+        `call`) on a connection."""
 
     def statistics(self) -> Load: ...
 

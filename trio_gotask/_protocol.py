@@ -532,10 +532,18 @@ class ClientProtocol(CallTable):
         self._outgoing.append((call, head, body, tail))
         return call
 
-    def open_stream(self, method: str, arg: Any, timeout: float | None, window: int) -> StreamCall:
+    def open_stream(
+        self,
+        method: str,
+        arg: Any,
+        timeout: float | None,
+        window: int,
+        metadata: dict[str, str] | None = None,
+    ) -> StreamCall:
         """Queue the request that opens a stream of ``method`` with ``window`` bytes of credit
-        (at least 1) and return the stream; raises like `send_request`, and `RuntimeError` when
-        the sidecar did not say that it serves streams (`streams`)."""
+        (at least 1) and ``metadata`` (as `send_request` sends it), and return the stream; raises
+        like `send_request`, and `RuntimeError` when the sidecar did not say that it serves
+        streams (`streams`)."""
         if not self.streams:
             raise RuntimeError("the sidecar does not serve streams")
         if len(self._calls) >= self._room:
@@ -544,7 +552,7 @@ class ClientProtocol(CallTable):
         if msgid > MAX_MSGID or msgid in self._calls:
             msgid = self._next_free_msgid()
         try:
-            body = self._encoder.stream_request(msgid, method, arg, timeout, window)
+            body = self._encoder.stream_request(msgid, method, arg, timeout, window, metadata)
         except (TypeError, ValueError, OverflowError) as exc:
             raise _unsendable(method, exc) from exc
         if len(body) > self.max_request:

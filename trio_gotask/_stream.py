@@ -59,6 +59,19 @@ class ItemStream(trio.abc.ReceiveChannel[Any]):
         self._finished = False
         self._released = False
         self._since_yield = 0
+        self._on_end: Callable[[BaseException | None], None] | None = None
+        """Told once how the stream ended: its error, or ``None`` (`on_end`)."""
+
+    def on_end(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Have ``callback`` told, once, how the stream ended: with the error `receive` raised
+        for it, or ``None`` when it ended without one or was closed before its end (what
+        tracing uses to end a stream's span)."""
+        self._on_end = callback
+
+    def _ended(self, error: BaseException | None) -> None:
+        callback, self._on_end = self._on_end, None
+        if callback is not None:
+            callback(error)
 
     @property
     def method(self) -> str:
@@ -127,10 +140,12 @@ class ItemStream(trio.abc.ReceiveChannel[Any]):
         failure = stream.failure
         if failure is not None:
             stream.failure = None  # raised once; then EndOfChannel
+            self._ended(failure)
             await trio.lowlevel.cancel_shielded_checkpoint()
             raise failure
         error = stream.error
         if error is None:
+            self._ended(None)
             await trio.lowlevel.cancel_shielded_checkpoint()
             raise trio.EndOfChannel
         if error.get("type") == "deadline_exceeded":
@@ -138,7 +153,9 @@ class ItemStream(trio.abc.ReceiveChannel[Any]):
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
-        raise remote_error(stream.method, error)
+        exc = remote_error(stream.method, error)
+        self._ended(exc)
+        raise exc
 
     def _release(self) -> None:
         if not self._released:
@@ -151,6 +168,7 @@ class ItemStream(trio.abc.ReceiveChannel[Any]):
             return
         self._closed = True
         self._release()
+        self._ended(None)
         wake(self._stream)  # a receive in another task: it gets ClosedResourceError
 
     async def aclose(self) -> None:

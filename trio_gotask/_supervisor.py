@@ -146,13 +146,15 @@ class Supervisor(Generic[P]):
             return pool.call(method, arg, metadata)
         return self._call_after_restart(method, arg, metadata)
 
-    async def open_stream(self, method: str, arg: Any, window: int) -> ItemStream:
+    async def open_stream(
+        self, method: str, arg: Any, window: int, metadata: dict[str, str] | None = None
+    ) -> ItemStream:
         """Open the stream on the running sidecar's pool, waiting while one restarts. A stream
         is not moved to the next sidecar when this one dies: its consumer gets the error."""
         pool = self.current_pool
         if pool is None:
             pool = await self.wait_pool()
-        return await pool.open_stream(method, arg, window)
+        return await pool.open_stream(method, arg, window, metadata)
 
     async def _call_after_restart(self, method: str, arg: Any, metadata: dict[str, str] | None) -> Any:
         pool = await self.wait_pool()

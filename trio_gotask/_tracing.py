@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from ._intercept import CallInfo, CallNext, HostCallInfo, HostCallNext, HostInterceptor, Interceptor
+from ._stream import ItemStream
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
@@ -83,7 +84,10 @@ def _client_interceptor(tracer: Tracer, inject: bool) -> Interceptor:
     client = trace.SpanKind.CLIENT
 
     async def trace_call(info: CallInfo, call_next: CallNext) -> Any:
-        span = tracer.start_span(info.method, kind=client, attributes=_attributes(info.method))
+        attributes: Mapping[str, str | bool] = _attributes(info.method)
+        if info.stream:
+            attributes = {**attributes, "gotask.stream": True}
+        span = tracer.start_span(info.method, kind=client, attributes=attributes)
         if not span.is_recording() and not span.get_span_context().is_valid:
             # A no-op span (no SDK configured): nothing to end, and no trace context to send.
             if inject and baggage.get_all():
@@ -91,16 +95,23 @@ def _client_interceptor(tracer: Tracer, inject: bool) -> Interceptor:
             return await call_next(info)
         ctx = trace.set_span_in_context(span)
         token = context.attach(ctx)
+        ends_now = True
         try:
             if inject:
                 propagate.inject(info.metadata, context=ctx)
-            return await call_next(info)
+            result = await call_next(info)
+            if info.stream and isinstance(result, ItemStream):
+                # A stream's span lasts until the stream ends, as the Go method's does.
+                result.on_end(functools.partial(_stream_ended, span))
+                ends_now = False
+            return result
         except BaseException as exc:
             _failed(span, exc)
             raise
         finally:
             context.detach(token)
-            span.end()
+            if ends_now:
+                span.end()
 
     return trace_call
 
@@ -128,6 +139,12 @@ def _host_interceptor(tracer: Tracer) -> HostInterceptor:
             span.end()
 
     return trace_host_call
+
+
+def _stream_ended(span: Span, error: BaseException | None) -> None:
+    if error is not None:
+        _failed(span, error)
+    span.end()
 
 
 def _failed(span: Span, exc: BaseException) -> None:

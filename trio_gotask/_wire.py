@@ -186,11 +186,20 @@ class Encoder:
         return head + _BIN32.pack(0xC6, size), tail
 
     def stream_request(
-        self, msgid: int, method: str, params: Any, timeout: float | None, window: int
+        self,
+        msgid: int,
+        method: str,
+        params: Any,
+        timeout: float | None,
+        window: int,
+        metadata: dict[str, str] | None = None,
     ) -> bytes:
-        """The payload of a request that opens a stream with ``window`` bytes of credit."""
+        """The payload of a request that opens a stream with ``window`` bytes of credit, and
+        ``metadata`` as `request` sends it."""
         meta: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         meta["stream"] = window
+        if metadata:
+            meta[METADATA] = metadata
         return self._packer.pack([REQUEST, msgid, method, params, meta])  # type: ignore[no-any-return]
 
     def credit(self, msgid: int, amount: int) -> bytes:

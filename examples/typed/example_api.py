@@ -520,6 +520,17 @@ class App:
         reply = await self._gotask.call("App.Metadata", arg)
         return _stubs.decoded("App.Metadata", reply, _decode_dict_str_str)
 
+    def MetadataEntries(
+        self,
+        arg: Any = None,
+        *,
+        window: int | None = None,
+    ) -> AbstractAsyncContextManager[trio.abc.ReceiveChannel[str]]:
+        """MetadataEntries streams the application metadata the stream carried, one
+        "key=value" item per entry, sorted by key.
+        """
+        return _stubs.stream(self._gotask, "App.MetadataEntries", arg, _str, window)
+
     async def Nest(self, arg: NestArgs) -> Any:
         """Nest returns args.Arg when args.Depth is 0; otherwise it calls the Python
         handler "Py.Nest" with {"depth": Depth-1, "arg": Arg}, which calls App.Nest
