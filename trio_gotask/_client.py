@@ -144,16 +144,10 @@ class GoTask:
                 f"an interceptor set CallInfo.method to {method!r}: it must be a str such as 'App.Hi'"
             )
         metadata = info.metadata
-        if info.stream:
-            return self._open_stream(method, info)
-        if metadata or type(metadata) is not dict:
-            return self._router.call(method, info.arg, checked_metadata(method, metadata))
-        return self._router.call(method, info.arg)
-
-    async def _open_stream(self, method: str, info: CallInfo) -> ItemStream:
-        metadata = info.metadata
         checked = checked_metadata(method, metadata) if metadata or type(metadata) is not dict else None
-        return await self._router.open_stream(method, info.arg, check_window(info.window), checked)
+        if info.stream:
+            return self._router.open_stream(method, info.arg, check_window(info.window), checked)
+        return self._router.call(method, info.arg, checked)
 
     async def _open_intercepted(self, method: str, arg: Any, window: int) -> ItemStream:
         """Open a stream through the interceptors (`CallInfo.stream`)."""
