@@ -27,7 +27,7 @@ import trio
 from gomodule import write_module
 from timing import HANG
 
-from trio_gotask import BadReply, open_gotask
+from trio_gotask import BadReply, _stubs, open_gotask
 from trio_gotask import stubs as runtime
 from trio_gotask._cli import _common as cli_common
 from trio_gotask._cli import main
@@ -169,6 +169,18 @@ def test_sidecars_that_do_not_describe_themselves(
     assert main(["stubs", str(sidecar), "--timeout", "0.5"]) == status
     _, err = capsys.readouterr()
     assert message in err
+
+
+@pytest.mark.slow
+async def test_a_sidecar_that_prints_without_end_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory is bounded by the limit, not by what the program prints (no deadline but the hang
+    guard: the limit alone must end it)."""
+    monkeypatch.setattr(_stubs, "DESCRIPTION_LIMIT", 1 << 20)
+    sidecar = fake_sidecar(tmp_path, "while True: sys.stdout.write('x' * 65536)")
+    with trio.fail_after(HANG), pytest.raises(SidecarError, match=r"printed more than 1 MiB to stdout"):
+        await _stubs.describe_sidecar(sidecar)
 
 
 # -- (b) calls through the stubs, over the real sidecar ----------------------------------------
@@ -548,7 +560,8 @@ async def wrong(gt: trio_gotask.GoTask) -> None:
 
 
 def run_mypy(tmp_path: Path, *files: Path) -> tuple[str, int]:
-    api = pytest.importorskip("mypy.api")
+    import mypy.api as api  # in the test extras: the check must run, never be skipped
+
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\nstrict = True\npython_version = 3.10\n")
     out, err, status = api.run(
@@ -590,7 +603,7 @@ def shop_module(folder: Path) -> Path:
 
 def ruff(*args: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("ruff") is None and importlib.util.find_spec("ruff") is None:
-        pytest.skip("ruff is not installed")
+        pytest.fail("ruff is not installed: pip install -e '.[test]' installs it")
     return subprocess.run([sys.executable, "-m", "ruff", *args], capture_output=True, text=True, timeout=HANG)
 
 

@@ -9,17 +9,15 @@ from typing import Any
 
 import pytest
 import trio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from timing import HANG
 
 from trio_gotask import RemoteError, open_gotask
 from trio_gotask._address import Transport
 from trio_gotask._build import build_sidecar
 from trio_gotask._tracing import tracing_interceptors
-
-otel_sdk = pytest.importorskip("opentelemetry.sdk.trace")  # in the test extras: runs in CI
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
 TRACING = Path(__file__).resolve().parent.parent / "examples" / "tracing"
 

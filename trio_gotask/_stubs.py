@@ -210,6 +210,10 @@ async def sidecar_binary(sidecar: str | os.PathLike[str]) -> Path:
     return Path(sidecar)
 
 
+DESCRIPTION_LIMIT: Final = 64 << 20
+"""The most a sidecar may print in describe mode: a description is a few KiB to a few MiB."""
+
+
 async def describe_sidecar(binary: str | os.PathLike[str]) -> Any:
     """Run the built sidecar ``binary`` in describe mode and return its description, JSON.
 
@@ -245,12 +249,16 @@ async def describe_sidecar(binary: str | os.PathLike[str]) -> Any:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain_stderr)
             while chunk := await stdout.receive_some():
+                start = max(0, len(out) - 1)  # a handshake's newline may end the last chunk
                 out.extend(chunk)
-                if out.startswith(b"gotask|") or b"\ngotask|" in out:
+                if out.startswith(b"gotask|") or out.find(b"\ngotask|", start) >= 0:
                     served = True  # the handshake line of a sidecar that serves
                     nursery.cancel_scope.cancel()
                     break
-        if not served:
+                if len(out) > DESCRIPTION_LIMIT:
+                    nursery.cancel_scope.cancel()
+                    break
+        if not served and len(out) <= DESCRIPTION_LIMIT:
             await process.wait()
     finally:
         if process.returncode is None:
@@ -258,6 +266,11 @@ async def describe_sidecar(binary: str | os.PathLike[str]) -> Any:
             with trio.CancelScope(shield=True):
                 await process.wait()
     tail = err.decode("utf-8", "replace").strip()[-2000:]
+    if len(out) > DESCRIPTION_LIMIT:
+        raise SidecarError(
+            f"the sidecar printed more than {DESCRIPTION_LIMIT >> 20} MiB to stdout in describe "
+            f"mode without ending: is it a gotask sidecar? {_REBUILD}"
+        )
     if served:
         raise SidecarError(f"the sidecar served instead of describing itself: {_REBUILD}")
     line = next((x for x in reversed(out.splitlines()) if x.startswith(b'{"describe":')), None)
